@@ -1,0 +1,114 @@
+"""``create_app(settings) -> FastAPI``: nothing is built at import time.
+
+The one error mapping lives here: :class:`memos.errors.MemosError` and request validation
+errors become ``{"error": {"type", "message", "details"}}`` with the matching status code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.routes import cubes, memories, search, system
+from memos import __version__
+from memos.config import Settings, get_settings
+from memos.cube import MemCube, open_cube
+from memos.errors import InvalidInput, MemosError, PayloadTooLarge
+from memos.keys import KeyRing
+
+log = logging.getLogger("memos.api")
+
+
+def _validation_error(exc: RequestValidationError) -> MemosError:
+    errors = exc.errors()
+    too_long = [e for e in errors if e.get("type") == "string_too_long"]
+    if too_long:
+        limit = (too_long[0].get("ctx") or {}).get("max_length")
+        where = ".".join(str(p) for p in too_long[0].get("loc", ()))
+        return PayloadTooLarge(f"{where} is longer than the limit of {limit} characters",
+                               details={"max_chars": limit, "field": where})
+    if any(e.get("type") == "json_invalid" for e in errors):
+        err = InvalidInput("request body is not valid JSON",
+                           details={"errors": _plain(errors)})
+        err.status_code = 400
+        return err
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return InvalidInput(f"{where}: {first.get('msg', 'invalid request')}",
+                        details={"errors": _plain(errors)})
+
+
+def _plain(errors: Any) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
+            for e in errors]
+
+
+def create_app(settings: Settings | None = None, *, service: MemCube | None = None) -> FastAPI:
+    """Build the app for ``settings`` (default: from the environment).
+
+    The service (store, index, embedder) is opened in the lifespan unless one is given.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        memos = service or open_cube(settings)
+        app.state.memos = memos
+        app.state.keys = KeyRing(memos.store, settings.static_keys())
+        app.state.requests = Counter()
+        app.state.started = time.time()
+        try:
+            yield
+        finally:
+            memos.index.flush()
+            if service is None:
+                memos.store.dispose()
+
+    app = FastAPI(title="memos", version=__version__, lifespan=lifespan,
+                  description="Memory service for LLM agents: MemCube store, multi-granularity "
+                              "retrieval, provenance and versions.")
+
+    @app.exception_handler(MemosError)
+    async def _memos_error(_: Request, exc: MemosError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = _validation_error(exc)
+        return JSONResponse(err.to_dict(), status_code=err.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = {"error": {"type": kind, "message": str(exc.detail), "details": {}}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        body = {"error": {"type": "internal_error", "message": "internal server error",
+                          "details": {"exception": type(exc).__name__}}}
+        return JSONResponse(body, status_code=500)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        request.app.state.requests[(request.method, path, response.status_code)] += 1
+        return response
+
+    app.include_router(system.router)
+    app.include_router(cubes.router)
+    app.include_router(memories.router)
+    app.include_router(search.router)
+    return app

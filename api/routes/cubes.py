@@ -1,0 +1,43 @@
+"""``/v1/cubes``: create, list, read and delete cubes; ingest messages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import MemosDep, TenantDep
+from memos.types import CubeCreate, CubePublic, IngestResult, MessagesIngest
+
+router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
+
+
+@router.post("", response_model=CubePublic, status_code=status.HTTP_201_CREATED)
+def create_cube(body: CubeCreate, memos: MemosDep, tenant: TenantDep) -> CubePublic:
+    """Create a cube (409 if the id exists). Unknown cubes are never created implicitly."""
+    return memos.create_cube(body, tenant=tenant)
+
+
+@router.get("", response_model=list[CubePublic])
+def list_cubes(memos: MemosDep, tenant: TenantDep) -> list[CubePublic]:
+    return memos.list_cubes(tenant=tenant)
+
+
+@router.get("/{cube_id}", response_model=CubePublic)
+def get_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> CubePublic:
+    return memos.get_cube(cube_id, tenant=tenant)
+
+
+@router.delete("/{cube_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> Response:
+    memos.delete_cube(cube_id, tenant=tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{cube_id}/messages", response_model=IngestResult,
+             status_code=status.HTTP_201_CREATED)
+def ingest(cube_id: str, body: MessagesIngest, memos: MemosDep,
+           tenant: TenantDep) -> IngestResult:
+    """Store a conversation's messages: a ``turn`` unit per message and a ``session`` unit.
+
+    Idempotent: re-sent message ids (or identical messages within the session) are skipped.
+    """
+    return memos.ingest(cube_id, body, tenant=tenant)

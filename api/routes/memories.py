@@ -1,0 +1,85 @@
+"""``/v1/cubes/{cube_id}/memories``: CRUD, versions (history) and provenance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from api.deps import MemosDep, TenantDep
+from memos.types import (
+    Filters,
+    Granularity,
+    Kind,
+    MemoryCreate,
+    MemoryPage,
+    MemoryPublic,
+    MemoryUpdate,
+    ProvenancePublic,
+    Status,
+)
+
+router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"])
+
+
+@router.post("", response_model=MemoryPublic, status_code=status.HTTP_201_CREATED)
+def create_memory(cube_id: str, body: MemoryCreate, memos: MemosDep,
+                  tenant: TenantDep) -> MemoryPublic:
+    """Add a memory unit, with provenance spans into stored messages if given."""
+    return memos.create_memory(cube_id, body, tenant=tenant)
+
+
+@router.get("", response_model=MemoryPage)
+def list_memories(
+    cube_id: str, memos: MemosDep, tenant: TenantDep,
+    kind: Kind | None = None,
+    granularity: Annotated[list[Granularity] | None, Query()] = None,
+    status_: Annotated[Status | None, Query(alias="status")] = None,
+    session_id: str | None = None,
+    tags: Annotated[list[str] | None, Query(alias="tag")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    as_of: datetime | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> MemoryPage:
+    """List units, oldest first. ``as_of`` answers "what did the cube hold then"."""
+    filters = Filters(kind=kind, granularity=granularity, status=status_, session_id=session_id,
+                      tags=tags, created_after=created_after, created_before=created_before,
+                      as_of=as_of)
+    return memos.list_memories(cube_id, filters, tenant=tenant, offset=offset, limit=limit)
+
+
+@router.get("/{memory_id}", response_model=MemoryPublic)
+def get_memory(cube_id: str, memory_id: str, memos: MemosDep, tenant: TenantDep) -> MemoryPublic:
+    return memos.get_memory(cube_id, memory_id, tenant=tenant)
+
+
+@router.patch("/{memory_id}", response_model=MemoryPublic)
+def update_memory(cube_id: str, memory_id: str, body: MemoryUpdate, memos: MemosDep,
+                  tenant: TenantDep) -> MemoryPublic:
+    """Write a new version; the old one is superseded and kept in the history."""
+    return memos.update_memory(cube_id, memory_id, body, tenant=tenant)
+
+
+@router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_memory(cube_id: str, memory_id: str, memos: MemosDep, tenant: TenantDep,
+                  purge: bool = False) -> Response:
+    """Tombstone the memory; ``?purge=true`` also erases its text and embedding."""
+    memos.delete_memory(cube_id, memory_id, tenant=tenant, purge=purge)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{memory_id}/history", response_model=list[MemoryPublic])
+def history(cube_id: str, memory_id: str, memos: MemosDep,
+            tenant: TenantDep) -> list[MemoryPublic]:
+    """Every version of the memory, oldest first."""
+    return memos.history(cube_id, memory_id, tenant=tenant)
+
+
+@router.get("/{memory_id}/provenance", response_model=ProvenancePublic)
+def provenance(cube_id: str, memory_id: str, memos: MemosDep,
+               tenant: TenantDep) -> ProvenancePublic:
+    """Source messages with the cited spans, the derived-from chain and links."""
+    return memos.provenance(cube_id, memory_id, tenant=tenant)

@@ -1,0 +1,29 @@
+"""``/v1/cubes/{cube_id}/search`` and ``/context``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import MemosDep, TenantDep
+from memos.cube import Timings
+from memos.types import ContextRequest, ContextResponse, SearchRequest, SearchResponse
+
+router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse)
+def search(cube_id: str, body: SearchRequest, response: Response, memos: MemosDep,
+           tenant: TenantDep) -> SearchResponse:
+    """The ``top_k`` most relevant units, best first; stage timings in ``Server-Timing``."""
+    timings = Timings()
+    result = memos.search(cube_id, body, tenant=tenant, timings=timings)
+    response.headers["Server-Timing"] = ", ".join(
+        f"{name};dur={ms:.2f}" for name, ms in timings.stages.items())
+    return result
+
+
+@router.post("/context", response_model=ContextResponse)
+def context(cube_id: str, body: ContextRequest, memos: MemosDep,
+            tenant: TenantDep) -> ContextResponse:
+    """Prompt-ready memory within ``max_tokens``; each line cites its ``[unit id]``."""
+    return memos.context(cube_id, body, tenant=tenant)

@@ -1,0 +1,40 @@
+"""``/healthz`` (no auth) and ``/metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from api.deps import MemosDep, TenantDep
+from memos import __version__
+from memos.types import Health
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(memos: MemosDep) -> Health:
+    """Liveness and readiness: the database answers and the index is loaded."""
+    memos.counts()
+    return Health(status="ok", version=__version__, database=memos.store.dialect,
+                  index=memos.index.name)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request, memos: MemosDep, _tenant: TenantDep) -> str:
+    counts = memos.counts()
+    lines = [
+        "# TYPE memos_units gauge", f"memos_units {counts['units']}",
+        "# TYPE memos_cubes gauge", f"memos_cubes {counts['cubes']}",
+        "# TYPE memos_uptime_seconds gauge",
+        f"memos_uptime_seconds {time.time() - request.app.state.started:.1f}",
+        "# TYPE memos_requests_total counter",
+    ]
+    for (method, path, status), n in sorted(request.app.state.requests.items()):
+        lines.append(f'memos_requests_total{{method="{method}",path="{path}",'
+                     f'status="{status}"}} {n}')
+    return "\n".join(lines) + "\n"
+
+

@@ -1,0 +1,195 @@
+"""``memos bench``: ingest and search speed end to end over HTTP.
+
+Starts a server on a free loopback port with a fresh data directory (or targets
+``--base-url``), ingests ``--units`` realistic turn-length texts through the SDK in
+conversation-sized sessions, then runs ``--searches`` searches and reports latency
+percentiles. Texts come from a seeded generator of everyday dialogue, so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_PEOPLE = ["Ana", "Ben", "Caroline", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jun",
+           "Kemal", "Lena", "Marco", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
+_PLACES = ["Berlin", "Lisbon", "the lake house", "Osaka", "my parents' place", "the gym",
+           "the farmers market", "Toronto", "the new office", "Nairobi", "the library",
+           "a pottery class", "the beach", "Seoul", "the climbing wall", "Marrakesh"]
+_THINGS = ["a vintage camera", "a sourdough starter", "a rescue dog", "a used bike",
+           "tickets to a jazz concert", "a book on stoicism", "a sewing machine", "a telescope",
+           "running shoes", "a ukulele", "a tomato plant", "a chess set", "a kayak",
+           "a painting of sunflowers", "a language course", "a board game about trains"]
+_FEELINGS = ["really proud", "a bit nervous", "exhausted but happy", "so grateful",
+             "pretty stressed", "excited", "calm for once", "honestly overwhelmed"]
+_TEMPLATES = [
+    "I went to {place} {when} with {person} and it was {feeling}.",
+    "{person} gave me {thing} {when}, I'm {feeling} about it.",
+    "We're planning to move to {place} next spring, {person} found a flat there.",
+    "I finally bought {thing}; I've wanted one since I was a kid.",
+    "Did you ever try {thing}? {person} says it changed their mornings.",
+    "My sister {person} started working at {place} {when}.",
+    "I've been volunteering at {place} every Saturday, it keeps me grounded.",
+    "{when} I signed up for {thing} and I feel {feeling}.",
+    "That sounds amazing! How did {person} react when you told them about {place}?",
+    "I lost {thing} at {place} {when}, still {feeling} about it.",
+    "My therapist suggested I try {thing} to deal with work stress.",
+    "{person} and I celebrated our anniversary at {place}; I was {feeling}.",
+]
+_WHEN = ["yesterday", "last week", "last weekend", "two days ago", "this morning",
+         "last month", "on Friday", "after work", "over the holidays"]
+
+
+def realistic_turns(n: int, *, seed: int = 0) -> Iterator[tuple[str, str]]:
+    """``n`` (speaker, text) dialogue turns of everyday chat, deterministic per seed."""
+    rng = random.Random(seed)
+    for i in range(n):
+        text = rng.choice(_TEMPLATES).format(
+            place=rng.choice(_PLACES), person=rng.choice(_PEOPLE), thing=rng.choice(_THINGS),
+            feeling=rng.choice(_FEELINGS), when=rng.choice(_WHEN))
+        yield _PEOPLE[i % 2], f"{text} (#{i})" if rng.random() < 0.3 else text
+
+
+def _queries(n: int, *, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    forms = ["What did {p} give as a present?", "Who moved to {pl}?",
+             "When did someone buy {t}?", "How does {p} feel about {pl}?",
+             "Where does {p}'s sister work?", "what happened at {pl}"]
+    return [rng.choice(forms).format(p=rng.choice(_PEOPLE), pl=rng.choice(_PLACES),
+                                     t=rng.choice(_THINGS)) for _ in range(n)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "MEMOS_DATA_DIR": str(data_dir)}
+    env.pop("MEMOS_DATABASE_URL", None)
+    env.pop("MEMOS_API_KEYS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "memos.cli", "serve", "--port", str(port),
+                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    from memos.client import MemosClient
+
+    deadline = time.time() + 60
+    with MemosClient(url, timeout=2) as client:
+        while True:
+            try:
+                client.health()
+                return proc, url
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    raise RuntimeError("the benchmark server did not start") from None
+                time.sleep(0.2)
+
+
+def _dir_bytes(path: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in path.glob(pattern) if p.is_file())
+
+
+def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
+              session_size: int = 50, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Ingest ``units`` turns over HTTP, then time ``searches`` searches. Returns the report."""
+    from tqdm import tqdm
+
+    from memos.client import MemosClient
+
+    tmp = None
+    proc = None
+    if base_url is None:
+        tmp = tempfile.TemporaryDirectory(prefix="memos-bench-")
+        proc, base_url = _start_server(Path(tmp.name))
+    try:
+        with MemosClient(base_url, timeout=120) as client:
+            cube = f"bench-{int(time.time())}-{random.Random().randrange(1 << 30):x}"
+            client.create_cube(cube)
+            turns = list(realistic_turns(units, seed=seed))
+            t0 = time.perf_counter()
+            ingest_times = []
+            with tqdm(total=units, unit="turn", desc="ingest", disable=not progress) as bar:
+                for s, start in enumerate(range(0, units, session_size)):
+                    chunk = turns[start:start + session_size]
+                    t = time.perf_counter()
+                    client.add_messages(cube, session_id=f"s{s}", messages=[
+                        {"id": f"m{start + i}", "role": "user", "speaker": who, "content": text}
+                        for i, (who, text) in enumerate(chunk)])
+                    ingest_times.append(time.perf_counter() - t)
+                    bar.update(len(chunk))
+            ingest_s = time.perf_counter() - t0
+            queries = _queries(searches, seed=seed + 1)
+            client.search(cube, query="warm-up", top_k=10)
+            latencies = []
+            for q in tqdm(queries, desc="search", disable=not progress):
+                t = time.perf_counter()
+                client.search(cube, query=q, top_k=10)
+                latencies.append((time.perf_counter() - t) * 1000)
+        lat = np.asarray(latencies)
+        report: dict[str, Any] = {
+            "units": units,
+            "sessions": len(ingest_times),
+            "ingest_seconds": round(ingest_s, 2),
+            "ingest_units_per_s": round(units / ingest_s, 1),
+            "searches": searches,
+            "search_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "search_p95_ms": round(float(np.percentile(lat, 95)), 2),
+            "search_p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "base_url": base_url if tmp is None else "local (started by bench)",
+        }
+        if tmp is not None:
+            data = Path(tmp.name)
+            report["db_bytes"] = _dir_bytes(data, "memos.db*")
+            if proc is not None:
+                proc.terminate()  # graceful: the server writes its index snapshot on shutdown
+                proc.wait(timeout=60)
+                proc = None
+            report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
+        else:
+            report["db_bytes"] = report["index_bytes"] = None
+        return report
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    report = run_bench(units=args.units, searches=args.searches, base_url=args.base_url,
+                       session_size=args.session_size, seed=args.seed)
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_bench_command(sub: Any) -> None:
+    p = sub.add_parser("bench", help="ingest/search speed over HTTP")
+    p.add_argument("--units", type=int, default=10_000)
+    p.add_argument("--searches", type=int, default=1000)
+    p.add_argument("--session-size", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-url", help="target a running server instead of starting one")
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,264 @@
+"""The ``memos`` command line: serve, db, ingest, search, keys, bench, eval, backbone.
+
+``memos serve`` starts the REST API on the embedded default (SQLite + FAISS + blobs under
+``--data-dir``, ``$MEMOS_DATA_DIR`` or ``./memos-data``). ``ingest`` and ``search`` talk to
+a running server through the SDK (``--base-url``, ``$MEMOS_URL``, default
+http://127.0.0.1:8000), so they never fight the server over its index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memos import __version__
+from memos.errors import MemosError, NotFound
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from memos.config import Settings
+
+    if getattr(args, "data_dir", None):
+        os.environ["MEMOS_DATA_DIR"] = str(args.data_dir)
+    return Settings()
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return args.base_url or os.environ.get("MEMOS_URL") or "http://127.0.0.1:8000"
+
+
+# ------------------------------------------------------------------ serve / db / keys
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from memos.keys import KeyRing
+    from memos.store.sql import Store
+
+    settings = _settings(args)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.upgrade()
+    auth = KeyRing(store, settings.static_keys()).auth_enabled()
+    store.dispose()
+    host = args.host
+    if not auth and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"memos: no API keys are configured, so the server binds to 127.0.0.1 only "
+              f"(not {host}). Create a key with `memos keys create --tenant NAME` or set "
+              f"MEMOS_API_KEYS to listen on other interfaces.", file=sys.stderr)
+        host = "127.0.0.1"
+    where = (f"data in {settings.data_dir.resolve()}" if settings.is_sqlite
+             else "database from MEMOS_DATABASE_URL")
+    url = f"http://{host}:{args.port}"
+    print(f"memos {__version__} on {url} ({where}; auth {'on' if auth else 'off: local only'})")
+    print(f"  API docs:   {url}/docs")
+    print(f"  try:        curl -X POST {url}/v1/cubes -H 'content-type: application/json' "
+          "-d '{\"id\": \"demo\"}'")
+    print("  or Python:  from memos.client import MemosClient; "
+          f"MemosClient('{url}').create_cube('demo')", flush=True)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=args.port,
+                log_level=args.log_level)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from memos.store.sql import Store
+
+    settings = _settings(args)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.upgrade(args.revision)
+    print(f"database at revision {store.current_revision()}")
+    return 0
+
+
+def _keyring(args: argparse.Namespace) -> Any:
+    from memos.keys import KeyRing
+    from memos.store.sql import Store
+
+    settings = _settings(args)
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.upgrade()
+    return KeyRing(store, settings.static_keys())
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    key = _keyring(args).create(tenant=args.tenant, name=args.name)
+    print(f"created key {key.id} for tenant {key.tenant!r}; store it now, it is not shown again:")
+    print(key.key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    for key in _keyring(args).list():
+        print(f"{key.id}  tenant={key.tenant}  name={key.name or '-'}  "
+              f"created={key.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    _keyring(args).revoke(args.key_id)
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+# ------------------------------------------------------------------ ingest / search
+def load_conversations(path: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Sessions from a LoCoMo file or a plain ``[{role, content, …}]`` list.
+
+    Returns ``(session_id, messages)`` pairs. LoCoMo's annotator fields (``observation``,
+    ``session_summary``, ``event_summary``) are never read.
+    """
+    from memos.eval.loaders import locomo_sessions
+
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "conversation" in data:
+        data = [data]
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "conversation" in data[0]:
+        out = []
+        for sample in data:
+            for session_id, messages in locomo_sessions(sample):
+                out.append((session_id, messages))
+        return out
+    if isinstance(data, list) and all(isinstance(m, dict) and "content" in m for m in data):
+        return [(path.stem, data)]
+    raise ValueError(f"{path}: expected a LoCoMo JSON file or a list of "
+                     "{role, content, ...} messages")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from memos.client import MemosClient
+
+    sessions = load_conversations(Path(args.file))
+    total = sum(len(m) for _, m in sessions)
+    with MemosClient(_base_url(args)) as client:
+        try:
+            client.get_cube(args.cube)
+        except NotFound:
+            client.create_cube(args.cube)
+            print(f"created cube {args.cube!r}")
+        stored = skipped = 0
+        with tqdm(total=total, unit="msg", desc=f"ingest → {args.cube}") as bar:
+            for session_id, messages in sessions:
+                for start in range(0, len(messages), args.batch):
+                    chunk = messages[start:start + args.batch]
+                    result = client.add_messages(args.cube, session_id=session_id,
+                                                 messages=chunk)
+                    stored += result.messages_stored
+                    skipped += result.messages_skipped
+                    bar.update(len(chunk))
+    print(f"stored {stored} messages ({skipped} already known) in {len(sessions)} sessions")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from memos.client import MemosClient
+
+    with MemosClient(_base_url(args)) as client:
+        result = client.search(args.cube, query=args.query, top_k=args.top_k)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+        return 0
+    for rank, hit in enumerate(result.hits, 1):
+        unit = hit.unit
+        text = " ".join((unit.text or "").split())
+        who = f"{unit.speaker}: " if unit.speaker else ""
+        print(f"{rank:>2}. {hit.score:.3f} [{unit.granularity.value}] {who}{text[:160]}  "
+              f"({unit.id})")
+    print(f"({result.took_ms:.1f} ms)")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"memos {__version__}")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory (default $MEMOS_DATA_DIR or ./memos-data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the REST API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    p = db.add_parser("upgrade", help="apply Alembic migrations (default: to head)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
+    p = keys.add_parser("create", help="create a key for a tenant (printed once)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list active keys").set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key by id")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    p = sub.add_parser("ingest", help="send a LoCoMo file or a message list to a server")
+    p.add_argument("file")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--base-url")
+    p.add_argument("--batch", type=int, default=200, help="messages per request")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search a cube on a server")
+    p.add_argument("query")
+    p.add_argument("--cube", required=True)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--base-url")
+    p.add_argument("--json", action="store_true", help="print the raw JSON response")
+    p.set_defaults(func=cmd_search)
+
+    from memos.bench import add_bench_command
+
+    add_bench_command(sub)
+    _add_optional_commands(sub)
+    return parser
+
+
+def _add_optional_commands(sub: Any) -> None:
+    """Evaluation and backbone commands (their heavy imports happen only when run)."""
+    eval_parser = sub.add_parser("eval", help="evaluations (LoCoMo retrieval, HaluMem)")
+    eval_sub = eval_parser.add_subparsers(dest="eval_cmd", required=True)
+    from memos.eval.commands import add_eval_commands
+
+    add_eval_commands(eval_sub)
+    try:
+        from memos.backbone.cli import add_backbone_commands
+    except ImportError:  # the backbone extra is optional
+        return
+    add_backbone_commands(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MemosError as exc:
+        print(f"memos: {exc.message}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"memos: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

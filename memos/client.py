@@ -1,0 +1,343 @@
+"""The memos SDK: :class:`MemosClient` (sync) and :class:`AsyncMemosClient` (async).
+
+Both share one pure core (:class:`_Call` builders and :func:`_parse`): request building,
+response parsing and error mapping; only sending differs. Errors are the library's own
+classes (``NotFound``, ``Conflict``, ``InvalidInput``, ``Unauthorized``, …), so code catches
+the same exceptions in-process and over HTTP. Imports only httpx, memos.types, memos.errors.
+
+>>> with MemosClient("http://127.0.0.1:8000") as client:          # doctest: +SKIP
+...     client.create_cube(id="demo")
+...     client.add_messages("demo", session_id="s1",
+...                         messages=[{"role": "user", "speaker": "Ana",
+...                                    "content": "I moved to Berlin"}])
+...     client.search("demo", query="Where does Ana live?").hits[0].unit.text
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import TypeAdapter
+
+from memos.errors import ERROR_TYPES, BackendUnavailable, MemosError
+from memos.types import (
+    ContextResponse,
+    CubePublic,
+    Filters,
+    Health,
+    IngestResult,
+    MemoryPage,
+    MemoryPublic,
+    ProvenancePublic,
+    SearchResponse,
+)
+
+__all__ = ["MemosClient", "AsyncMemosClient", "DEFAULT_BASE_URL"]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One API call: what to send and how to read the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    json: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _model(cls: Any) -> Callable[[Any], Any]:
+    adapter = TypeAdapter(cls)
+    return adapter.validate_python
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _filters(filters: Filters | Mapping[str, Any] | None) -> dict[str, Any]:
+    if filters is None:
+        return {}
+    if isinstance(filters, Filters):
+        return filters.model_dump(mode="json", exclude_none=True)
+    return Filters.model_validate(dict(filters)).model_dump(mode="json", exclude_none=True)
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _parse(response: httpx.Response, call: _Call[T]) -> T:
+    """Map an HTTP response to the call's result or to the library's error class."""
+    if response.status_code >= 400:
+        try:
+            err = response.json()["error"]
+            cls = ERROR_TYPES.get(err.get("type"), MemosError)
+            raise cls(err.get("message", response.reason_phrase), details=err.get("details"))
+        except (ValueError, KeyError, TypeError):
+            cls = BackendUnavailable if response.status_code >= 500 else MemosError
+            raise cls(f"HTTP {response.status_code}: {response.text[:200]}") from None
+    return call.parse(response.json() if response.content else None)
+
+
+class _Calls:
+    """Pure request builders for every route (no I/O)."""
+
+    @staticmethod
+    def health() -> _Call[Health]:
+        return _Call("GET", "/healthz", _model(Health))
+
+    @staticmethod
+    def create_cube(id: str | None, name: str | None, description: str | None,
+                    metadata: Mapping[str, Any] | None) -> _Call[CubePublic]:
+        body = _drop_none({"id": id, "name": name, "description": description,
+                           "metadata": dict(metadata) if metadata else None})
+        return _Call("POST", "/v1/cubes", _model(CubePublic), json=body)
+
+    @staticmethod
+    def list_cubes() -> _Call[list[CubePublic]]:
+        return _Call("GET", "/v1/cubes", _model(list[CubePublic]))
+
+    @staticmethod
+    def get_cube(cube_id: str) -> _Call[CubePublic]:
+        return _Call("GET", f"/v1/cubes/{cube_id}", _model(CubePublic))
+
+    @staticmethod
+    def delete_cube(cube_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/v1/cubes/{cube_id}", _none)
+
+    @staticmethod
+    def add_messages(cube_id: str, session_id: str, messages: Sequence[Mapping[str, Any]],
+                     sync: bool) -> _Call[IngestResult]:
+        body = {"session_id": session_id, "sync": sync,
+                "messages": [_drop_none({**m, "timestamp": _iso(m.get("timestamp"))})
+                             for m in messages]}
+        return _Call("POST", f"/v1/cubes/{cube_id}/messages", _model(IngestResult), json=body)
+
+    @staticmethod
+    def add_memory(cube_id: str, body: Mapping[str, Any]) -> _Call[MemoryPublic]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/memories", _model(MemoryPublic),
+                     json=_drop_none({k: _iso(v) if isinstance(v, datetime) else v
+                                      for k, v in body.items()}))
+
+    @staticmethod
+    def list_memories(cube_id: str, filters: Filters | Mapping[str, Any] | None, offset: int,
+                      limit: int) -> _Call[MemoryPage]:
+        params: dict[str, Any] = {**_filters(filters), "offset": offset, "limit": limit}
+        if "tags" in params:
+            params["tag"] = params.pop("tags")
+        return _Call("GET", f"/v1/cubes/{cube_id}/memories", _model(MemoryPage), params=params)
+
+    @staticmethod
+    def get_memory(cube_id: str, memory_id: str) -> _Call[MemoryPublic]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/memories/{memory_id}", _model(MemoryPublic))
+
+    @staticmethod
+    def update_memory(cube_id: str, memory_id: str,
+                      changes: Mapping[str, Any]) -> _Call[MemoryPublic]:
+        body = {k: _iso(v) if isinstance(v, datetime) else v for k, v in changes.items()}
+        return _Call("PATCH", f"/v1/cubes/{cube_id}/memories/{memory_id}",
+                     _model(MemoryPublic), json=body)
+
+    @staticmethod
+    def delete_memory(cube_id: str, memory_id: str, purge: bool) -> _Call[None]:
+        return _Call("DELETE", f"/v1/cubes/{cube_id}/memories/{memory_id}", _none,
+                     params={"purge": "true"} if purge else {})
+
+    @staticmethod
+    def history(cube_id: str, memory_id: str) -> _Call[list[MemoryPublic]]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/memories/{memory_id}/history",
+                     _model(list[MemoryPublic]))
+
+    @staticmethod
+    def provenance(cube_id: str, memory_id: str) -> _Call[ProvenancePublic]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/memories/{memory_id}/provenance",
+                     _model(ProvenancePublic))
+
+    @staticmethod
+    def search(cube_id: str, query: str, top_k: int, filters: Filters | Mapping[str, Any] | None,
+               explain: bool) -> _Call[SearchResponse]:
+        body = {"query": query, "top_k": top_k, "filters": _filters(filters), "explain": explain}
+        return _Call("POST", f"/v1/cubes/{cube_id}/search", _model(SearchResponse), json=body)
+
+    @staticmethod
+    def context(cube_id: str, query: str, max_tokens: int, top_k: int,
+                filters: Filters | Mapping[str, Any] | None) -> _Call[ContextResponse]:
+        body = {"query": query, "max_tokens": max_tokens, "top_k": top_k,
+                "filters": _filters(filters)}
+        return _Call("POST", f"/v1/cubes/{cube_id}/context", _model(ContextResponse), json=body)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get("MEMOS_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+class MemosClient:
+    """Synchronous client. ``transport`` lets tests talk to an in-process app."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, *, api_key: str | None = None,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout,
+                                  transport=transport)
+
+    def _send(self, call: _Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, json=call.json,
+                                          params=call.params or None)
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
+        return _parse(response, call)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MemosClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def health(self) -> Health:
+        return self._send(_Calls.health())
+
+    def create_cube(self, id: str | None = None, *, name: str | None = None,
+                    description: str | None = None,
+                    metadata: Mapping[str, Any] | None = None) -> CubePublic:
+        return self._send(_Calls.create_cube(id, name, description, metadata))
+
+    def list_cubes(self) -> list[CubePublic]:
+        return self._send(_Calls.list_cubes())
+
+    def get_cube(self, cube_id: str) -> CubePublic:
+        return self._send(_Calls.get_cube(cube_id))
+
+    def delete_cube(self, cube_id: str) -> None:
+        return self._send(_Calls.delete_cube(cube_id))
+
+    def add_messages(self, cube_id: str, *, session_id: str,
+                     messages: Sequence[Mapping[str, Any]], sync: bool = True) -> IngestResult:
+        return self._send(_Calls.add_messages(cube_id, session_id, messages, sync))
+
+    def add_memory(self, cube_id: str, *, text: str, **fields: Any) -> MemoryPublic:
+        return self._send(_Calls.add_memory(cube_id, {"text": text, **fields}))
+
+    def list_memories(self, cube_id: str, *, filters: Filters | Mapping[str, Any] | None = None,
+                      offset: int = 0, limit: int = 50) -> MemoryPage:
+        return self._send(_Calls.list_memories(cube_id, filters, offset, limit))
+
+    def get_memory(self, cube_id: str, memory_id: str) -> MemoryPublic:
+        return self._send(_Calls.get_memory(cube_id, memory_id))
+
+    def update_memory(self, cube_id: str, memory_id: str, **changes: Any) -> MemoryPublic:
+        return self._send(_Calls.update_memory(cube_id, memory_id, changes))
+
+    def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
+        return self._send(_Calls.delete_memory(cube_id, memory_id, purge))
+
+    def history(self, cube_id: str, memory_id: str) -> list[MemoryPublic]:
+        return self._send(_Calls.history(cube_id, memory_id))
+
+    def provenance(self, cube_id: str, memory_id: str) -> ProvenancePublic:
+        return self._send(_Calls.provenance(cube_id, memory_id))
+
+    def search(self, cube_id: str, *, query: str, top_k: int = 10,
+               filters: Filters | Mapping[str, Any] | None = None,
+               explain: bool = False) -> SearchResponse:
+        return self._send(_Calls.search(cube_id, query, top_k, filters, explain))
+
+    def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
+                filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:
+        return self._send(_Calls.context(cube_id, query, max_tokens, top_k, filters))
+
+
+class AsyncMemosClient:
+    """Asynchronous client with the same methods as :class:`MemosClient`, awaited."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, *, api_key: str | None = None,
+                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key),
+                                       timeout=timeout, transport=transport)
+
+    async def _send(self, call: _Call[T]) -> T:
+        try:
+            response = await self._http.request(call.method, call.path, json=call.json,
+                                                params=call.params or None)
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
+        return _parse(response, call)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncMemosClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def health(self) -> Health:
+        return await self._send(_Calls.health())
+
+    async def create_cube(self, id: str | None = None, *, name: str | None = None,
+                          description: str | None = None,
+                          metadata: Mapping[str, Any] | None = None) -> CubePublic:
+        return await self._send(_Calls.create_cube(id, name, description, metadata))
+
+    async def list_cubes(self) -> list[CubePublic]:
+        return await self._send(_Calls.list_cubes())
+
+    async def get_cube(self, cube_id: str) -> CubePublic:
+        return await self._send(_Calls.get_cube(cube_id))
+
+    async def delete_cube(self, cube_id: str) -> None:
+        return await self._send(_Calls.delete_cube(cube_id))
+
+    async def add_messages(self, cube_id: str, *, session_id: str,
+                           messages: Sequence[Mapping[str, Any]],
+                           sync: bool = True) -> IngestResult:
+        return await self._send(_Calls.add_messages(cube_id, session_id, messages, sync))
+
+    async def add_memory(self, cube_id: str, *, text: str, **fields: Any) -> MemoryPublic:
+        return await self._send(_Calls.add_memory(cube_id, {"text": text, **fields}))
+
+    async def list_memories(self, cube_id: str, *,
+                            filters: Filters | Mapping[str, Any] | None = None,
+                            offset: int = 0, limit: int = 50) -> MemoryPage:
+        return await self._send(_Calls.list_memories(cube_id, filters, offset, limit))
+
+    async def get_memory(self, cube_id: str, memory_id: str) -> MemoryPublic:
+        return await self._send(_Calls.get_memory(cube_id, memory_id))
+
+    async def update_memory(self, cube_id: str, memory_id: str, **changes: Any) -> MemoryPublic:
+        return await self._send(_Calls.update_memory(cube_id, memory_id, changes))
+
+    async def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
+        return await self._send(_Calls.delete_memory(cube_id, memory_id, purge))
+
+    async def history(self, cube_id: str, memory_id: str) -> list[MemoryPublic]:
+        return await self._send(_Calls.history(cube_id, memory_id))
+
+    async def provenance(self, cube_id: str, memory_id: str) -> ProvenancePublic:
+        return await self._send(_Calls.provenance(cube_id, memory_id))
+
+    async def search(self, cube_id: str, *, query: str, top_k: int = 10,
+                     filters: Filters | Mapping[str, Any] | None = None,
+                     explain: bool = False) -> SearchResponse:
+        return await self._send(_Calls.search(cube_id, query, top_k, filters, explain))
+
+    async def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
+                      filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:
+        return await self._send(_Calls.context(cube_id, query, max_tokens, top_k, filters))

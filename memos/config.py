@@ -1,0 +1,56 @@
+"""Settings, read from ``MEMOS_*`` environment variables (or passed directly in tests).
+
+>>> Settings(data_dir="/tmp/x").database_url
+'sqlite:////tmp/x/memos.db'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEMOS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("memos-data"),
+                           description="Embedded default: SQLite file, FAISS indexes and blobs.")
+    database_url_override: str | None = Field(
+        default=None, alias="MEMOS_DATABASE_URL",
+        description="PostgreSQL (with pgvector) URL for scale-out; SQLite in data_dir if unset.")
+    api_keys: str = Field(default="", description="Comma-separated static API keys (tenant "
+                          "'default'), or 'tenant:key' pairs.")
+    embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
+                          "(tests only).")
+    max_text_chars: int = 32_000
+    embed_batch_size: int = 64
+    index_snapshot_every: int = Field(
+        default=10_000, description="Write the FAISS snapshot after this many index changes "
+        "(grows with the index, so persistence stays O(1) amortised per write).")
+
+    @property
+    def database_url(self) -> str:
+        if self.database_url_override:
+            return self.database_url_override
+        return f"sqlite:///{self.data_dir.resolve()}/memos.db"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def static_keys(self) -> dict[str, str]:
+        """``key → tenant`` for keys given in ``MEMOS_API_KEYS``."""
+        keys: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            tenant, sep, key = item.rpartition(":")
+            keys[key] = tenant if sep else "default"
+        return keys
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process settings, read once from the environment."""
+    return Settings()

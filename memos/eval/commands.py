@@ -1,0 +1,19 @@
+"""``memos eval …`` subcommands, gathered from the evaluation modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_eval_commands(sub: Any) -> None:
+    try:
+        from memos.eval.locomo import add_eval_locomo_command
+    except ImportError:
+        pass
+    else:
+        add_eval_locomo_command(sub)
+    try:
+        from memos.eval.halumem import add_halumem_commands
+    except ImportError:
+        return
+    add_halumem_commands(sub)

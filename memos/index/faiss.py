@@ -1,0 +1,184 @@
+"""FAISS per cube, keyed by the SQL row id (``memory_units.pk``).
+
+Each cube's index lives in memory and is snapshotted to ``<data_dir>/index/<cube>.faiss``
+with ``faiss.write_index`` (no pickle) next to a JSON stamp naming the cube's
+``index_version`` and the embedding model it holds. Every index-changing write bumps
+``cubes.index_version`` in the same SQL transaction, so a snapshot that is missing, corrupt,
+of another model, or older than SQL (a crash between commit and snapshot) is detected on
+load and rebuilt from the embeddings in SQL — it is never trusted blindly.
+
+Snapshots are written after ``snapshot_every`` changes, a threshold that grows with the index,
+so persistence costs O(1) amortised per write instead of rewriting the index on every add.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from memos.store.models import CubeRow, UnitRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _CubeIndex:
+    index: faiss.IndexIDMap2
+    version: int
+    changes_since_snapshot: int = 0
+    size_at_snapshot: int = 0
+
+
+def searchable(cube_id: str) -> list[ColumnElement[bool]]:
+    """The SQL conditions that define which units an index holds."""
+    return [UnitRow.cube_id == cube_id, UnitRow.status == "active",
+            UnitRow.kind == "plaintext", UnitRow.embedding.is_not(None)]
+
+
+class FaissIndex:
+    name = "faiss"
+
+    def __init__(self, directory: Path, sessions: SessionFactory, *,
+                 snapshot_every: int = 10_000) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._sessions = sessions
+        self._snapshot_every = snapshot_every
+        self._cubes: dict[str, _CubeIndex] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ loading
+    def _paths(self, cube_id: str) -> tuple[Path, Path]:
+        return self.directory / f"{cube_id}.faiss", self.directory / f"{cube_id}.json"
+
+    def _get(self, cube: CubeRow) -> _CubeIndex:
+        state = self._cubes.get(cube.id)
+        if state is None:
+            state = self._load(cube) or self._rebuild(cube)
+            self._cubes[cube.id] = state
+        return state
+
+    def _load(self, cube: CubeRow) -> _CubeIndex | None:
+        index_path, stamp_path = self._paths(cube.id)
+        if not index_path.exists() or not stamp_path.exists():
+            return None
+        try:
+            stamp = json.loads(stamp_path.read_text())
+            index = faiss.read_index(str(index_path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("index snapshot for cube %s is unreadable (%s); rebuilding", cube.id, exc)
+            return None
+        fresh = (stamp.get("index_version") == cube.index_version
+                 and stamp.get("embedding_model") == cube.embedding_model
+                 and stamp.get("ntotal") == index.ntotal and index.d == cube.embedding_dim)
+        if not fresh:
+            log.info("index snapshot for cube %s is stale; rebuilding", cube.id)
+            return None
+        if not isinstance(index, faiss.IndexIDMap2):
+            return None
+        return _CubeIndex(index, version=cube.index_version, size_at_snapshot=index.ntotal)
+
+    def _rebuild(self, cube: CubeRow) -> _CubeIndex:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(cube.embedding_dim))
+        with self._sessions() as session:
+            rows = session.execute(
+                select(UnitRow.pk, UnitRow.embedding).where(*searchable(cube.id))
+            ).all()
+        if rows:
+            pks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.stack([r[1] for r in rows]).astype(np.float32)
+            index.add_with_ids(vectors, pks)
+        state = _CubeIndex(index, version=cube.index_version,
+                           changes_since_snapshot=len(rows) or 1)
+        self._snapshot(cube.id, state, cube.embedding_model)
+        return state
+
+    def _snapshot(self, cube_id: str, state: _CubeIndex, model: str) -> None:
+        index_path, stamp_path = self._paths(cube_id)
+        tmp_index, tmp_stamp = index_path.with_suffix(".faiss.tmp"), stamp_path.with_suffix(".tmp")
+        faiss.write_index(state.index, str(tmp_index))
+        tmp_stamp.write_text(json.dumps({"index_version": state.version, "ntotal":
+                                         state.index.ntotal, "embedding_model": model}))
+        # Index first, stamp last: a crash in between leaves an old stamp → detected as stale.
+        os.replace(tmp_index, index_path)
+        os.replace(tmp_stamp, stamp_path)
+        state.changes_since_snapshot = 0
+        state.size_at_snapshot = state.index.ntotal
+
+    def _after_change(self, cube: CubeRow, state: _CubeIndex, changes: int) -> None:
+        state.version = max(state.version, cube.index_version)
+        state.changes_since_snapshot += changes
+        if state.changes_since_snapshot >= max(self._snapshot_every, state.size_at_snapshot):
+            self._snapshot(cube.id, state, cube.embedding_model)
+
+    # ------------------------------------------------------------------ protocol
+    def apply(self, cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
+              vectors: np.ndarray | None = None) -> None:
+        if not len(remove) and not len(add):
+            return
+        with self._lock:
+            state = self._get(cube)
+            if state.version >= cube.index_version:  # a rebuild from SQL already saw this commit
+                return
+            if len(remove):
+                state.index.remove_ids(np.asarray(remove, dtype=np.int64))
+            if len(add):
+                state.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                         np.asarray(add, dtype=np.int64))
+            self._after_change(cube, state, len(remove) + len(add))
+
+    def search(self, session: Session, cube: CubeRow, query: np.ndarray, k: int,
+               conditions: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
+        with self._lock:
+            state = self._get(cube)
+            total = state.index.ntotal
+        if total == 0:
+            return []
+        want = min(total, k * 4 + 32)
+        query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        while True:
+            with self._lock:
+                scores, ids = state.index.search(query, want)
+            found = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0}
+            rows = session.scalars(select(UnitRow).where(
+                UnitRow.pk.in_(found), *searchable(cube.id), *conditions)).all()
+            # Over-fetch until the post-filter leaves k hits or the whole index was scanned.
+            if len(rows) >= k or want >= total:
+                break
+            want = min(total, want * 4)
+        ranked = sorted(rows, key=lambda r: found[r.pk], reverse=True)[:k]
+        return [(row, found[row.pk]) for row in ranked]
+
+    def drop(self, cube_id: str) -> None:
+        with self._lock:
+            self._cubes.pop(cube_id, None)
+            for path in self._paths(cube_id):
+                path.unlink(missing_ok=True)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            vectors = sum(s.index.ntotal for s in self._cubes.values())
+        disk = sum(p.stat().st_size for p in self.directory.glob("*.faiss"))
+        return {"vectors": vectors, "bytes": disk}
+
+    def flush(self) -> None:
+        with self._lock, self._sessions() as session:
+            for cube_id, state in self._cubes.items():
+                cube = session.get(CubeRow, cube_id)
+                if cube is not None and state.changes_since_snapshot:
+                    self._snapshot(cube_id, state, cube.embedding_model)
+
+
+class SessionFactory:  # pragma: no cover - typing aid only
+    def __call__(self) -> Session: ...

@@ -1,0 +1,326 @@
+"""Pydantic schemas shared by the library, the API and the client.
+
+Schemas are split by role (``…Create`` for input, ``…Update`` for patches, ``…Public`` for
+output) over small shared bases. Nothing here imports SQLAlchemy, torch or faiss: the SDK
+installs with these schemas and httpx alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Longest text accepted for one message or memory unit, in characters.
+MAX_TEXT_CHARS = 32_000
+#: Most messages accepted in one ingest call.
+MAX_BATCH_MESSAGES = 5_000
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class Kind(str, Enum):
+    plaintext = "plaintext"
+    activation = "activation"
+    parametric = "parametric"
+
+
+class Granularity(str, Enum):
+    turn = "turn"
+    session = "session"
+    summary = "summary"
+    keyword = "keyword"
+    fact = "fact"
+    cluster = "cluster"
+
+
+class Status(str, Enum):
+    active = "active"
+    superseded = "superseded"
+    archived = "archived"
+    quarantined = "quarantined"
+    deleted = "deleted"
+
+
+class LinkType(str, Enum):
+    derived_from = "derived_from"
+    associated = "associated"
+    summarizes = "summarizes"
+    supersedes = "supersedes"
+    member_of = "member_of"
+
+
+class Role(str, Enum):
+    user = "user"
+    assistant = "assistant"
+    system = "system"
+    tool = "tool"
+
+
+def _nonblank(value: str, field: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{field} must not be empty or whitespace")
+    return value
+
+
+# --------------------------------------------------------------------------- cubes
+class CubeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN,
+                           description="Cube id; generated when omitted.")
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=2_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CubePublic(BaseModel):
+    id: str
+    name: str | None = None
+    description: str | None = None
+    tenant: str
+    embedding_model: str
+    embedding_dim: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    units: int = Field(default=0, description="Active memory units in the cube.")
+
+
+# --------------------------------------------------------------------------- messages
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN,
+                           description="Stable message id; re-sending it creates nothing new.")
+    role: Role = Role.user
+    speaker: str | None = Field(default=None, max_length=200)
+    content: str = Field(max_length=MAX_TEXT_CHARS)
+    timestamp: datetime | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_nonblank(cls, v: str) -> str:
+        return _nonblank(v, "content")
+
+
+class MessagesIngest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(pattern=ID_PATTERN)
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH_MESSAGES)
+    sync: bool = Field(default=True, description="Build derived units before returning.")
+
+
+class MessagePublic(BaseModel):
+    id: str
+    session_id: str
+    role: Role
+    speaker: str | None = None
+    content: str
+    timestamp: datetime | None = None
+    seq: int
+    created_at: datetime
+
+
+class IngestResult(BaseModel):
+    session_id: str
+    messages_stored: int
+    messages_skipped: int = Field(description="Already-known messages (same id or content).")
+    units_created: int
+    message_ids: list[str]
+    unit_ids: list[str]
+
+
+# --------------------------------------------------------------------------- memories
+class SpanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str
+    start: int | None = Field(default=None, ge=0, description="Character offset, inclusive.")
+    end: int | None = Field(default=None, ge=0, description="Character offset, exclusive.")
+
+
+class MemoryBase(BaseModel):
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    valid_from: datetime | None = Field(default=None, description="Event time: true from.")
+    valid_to: datetime | None = Field(default=None, description="Event time: true until.")
+
+
+class MemoryCreate(MemoryBase):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    granularity: Granularity = Granularity.fact
+    session_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    speaker: str | None = Field(default=None, max_length=200)
+    sources: list[SpanIn] = Field(default_factory=list)
+    derived_from: list[str] = Field(default_factory=list)
+    extractor: str = Field(default="user", max_length=200)
+    embedding: list[float] | None = Field(
+        default=None, description="Optional precomputed vector of the cube's embedding model.")
+
+    @field_validator("text")
+    @classmethod
+    def _text_nonblank(cls, v: str) -> str:
+        return _nonblank(v, "text")
+
+
+class MemoryUpdate(BaseModel):
+    """A patch: the given fields change, in a new version; the old version is superseded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    status: Status | None = Field(default=None, description="Only active/archived may be set.")
+    reason: str | None = Field(default=None, max_length=1_000)
+
+    @field_validator("text")
+    @classmethod
+    def _text_nonblank(cls, v: str | None) -> str | None:
+        return None if v is None else _nonblank(v, "text")
+
+
+class MemoryPublic(MemoryBase):
+    id: str
+    cube_id: str
+    lineage_id: str
+    version: int
+    kind: Kind
+    granularity: Granularity
+    text: str | None
+    session_id: str | None = None
+    speaker: str | None = None
+    status: Status
+    status_reason: str | None = None
+    extractor: str
+    payload_sha256: str | None = None
+    created_at: datetime
+    superseded_at: datetime | None = None
+
+
+class MemoryPage(BaseModel):
+    items: list[MemoryPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class SpanPublic(BaseModel):
+    message: MessagePublic
+    start: int
+    end: int
+    quote: str
+
+
+class LinkPublic(BaseModel):
+    source_id: str
+    target_id: str
+    type: LinkType
+    weight: float
+
+
+class ProvenancePublic(BaseModel):
+    unit: MemoryPublic
+    extractor: str
+    sources: list[SpanPublic]
+    derived_from: list[MemoryPublic]
+    links: list[LinkPublic] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- search
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind | None = None
+    granularity: list[Granularity] | None = None
+    status: Status | None = None
+    session_id: str | None = None
+    tags: list[str] | None = Field(default=None, description="Units carrying all these tags.")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    as_of: datetime | None = Field(default=None, description="What the cube held at this time.")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(max_length=MAX_TEXT_CHARS)
+    top_k: int = Field(default=10, ge=1, le=100)
+    filters: Filters = Field(default_factory=Filters)
+    explain: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _query_nonblank(cls, v: str) -> str:
+        return _nonblank(v, "query")
+
+
+class Hit(BaseModel):
+    unit: MemoryPublic
+    score: float = Field(description="Higher is more relevant.")
+    explain: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    took_ms: float
+    router: dict[str, Any] | None = Field(default=None, description="Router weights (explain).")
+
+
+class ContextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(max_length=MAX_TEXT_CHARS)
+    max_tokens: int = Field(default=512, ge=16, le=32_000)
+    top_k: int = Field(default=20, ge=1, le=100)
+    filters: Filters = Field(default_factory=Filters)
+
+    @field_validator("query")
+    @classmethod
+    def _query_nonblank(cls, v: str) -> str:
+        return _nonblank(v, "query")
+
+
+class ContextResponse(BaseModel):
+    text: str = Field(description="Prompt-ready lines, each ending with its [unit id].")
+    unit_ids: list[str]
+    tokens: int
+
+
+# --------------------------------------------------------------------------- export / keys
+class CubeExport(BaseModel):
+    format: str = "memos.cube.v1"
+    cube: CubeCreate
+    messages: list[dict[str, Any]]
+    units: list[dict[str, Any]]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(pattern=ID_PATTERN)
+    name: str | None = None
+
+
+class KeyPublic(BaseModel):
+    id: str
+    tenant: str
+    name: str | None = None
+    created_at: datetime
+    key: str | None = Field(default=None, description="Shown once, at creation.")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str
+    index: str

@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way the memos schema changes (SQLite and PostgreSQL)."""

@@ -1,0 +1,125 @@
+"""Shared fixtures: real components at small sizes.
+
+- ``embedder``: the real MiniLM (int8 ONNX) model, loaded once per session.
+- ``backend``: parametrises a test over SQLite (in ``tmp_path``) and a real PostgreSQL 16 +
+  pgvector started from the ``pgserver`` wheel. When PostgreSQL cannot start, the PostgreSQL
+  half is skipped and the reason is printed loudly at the end of the run.
+- ``app`` / ``client`` / ``sdk``: the FastAPI app over that backend, through TestClient and
+  through the SDK on an in-process transport.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from memos.client import MemosClient
+from memos.config import Settings
+from memos.cube import MemCube
+from memos.embed import OnnxMiniLM
+from memos.index.faiss import FaissIndex
+from memos.index.pgvector import PgVectorIndex
+from memos.store.sql import Store
+
+_PG_PROBLEM: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def embedder() -> OnnxMiniLM:
+    return OnnxMiniLM()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        import warnings
+
+        import pgserver
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        server.psql("select 1;")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        _PG_PROBLEM.append(f"{type(exc).__name__}: {exc}")
+        yield None
+        return
+    yield server
+    server.cleanup()
+
+
+def _pg_database(server: Any) -> str:
+    name = "t_" + uuid.uuid4().hex[:12]
+    server.psql(f"CREATE DATABASE {name};")
+    base = server.get_uri()
+    return base.replace("/postgres?", f"/{name}?")
+
+
+def build_service(backend: str, tmp_path: Path, embedder: Any, pg_server: Any) -> MemCube:
+    if backend == "postgres":
+        if pg_server is None:
+            pytest.skip(f"PostgreSQL (pgserver) could not start: {_PG_PROBLEM}")
+        store = Store(_pg_database(pg_server))
+        store.upgrade()
+        return MemCube(store=store, index=PgVectorIndex(), embedder=embedder)
+    store = Store(f"sqlite:///{tmp_path}/memos.db")
+    store.upgrade()
+    index = FaissIndex(tmp_path / "index", store.session_factory)
+    return MemCube(store=store, index=index, embedder=embedder)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def service(backend: str, tmp_path: Path, embedder: OnnxMiniLM,
+            pg_server: Any) -> Iterator[MemCube]:
+    svc = build_service(backend, tmp_path, embedder, pg_server)
+    yield svc
+    svc.store.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path)
+
+
+@pytest.fixture
+def client(service: MemCube, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, service=service)) as c:
+        yield c
+
+
+class AppTransport(httpx.BaseTransport):
+    """Sends the SDK's requests into the in-process app through a running TestClient."""
+
+    def __init__(self, test_client: TestClient) -> None:
+        self.test_client = test_client
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        r = self.test_client.request(request.method, str(request.url), content=request.read(),
+                                     headers=dict(request.headers))
+        return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+
+@pytest.fixture
+def sdk(client: TestClient) -> Iterator[MemosClient]:
+    with MemosClient("http://testserver", transport=AppTransport(client)) as c:
+        yield c
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _PG_PROBLEM:
+        terminalreporter.write_sep("!", "POSTGRESQL TESTS SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"pgserver could not start: {_PG_PROBLEM[0]}", red=True)
+        terminalreporter.write_line("The PostgreSQL half of the store/API tests did NOT run.",
+                                    red=True)

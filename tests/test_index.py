@@ -1,0 +1,115 @@
+"""FAISS snapshots: never trusted blindly; rebuilt from SQL when missing, corrupt or stale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memos.cube import MemCube
+from memos.embed import HashingEmbedder
+from memos.index.faiss import FaissIndex
+from memos.store.sql import Store
+from memos.types import CubeCreate, MemoryCreate, SearchRequest
+
+
+def _service(tmp_path: Path, **kw) -> MemCube:
+    store = Store(f"sqlite:///{tmp_path}/memos.db")
+    store.upgrade()
+    index = FaissIndex(tmp_path / "index", store.session_factory, **kw)
+    return MemCube(store=store, index=index, embedder=HashingEmbedder(dim=32))
+
+
+def _fill(svc: MemCube, n: int) -> list[str]:
+    svc.create_cube(CubeCreate(id="c"), tenant="t")
+    return [svc.create_memory("c", MemoryCreate(text=f"memory number {i} about topic{i}"),
+                              tenant="t").id for i in range(n)]
+
+
+def _top(svc: MemCube, query: str) -> str | None:
+    hits = svc.search("c", SearchRequest(query=query, top_k=1), tenant="t").hits
+    return hits[0].unit.text if hits else None
+
+
+def _reopen(tmp_path: Path, svc: MemCube) -> MemCube:
+    svc.index.flush()
+    svc.store.dispose()
+    return _service(tmp_path)
+
+
+def test_snapshot_is_reused_when_fresh(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    _fill(svc, 5)
+    svc = _reopen(tmp_path, svc)
+    stamp = json.loads((tmp_path / "index" / "c.json").read_text())
+    assert stamp["ntotal"] == 5
+    assert _top(svc, "topic3") == "memory number 3 about topic3"
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "stale", "other-model"])
+def test_damaged_snapshot_is_rebuilt_from_sql(tmp_path: Path, damage: str) -> None:
+    svc = _service(tmp_path)
+    ids = _fill(svc, 5)
+    svc = _reopen(tmp_path, svc)
+    index_file, stamp_file = tmp_path / "index" / "c.faiss", tmp_path / "index" / "c.json"
+    if damage == "missing":
+        index_file.unlink()
+    elif damage == "corrupt":
+        index_file.write_bytes(b"garbage" * 10)
+    elif damage == "stale":
+        # SQL moved on after the snapshot (as after a crash before the next snapshot).
+        svc.delete_memory("c", ids[3], tenant="t")
+        svc.create_memory("c", MemoryCreate(text="a late memory about zebras"), tenant="t")
+        svc.store.dispose()
+        svc = _service(tmp_path)  # no flush: the snapshot on disk is now older than SQL
+    else:
+        stamp = json.loads(stamp_file.read_text())
+        stamp["embedding_model"] = "some-other-model"
+        stamp_file.write_text(json.dumps(stamp))
+    svc = _service(tmp_path)
+    if damage == "stale":
+        assert _top(svc, "zebras") == "a late memory about zebras"
+        hits = svc.search("c", SearchRequest(query="topic3", top_k=10), tenant="t").hits
+        assert ids[3] not in {h.unit.id for h in hits}
+    else:
+        assert _top(svc, "topic3") == "memory number 3 about topic3"
+
+
+def test_snapshots_are_amortised_not_per_write(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    svc.index._snapshot_every = 4  # type: ignore[attr-defined]
+    _fill(svc, 12)
+    writes = []
+    original = svc.index._snapshot  # type: ignore[attr-defined]
+
+    def counting(*args, **kwargs):
+        writes.append(1)
+        return original(*args, **kwargs)
+
+    svc.index._snapshot = counting  # type: ignore[attr-defined]
+    for i in range(40):
+        svc.create_memory("c", MemoryCreate(text=f"extra {i}"), tenant="t")
+    # Threshold grows with the index (max(every, ntotal)): far fewer snapshots than writes.
+    assert 1 <= len(writes) <= 3
+
+
+def test_wrong_model_cube_is_refused(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    _fill(svc, 1)
+    svc.store.dispose()
+    store = Store(f"sqlite:///{tmp_path}/memos.db")
+    other = MemCube(store=store, index=FaissIndex(tmp_path / "index", store.session_factory),
+                    embedder=HashingEmbedder(dim=48))
+    from memos.errors import Conflict
+
+    with pytest.raises(Conflict, match="hashing-32"):
+        other.search("c", SearchRequest(query="x"), tenant="t")
+    with pytest.raises(Conflict):
+        other.create_memory("c", MemoryCreate(text="x"), tenant="t")
+
+
+def test_vectors_are_unit_norm(tmp_path: Path) -> None:
+    vectors = HashingEmbedder(dim=16).embed(["a b c", "d"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
