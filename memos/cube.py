@@ -41,6 +41,7 @@ from memos.store.models import (
     TagRow,
     UnitRow,
     utcnow,
+    vector_of,
 )
 from memos.store.sql import Store
 from memos.types import (
@@ -49,9 +50,12 @@ from memos.types import (
     CubeCreate,
     CubePublic,
     Filters,
+    Granularity,
     Hit,
     IngestResult,
+    Kind,
     LinkPublic,
+    LinkType,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
@@ -59,6 +63,7 @@ from memos.types import (
     MessagePublic,
     MessagesIngest,
     ProvenancePublic,
+    Role,
     SearchRequest,
     SearchResponse,
     SpanPublic,
@@ -100,15 +105,16 @@ class Timings:
 def _public(row: UnitRow) -> MemoryPublic:
     return MemoryPublic(
         id=row.id, cube_id=row.cube_id, lineage_id=row.lineage_id, version=row.version,
-        kind=row.kind, granularity=row.granularity, text=row.text, session_id=row.session_id,
-        speaker=row.speaker, status=row.status, status_reason=row.status_reason,
+        kind=Kind(row.kind), granularity=Granularity(row.granularity), text=row.text,
+        session_id=row.session_id, speaker=row.speaker, status=Status(row.status),
+        status_reason=row.status_reason,
         extractor=row.extractor, payload_sha256=row.payload_sha256, tags=list(row.tags or []),
         metadata=dict(row.meta or {}), confidence=row.confidence, valid_from=row.valid_from,
         valid_to=row.valid_to, created_at=row.created_at, superseded_at=row.superseded_at)
 
 
 def _message_public(row: MessageRow) -> MessagePublic:
-    return MessagePublic(id=row.id, session_id=row.session_id, role=row.role,
+    return MessagePublic(id=row.id, session_id=row.session_id, role=Role(row.role),
                          speaker=row.speaker, content=row.content, timestamp=row.timestamp,
                          seq=row.seq, created_at=row.created_at)
 
@@ -305,7 +311,7 @@ class MemCube:
             self._bump(cube)
             session.flush()
             new_pks = [u.pk for u in units] + [session_unit.pk]
-            new_vectors = np.vstack([vectors, session_unit.embedding[None, :]])
+            new_vectors = np.vstack([vectors, vector_of(session_unit)[None, :]])
             result = IngestResult(
                 session_id=body.session_id, messages_stored=len(messages),
                 messages_skipped=skipped, units_created=len(units),
@@ -606,7 +612,7 @@ class MemCube:
             pk_to_id = dict(session.execute(select(UnitRow.pk, UnitRow.id).where(
                 UnitRow.pk.in_({x for lr in link_rows for x in (lr.src_pk, lr.dst_pk)}))).all())
             links = [LinkPublic(source_id=pk_to_id[lr.src_pk], target_id=pk_to_id[lr.dst_pk],
-                                type=lr.type, weight=lr.weight) for lr in link_rows]
+                                type=LinkType(lr.type), weight=lr.weight) for lr in link_rows]
             return ProvenancePublic(unit=_public(row), extractor=row.extractor, sources=sources,
                                     derived_from=[_public(p) for p in chain], links=links)
 
@@ -645,7 +651,7 @@ class MemCube:
             UnitRow.cube_id == cube_id, UnitRow.embedding.is_not(None), *conds)).all()
         if not rows:
             return []
-        scores = np.stack([r.embedding for r in rows]) @ query
+        scores = np.stack([vector_of(r) for r in rows]) @ query
         order = np.argsort(-scores)[:k]
         return [(rows[i], float(scores[i])) for i in order]
 
@@ -656,7 +662,9 @@ class MemCube:
         """
         found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
                                                    filters=body.filters), tenant=tenant)
-        lines, ids, used = [], [], 0
+        lines: list[str] = []
+        ids: list[str] = []
+        used = 0
         for hit in found.hits:
             unit = hit.unit
             when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""

@@ -42,7 +42,8 @@ class MemosError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: ``{"error": {"type", "message", "details"}}``."""
-        return {"error": {"type": self.error_type, "message": self.message, "details": self.details}}
+        return {"error": {"type": self.error_type, "message": self.message,
+                          "details": self.details}}
 
 
 class InvalidInput(MemosError):

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from memos.store.models import CubeRow, UnitRow
+from memos.store.models import CubeRow, UnitRow, vector_of
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def searchable(cube_id: str) -> list[ColumnElement[bool]]:
 class FaissIndex:
     name = "faiss"
 
-    def __init__(self, directory: Path, sessions: SessionFactory, *,
+    def __init__(self, directory: Path, sessions: Callable[[], Session], *,
                  snapshot_every: int = 10_000) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,8 @@ class FaissIndex:
         query = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
         want = min(total, k * 4 + 32 + state.dead)
         while True:
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, want))
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=max(HNSW_EF_SEARCH, want))
             with self._lock:
                 _, ids = state.index.search(query, want, params=params)
             candidates = {int(i) for i in ids[0] if i >= 0}
@@ -187,7 +188,7 @@ class FaissIndex:
         if not rows:
             return []
         # Exact scores from SQL: dead or stale graph entries cannot distort the ranking.
-        scores = np.stack([r.embedding for r in rows]) @ query[0]
+        scores = np.stack([vector_of(r) for r in rows]) @ query[0]
         order = np.argsort(-scores)[:k]
         return [(rows[i], float(scores[i])) for i in order]
 
@@ -210,6 +211,3 @@ class FaissIndex:
                 if cube is not None and state.changes_since_snapshot:
                     self._snapshot(cube_id, state, cube.embedding_model)
 
-
-class SessionFactory:  # pragma: no cover - typing aid only
-    def __call__(self) -> Session: ...

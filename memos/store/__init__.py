@@ -1,1 +1,1 @@
-"""Durable state: SQL rows (:mod:`.models`), queries (:mod:`.sql`), payload blobs (:mod:`.blobs`)."""
+"""Durable state: SQL rows (:mod:`.models`) and the engine and transactions (:mod:`.sql`)."""

@@ -230,3 +230,10 @@ class ApiKeyRow(Base):
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+def vector_of(row: UnitRow) -> np.ndarray:
+    """The row's embedding; raises for a purged row (searches select non-null rows only)."""
+    if row.embedding is None:
+        raise ValueError(f"memory unit {row.id} has no embedding")
+    return row.embedding
