@@ -1,0 +1,191 @@
+"""The durable job table and the worker loop that drains it.
+
+A job is a row in ``jobs`` (kind, cube, JSON payload, status, attempts, progress). It is
+enqueued in the same transaction as the write that needs it, so a crash can lose neither.
+Workers claim jobs with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL (any number of
+workers on any number of machines) and with a conditional ``UPDATE`` on SQLite (one
+process). A job whose worker died is reclaimed after ``lease_seconds``; a failing job is
+retried with exponential back-off, then marked ``failed`` with its error.
+
+    queue = JobQueue(store)
+    with store.transaction() as session:
+        queue.enqueue(session, kind="derive_session", cube_id="c", payload={"session_id": "s"})
+    Worker(queue, {"derive_session": handler}).run_pending()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from memos.errors import NotFound
+from memos.store.models import JobRow, utcnow
+from memos.store.sql import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Job", "JobQueue", "Worker", "Handler"]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    cube_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+#: ``handler(job, report_progress)``; raising marks the attempt failed.
+Handler = Callable[[Job, Callable[[float], None]], None]
+
+
+class JobQueue:
+    def __init__(self, store: Store, *, lease_seconds: float = 300, max_attempts: int = 5) -> None:
+        self.store = store
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+
+    def enqueue(self, session: Session, *, kind: str, cube_id: str | None,
+                payload: Mapping[str, Any]) -> JobRow:
+        """Add a job inside the caller's transaction (committed with the caller's write)."""
+        row = JobRow(kind=kind, cube_id=cube_id, payload=dict(payload), status="queued",
+                     attempts=0, progress=0.0, run_after=utcnow(), created_at=utcnow())
+        session.add(row)
+        return row
+
+    def claim(self, worker_id: str, kinds: set[str] | None = None) -> Job | None:
+        """Take the oldest runnable job, or None. Safe under concurrent workers."""
+        now = utcnow()
+        runnable = [or_(JobRow.status == "queued",
+                        (JobRow.status == "running") & (JobRow.locked_at < now - self.lease)),
+                    JobRow.run_after <= now]
+        if kinds:
+            runnable.append(JobRow.kind.in_(kinds))
+        with self.store.transaction() as session:
+            query = select(JobRow).where(*runnable).order_by(JobRow.pk).limit(1)
+            if self.store.is_postgres:
+                row = session.scalars(query.with_for_update(skip_locked=True)).first()
+                if row is None:
+                    return None
+            else:
+                row = session.scalars(query).first()
+                if row is None:
+                    return None
+                claimed = session.execute(
+                    update(JobRow).where(JobRow.pk == row.pk, *runnable)
+                    .values(status="running", locked_by=worker_id, locked_at=now,
+                            attempts=JobRow.attempts + 1))
+                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                    return None
+                session.refresh(row)
+                return Job(row.pk, row.kind, row.cube_id, dict(row.payload), row.attempts)
+            row.status, row.locked_by, row.locked_at = "running", worker_id, now
+            row.attempts += 1
+            return Job(row.pk, row.kind, row.cube_id, dict(row.payload), row.attempts)
+
+    def progress(self, job_id: int, fraction: float) -> None:
+        with self.store.transaction() as session:
+            session.execute(update(JobRow).where(JobRow.pk == job_id)
+                            .values(progress=max(0.0, min(1.0, fraction)), locked_at=utcnow()))
+
+    def complete(self, job_id: int) -> None:
+        with self.store.transaction() as session:
+            session.execute(update(JobRow).where(JobRow.pk == job_id).values(
+                status="done", progress=1.0, finished_at=utcnow(), error=None))
+
+    def fail(self, job_id: int, error: str) -> None:
+        with self.store.transaction() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return
+            row.error = error[-4000:]
+            if row.attempts >= self.max_attempts:
+                row.status, row.finished_at = "failed", utcnow()
+            else:
+                row.status = "queued"
+                row.run_after = utcnow() + timedelta(seconds=2 ** row.attempts)
+
+    def get(self, job_id: int) -> JobRow:
+        with self.store.transaction() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            return row
+
+    def pending(self, cube_id: str | None = None) -> int:
+        with self.store.transaction() as session:
+            query = select(JobRow.pk).where(JobRow.status.in_(["queued", "running"]))
+            if cube_id is not None:
+                query = query.where(JobRow.cube_id == cube_id)
+            return len(session.scalars(query).all())
+
+
+class Worker:
+    """Runs handlers for claimed jobs: ``run_pending()`` once, or ``start()`` a thread."""
+
+    def __init__(self, queue: JobQueue, handlers: Mapping[str, Handler], *,
+                 poll_seconds: float = 0.5) -> None:
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.poll_seconds = poll_seconds
+        self.id = f"worker-{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_one(self) -> bool:
+        """Run one job if there is one; True when a job was run (done or failed)."""
+        job = self.queue.claim(self.id, set(self.handlers))
+        if job is None:
+            return False
+        try:
+            self.handlers[job.kind](job, lambda f: self.queue.progress(job.id, f))
+        except Exception as exc:  # a handler's failure must not kill the worker
+            log.warning("job %s (%s) failed: %s", job.id, job.kind, exc)
+            self.queue.fail(job.id, "".join(traceback.format_exception(exc)))
+        else:
+            self.queue.complete(job.id)
+        return True
+
+    def run_pending(self, limit: int = 10_000) -> int:
+        done = 0
+        while done < limit and self.run_one():
+            done += 1
+        return done
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name=self.id, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_one()
+            except Exception:  # database hiccup: wait and retry
+                log.exception("worker loop error")
+                ran = False
+            if not ran:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
