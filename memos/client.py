@@ -157,6 +157,12 @@ class _Calls:
                      params={"purge": "true"} if purge else {})
 
     @staticmethod
+    def session_memories(cube_id: str, session_id: str,
+                         granularity: str) -> _Call[list[MemoryPublic]]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/sessions/{session_id}/memories",
+                     _model(list[MemoryPublic]), params={"granularity": granularity})
+
+    @staticmethod
     def history(cube_id: str, memory_id: str) -> _Call[list[MemoryPublic]]:
         return _Call("GET", f"/v1/cubes/{cube_id}/memories/{memory_id}/history",
                      _model(list[MemoryPublic]))
@@ -247,6 +253,10 @@ class MemosClient:
     def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
         return self._send(_Calls.delete_memory(cube_id, memory_id, purge))
 
+    def session_memories(self, cube_id: str, session_id: str, *,
+                         granularity: str = "fact") -> list[MemoryPublic]:
+        return self._send(_Calls.session_memories(cube_id, session_id, granularity))
+
     def history(self, cube_id: str, memory_id: str) -> list[MemoryPublic]:
         return self._send(_Calls.history(cube_id, memory_id))
 
@@ -326,6 +336,10 @@ class AsyncMemosClient:
 
     async def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
         return await self._send(_Calls.delete_memory(cube_id, memory_id, purge))
+
+    async def session_memories(self, cube_id: str, session_id: str, *,
+                               granularity: str = "fact") -> list[MemoryPublic]:
+        return await self._send(_Calls.session_memories(cube_id, session_id, granularity))
 
     async def history(self, cube_id: str, memory_id: str) -> list[MemoryPublic]:
         return await self._send(_Calls.history(cube_id, memory_id))

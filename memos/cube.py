@@ -575,6 +575,22 @@ class MemCube:
             self._bump(cube)
         self.index.apply(cube, remove=pks)
 
+    def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
+                         granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
+        """Memories derived from one session (default: extracted facts), in creation order.
+
+        Every status but ``deleted`` is returned — active, superseded (replaced later) and
+        quarantined (refused by the faithfulness gate, with the reason) — so an evaluator
+        sees exactly what extraction produced.
+        """
+        with self.store.transaction() as session:
+            self._cube(session, tenant, cube_id)
+            rows = session.scalars(select(UnitRow).where(
+                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
+                .order_by(UnitRow.created_at, UnitRow.pk)).all()
+            return [_public(r) for r in rows]
+
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.store.transaction() as session:
             self._cube(session, tenant, cube_id)

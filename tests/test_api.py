@@ -215,3 +215,18 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
         assert path in paths
     assert client.get("/healthz").json()["status"] == "ok"
     assert "memos_units" in client.get("/metrics").text
+
+
+def test_session_memories_read_back(client: TestClient) -> None:
+    _cube_with_conversation(client)
+    fact = client.post("/v1/cubes/c1/memories", json={
+        "text": "Ana has a dog named Pixel", "session_id": "s1",
+        "sources": [{"message_id": "m3"}]}).json()
+    other = client.post("/v1/cubes/c1/memories", json={
+        "text": "Unrelated", "session_id": "s9"}).json()
+    got = client.get("/v1/cubes/c1/sessions/s1/memories").json()
+    assert [m["id"] for m in got] == [fact["id"]]
+    assert other["id"] not in {m["id"] for m in got}
+    turns = client.get("/v1/cubes/c1/sessions/s1/memories", params={"granularity": "turn"})
+    assert len(turns.json()) == 3
+    assert client.get("/v1/cubes/zz/sessions/s1/memories").status_code == 404

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.deps import MemosDep, TenantDep
-from memos.types import CubeCreate, CubePublic, IngestResult, MessagesIngest
+from memos.types import (
+    CubeCreate,
+    CubePublic,
+    Granularity,
+    IngestResult,
+    MemoryPublic,
+    MessagesIngest,
+)
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
 
@@ -41,3 +48,11 @@ def ingest(cube_id: str, body: MessagesIngest, memos: MemosDep,
     Idempotent: re-sent message ids (or identical messages within the session) are skipped.
     """
     return memos.ingest(cube_id, body, tenant=tenant)
+
+
+@router.get("/{cube_id}/sessions/{session_id}/memories", response_model=list[MemoryPublic])
+def session_memories(cube_id: str, session_id: str, memos: MemosDep, tenant: TenantDep,
+                     granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
+    """Memories derived from one session (default: extracted facts), any status but deleted:
+    what extraction produced, including quarantined facts with their reason."""
+    return memos.session_memories(cube_id, session_id, tenant=tenant, granularity=granularity)
