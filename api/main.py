@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.routes import cubes, memories, search, system
 from memos import __version__
 from memos.config import Settings, get_settings
-from memos.cube import MemCube, open_cube
+from memos.cube import DERIVE_JOB, MemCube, open_cube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
+from memos.jobs import Worker
 from memos.keys import KeyRing
 
 log = logging.getLogger("memos.api")
@@ -66,9 +67,14 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         app.state.keys = KeyRing(memos.store, settings.static_keys())
         app.state.requests = Counter()
         app.state.started = time.time()
+        worker = Worker(memos.jobs, {DERIVE_JOB: memos.run_derive_job})
+        memos.on_enqueue = worker.wake
+        if settings.run_worker:
+            worker.start()
         try:
             yield
         finally:
+            worker.stop()
             memos.index.flush()
             if service is None:
                 memos.store.dispose()

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
                           "(tests only).")
     max_text_chars: int = 32_000
     embed_batch_size: int = 64
+    run_worker: bool = Field(default=True, description="Run a background job worker in the "
+                             "API process (derived units, extraction).")
     index_snapshot_every: int = Field(
         default=10_000, description="Write the FAISS snapshot after this many index changes "
         "(grows with the index, so persistence stays O(1) amortised per write).")

@@ -18,10 +18,10 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import delete, exists, func, or_, select
@@ -33,6 +33,7 @@ from memos.config import Settings
 from memos.embed import Embedder
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
+from memos.jobs import Job, JobQueue
 from memos.store.models import (
     CubeRow,
     LinkRow,
@@ -70,7 +71,9 @@ from memos.types import (
     Status,
 )
 
-__all__ = ["MemCube", "Timings", "open_cube"]
+__all__ = ["MemCube", "Deriver", "Timings", "open_cube", "DERIVE_JOB"]
+
+DERIVE_JOB = "derive_session"
 
 
 def _new_id() -> str:
@@ -123,15 +126,32 @@ def _turn_embedding_text(speaker: str | None, content: str) -> str:
     return f"{speaker}: {content}" if speaker else content
 
 
+class Deriver(Protocol):
+    """Builds derived memory (summaries, keywords, facts, …) for one session after ingest.
+
+    Runs in the background job ``derive_session`` (or inline when the ingest asked for
+    ``sync``); must be idempotent, since a job can run again after a crash.
+    """
+
+    name: str
+
+    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
+                       tenant: str) -> None: ...
+
+
 class MemCube:
     """The MemCube service. Collaborators come in through the constructor."""
 
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
-                 max_text_chars: int = 32_000) -> None:
+                 max_text_chars: int = 32_000, derivers: Sequence[Deriver] = ()) -> None:
         self.store = store
         self.index = index
         self.embedder = embedder
         self.max_text_chars = max_text_chars
+        self.derivers = list(derivers)
+        self.jobs = JobQueue(store)
+        #: called after a job is enqueued (the API wakes its worker with it)
+        self.on_enqueue: Callable[[], None] | None = None
         # One writer per process: commit + index update happen as one step, so the in-memory
         # index never applies two commits out of order.
         self._write_lock = threading.RLock()
@@ -309,6 +329,10 @@ class MemCube:
             session_unit, stale_pk = self._refresh_session_unit(
                 session, cube, body.session_id, tenant=tenant, now=now)
             self._bump(cube)
+            if self.derivers and not body.sync:
+                # Enqueued in the ingest transaction: acknowledged messages always get derived.
+                self.jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube_id,
+                                  payload={"session_id": body.session_id, "tenant": tenant})
             session.flush()
             new_pks = [u.pk for u in units] + [session_unit.pk]
             new_vectors = np.vstack([vectors, vector_of(session_unit)[None, :]])
@@ -318,7 +342,25 @@ class MemCube:
                 message_ids=[m.id for m in messages], unit_ids=[u.id for u in units])
         self.index.apply(cube, remove=[stale_pk] if stale_pk is not None else [],
                          add=new_pks, vectors=new_vectors)
+        if self.derivers:
+            if body.sync:
+                self.derive_session(cube_id, body.session_id, tenant=tenant)
+            elif self.on_enqueue is not None:
+                self.on_enqueue()
         return result
+
+    def derive_session(self, cube_id: str, session_id: str, *, tenant: str) -> None:
+        """Run every deriver for one session (what the ``derive_session`` job does)."""
+        for deriver in self.derivers:
+            deriver.derive_session(self, cube_id=cube_id, session_id=session_id, tenant=tenant)
+
+    def run_derive_job(self, job: Job, progress: Callable[[float], None]) -> None:
+        try:
+            self.derive_session(job.cube_id or "", job.payload["session_id"],
+                                tenant=job.payload["tenant"])
+        except NotFound:
+            return  # the cube was deleted meanwhile: nothing left to derive
+        progress(1.0)
 
     def _refresh_session_unit(self, session: Session, cube: CubeRow, session_id: str, *,
                               tenant: str, now: datetime) -> tuple[UnitRow, int | None]:

@@ -110,7 +110,8 @@ class MessagesIngest(BaseModel):
 
     session_id: str = Field(pattern=ID_PATTERN)
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH_MESSAGES)
-    sync: bool = Field(default=True, description="Build derived units before returning.")
+    sync: bool = Field(default=False, description="Build derived units (summaries, keywords, "
+                       "facts) before returning instead of in a background job.")
 
 
 class MessagePublic(BaseModel):
