@@ -27,6 +27,7 @@ from pydantic import TypeAdapter
 from memos.errors import ERROR_TYPES, BackendUnavailable, MemosError
 from memos.types import (
     ContextResponse,
+    CubeExport,
     CubePublic,
     Filters,
     Health,
@@ -117,6 +118,17 @@ class _Calls:
     @staticmethod
     def delete_cube(cube_id: str) -> _Call[None]:
         return _Call("DELETE", f"/v1/cubes/{cube_id}", _none)
+
+    @staticmethod
+    def export_cube(cube_id: str) -> _Call[CubeExport]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/export", _model(CubeExport))
+
+    @staticmethod
+    def import_cube(data: CubeExport | Mapping[str, Any], id: str | None,
+                    new_ids: bool) -> _Call[CubePublic]:
+        payload = (data.model_dump(mode="json") if isinstance(data, CubeExport) else dict(data))
+        return _Call("POST", "/v1/cubes/import", _model(CubePublic),
+                     json=_drop_none({"id": id, "new_ids": new_ids, "data": payload}))
 
     @staticmethod
     def add_messages(cube_id: str, session_id: str, messages: Sequence[Mapping[str, Any]],
@@ -233,8 +245,15 @@ class MemosClient:
     def delete_cube(self, cube_id: str) -> None:
         return self._send(_Calls.delete_cube(cube_id))
 
+    def export_cube(self, cube_id: str) -> CubeExport:
+        return self._send(_Calls.export_cube(cube_id))
+
+    def import_cube(self, data: CubeExport | Mapping[str, Any], *, id: str | None = None,
+                    new_ids: bool = False) -> CubePublic:
+        return self._send(_Calls.import_cube(data, id, new_ids))
+
     def add_messages(self, cube_id: str, *, session_id: str,
-                     messages: Sequence[Mapping[str, Any]], sync: bool = True) -> IngestResult:
+                     messages: Sequence[Mapping[str, Any]], sync: bool = False) -> IngestResult:
         return self._send(_Calls.add_messages(cube_id, session_id, messages, sync))
 
     def add_memory(self, cube_id: str, *, text: str, **fields: Any) -> MemoryPublic:
@@ -315,9 +334,16 @@ class AsyncMemosClient:
     async def delete_cube(self, cube_id: str) -> None:
         return await self._send(_Calls.delete_cube(cube_id))
 
+    async def export_cube(self, cube_id: str) -> CubeExport:
+        return await self._send(_Calls.export_cube(cube_id))
+
+    async def import_cube(self, data: CubeExport | Mapping[str, Any], *, id: str | None = None,
+                          new_ids: bool = False) -> CubePublic:
+        return await self._send(_Calls.import_cube(data, id, new_ids))
+
     async def add_messages(self, cube_id: str, *, session_id: str,
                            messages: Sequence[Mapping[str, Any]],
-                           sync: bool = True) -> IngestResult:
+                           sync: bool = False) -> IngestResult:
         return await self._send(_Calls.add_messages(cube_id, session_id, messages, sync))
 
     async def add_memory(self, cube_id: str, *, text: str, **fields: Any) -> MemoryPublic:

@@ -80,7 +80,7 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _sha(*parts: str | None) -> str:
+def content_hash(*parts: str | None) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update((part or "").encode())
@@ -116,7 +116,7 @@ def _public(row: UnitRow) -> MemoryPublic:
         valid_to=row.valid_to, created_at=row.created_at, superseded_at=row.superseded_at)
 
 
-def _message_public(row: MessageRow) -> MessagePublic:
+def message_public(row: MessageRow) -> MessagePublic:
     return MessagePublic(id=row.id, session_id=row.session_id, role=Role(row.role),
                          speaker=row.speaker, content=row.content, timestamp=row.timestamp,
                          seq=row.seq, created_at=row.created_at)
@@ -281,7 +281,7 @@ class MemCube:
                 MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id)))
         fresh = []
         for msg in body.messages:
-            sha = _sha(msg.role.value, msg.speaker, msg.content,
+            sha = content_hash(msg.role.value, msg.speaker, msg.content,
                        msg.timestamp.isoformat() if msg.timestamp else None)
             if (msg.id and msg.id in known_ids) or sha in known_shas:
                 continue
@@ -404,7 +404,7 @@ class MemCube:
             session.execute(delete(SpanRow).where(SpanRow.unit_pk == unit.pk))
             session.execute(delete(LinkRow).where(LinkRow.src_pk == unit.pk,
                                                   LinkRow.type == "derived_from"))
-        unit.text, unit.content_sha, unit.embedding = text, _sha(text), mean
+        unit.text, unit.content_sha, unit.embedding = text, content_hash(text), mean
         unit.meta = {"messages": len(messages)}
         unit.valid_from = min(times) if times else None
         unit.valid_to = max(times) if times else None
@@ -430,7 +430,7 @@ class MemCube:
             row = UnitRow(
                 id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
                 kind="plaintext", granularity=body.granularity.value, text=body.text,
-                content_sha=_sha(body.text), session_id=body.session_id, speaker=body.speaker,
+                content_sha=content_hash(body.text), session_id=body.session_id, speaker=body.speaker,
                 extractor=body.extractor, status="active", tags=list(dict.fromkeys(body.tags)),
                 meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
                 valid_to=body.valid_to, created_at=now, embedding=vector)
@@ -560,7 +560,7 @@ class MemCube:
                 id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
                 version=old.version + 1, kind=old.kind, granularity=old.granularity,
                 text=body.text if body.text is not None else old.text,
-                content_sha=_sha(body.text) if body.text is not None else old.content_sha,
+                content_sha=content_hash(body.text) if body.text is not None else old.content_sha,
                 session_id=old.session_id, speaker=old.speaker, extractor="user",
                 status=(body.status or Status(old.status)).value,
                 status_reason=body.reason,
@@ -651,7 +651,7 @@ class MemCube:
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(
                 SpanRow.unit_pk == row.pk).order_by(MessageRow.session_id, MessageRow.seq)).all()
-            sources = [SpanPublic(message=_message_public(m), start=s.start, end=s.end,
+            sources = [SpanPublic(message=message_public(m), start=s.start, end=s.end,
                                   quote=m.content[s.start:s.end]) for s, m in spans]
             chain: list[UnitRow] = []
             frontier, seen = [row.pk], {row.pk}

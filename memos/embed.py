@@ -81,6 +81,9 @@ class OnnxMiniLM:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle threads sleep instead of spinning: the server runs the embedder next to SQL,
+        # FAISS and HTTP threads on few cores, where spinning steals the CPU they need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()  # the tokenizer's padding state is not thread safe

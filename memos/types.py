@@ -298,11 +298,58 @@ class ContextResponse(BaseModel):
 
 
 # --------------------------------------------------------------------------- export / keys
+class ExportedSpan(BaseModel):
+    message_id: str
+    start: int
+    end: int
+
+
+class ExportedUnit(BaseModel):
+    """One version of a plaintext memory unit, with its provenance (no embedding: the
+    importing server embeds with its own model)."""
+
+    id: str
+    lineage_id: str
+    version: int
+    kind: Kind
+    granularity: Granularity
+    text: str | None
+    session_id: str | None = None
+    speaker: str | None = None
+    extractor: str
+    status: Status
+    status_reason: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    confidence: float = 1.0
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    created_at: datetime
+    superseded_at: datetime | None = None
+    deleted_at: datetime | None = None
+    spans: list[ExportedSpan] = Field(default_factory=list)
+
+
 class CubeExport(BaseModel):
-    format: str = "memos.cube.v1"
+    """A whole cube as JSON: messages, every unit version, spans and links."""
+
+    format: str = Field(default="memos.cube.v1", pattern=r"^memos\.cube\.v1$")
     cube: CubeCreate
-    messages: list[dict[str, Any]]
-    units: list[dict[str, Any]]
+    exported_at: datetime
+    embedding_model: str
+    messages: list[MessagePublic]
+    units: list[ExportedUnit]
+    links: list[LinkPublic]
+
+
+class CubeImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN,
+                           description="New cube id (default: the exported cube's id).")
+    new_ids: bool = Field(default=False, description="Give every unit a fresh id (needed "
+                          "when importing into the server the cube was exported from).")
+    data: CubeExport
 
 
 class KeyCreate(BaseModel):

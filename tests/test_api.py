@@ -230,3 +230,31 @@ def test_session_memories_read_back(client: TestClient) -> None:
     turns = client.get("/v1/cubes/c1/sessions/s1/memories", params={"granularity": "turn"})
     assert len(turns.json()) == 3
     assert client.get("/v1/cubes/zz/sessions/s1/memories").status_code == 404
+
+
+def test_export_then_import_keeps_history_and_provenance(client: TestClient) -> None:
+    _cube_with_conversation(client)
+    fact = client.post("/v1/cubes/c1/memories", json={
+        "text": "Ana lives in Berlin", "sources": [{"message_id": "m1", "start": 2,
+                                                     "end": 17}]}).json()
+    client.patch(f"/v1/cubes/c1/memories/{fact['id']}", json={"text": "Ana lives in Munich"})
+    exported = client.get("/v1/cubes/c1/export")
+    assert exported.status_code == 200
+    data = exported.json()
+    assert data["format"] == "memos.cube.v1" and len(data["messages"]) == 3
+    # Same server: ids are taken, so a plain import is a conflict; new_ids remaps them.
+    r = client.post("/v1/cubes/import", json={"id": "c2", "data": data})
+    assert r.status_code == 409
+    r = client.post("/v1/cubes/import", json={"id": "c2", "data": data, "new_ids": True})
+    assert r.status_code == 201, r.text
+    hits = client.post("/v1/cubes/c2/search", json={
+        "query": "Where does Ana live?", "filters": {"granularity": ["fact"]}}).json()["hits"]
+    assert [h["unit"]["text"] for h in hits] == ["Ana lives in Munich"]
+    new_id = hits[0]["unit"]["id"]
+    assert new_id != fact["id"]
+    history = client.get(f"/v1/cubes/c2/memories/{new_id}/history").json()
+    assert [h["text"] for h in history] == ["Ana lives in Berlin", "Ana lives in Munich"]
+    prov = client.get(f"/v1/cubes/c2/memories/{new_id}/provenance").json()
+    assert prov["sources"][0]["quote"] == "moved to Berlin"
+    bad = client.post("/v1/cubes/import", json={"id": "c3", "data": {"format": "other"}})
+    assert bad.status_code == 422

@@ -5,8 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.deps import MemosDep, TenantDep
+from memos.transfer import export_cube, import_cube
 from memos.types import (
     CubeCreate,
+    CubeExport,
+    CubeImport,
     CubePublic,
     Granularity,
     IngestResult,
@@ -23,6 +26,12 @@ def create_cube(body: CubeCreate, memos: MemosDep, tenant: TenantDep) -> CubePub
     return memos.create_cube(body, tenant=tenant)
 
 
+@router.post("/import", response_model=CubePublic, status_code=status.HTTP_201_CREATED)
+def import_(body: CubeImport, memos: MemosDep, tenant: TenantDep) -> CubePublic:
+    """Recreate an exported cube (texts are re-embedded with this server's model)."""
+    return import_cube(memos, body, tenant=tenant)
+
+
 @router.get("", response_model=list[CubePublic])
 def list_cubes(memos: MemosDep, tenant: TenantDep) -> list[CubePublic]:
     return memos.list_cubes(tenant=tenant)
@@ -37,6 +46,12 @@ def get_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> CubePublic:
 def delete_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> Response:
     memos.delete_cube(cube_id, tenant=tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{cube_id}/export", response_model=CubeExport)
+def export(cube_id: str, memos: MemosDep, tenant: TenantDep) -> CubeExport:
+    """The whole cube as JSON: messages, every unit version, spans and links."""
+    return export_cube(memos, cube_id, tenant=tenant)
 
 
 @router.post("/{cube_id}/messages", response_model=IngestResult,
