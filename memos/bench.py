@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from memos.local_server import local_server
 
 _PEOPLE = ["Ana", "Ben", "Caroline", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jun",
            "Kemal", "Lena", "Marco", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
@@ -71,35 +69,6 @@ def _queries(n: int, *, seed: int) -> list[str]:
                                      t=rng.choice(_THINGS)) for _ in range(n)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {**os.environ, "MEMOS_DATA_DIR": str(data_dir)}
-    env.pop("MEMOS_DATABASE_URL", None)
-    env.pop("MEMOS_API_KEYS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "memos.cli", "serve", "--port", str(port),
-                             "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    from memos.client import MemosClient
-
-    deadline = time.time() + 60
-    with MemosClient(url, timeout=2) as client:
-        while True:
-            try:
-                client.health()
-                return proc, url
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    raise RuntimeError("the benchmark server did not start") from None
-                time.sleep(0.2)
-
-
 def _dir_bytes(path: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in path.glob(pattern) if p.is_file())
 
@@ -107,68 +76,60 @@ def _dir_bytes(path: Path, pattern: str) -> int:
 def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
               session_size: int = 50, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Ingest ``units`` turns over HTTP, then time ``searches`` searches. Returns the report."""
+    if base_url is not None:
+        report = _run(base_url, units=units, searches=searches, session_size=session_size,
+                      seed=seed, progress=progress)
+        return {**report, "base_url": base_url, "db_bytes": None, "index_bytes": None}
+    with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
+        data = Path(tmp)
+        with local_server(data) as url:
+            report = _run(url, units=units, searches=searches, session_size=session_size,
+                          seed=seed, progress=progress)
+            report["db_bytes"] = _dir_bytes(data, "memos.db*")
+        # The server writes its index snapshot on graceful shutdown: measure after it.
+        report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
+        return {**report, "base_url": "local (started by bench)"}
+
+
+def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: int,
+         progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from memos.client import MemosClient
 
-    tmp = None
-    proc = None
-    if base_url is None:
-        tmp = tempfile.TemporaryDirectory(prefix="memos-bench-")
-        proc, base_url = _start_server(Path(tmp.name))
-    try:
-        with MemosClient(base_url, timeout=120) as client:
-            cube = f"bench-{int(time.time())}-{random.Random().randrange(1 << 30):x}"
-            client.create_cube(cube)
-            turns = list(realistic_turns(units, seed=seed))
-            t0 = time.perf_counter()
-            ingest_times = []
-            with tqdm(total=units, unit="turn", desc="ingest", disable=not progress) as bar:
-                for s, start in enumerate(range(0, units, session_size)):
-                    chunk = turns[start:start + session_size]
-                    t = time.perf_counter()
-                    client.add_messages(cube, session_id=f"s{s}", messages=[
-                        {"id": f"m{start + i}", "role": "user", "speaker": who, "content": text}
-                        for i, (who, text) in enumerate(chunk)])
-                    ingest_times.append(time.perf_counter() - t)
-                    bar.update(len(chunk))
-            ingest_s = time.perf_counter() - t0
-            queries = _queries(searches, seed=seed + 1)
-            client.search(cube, query="warm-up", top_k=10)
-            latencies = []
-            for q in tqdm(queries, desc="search", disable=not progress):
-                t = time.perf_counter()
-                client.search(cube, query=q, top_k=10)
-                latencies.append((time.perf_counter() - t) * 1000)
-        lat = np.asarray(latencies)
-        report: dict[str, Any] = {
-            "units": units,
-            "sessions": len(ingest_times),
-            "ingest_seconds": round(ingest_s, 2),
-            "ingest_units_per_s": round(units / ingest_s, 1),
-            "searches": searches,
-            "search_p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "search_p95_ms": round(float(np.percentile(lat, 95)), 2),
-            "search_p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "base_url": base_url if tmp is None else "local (started by bench)",
-        }
-        if tmp is not None:
-            data = Path(tmp.name)
-            report["db_bytes"] = _dir_bytes(data, "memos.db*")
-            if proc is not None:
-                proc.terminate()  # graceful: the server writes its index snapshot on shutdown
-                proc.wait(timeout=60)
-                proc = None
-            report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
-        else:
-            report["db_bytes"] = report["index_bytes"] = None
-        return report
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=60)
-        if tmp is not None:
-            tmp.cleanup()
+    with MemosClient(base_url, timeout=120) as client:
+        cube = f"bench-{int(time.time())}-{random.Random().randrange(1 << 30):x}"
+        client.create_cube(cube)
+        turns = list(realistic_turns(units, seed=seed))
+        t0 = time.perf_counter()
+        sessions = 0
+        with tqdm(total=units, unit="turn", desc="ingest", disable=not progress) as bar:
+            for s, start in enumerate(range(0, units, session_size)):
+                chunk = turns[start:start + session_size]
+                client.add_messages(cube, session_id=f"s{s}", messages=[
+                    {"id": f"m{start + i}", "role": "user", "speaker": who, "content": text}
+                    for i, (who, text) in enumerate(chunk)])
+                sessions += 1
+                bar.update(len(chunk))
+        ingest_s = time.perf_counter() - t0
+        queries = _queries(searches, seed=seed + 1)
+        client.search(cube, query="warm-up", top_k=10)
+        latencies = []
+        for q in tqdm(queries, desc="search", disable=not progress):
+            t = time.perf_counter()
+            client.search(cube, query=q, top_k=10)
+            latencies.append((time.perf_counter() - t) * 1000)
+    lat = np.asarray(latencies)
+    return {
+        "units": units,
+        "sessions": sessions,
+        "ingest_seconds": round(ingest_s, 2),
+        "ingest_units_per_s": round(units / ingest_s, 1),
+        "searches": searches,
+        "search_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "search_p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "search_p99_ms": round(float(np.percentile(lat, 99)), 2),
+    }
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

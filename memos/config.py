@@ -27,6 +27,8 @@ class Settings(BaseSettings):
                           "(tests only).")
     max_text_chars: int = 32_000
     embed_batch_size: int = 64
+    extractor: str = Field(default="rules", description="Fact extraction after ingest: "
+                           "'rules' (offline), 'none', or 'llm:<litellm model>'.")
     run_worker: bool = Field(default=True, description="Run a background job worker in the "
                              "API process (derived units, extraction).")
     index_snapshot_every: int = Field(

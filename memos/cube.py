@@ -776,5 +776,11 @@ def open_cube(settings: Settings) -> MemCube:
         embedder = OnnxMiniLM(batch_size=settings.embed_batch_size)
     else:
         raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
+    from memos.facts import FactDeriver
+
+    derivers: list[Deriver] = []
+    facts = FactDeriver.from_setting(settings.extractor)
+    if facts is not None:
+        derivers.append(facts)
     return MemCube(store=store, index=index, embedder=embedder,
-                   max_text_chars=settings.max_text_chars)
+                   max_text_chars=settings.max_text_chars, derivers=derivers)

@@ -1,0 +1,830 @@
+"""HaluMem-style hallucination evaluation of a memos server, per memory operation.
+
+``run_halumem`` reads HaluMem-format JSONL (see ``shared/HALUMEM.md``), drives a memos
+server through a client (the SDK, or anything with the same methods), and measures:
+
+- **extraction** — after each session is added, that session's active ``fact`` memories E
+  are read back; each gold point is scored for *integrity* (2/1/0), each distractor for
+  whether it was stored, each memory for *accuracy* against the dialogue (2/1/0) and
+  whether it is about a gold field ("included"). recall = #{score 2}/|G|; weighted recall =
+  Σ imp·score/2 / Σ imp; FMR = #{distractors scored 0}/|I|; target precision = mean acc/2
+  over included; accuracy = mean acc/2 over E; F1 = 2PR/(P+R) (P target precision,
+  R recall).
+- **update** — for each point with ``is_update == "True"`` and original memories: search
+  top-10 with its content, label correct / hallucination / omission / other.
+- **QA** — each question: search top-20, answer briefly, label correct / hallucination /
+  omission.
+
+Rates use all items as denominators; an unparseable LLM judgement counts as a failure.
+
+Judges: ``"offline"`` is a deterministic approximation (weighted token coverage, numbers,
+dates, names, negation, subject and modality checks, the faithfulness gate with an
+optional embedder); its report says ``"judge": "offline (approximate)"``. Any other value
+is a litellm model name used with HaluMem's rubric.
+
+>>> # report = run_halumem("halumem.jsonl", client=MemosClient(...), json_path="out.json")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from memos.embed import Embedder
+from memos.errors import InvalidInput
+from memos.extract import (
+    _HYPOTHETICAL,
+    TIME_EXPR,
+    _litellm_completion,
+    content_tokens,
+    has_negation,
+    numbers_in,
+    parse_json_object,
+    response_text,
+    stem,
+)
+from memos.gate import check
+
+__all__ = ["run_halumem", "OfflineJudge", "LLMJudge", "Judge", "Retrieved", "offline_answer",
+           "LLMAnswerer", "add_halumem_commands", "extraction_metrics",
+           "load_jsonl", "print_report"]
+
+#: Set by the application to build a client from ``--base-url`` (or None: in-process).
+
+UPDATE_LABELS = ("correct", "hallucination", "omission", "other")
+QA_LABELS = ("correct", "hallucination", "omission")
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """One search hit as the answerer and judges see it."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+AnswerFn = Callable[[str, Sequence[Retrieved]], str]
+
+
+# --------------------------------------------------------------------------- text analysis
+_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december"]
+_MONTH_ABBR = {m[:3]: i + 1 for i, m in enumerate(_MONTHS)}
+_DATE_LONG = re.compile(r"\b(" + "|".join(_MONTHS) + r"|" + "|".join(_MONTH_ABBR) +
+                        r")\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.IGNORECASE)
+_DATE_ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_MONTH_YEAR = re.compile(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{4})\b", re.IGNORECASE)
+
+#: Words that carry little of a memory's identity: what makes "Ana works as a nurse" a
+#: distinct memory is "nurse", not "works".
+LIGHT = frozenset(stem(w) for w in """work works working worked live lives living lived
+has have had enjoy enjoys enjoyed love loves loved like likes liked drive drives play plays
+study studied go goes went move moved moving speak speaks learning named called name
+favorite favourite food hobby person people year years old now new get got become became
+based near really think want make day week month time thing things kind lot""".split())
+_RELATION_WORDS = frozenset(stem(w) for w in """sister brother mother mom mum father dad wife
+husband partner boyfriend girlfriend son daughter friend colleague coworker boss roommate
+cousin aunt uncle neighbor neighbour manager mentor""".split())
+_UNKNOWN_RE = re.compile(r"\b(?:unknown|don't know|do not know|not sure|no information|"
+                         r"not mentioned|no record|cannot tell|can't tell|no memory|"
+                         r"not (?:stated|specified|available))\b", re.IGNORECASE)
+
+
+def canon_dates(text: str) -> str:
+    """Rewrite dates to single tokens so "May 7, 2023" and "2023-05-07" compare equal."""
+
+    def long(m: re.Match[str]) -> str:
+        mon = m.group(1).lower()
+        month = _MONTHS.index(mon) + 1 if mon in _MONTHS else _MONTH_ABBR[mon[:3]]
+        return f" d{m.group(3)}{month:02d}{int(m.group(2)):02d} "
+
+    text = _DATE_LONG.sub(long, text)
+    text = _DATE_ISO.sub(lambda m: f" d{m.group(1)}{m.group(2)}{m.group(3)} ", text)
+    return _MONTH_YEAR.sub(
+        lambda m: f" m{m.group(2)}{_MONTHS.index(m.group(1).lower()) + 1:02d} ", text)
+
+
+def key_tokens(text: str, ignore: Iterable[str] = ()) -> dict[str, float]:
+    """Content tokens with weights (light words 0.3, others 1.0), minus ``ignore`` names."""
+    skip = {stem(t) for name in ignore for t in content_tokens(name)}
+    out: dict[str, float] = {}
+    for tok in content_tokens(canon_dates(text)):
+        if tok in skip:
+            continue
+        out[tok] = 0.3 if tok in LIGHT else 1.0
+    return out
+
+
+#: Coverage granted when all of a text's identifying (non-light) words are present.
+FULL_WHEN_HEAVY = 0.8
+
+
+def coverage(target: str, candidate: str, ignore: Iterable[str] = ()) -> float:
+    """Weighted share of ``target``'s key tokens that occur in ``candidate``."""
+    want = key_tokens(target, ignore)
+    if not want:
+        return 0.0
+    have = set(key_tokens(candidate, ignore))
+    total = sum(want.values())
+    cov = sum(w for t, w in want.items() if t in have) / total
+    heavy = {t for t, w in want.items() if w >= 1.0}
+    if heavy and heavy <= have:
+        cov = max(cov, FULL_WHEN_HEAVY)  # every identifying word is there; verbs may differ
+    return cov
+
+
+def _relations(text: str, subject: str) -> set[str]:
+    """Relation nouns used as a possessed subject ("Ana's coworker", "my sister")."""
+    pat = r"(?:\b" + re.escape(subject) + r"'s|\bmy|\bher|\bhis|\btheir)\s+(\w+)(?:\s+(\w+))?"
+    found = set()
+    for m in re.finditer(pat, text, re.IGNORECASE):
+        found |= {stem(w) for w in m.groups() if w}
+    return found & _RELATION_WORDS
+
+
+@dataclass(frozen=True)
+class Match:
+    score: int  # 2 / 1 / 0
+    why: str
+    wrong_key: bool = False  # a related memory states a different number/date/name
+
+
+class Judge(Protocol):
+    @property
+    def name(self) -> str:
+        ...
+
+    def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match | None:
+        ...
+
+    def accuracy(self, memory: str, dialogue: Sequence[str], gold: Sequence[str], *,
+                 subject: str) -> tuple[int, bool] | None:
+        ...
+
+    def update_label(self, point: str, originals: Sequence[str], memories: Sequence[str], *,
+                     subject: str) -> str | None:
+        ...
+
+    def qa_label(self, question: str, reference: str, evidence: Sequence[str], answer: str,
+                 *, subject: str) -> str | None:
+        ...
+
+
+# --------------------------------------------------------------------------- offline judge
+@dataclass
+class OfflineJudge:
+    """A deterministic approximation of HaluMem's GPT-4o judge (see the module doc).
+
+    Integrity of a point p against memories: the best single memory (or the union of the
+    two best, for points split over two memories) by weighted key-token coverage;
+    2 if coverage ≥ ``full`` with p's numbers/dates present, 1 if ≥ ``partial`` or a key
+    number/date is off, 0 otherwise; a memory about someone else (a relation noun p lacks:
+    "Ana's coworker …"), with the opposite polarity, counts 0; a hypothetical memory for a
+    plain point is capped at 1.
+    """
+
+    embedder: Embedder | None = None
+    full: float = 0.8
+    partial: float = 0.5
+    max_answer_words: int = 60
+    name: str = "offline (approximate)"
+
+    def _match_one(self, point: str, memory: str, subject: str) -> Match:
+        if _relations(memory, subject) - _relations(point, subject):
+            return Match(0, "memory is about another person")
+        if has_negation(point) != has_negation(memory):
+            return Match(0, "opposite polarity")
+        cov = coverage(point, memory, [subject])
+        p_nums = numbers_in(canon_dates(point)) | _date_tokens(point)
+        m_nums = numbers_in(canon_dates(memory)) | _date_tokens(memory)
+        missing_nums = p_nums - m_nums
+        wrong_key = bool(missing_nums and (m_nums - p_nums) and cov >= self.partial * 0.6)
+        if cov >= self.full and not missing_nums:
+            score = 2
+        elif cov >= self.partial or (cov >= self.full and missing_nums):
+            score = 1
+        else:
+            score = 0
+        if score == 2 and _HYPOTHETICAL.search(memory) and not _HYPOTHETICAL.search(point):
+            score = 1
+        return Match(score, f"coverage {cov:.2f}", wrong_key=wrong_key)
+
+    def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match:
+        if not memories:
+            return Match(0, "no memories")
+        matches = [self._match_one(point, m, subject) for m in memories]
+        best = max(range(len(memories)), key=lambda i: (matches[i].score,
+                                                        coverage(point, memories[i], [subject])))
+        result = matches[best]
+        if result.score < 2 and len(memories) > 1:
+            ranked = sorted((i for i in range(len(memories)) if matches[i].why.startswith(
+                "coverage")), key=lambda i: -coverage(point, memories[i], [subject]))[:2]
+            if len(ranked) == 2:
+                union = self._match_one(point, memories[ranked[0]] + " " +
+                                        memories[ranked[1]], subject)
+                if union.score > result.score:
+                    result = Match(union.score, "union of two memories: " + union.why)
+        if not result.wrong_key:
+            result = Match(result.score, result.why,
+                           wrong_key=any(m.wrong_key for m in matches))
+        return result
+
+    def accuracy(self, memory: str, dialogue: Sequence[str], gold: Sequence[str], *,
+                 subject: str) -> tuple[int, bool]:
+        best = 0
+        # A resolved date cannot occur verbatim in the dialogue ("last week"): check the rest
+        # of the memory word by word, and require a temporal expression in the turn.
+        dated = bool(_date_tokens(memory))
+        plain = _DATE_PHRASE.sub(" ", canon_dates(memory)) if dated else memory
+        for turn in dialogue:
+            if dated and not TIME_EXPR.search(turn):
+                continue
+            verdict = check(plain, turn, aliases=[subject], embedder=self.embedder)
+            if verdict.supported:
+                best = 2
+                break
+            if verdict.checks.get("words") or coverage(memory, turn, [subject]) >= self.partial:
+                best = max(best, 1)
+        included = any(max(coverage(g, memory, [subject]), coverage(memory, g, [subject]))
+                       >= self.partial for g in gold)
+        return best, included
+
+    def update_label(self, point: str, originals: Sequence[str], memories: Sequence[str], *,
+                     subject: str) -> str:
+        new = self.integrity(point, memories, subject=subject)
+        stale = False
+        for m in memories:
+            if self._match_one(point, m, subject).score == 2:
+                continue
+            if any(self._match_one(o, m, subject).score == 2 and
+                   coverage(point, m, [subject]) < self.full for o in originals):
+                stale = True
+        if new.score == 2 and not stale:
+            return "correct"
+        if stale or new.wrong_key:
+            return "hallucination"
+        if new.score <= 1:
+            return "omission"
+        return "other"
+
+    def qa_label(self, question: str, reference: str, evidence: Sequence[str], answer: str,
+                 *, subject: str) -> str:
+        ref_unknown = reference.strip().lower().rstrip(".") == UNKNOWN
+        said_unknown = not answer.strip() or bool(_UNKNOWN_RE.search(answer))
+        if ref_unknown:
+            return "correct" if said_unknown else "hallucination"
+        if said_unknown:
+            return "omission"
+        if len(answer.split()) > self.max_answer_words:
+            return "omission"  # not an answer: a dump of memories
+        ref = re.sub(r"^(?:no|yes)[.,!]\s*", "", reference.strip(), flags=re.IGNORECASE)
+        cov = coverage(ref, answer, [subject])
+        ref_nums = numbers_in(canon_dates(ref)) | _date_tokens(ref)
+        ans_nums = numbers_in(canon_dates(answer)) | _date_tokens(answer)
+        if ref_nums and not ref_nums <= ans_nums and ans_nums - ref_nums:
+            return "hallucination"
+        if cov >= self.full:
+            return "correct"
+        if cov >= 0.34 and not (ans_nums - ref_nums):
+            return "omission"  # incomplete
+        return "hallucination"
+
+
+_DATE_PHRASE = re.compile(r"\b(?:(?:on|in|during)\s+(?:the\s+)?(?:week\s+of\s+)?)?[dm]\d{6,8}\b"
+                          r"|\bin\s+\d{4}\b")
+
+
+def _date_tokens(text: str) -> set[str]:
+    return set(re.findall(r"\b[dm]\d{6,8}\b", canon_dates(text)))
+
+
+# --------------------------------------------------------------------------- LLM judge
+INTEGRITY_PROMPT = """You grade a memory system (HaluMem rubric). Given a reference memory
+point and the memories the system extracted, score how well the point is captured:
+2 = fully covered or logically implied by the extracted memories;
+1 = partially covered, or a key field is slightly wrong;
+0 = missing or wrong.
+Answer JSON only: {"score": 0|1|2, "reason": str}"""
+ACCURACY_PROMPT = """You grade one memory extracted by a memory system (HaluMem rubric).
+Given the dialogue and the reference memory points, score its accuracy:
+2 = every atomic fact in the memory is supported by the dialogue;
+1 = some facts are unsupported or contradict the dialogue;
+0 = hallucinated.
+Also say whether the memory is about a field covered by the reference points.
+Answer JSON only: {"accuracy": 0|1|2, "included": true|false, "reason": str}"""
+UPDATE_PROMPT = """You grade a memory update (HaluMem rubric). The user's information changed
+from the ORIGINAL memories to the NEW memory point. Given what the system retrieves, label:
+"correct" = the new value is present with exact key fields and the old value is not presented
+as current; "hallucination" = a related memory with factual errors; "omission" = no related
+memory, or key information missing; "other" = anything else.
+Answer JSON only: {"label": "correct"|"hallucination"|"omission"|"other", "reason": str}"""
+QA_PROMPT = """You grade an answer produced with a memory system (HaluMem rubric). Label:
+"correct" = equivalent to the reference answer with no contradiction;
+"hallucination" = contradicts the reference or the evidence, or asserts a fact where the
+reference is "unknown";
+"omission" = incomplete, or says it does not know although evidence exists.
+Answer JSON only: {"label": "correct"|"hallucination"|"omission", "reason": str}"""
+
+
+@dataclass
+class LLMJudge:
+    """HaluMem's rubric through any litellm model; an unparseable answer returns None."""
+
+    model: str
+    completion_kwargs: dict[str, Any] = field(default_factory=dict)
+    completion: Callable[..., Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"llm:{self.model}"
+
+    def _ask(self, system: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        call = self.completion or _litellm_completion
+        try:
+            response = call(model=self.model, messages=[
+                {"role": "system", "content": system},
+                {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}],
+                **self.completion_kwargs)
+        except Exception:  # noqa: BLE001 - any provider failure is a failed judgement
+            return None
+        return parse_json_object(response_text(response))
+
+    def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match | None:
+        out = self._ask(INTEGRITY_PROMPT, {"memory_point": point,
+                                           "extracted_memories": list(memories)})
+        score = _int_in(out, "score")
+        return None if score is None else Match(score, str((out or {}).get("reason", "")))
+
+    def accuracy(self, memory: str, dialogue: Sequence[str], gold: Sequence[str], *,
+                 subject: str) -> tuple[int, bool] | None:
+        out = self._ask(ACCURACY_PROMPT, {"memory": memory, "dialogue": list(dialogue),
+                                          "reference_points": list(gold)})
+        score = _int_in(out, "accuracy")
+        if score is None or out is None:
+            return None
+        return score, bool(out.get("included", False))
+
+    def update_label(self, point: str, originals: Sequence[str], memories: Sequence[str], *,
+                     subject: str) -> str | None:
+        out = self._ask(UPDATE_PROMPT, {"new_memory_point": point,
+                                        "original_memories": list(originals),
+                                        "retrieved_memories": list(memories)})
+        label = str((out or {}).get("label", "")).lower().strip()
+        return label if label in UPDATE_LABELS else None
+
+    def qa_label(self, question: str, reference: str, evidence: Sequence[str], answer: str,
+                 *, subject: str) -> str | None:
+        out = self._ask(QA_PROMPT, {"question": question, "reference_answer": reference,
+                                    "evidence": list(evidence), "system_answer": answer})
+        label = str((out or {}).get("label", "")).lower().strip()
+        return label if label in QA_LABELS else None
+
+
+def _int_in(out: dict[str, Any] | None, key: str) -> int | None:
+    if out is None:
+        return None
+    try:
+        value = int(out.get(key))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if value in (0, 1, 2) else None
+
+
+# --------------------------------------------------------------------------- answerers
+_QWORDS = frozenset(stem(w) for w in """what which who whom whose when where why how does did
+is are was were name named called kind sort type right suggest should recommend cook make
+happy would enjoy living""".split())
+#: Query expansion for common personal-fact questions: a question word → words a memory
+#: answering it tends to use ("do for a living" is answered by "works as").
+_EXPAND: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
+    (re.compile(p, re.IGNORECASE), tuple(stem(w) for w in ws.split())) for p, ws in [
+        (r"for a living|\bjob\b|profession|occupation|career|works? as", "work job profession"),
+        (r"\bcity\b|\blives?\b|\bliving in\b|where .* based", "live move based relocat"),
+        (r"company|employer|works? (?:for|at)", "work join employer company"),
+        (r"\bcar\b|\bdrives?\b", "drive car bought"),
+        (r"allergic|allergy|must .* avoid|should .* avoid", "allergic allergy"),
+        (r"instrument", "play"),
+        (r"language", "speak learning language"),
+        (r"\bstudy|school|university|college|graduat", "studied study graduated school"),
+        (r"how old|\bage\b|years old", "old age turned"),
+        (r"\bdish\b|\bfood\b|\bcook\b|\beat\b|restaurant", "food favorite love eat"),
+        (r"activity|hobby|weekend|free time", "enjoy love hobby taken"),
+        (r"married|partner|wife|husband", "married partner wife husband"),
+    ]]
+
+
+def _recency(r: Retrieved) -> str:
+    md = r.metadata or {}
+    return str(md.get("valid_from") or md.get("observed_at") or md.get("created_at") or "")
+
+
+def _answer_one(question: str, retrieved: Sequence[Retrieved], subject: str) -> str:
+    ignore = [subject] if subject else []
+    want = {t: w for t, w in key_tokens(question, ignore).items() if t not in _QWORDS}
+    confirm = bool(re.search(r",\s*(?:right|correct|isn't (?:it|she|he)|doesn't (?:she|he))\?$",
+                             question.strip(), re.IGNORECASE))
+    heavy = set() if confirm else {t for t, w in want.items() if w >= 1.0}
+    for pattern, words_ in _EXPAND:
+        if pattern.search(question):
+            for w in words_:
+                want[w] = max(want.get(w, 0.0), 1.0)
+                heavy.add(w) if not confirm else None
+    best: tuple[float, str, float] | None = None
+    best_text = ""
+    for r in retrieved:
+        have = set(key_tokens(r.text, ignore))
+        # the extractor's attribute key ("job") is part of what the memory says
+        attr = set(content_tokens(str((r.metadata or {}).get("attribute", "")).replace(
+            "_", " ").replace(":", " ")))
+        have |= attr
+        if heavy and not heavy & have:
+            continue
+        if subject and _relations(r.text, subject) - _relations(question, subject):
+            continue  # about the subject's coworker/sister, not the subject
+        overlap = sum(w for t, w in want.items() if t in have)
+        if overlap <= 0:
+            continue
+        overlap += 0.5 * len(attr & set(want))  # the key names what the question asks
+        key = (overlap, _recency(r), r.score)
+        if best is None or key > best:
+            best, best_text = key, r.text
+    return best_text
+
+
+def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: str = ""
+                   ) -> str:
+    """Extractive answer: the memory that best covers the question's content words.
+
+    Prefers higher overlap (with a small query expansion for personal-fact questions),
+    then the more recent memory, then the search score; a two-part question ("X, and Y?")
+    is answered part by part. Says "unknown" when no memory shares a content word with the
+    question beyond its subject.
+    """
+    parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
+                                 r"when|how)\b)", question) if p.strip()]
+    answers = []
+    for part in parts:
+        text = _answer_one(part, retrieved, subject)
+        if text and text not in answers:
+            answers.append(text)
+    return " ".join(answers) if answers else UNKNOWN
+
+
+ANSWER_PROMPT = """Answer the question using only the memories below. Be brief. Prefer the
+most recent memory when memories conflict, and resolve relative dates. If the memories do
+not contain the answer, reply exactly "unknown"."""
+
+
+@dataclass
+class LLMAnswerer:
+    model: str
+    completion_kwargs: dict[str, Any] = field(default_factory=dict)
+    completion: Callable[..., Any] | None = None
+
+    def __call__(self, question: str, retrieved: Sequence[Retrieved]) -> str:
+        memories = "\n".join(f"- [{_recency(r) or 'undated'}] {r.text}" for r in retrieved)
+        call = self.completion or _litellm_completion
+        response = call(model=self.model, messages=[
+            {"role": "system", "content": ANSWER_PROMPT},
+            {"role": "user", "content": f"Memories:\n{memories}\n\nQuestion: {question}"}],
+            **self.completion_kwargs)
+        return response_text(response).strip()
+
+
+# --------------------------------------------------------------------------- metrics
+def _rate(n: float, d: float) -> float:
+    return float(n) / d if d else 0.0
+
+
+def extraction_metrics(gold: Sequence[tuple[int | None, float]],
+                       distractors: Sequence[int | None],
+                       accuracies: Sequence[tuple[int | None, bool]]) -> dict[str, float]:
+    """HaluMem extraction metrics from judged items.
+
+    ``gold``: (integrity score or None if unparseable, importance) per gold point;
+    ``distractors``: integrity score per interference point; ``accuracies``: (accuracy
+    score or None, included) per extracted memory.
+    """
+    recall = _rate(sum(1 for s, _ in gold if s == 2), len(gold))
+    imp = sum(i for _, i in gold)
+    weighted = _rate(sum(i * (s or 0) / 2 for s, i in gold), imp)
+    fmr = _rate(sum(1 for s in distractors if s == 0), len(distractors))
+    included = [(s or 0) / 2 for s, inc in accuracies if inc]
+    target_p = _rate(sum(included), len(included))
+    acc = _rate(sum((s or 0) / 2 for s, _ in accuracies), len(accuracies))
+    f1 = 2 * target_p * recall / (target_p + recall) if target_p + recall else 0.0
+    return {"recall": recall, "weighted_recall": weighted, "target_precision": target_p,
+            "accuracy": acc, "fmr": fmr, "f1": f1}
+
+
+def _label_rates(labels: Sequence[str | None], names: Sequence[str]) -> dict[str, float]:
+    return {n: _rate(sum(1 for lab in labels if lab == n), len(labels)) for n in names}
+
+
+def _timing(xs: Sequence[float]) -> dict[str, float]:
+    if not xs:
+        return {"n": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0, "total": 0.0}
+    s = sorted(xs)
+    return {"n": len(s), "mean": statistics.fmean(s), "p50": s[len(s) // 2],
+            "p95": s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)], "total": sum(s)}
+
+
+# --------------------------------------------------------------------------- client glue
+def _value(x: Any) -> str:
+    return str(getattr(x, "value", x))
+
+
+def _iso(ts: str) -> str:
+    from memos.eval.halumem_synth import parse_time
+
+    try:
+        return parse_time(ts).isoformat()
+    except ValueError:
+        return ts
+
+
+def _retrieved(response: Any) -> list[Retrieved]:
+    out = []
+    for hit in getattr(response, "hits", response) or []:
+        unit = getattr(hit, "unit", hit)
+        md = dict(getattr(unit, "metadata", None) or {})
+        for key in ("valid_from", "created_at"):
+            val = getattr(unit, key, None)
+            if val is not None and key not in md:
+                md[key] = val.isoformat() if hasattr(val, "isoformat") else str(val)
+        out.append(Retrieved(id=str(getattr(unit, "id", "")), text=str(
+            getattr(unit, "text", "") or ""), score=float(getattr(hit, "score", 0.0)),
+            metadata=md))
+    return out
+
+
+def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with Path(path).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _subject(record: dict[str, Any]) -> str:
+    m = re.search(r"Name:\s*([^;]+)", record.get("persona_info", "") or "")
+    return m.group(1).strip() if m else "the user"
+
+
+def make_judge(judge: str | Judge, *, embedder: Embedder | None = None) -> Judge:
+    if not isinstance(judge, str):
+        return judge
+    if judge == "offline":
+        return OfflineJudge(embedder=embedder)
+    return LLMJudge(judge)
+
+
+def make_answerer(answerer: str | AnswerFn | None, subject_hint: bool = True) -> AnswerFn | None:
+    if answerer is None or answerer == "offline":
+        return None  # offline_answer with the user's name, chosen per user
+    if callable(answerer):
+        return answerer
+    if answerer == "bundled":
+        raise InvalidInput("the bundled answerer is not available in this build; pass "
+                           "answer_fn= or a litellm model name")
+    return LLMAnswerer(answerer)
+
+
+# --------------------------------------------------------------------------- the run
+def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "offline",
+                answerer: str | AnswerFn | None = None, answer_fn: AnswerFn | None = None,
+                json_path: str | Path | None = None, progress: bool = True,
+                embedder: Embedder | None = None, search_filters: dict[str, Any] | None = None,
+                cube_prefix: str = "halumem", print_table: bool = True) -> dict[str, Any]:
+    """Evaluate the memos server behind ``client`` on a HaluMem-format file.
+
+    ``client`` needs ``create_cube``, ``delete_cube``, ``add_messages``,
+    ``session_memories`` and ``search`` (the SDK's signatures). Each user gets a fresh cube
+    that is deleted afterwards. ``search_filters`` default to fact memories only (the units
+    HaluMem calls memories). Returns the report dict (also written to ``json_path``).
+    """
+    from tqdm import tqdm
+
+    records = load_jsonl(data_path)
+    the_judge = make_judge(judge, embedder=embedder)
+    answer = answer_fn or make_answerer(answerer)
+    filters = {"granularity": ["fact"]} if search_filters is None else search_filters
+
+    gold: list[tuple[int | None, float]] = []
+    gold_types: list[str] = []
+    distractors: list[int | None] = []
+    accuracies: list[tuple[int | None, bool]] = []
+    upd_labels: list[str | None] = []
+    upd_types: list[str] = []
+    qa_labels: list[str | None] = []
+    qa_types: list[str] = []
+    add_times: list[float] = []
+    search_times: list[float] = []
+    n_sessions = n_memories = 0
+
+    def search(cube_id: str, query: str, k: int) -> list[Retrieved]:
+        t0 = time.perf_counter()
+        resp = client.search(cube_id, query=query, top_k=k, filters=filters)
+        search_times.append(time.perf_counter() - t0)
+        return _retrieved(resp)
+
+    total_sessions = sum(len(r.get("sessions", [])) for r in records)
+    bar = tqdm(total=total_sessions, desc="halumem sessions", disable=not progress,
+               unit="session")
+    for ui, record in enumerate(records):
+        subject = _subject(record)
+        cube_id = f"{cube_prefix}-{ui}-{str(record.get('uuid', ''))[:8] or 'user'}"
+        client.create_cube(cube_id, name=f"HaluMem {subject}")
+        try:
+            for si, session in enumerate(record.get("sessions", [])):
+                session_id = f"s{si}"
+                dialogue = session.get("dialogue", [])
+                messages = [{"id": f"{cube_id}-s{si}-t{j}", "role": turn["role"],
+                             "speaker": subject if turn["role"] == "user" else "assistant",
+                             "content": turn["content"],
+                             "timestamp": _iso(turn.get("timestamp") or
+                                               session.get("start_time", ""))}
+                            for j, turn in enumerate(dialogue) if turn.get("content", "").strip()]
+                if messages:
+                    t0 = time.perf_counter()
+                    client.add_messages(cube_id, session_id=session_id, messages=messages,
+                                        sync=True)
+                    add_times.append(time.perf_counter() - t0)
+                n_sessions += 1
+                memories = [m for m in client.session_memories(cube_id, session_id)
+                            if _value(getattr(m, "granularity", "fact")) == "fact"
+                            and _value(getattr(m, "status", "active")) == "active"]
+                texts = [str(m.text) for m in memories if getattr(m, "text", None)]
+                n_memories += len(texts)
+                points = session.get("memory_points", []) or []
+                g_points = [p for p in points if p.get("memory_source") != "interference"]
+                i_points = [p for p in points if p.get("memory_source") == "interference"]
+                for p in g_points:
+                    match = the_judge.integrity(p["memory_content"], texts, subject=subject)
+                    gold.append((None if match is None else match.score,
+                                 float(p.get("importance", 1.0) or 0.0)))
+                    gold_types.append(p.get("memory_type", "unknown"))
+                for p in i_points:
+                    match = the_judge.integrity(p["memory_content"], texts, subject=subject)
+                    distractors.append(None if match is None else match.score)
+                if points or texts:
+                    dialogue_texts = [t["content"] for t in dialogue if t.get("content")]
+                    # "included": about a field the session's memory points cover
+                    # (distractors too: a stored distractor is about the user's job/city…)
+                    gold_texts = [p["memory_content"] for p in points]
+                    for text in texts:
+                        acc = the_judge.accuracy(text, dialogue_texts, gold_texts,
+                                                 subject=subject)
+                        accuracies.append((None, False) if acc is None else acc)
+                for p in g_points:
+                    if str(p.get("is_update", "False")) != "True" or not p.get(
+                            "original_memories"):
+                        continue
+                    hits = search(cube_id, p["memory_content"], 10)
+                    upd_labels.append(the_judge.update_label(
+                        p["memory_content"], list(p["original_memories"]),
+                        [h.text for h in hits], subject=subject))
+                    upd_types.append(p.get("memory_type", "unknown"))
+                for q in session.get("questions", []) or []:
+                    hits = search(cube_id, q["question"], 20)
+                    if answer is None:
+                        reply = offline_answer(q["question"], hits, subject=subject)
+                    else:
+                        reply = answer(q["question"], hits)
+                    evidence = [e.get("memory_content", "") for e in q.get("evidence", [])]
+                    qa_labels.append(the_judge.qa_label(q["question"], str(q["answer"]),
+                                                        evidence, reply, subject=subject))
+                    qa_types.append(q.get("question_type", "unknown"))
+                bar.update(1)
+        finally:
+            try:
+                client.delete_cube(cube_id)
+            except Exception:  # noqa: BLE001 - cleanup must not hide the result
+                pass
+    bar.close()
+
+    extraction = extraction_metrics(gold, distractors, accuracies)
+    by_type: dict[str, dict[str, float]] = {}
+    groups: dict[str, list[tuple[int | None, float]]] = defaultdict(list)
+    for (s, imp), t in zip(gold, gold_types, strict=True):
+        groups[t].append((s, imp))
+    for t, items in sorted(groups.items()):
+        m = extraction_metrics(items, [], [])
+        by_type[t] = {"n": len(items), "recall": m["recall"],
+                      "weighted_recall": m["weighted_recall"]}
+    update = _label_rates(upd_labels, UPDATE_LABELS)
+    upd_by: dict[str, dict[str, float]] = {}
+    for t in sorted(set(upd_types)):
+        labs = [lab for lab, ty in zip(upd_labels, upd_types, strict=True) if ty == t]
+        upd_by[t] = {"n": len(labs), **_label_rates(labs, UPDATE_LABELS)}
+    qa = _label_rates(qa_labels, QA_LABELS)
+    qa_by: dict[str, dict[str, float]] = {}
+    for t in sorted(set(qa_types)):
+        labs = [lab for lab, ty in zip(qa_labels, qa_types, strict=True) if ty == t]
+        qa_by[t] = {"n": len(labs), **_label_rates(labs, QA_LABELS)}
+    report: dict[str, Any] = {
+        "benchmark": "halumem",
+        "data": str(data_path),
+        "judge": the_judge.name,
+        "answerer": "offline (extractive)" if answer is None else getattr(
+            answer, "model", getattr(answer, "__name__", "custom")),
+        "users": len(records),
+        "sessions": n_sessions,
+        "extraction": {**extraction, "by_memory_type": by_type,
+                       "counts": {"gold": len(gold), "interference": len(distractors),
+                                  "memories": n_memories,
+                                  "included": sum(1 for _, inc in accuracies if inc),
+                                  "unparsed": sum(1 for s, _ in gold if s is None)
+                                  + sum(1 for s in distractors if s is None)
+                                  + sum(1 for s, _ in accuracies if s is None)}},
+        "update": {**update, "n": len(upd_labels),
+                   "unparsed": sum(1 for lab in upd_labels if lab is None),
+                   "by_memory_type": upd_by},
+        "qa": {**qa, "n": len(qa_labels),
+               "unparsed": sum(1 for lab in qa_labels if lab is None),
+               "by_question_type": qa_by},
+        "timings": {"add_session_s": _timing(add_times), "search_s": _timing(search_times)},
+    }
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2))
+    if print_table:
+        print_report(report)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """A readable table of the headline numbers (percentages)."""
+    ex, up, qa = report["extraction"], report["update"], report["qa"]
+    rows = [
+        ("extraction", "recall", ex["recall"]), ("", "weighted recall", ex["weighted_recall"]),
+        ("", "target precision", ex["target_precision"]), ("", "accuracy", ex["accuracy"]),
+        ("", "FMR", ex["fmr"]), ("", "F1", ex["f1"]),
+        ("update", "correct", up["correct"]), ("", "hallucination", up["hallucination"]),
+        ("", "omission", up["omission"]), ("", "other", up["other"]),
+        ("qa", "correct", qa["correct"]), ("", "hallucination", qa["hallucination"]),
+        ("", "omission", qa["omission"]),
+    ]
+    print(f"HaluMem  judge: {report['judge']}  answerer: {report['answerer']}  "
+          f"users: {report['users']}  sessions: {report['sessions']}")
+    print(f"{'task':<12}{'metric':<20}{'%':>8}")
+    for task, metric, value in rows:
+        print(f"{task:<12}{metric:<20}{100 * value:>8.2f}")
+    for qtype, m in report["qa"]["by_question_type"].items():
+        print(f"{'qa':<12}{qtype[:19]:<20}{100 * m['correct']:>8.2f}  (n={m['n']})")
+    t = report["timings"]
+    print(f"add session: mean {t['add_session_s']['mean'] * 1000:.1f} ms   search: p50 "
+          f"{t['search_s']['p50'] * 1000:.1f} ms, p95 {t['search_s']['p95'] * 1000:.1f} ms")
+
+
+# --------------------------------------------------------------------------- CLI
+def _cmd_halumem(args: Any) -> int:
+    """Evaluate the server at ``--base-url``, or a fresh local server started for the run."""
+    from memos.client import MemosClient
+    from memos.local_server import local_server
+
+    if args.base_url:
+        with MemosClient(args.base_url, timeout=300) as client:
+            run_halumem(args.data, client=client, judge=args.judge, answerer=args.answerer,
+                        json_path=args.json, progress=not args.no_progress)
+        return 0
+    with local_server() as url, MemosClient(url, timeout=300) as client:
+        run_halumem(args.data, client=client, judge=args.judge, answerer=args.answerer,
+                    json_path=args.json, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_synth(args: Any) -> int:
+    from memos.eval.halumem_synth import generate, write_jsonl
+
+    path = write_jsonl(generate(args.seed, args.users, sessions=args.sessions), args.out)
+    print(f"wrote {args.users} users to {path}")
+    return 0
+
+
+def add_halumem_commands(subparsers: Any) -> None:
+    """Add ``halumem`` and ``halumem-synth`` to an argparse subparsers object."""
+    p = subparsers.add_parser("halumem", help="HaluMem hallucination evaluation")
+    p.add_argument("--data", required=True, help="HaluMem-format JSONL file")
+    p.add_argument("--base-url", default=None,
+                   help="memos server URL (default: a fresh local server)")
+    p.add_argument("--judge", default="offline", help="'offline' or a litellm model name")
+    p.add_argument("--answerer", default="offline",
+                   help="'offline', 'bundled' or a litellm model name")
+    p.add_argument("--json", required=True, help="write the JSON report here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_halumem)
+    s = subparsers.add_parser("halumem-synth", help="write a synthetic HaluMem-format file")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.add_argument("--users", type=int, default=3)
+    s.add_argument("--sessions", type=int, default=4)
+    s.set_defaults(func=_cmd_synth)

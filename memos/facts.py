@@ -1,0 +1,178 @@
+"""Fact memory: the deriver that turns a session's messages into ``fact`` units.
+
+extract (:mod:`memos.extract`) → faithfulness gate (:mod:`memos.gate`) → update decision
+(:mod:`memos.update`) → store, in one transaction per session:
+
+- supported facts become active ``fact`` units citing their source span;
+- unsupported ones are stored ``quarantined`` with the gate's reasons (never searchable);
+- UPDATE / DELETE make the new fact the next version of the old fact's lineage; the old
+  version is ``superseded`` with ``valid_to`` = when it stopped being true, so the history
+  keeps every value;
+- NOOP (already known) records the extra source span on the existing fact.
+
+Idempotent: a fact already stored for the same source span and text (in any status) is
+skipped, so replaying a session, or a job re-run after a crash, changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memos.cube import MemCube, content_hash
+from memos.extract import ExtractInput, Extractor, LLMExtractor, RulesExtractor
+from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
+from memos.update import (
+    Action,
+    ActiveFact,
+    LLMUpdater,
+    PlannedFact,
+    RulesUpdater,
+    Updater,
+    ingest_plan,
+)
+
+
+class FactDeriver:
+    """A :class:`memos.cube.Deriver` writing extracted facts for each ingested session."""
+
+    name = "facts"
+
+    def __init__(self, extractor: Extractor | None = None, updater: Updater | None = None) -> None:
+        self.extractor = extractor or RulesExtractor()
+        self.updater = updater or RulesUpdater()
+
+    @classmethod
+    def from_setting(cls, value: str) -> FactDeriver | None:
+        """``rules`` (offline default), ``none``, or ``llm:<litellm model>``."""
+        if value == "none":
+            return None
+        if value == "rules":
+            return cls()
+        if value.startswith("llm:") and len(value) > 4:
+            model = value[4:]
+            return cls(LLMExtractor(model), LLMUpdater(model))
+        raise ValueError(f"unknown extractor {value!r}: use 'rules', 'none' or 'llm:<model>'")
+
+    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
+                       tenant: str) -> None:
+        with cube.store.transaction() as session:
+            cube._cube(session, tenant, cube_id)
+            messages = session.scalars(select(MessageRow).where(
+                MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
+                .order_by(MessageRow.seq)).all()
+            active_rows = session.scalars(select(UnitRow).where(
+                UnitRow.cube_id == cube_id, UnitRow.granularity == "fact",
+                UnitRow.status == "active")).all()
+            known = {_key(r.meta, r.text) for r in session.scalars(select(UnitRow).where(
+                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.granularity == "fact"))}
+        if not messages:
+            return
+        inputs = [ExtractInput(id=m.id, role=m.role, speaker=m.speaker, content=m.content,
+                               timestamp=m.timestamp) for m in messages]
+        active = [ActiveFact.from_metadata(r.id, r.text or "", dict(r.meta or {}))
+                  for r in active_rows]
+        # Later facts of the batch may update earlier ones: they refer to them by the ids
+        # handed out here, which are the ids the units are stored under.
+        ids: dict[int, str] = {}
+        planned = ingest_plan(inputs, active, extractor=self.extractor, updater=self.updater,
+                              id_factory=lambda f: ids.setdefault(id(f), uuid.uuid4().hex))
+        fresh = [p for p in planned if p.status != "noop"
+                 and _key(p.fact.metadata(), p.fact.text) not in known]
+        vectors = cube._embed([p.fact.text for p in fresh])
+        self._store(cube, cube_id=cube_id, session_id=session_id, tenant=tenant,
+                    planned=planned, fresh=fresh, vectors=vectors, ids=ids,
+                    message_pks={m.id: m.pk for m in messages})
+
+    def _store(self, cube: MemCube, *, cube_id: str, session_id: str, tenant: str,
+               planned: Sequence[PlannedFact], fresh: Sequence[PlannedFact], vectors: np.ndarray,
+               ids: dict[int, str], message_pks: dict[str, int]) -> None:
+        now = utcnow()
+        vector_of = {id(p): v for p, v in zip(fresh, vectors)}
+        add_pks: list[int] = []
+        add_vectors: list[np.ndarray] = []
+        remove_pks: list[int] = []
+        with cube._write_lock, cube.store.transaction() as session:
+            cube_row = cube._cube(session, tenant, cube_id)
+            for p in planned:
+                fact = p.fact
+                if p.status == "noop":
+                    if p.decision and p.decision.target_fact_id:
+                        _add_source(session, p.decision.target_fact_id, fact.source_message_id,
+                                    fact.span, message_pks)
+                    continue
+                if id(p) not in vector_of:
+                    continue  # stored by an earlier run of this session
+                target = None
+                decision = p.decision
+                if p.status == "active" and decision and decision.action in (
+                        Action.UPDATE, Action.DELETE) and decision.target_fact_id:
+                    target = session.scalar(select(UnitRow).where(
+                        UnitRow.id == decision.target_fact_id, UnitRow.cube_id == cube_id,
+                        UnitRow.status == "active"))
+                unit_id = ids.get(id(fact)) or uuid.uuid4().hex
+                row = UnitRow(
+                    id=unit_id, cube_id=cube_id, tenant=tenant,
+                    lineage_id=target.lineage_id if target is not None else unit_id,
+                    version=target.version + 1 if target is not None else 1,
+                    kind="plaintext", granularity="fact", text=fact.text,
+                    content_sha=content_hash(fact.text), session_id=session_id,
+                    speaker=fact.subject or None, extractor=fact.extractor_id,
+                    status=p.status, status_reason=p.status_reason if p.status ==
+                    "quarantined" else (decision.reason if decision else None),
+                    tags=[_memory_tag(fact.memory_type)], meta=fact.metadata(),
+                    confidence=fact.confidence, valid_from=fact.valid_from,
+                    valid_to=fact.valid_to, created_at=now, embedding=vector_of[id(p)])
+                session.add(row)
+                session.flush()
+                session.add(TagRow(unit_pk=row.pk, tag=row.tags[0]))
+                message_pk = message_pks.get(fact.source_message_id)
+                if message_pk is not None:
+                    session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk,
+                                        start=fact.span[0], end=fact.span[1]))
+                if target is not None and decision is not None:
+                    target.status, target.superseded_at = "superseded", now
+                    target.valid_to = decision.valid_to or fact.valid_from or now
+                    target.status_reason = f"{decision.action.value.lower()}: {decision.reason}"
+                    session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=target.pk,
+                                        type="supersedes", weight=1.0, created_at=now))
+                    remove_pks.append(target.pk)
+                if p.status == "active":
+                    add_pks.append(row.pk)
+                    add_vectors.append(vector_of[id(p)])
+            if add_pks or remove_pks:
+                cube._bump(cube_row)
+        if add_pks or remove_pks:
+            cube.index.apply(cube_row, remove=remove_pks, add=add_pks,
+                             vectors=np.stack(add_vectors) if add_vectors else None)
+
+
+def _key(meta: dict[str, Any] | None, text: str | None) -> tuple[str, tuple[int, ...], str]:
+    meta = meta or {}
+    return (str(meta.get("source_message_id", "")), tuple(meta.get("span") or ()), text or "")
+
+
+def _memory_tag(memory_type: object) -> str:
+    value = getattr(memory_type, "value", memory_type)
+    return str(value).split()[0].lower()  # "Persona Memory" → "persona"
+
+
+def _add_source(session: Session, target_id: str, message_id: str, span: tuple[int, int],
+                message_pks: dict[str, int]) -> None:
+    message_pk = message_pks.get(message_id)
+    target = session.scalar(select(UnitRow).where(UnitRow.id == target_id))
+    if message_pk is None or target is None:
+        return
+    exists = session.scalar(select(SpanRow.pk).where(
+        SpanRow.unit_pk == target.pk, SpanRow.message_pk == message_pk,
+        SpanRow.start == span[0], SpanRow.end == span[1]))
+    if exists is None:
+        session.add(SpanRow(unit_pk=target.pk, message_pk=message_pk, start=span[0],
+                            end=span[1]))
+

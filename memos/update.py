@@ -1,0 +1,393 @@
+"""Memory updating: ADD / UPDATE / DELETE / NOOP for a new fact against what is known.
+
+The updater is pure: given a new :class:`~memos.extract.ExtractedFact` and the active facts
+that may concern the same thing (same subject and attribute, plus near neighbours by
+embedding — see :func:`candidates_for`), it returns a :class:`Decision`; the caller stores.
+
+- **ADD** — new information (a new attribute, or another value of a multi-valued one such as
+  a second hobby or pet).
+- **UPDATE** — a single-valued attribute (job, city, partner, …) got a new value: the target
+  is superseded, its ``valid_to`` becomes ``Decision.valid_to`` (the new fact's event time)
+  and it stays in history.
+- **DELETE** — an explicit retraction ("I no longer work at X", "I quit X", "I sold my
+  car"): the target stops being true at ``Decision.valid_to``.
+- **NOOP** — already known (same subject, attribute and value, or the same text); the
+  caller records the extra source on the target.
+
+Idempotence: replaying a session yields NOOPs — the same fact matches itself, and a value
+older than the active one for a single-valued attribute never overwrites it.
+
+>>> from memos.extract import ExtractInput, RulesExtractor
+>>> fact = RulesExtractor().extract([ExtractInput("m1", "user", "Ana", "I moved to Berlin.")])[0]
+>>> RulesUpdater().decide(fact, []).action
+<Action.ADD: 'ADD'>
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+
+from memos.embed import Embedder
+from memos.extract import (
+    ExtractedFact,
+    ExtractInput,
+    Extractor,
+    _litellm_completion,
+    content_tokens,
+    parse_json_object,
+    response_text,
+)
+from memos.gate import GateVerdict
+from memos.gate import check as gate_check
+
+__all__ = [
+    "Action",
+    "ActiveFact",
+    "Decision",
+    "Updater",
+    "RulesUpdater",
+    "LLMUpdater",
+    "SINGLE_VALUED",
+    "candidates_for",
+    "plan",
+    "UPDATE_PROMPT",
+    "UPDATE_PROMPT_VERSION",
+    "PlannedFact",
+    "ingest_plan",
+]
+
+#: Attributes with one current value per subject; a new value supersedes the old one.
+SINGLE_VALUED = frozenset({"job", "employer", "city", "age", "name", "partner", "car", "school",
+                           "hometown", "major", "diet", "favorite_food", "favorite_color",
+                           "favorite_movie", "favorite_book", "favorite_band",
+                           "favorite_sport", "favorite_song", "favorite_drink"})
+
+
+class Action(str, Enum):
+    ADD = "ADD"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    NOOP = "NOOP"
+
+
+@dataclass(frozen=True)
+class ActiveFact:
+    """What the updater needs to know about a stored, active fact."""
+
+    id: str
+    text: str
+    subject: str = ""
+    attribute: str = ""
+    value: str = ""
+    negated: bool = False
+    valid_from: datetime | None = None
+    observed_at: datetime | None = None
+    source_message_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_metadata(cls, id: str, text: str, metadata: dict[str, Any], *,
+                      source_message_ids: Iterable[str] = ()) -> ActiveFact:
+        """Build from a stored unit whose metadata came from ``ExtractedFact.metadata()``."""
+
+        def when(key: str) -> datetime | None:
+            raw = metadata.get(key)
+            if isinstance(raw, datetime):
+                return raw
+            try:
+                return datetime.fromisoformat(raw) if raw else None
+            except (TypeError, ValueError):
+                return None
+
+        sources = tuple(source_message_ids) or tuple(
+            s for s in [metadata.get("source_message_id")] if s)
+        return cls(id=id, text=text, subject=str(metadata.get("subject", "")),
+                   attribute=str(metadata.get("attribute", "")),
+                   value=str(metadata.get("value", "")),
+                   negated=bool(metadata.get("negated", False)), valid_from=when("valid_from"),
+                   observed_at=when("observed_at"), source_message_ids=sources)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    target_fact_id: str | None
+    reason: str
+    #: For UPDATE/DELETE: when the target stopped being true (the new fact's event time).
+    valid_to: datetime | None = None
+
+
+class Updater(Protocol):
+    def decide(self, new: ExtractedFact, candidates: Sequence[ActiveFact]) -> Decision:
+        ...
+
+
+# --------------------------------------------------------------------------- helpers
+def _norm_subject(s: str) -> str:
+    return re.sub(r"'s\b", "", s.lower()).strip()
+
+
+def _norm_text(s: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", s.lower()))
+
+
+def _value_tokens(s: str) -> set[str]:
+    return set(content_tokens(s))
+
+
+def same_value(a: str, b: str) -> bool:
+    """Values match when their content words are equal or one contains the other."""
+    ta, tb = _value_tokens(a), _value_tokens(b)
+    if not ta or not tb:
+        return _norm_text(a) == _norm_text(b)
+    return ta <= tb or tb <= ta
+
+
+def _event_time(f: ExtractedFact | ActiveFact) -> datetime | None:
+    t = f.valid_from or f.observed_at
+    return t.replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
+
+
+def _seen(f: ExtractedFact | ActiveFact) -> datetime | None:
+    """When the fact was stated (falls back to its event time): orders what we learned."""
+    t = f.observed_at or f.valid_from
+    return t.replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
+
+
+def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
+                   embedder: Embedder | None = None, k: int = 5,
+                   min_similarity: float = 0.75) -> list[ActiveFact]:
+    """Active facts with the same (subject, attribute), plus up to ``k`` near neighbours.
+
+    Neighbours (cosine ≥ ``min_similarity`` with ``embedder``) catch facts that the
+    extractor keyed differently ("Ana's job" vs "Ana works as"), so that duplicates NOOP.
+    """
+    pool = list(active)
+    key = (_norm_subject(new.subject), new.attribute)
+    same = [a for a in pool if (_norm_subject(a.subject), a.attribute) == key]
+    rest = [a for a in pool if a not in same]
+    if embedder is None or not rest:
+        return same
+    vecs = np.asarray(embedder.embed([new.text] + [a.text for a in rest]), dtype=np.float32)
+    sims = vecs[1:] @ vecs[0]
+    order = np.argsort(-sims)[:k]
+    return same + [rest[i] for i in order if sims[i] >= min_similarity]
+
+
+# --------------------------------------------------------------------------- rules
+@dataclass
+class RulesUpdater:
+    """Deterministic update rules (see the module doc)."""
+
+    single_valued: frozenset[str] = SINGLE_VALUED
+    embedder: Embedder | None = None
+    duplicate_similarity: float = 0.95
+    name: str = "rules-update/1"
+
+    def decide(self, new: ExtractedFact, candidates: Sequence[ActiveFact]) -> Decision:
+        key = (_norm_subject(new.subject), new.attribute)
+        same_key = [c for c in candidates if (_norm_subject(c.subject), c.attribute) == key]
+        new_time = _event_time(new)
+        new_seen = _seen(new)
+
+        # 1. already known: same text, or same key + value + polarity
+        for c in candidates:
+            if _norm_text(c.text) == _norm_text(new.text):
+                return Decision(Action.NOOP, c.id, f"same statement as {c.id}")
+        for c in same_key:
+            if c.negated == new.negated and same_value(c.value, new.value):
+                return Decision(Action.NOOP, c.id,
+                                f"already known: {key[1]} = {c.value!r} ({c.id})")
+        dup = self._near_duplicate(new, [c for c in candidates if c.negated == new.negated])
+        if dup is not None:
+            return dup
+
+        # 2. retraction
+        if new.negated:
+            live = [c for c in same_key if not c.negated and (
+                not new.value or same_value(c.value, new.value)
+                or key[1] in self.single_valued and not _value_tokens(new.value))]
+            if live:
+                target = _latest(live)
+                return Decision(Action.DELETE, target.id,
+                                f"retraction of {key[1]} = {target.value!r}: {new.text}",
+                                valid_to=new_time)
+            return Decision(Action.ADD, None, "retraction of something not on record; "
+                            "kept as a negative fact")
+
+        # 3. new value of a single-valued attribute
+        if key[1] in self.single_valued and same_key:
+            target = _latest(same_key)
+            target_seen = _seen(target)
+            if new_seen is not None and target_seen is not None and new_seen < target_seen:
+                return Decision(Action.NOOP, target.id,
+                                f"older than the active value {target.value!r} "
+                                f"(stated {target_seen.isoformat()}); newer information is kept")
+            return Decision(Action.UPDATE, target.id,
+                            f"{key[1]} changed from {target.value!r} to {new.value!r}",
+                            valid_to=new_time)
+        return Decision(Action.ADD, None,
+                        "new information" if not same_key else
+                        f"another value of multi-valued {key[1]!r}")
+
+    def _near_duplicate(self, new: ExtractedFact, candidates: Sequence[ActiveFact]
+                        ) -> Decision | None:
+        if self.embedder is None or not candidates:
+            return None
+        vecs = np.asarray(self.embedder.embed([new.text] + [c.text for c in candidates]),
+                          dtype=np.float32)
+        sims = vecs[1:] @ vecs[0]
+        best = int(np.argmax(sims))
+        if sims[best] >= self.duplicate_similarity:
+            return Decision(Action.NOOP, candidates[best].id,
+                            f"near-duplicate of {candidates[best].id} "
+                            f"(cosine {sims[best]:.2f})")
+        return None
+
+
+def _latest(facts: Sequence[ActiveFact]) -> ActiveFact:
+    return max(facts, key=lambda f: (_event_time(f) or datetime.min, f.id))
+
+
+# --------------------------------------------------------------------------- LLM
+UPDATE_PROMPT = """You maintain a long-term memory. Decide what to do with a NEW fact given
+the EXISTING active facts (each with an id). Answer JSON only:
+{"action": "ADD" | "UPDATE" | "DELETE" | "NOOP", "target_id": str | null, "reason": str}
+- ADD: new information not covered by any existing fact.
+- UPDATE: the new fact replaces an existing fact's value (e.g. a new job or city);
+  target_id is the replaced fact.
+- DELETE: the new fact retracts an existing fact ("I no longer work at X");
+  target_id is the retracted fact.
+- NOOP: the new fact is already known; target_id is the fact that already says it.
+"""
+UPDATE_PROMPT_VERSION = "llm-update/1"
+
+
+@dataclass
+class LLMUpdater:
+    """Update decisions by any litellm model, with the rules as guard rails.
+
+    Exact duplicates are answered NOOP without calling the model (replay stays idempotent
+    and free); an unparseable answer or an unknown ``target_id`` falls back to the rules,
+    and the reason says so.
+    """
+
+    model: str
+    completion_kwargs: dict[str, Any] = field(default_factory=dict)
+    completion: Callable[..., Any] | None = None
+    fallback: RulesUpdater = field(default_factory=RulesUpdater)
+    name: str = UPDATE_PROMPT_VERSION
+
+    def decide(self, new: ExtractedFact, candidates: Sequence[ActiveFact]) -> Decision:
+        rules = self.fallback.decide(new, candidates)
+        if rules.action is Action.NOOP and "older than" not in rules.reason:
+            return rules
+        existing = [{"id": c.id, "text": c.text} for c in candidates]
+        call = self.completion or _litellm_completion
+        response = call(model=self.model, messages=[
+            {"role": "system", "content": UPDATE_PROMPT},
+            {"role": "user", "content": json.dumps({"new": new.text, "existing": existing},
+                                                   ensure_ascii=False)},
+        ], **self.completion_kwargs)
+        payload = parse_json_object(response_text(response))
+        ids = {c.id for c in candidates}
+        if payload is None:
+            return replace(rules, reason=f"LLM answer unparseable; rules: {rules.reason}")
+        try:
+            action = Action(str(payload.get("action", "")).upper())
+        except ValueError:
+            return replace(rules, reason=f"LLM action {payload.get('action')!r} unknown; "
+                                         f"rules: {rules.reason}")
+        target = payload.get("target_id")
+        if action is Action.ADD:
+            target = None
+        elif target not in ids:
+            return replace(rules, reason=f"LLM target {target!r} unknown; rules: {rules.reason}")
+        valid_to = _event_time(new) if action in (Action.UPDATE, Action.DELETE) else None
+        return Decision(action, target, f"LLM ({self.model}): {payload.get('reason', '')}",
+                        valid_to=valid_to)
+
+
+# --------------------------------------------------------------------------- batch
+def plan(facts: Sequence[ExtractedFact], active: Sequence[ActiveFact], updater: Updater, *,
+         id_factory: Callable[[ExtractedFact], str], embedder: Embedder | None = None
+         ) -> tuple[list[tuple[ExtractedFact, Decision]], list[ActiveFact]]:
+    """Decide for ``facts`` in order, each seeing the effect of the ones before it.
+
+    Returns the decisions and the resulting active set (what a store would hold after
+    applying them). ``id_factory`` names the fact an ADD/UPDATE creates.
+    """
+    current = list(active)
+    out: list[tuple[ExtractedFact, Decision]] = []
+    for fact in facts:
+        decision = updater.decide(fact, candidates_for(fact, current, embedder=embedder))
+        out.append((fact, decision))
+        if decision.action in (Action.UPDATE, Action.DELETE):
+            current = [c for c in current if c.id != decision.target_fact_id]
+        if decision.action in (Action.ADD, Action.UPDATE):
+            current.append(ActiveFact.from_metadata(id_factory(fact), fact.text,
+                                                    fact.metadata()))
+    return out, current
+
+
+# --------------------------------------------------------------------------- ingest pipeline
+@dataclass(frozen=True)
+class PlannedFact:
+    """One extracted fact with everything the store needs to persist it.
+
+    ``status`` is ``"quarantined"`` (gate failed: store it, never index it, show
+    ``status_reason``), ``"active"`` (ADD/UPDATE/DELETE: store it active) or ``"noop"``
+    (already known: store nothing new, add ``fact``'s source span to ``decision.target``).
+    For UPDATE the target becomes ``superseded`` with ``valid_to = decision.valid_to``; for
+    DELETE the target is retracted (``deleted`` or ``archived``, ``valid_to`` likewise).
+    """
+
+    fact: ExtractedFact
+    verdict: GateVerdict
+    decision: Decision | None
+    status: str
+    status_reason: str
+
+
+def ingest_plan(messages: Sequence[ExtractInput], active: Sequence[ActiveFact], *,
+                extractor: Extractor, updater: Updater | None = None,
+                embedder: Embedder | None = None, gate_embedder: Embedder | None = None,
+                session_time: datetime | None = None,
+                id_factory: Callable[[ExtractedFact], str] | None = None,
+                ) -> list[PlannedFact]:
+    """extract → gate → update for one batch of messages against the cube's active facts.
+
+    Pure: nothing is stored. Facts are decided in order, each seeing the effect of the
+    ones before it (``id_factory`` names the facts planned so far, default
+    ``"{source_message_id}#{i}"``); ``embedder`` finds near-duplicate candidates,
+    ``gate_embedder`` adds the gate's similarity check.
+    """
+    updater = updater or RulesUpdater()
+    by_id = {m.id: m for m in messages}
+    current = list(active)
+    out: list[PlannedFact] = []
+    for i, fact in enumerate(extractor.extract(messages, session_time=session_time)):
+        source = by_id.get(fact.source_message_id)
+        span_text = source.content[fact.span[0]:fact.span[1]] if source is not None else ""
+        verdict = gate_check(fact, span_text, embedder=gate_embedder)
+        if not verdict.supported:
+            out.append(PlannedFact(fact, verdict, None, "quarantined",
+                                   "unsupported by its source: " + "; ".join(verdict.reasons)))
+            continue
+        decision = updater.decide(fact, candidates_for(fact, current, embedder=embedder))
+        if decision.action is Action.NOOP:
+            out.append(PlannedFact(fact, verdict, decision, "noop", decision.reason))
+            continue
+        if decision.action in (Action.UPDATE, Action.DELETE):
+            current = [c for c in current if c.id != decision.target_fact_id]
+        new_id = id_factory(fact) if id_factory else f"{fact.source_message_id}#{i}"
+        current.append(ActiveFact.from_metadata(new_id, fact.text, fact.metadata()))
+        out.append(PlannedFact(fact, verdict, decision, "active", decision.reason))
+    return out

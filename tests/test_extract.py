@@ -1,0 +1,216 @@
+"""Extraction (rules + LLM through litellm mock_response) and the faithfulness gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+
+import pytest
+
+from memos.embed import HashingEmbedder
+from memos.extract import (
+    EXTRACT_PROMPT_VERSION,
+    ExtractedFact,
+    ExtractInput,
+    LLMExtractor,
+    RulesExtractor,
+    resolve_relative_time,
+)
+from memos.gate import check
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+TS = datetime(2023, 5, 8, 10, 30)  # a Monday
+
+
+def facts(text: str, *, role: str = "user", speaker: str | None = "Ana",
+          ts: datetime | None = TS, **kw: object) -> list[ExtractedFact]:
+    msg = ExtractInput(id="m1", role=role, speaker=speaker, content=text, timestamp=ts)
+    return RulesExtractor(**kw).extract([msg])  # type: ignore[arg-type]
+
+
+def one(text: str, **kw: object) -> ExtractedFact:
+    out = facts(text, **kw)  # type: ignore[arg-type]
+    assert len(out) == 1, [f.text for f in out]
+    return out[0]
+
+
+def test_first_person_resolved_to_speaker() -> None:
+    f = one("I moved to Berlin.")
+    assert f.text == "Ana moved to Berlin."
+    assert (f.subject, f.attribute, f.value) == ("Ana", "city", "berlin")
+    assert f.memory_type == "Persona Memory"
+    assert f.source_message_id == "m1" and f.span == (0, len("I moved to Berlin."))
+    assert f.extractor == "rules" and f.extractor_version == "rules/1"
+    assert f.resolved_names == ("Ana",)
+
+
+def test_possessives_and_relationships() -> None:
+    f = one("My sister lives in Paris.")
+    assert f.text == "Ana's sister lives in Paris."
+    assert f.subject == "Ana's sister" and f.attribute == "city"
+    assert f.memory_type == "Relationship Memory"
+    g = one("I have a younger sister named Mia.")
+    assert (g.attribute, g.value, g.memory_type) == ("sibling", "mia", "Relationship Memory")
+    h = one("My brother is called Anton.")
+    assert (h.subject, h.attribute, h.value) == ("Ana", "sibling", "Anton")
+    assert one("My favorite food is sushi.").text == "Ana's favorite food is sushi."
+
+
+def test_second_person_and_unknown_speaker() -> None:
+    f = one("I told you about my sister yesterday.")
+    assert f.text.startswith("Ana told the assistant about Ana's sister")
+    g = one("I work as a nurse.", speaker=None, user_name="Bob")
+    assert g.text == "Bob works as a nurse."
+    h = one("I work as a nurse.", speaker=None)
+    assert h.text == "The user works as a nurse."
+    # between two people, "you" is the other speaker
+    msgs = [ExtractInput("m1", "user", "Mel", "How was the trip?", TS),
+            ExtractInput("m2", "user", "Caro", "I told you about my sister last week.", TS)]
+    out = RulesExtractor().extract(msgs)
+    assert out[0].text.startswith("Caro told Mel about Caro's sister")
+    assert set(out[0].resolved_names) == {"Caro", "Mel"}
+
+
+@pytest.mark.parametrize("expr,start,phrase", [
+    ("last week", "2023-05-01", "in the week of 2023-05-01"),
+    ("yesterday", "2023-05-07", "on 2023-05-07"),
+    ("last year", "2022-01-01", "in 2022"),
+    ("next month", "2023-06-01", "in June 2023"),
+    ("on Saturday", "2023-05-06", "on 2023-05-06"),
+    ("last Friday", "2023-05-05", "on 2023-05-05"),
+    ("two days ago", "2023-05-06", "on 2023-05-06"),
+    ("in March", "2023-03-01", "in March 2023"),
+])
+def test_relative_dates(expr: str, start: str, phrase: str) -> None:
+    resolved = resolve_relative_time(expr, TS)
+    assert resolved is not None
+    assert resolved[0].date().isoformat() == start and resolved[2] == phrase
+
+
+def test_relative_dates_in_facts() -> None:
+    f = one("Last week I ran a marathon.")
+    assert f.text == "Ana ran a marathon in the week of 2023-05-01."
+    assert f.valid_from == datetime(2023, 5, 1)
+    assert f.valid_to is not None and f.valid_to.date().isoformat() == "2023-05-07"
+    assert f.memory_type == "Event Memory"
+    g = one("I visited the Louvre yesterday.")
+    assert g.text == "Ana visited the Louvre on 2023-05-07."
+    nxt = one("Next month I'm going to Japan.")
+    assert nxt.valid_from == datetime(2023, 6, 1)
+
+
+@pytest.mark.parametrize("text", [
+    "Hi! How are you?", "Thanks, that's really helpful!", "Good morning!",
+    "Can you recommend a good book?", "Do you think I should get a cat?",
+    "If I were a pilot, I would fly to Tokyo.", "Imagine I had a dog named Rex.",
+    "I wish I lived in Oslo.", "Maybe someday I'll try sushi.",
+    "My friend Tom said he moved to Oslo.", "Haha, okay.",
+])
+def test_no_facts_from_greetings_questions_hypotheticals(text: str) -> None:
+    assert facts(text) == []
+
+
+def test_assistant_boilerplate_and_suggestions_produce_nothing() -> None:
+    for text in ["I'm happy to help with that!", "You could try pottery sometime.",
+                 "So you moved to Berlin? That sounds exciting."]:
+        assert facts(text, role="assistant", speaker="assistant") == []
+    assert facts("I'm happy to help!", role="assistant", include_assistant=True) == []
+
+
+def test_retractions_are_negated() -> None:
+    f = one("I no longer work at Google.")
+    assert f.negated and (f.attribute, f.value) == ("employer", "google")
+    assert f.text == "Ana no longer works at Google."
+    g = one("I quit my job at Acme.")
+    assert g.negated and g.attribute == "employer"
+
+
+def test_multiple_clauses_and_types() -> None:
+    out = facts("I love hiking and I also play the guitar. My dog is called Rex.")
+    assert [f.attribute for f in out][:2] == ["hobby", "instrument"]
+    assert len({f.span for f in out}) == len(out)
+    content = "I love hiking and I also play the guitar."
+    assert content[out[1].span[0]:out[1].span[1]] == "I also play the guitar."
+    assert content[out[0].span[0]:out[0].span[1]] == "I love hiking"
+
+
+def test_rules_extractor_is_fast_on_600_turns() -> None:
+    lines = ["I moved to Berlin last week and I love hiking.", "Hi! How are you?",
+             "My sister Mia works as a nurse in Lisbon.", "If I were rich I'd buy a boat.",
+             "Yesterday I visited the Louvre with my brother.", "Can you help me?"]
+    msgs = [ExtractInput(id=f"m{i}", role="user" if i % 2 == 0 else "assistant",
+                         speaker="Ana", content=lines[i % len(lines)], timestamp=TS)
+            for i in range(600)]
+    t0 = time.perf_counter()
+    out = RulesExtractor().extract(msgs)
+    assert time.perf_counter() - t0 < 20
+    assert out
+
+
+# --------------------------------------------------------------------------- gate
+def test_gate_supports_faithful_facts() -> None:
+    for text in ["I moved to Berlin.", "Last week I ran a marathon.", "I'm 32 years old.",
+                 "My sister Mia lives in Paris.", "I no longer work at Google."]:
+        f = one(text)
+        v = check(f, text[f.span[0]:f.span[1]])
+        assert v.supported, (text, v.reasons)
+        assert 0 < v.score <= 1 and v.reasons[0].startswith("supported")
+
+
+def test_gate_rejects_tampered_facts_with_reasons() -> None:
+    src = "I'm 32 years old and I live in Berlin."
+    f = one("I'm 32 years old.")
+    v = check(f.__class__(**{**f.__dict__, "text": "Ana is 35 years old."}), src)
+    assert not v.supported and "number 35 not in source" in v.reasons
+    v = check("Ana lives in Madrid.", src, aliases=["Ana"])
+    assert not v.supported and "name 'Madrid' not in source" in v.reasons
+    v = check("Ana does not live in Berlin.", src, aliases=["Ana"])
+    assert not v.supported and any(r.startswith("negation mismatch") for r in v.reasons)
+    v = check("Ana is a pilot.", "If I were a pilot I would travel.", aliases=["Ana"])
+    assert not v.supported and any("hypothetical" in r for r in v.reasons)
+    v = check("Ana has a cat named Rex.", "I have a dog named Rex.", aliases=["Ana"])
+    assert not v.supported and v.score == 0.0 and "missing: cat" in v.reasons[0]
+
+
+def test_gate_checks_resolved_dates_and_embedding() -> None:
+    f = one("Yesterday I visited the Louvre.")
+    assert check(f, "Yesterday I visited the Louvre").supported
+    moved = f.__class__(**{**f.__dict__, "valid_from": datetime(2023, 5, 1)})
+    v = check(moved, "Yesterday I visited the Louvre")
+    assert not v.supported and any("resolves to" in r for r in v.reasons)
+    assert not check(f, "I visited the Louvre").supported  # no time expression at all
+    v = check("Ana moved to Berlin.", "I moved to Berlin.", aliases=["Ana"],
+              embedder=HashingEmbedder(), min_similarity=-1.0)
+    assert v.supported and "similarity" in v.checks
+
+
+# --------------------------------------------------------------------------- LLM extractor
+def test_llm_extractor_with_mock_response() -> None:
+    content = "I moved to Berlin last week. Hi!"
+    payload = {"facts": [
+        {"text": "Ana moved to Berlin.", "subject": "Ana", "attribute": "city",
+         "value": "Berlin", "memory_type": "Persona Memory", "negated": False,
+         "source_id": "m1", "quote": "I moved to Berlin", "valid_from": "2023-05-01",
+         "valid_to": None, "confidence": 0.9},
+        {"text": "Ana owns a yacht.", "source_id": "m9", "quote": "yacht"},
+        {"text": "Ana likes jazz.", "source_id": "m1", "quote": "I like jazz"},
+    ]}
+    ex = LLMExtractor("gpt-4o-mini", completion_kwargs={"mock_response": json.dumps(payload)})
+    msg = ExtractInput(id="m1", role="user", speaker="Ana", content=content, timestamp=TS)
+    out = ex.extract([msg])
+    assert len(out) == 1
+    f = out[0]
+    assert f.span == (0, len("I moved to Berlin")) and f.attribute == "city"
+    assert f.valid_from == datetime(2023, 5, 1)
+    assert f.extractor == "llm:gpt-4o-mini" and f.extractor_version == EXTRACT_PROMPT_VERSION
+    assert len(ex.rejected) == 2  # unknown source id, quote not in the turn
+    assert check(f, content[f.span[0]:f.span[1]]).supported
+
+
+def test_llm_extractor_unparseable_response_yields_nothing() -> None:
+    ex = LLMExtractor("gpt-4o-mini", completion_kwargs={"mock_response": "sorry, no JSON"})
+    msg = ExtractInput(id="m1", role="user", speaker="Ana", content="I moved to Berlin.")
+    assert ex.extract([msg]) == [] and ex.rejected == ["unparseable response"]

@@ -1,0 +1,116 @@
+"""Fact extraction wired into ingest: gate, quarantine, version chains, idempotent replay."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from memos.cube import MemCube
+from memos.facts import FactDeriver
+
+SESSION_1 = [
+    {"id": "m1", "role": "user", "speaker": "Ana",
+     "content": "I work as a nurse at St. Mary's hospital. I live in Berlin.",
+     "timestamp": "2023-05-08T10:00:00Z"},
+    {"id": "m2", "role": "assistant", "content": "That's great! How long have you been a nurse?"},
+    {"id": "m3", "role": "user", "speaker": "Ana",
+     "content": "If I were rich I would buy a boat. My sister Lena adopted a cat last week.",
+     "timestamp": "2023-05-08T10:01:00Z"},
+]
+
+
+def _ingest(client: TestClient, session_id: str, messages: list[dict]) -> None:
+    r = client.post("/v1/cubes/a/messages",
+                    json={"session_id": session_id, "messages": messages, "sync": True})
+    assert r.status_code == 201, r.text
+
+
+def _facts(client: TestClient, session_id: str) -> list[dict]:
+    return client.get(f"/v1/cubes/a/sessions/{session_id}/memories").json()
+
+
+def test_extracts_resolves_and_skips_hypotheticals(service: MemCube, client: TestClient) -> None:
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "s1", SESSION_1)
+    facts = {f["text"]: f for f in _facts(client, "s1")}
+    assert "Ana lives in Berlin." in facts
+    assert "Ana's sister Lena adopted a cat in the week of 2023-05-01." in facts
+    assert not any("boat" in t for t in facts)  # hypothetical: not a memory
+    assert not any("How long" in t for t in facts)  # questions and assistant turns: nothing
+    berlin = facts["Ana lives in Berlin."]
+    prov = client.get(f"/v1/cubes/a/memories/{berlin['id']}/provenance").json()
+    assert prov["sources"][0]["quote"].rstrip(".") == "I live in Berlin"
+    assert berlin["extractor"].startswith("rules")
+    assert berlin["tags"] == ["persona"]
+
+
+def test_update_makes_a_version_chain_and_replay_changes_nothing(
+        service: MemCube, client: TestClient) -> None:
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "s1", SESSION_1)
+    _ingest(client, "s2", [{"id": "n1", "role": "user", "speaker": "Ana",
+                            "content": "Big news: I moved to Munich last month.",
+                            "timestamp": "2023-09-08T10:00:00Z"}])
+    (moved,) = _facts(client, "s2")
+    history = client.get(f"/v1/cubes/a/memories/{moved['id']}/history").json()
+    assert [(h["text"], h["status"]) for h in history] == [
+        ("Ana lives in Berlin.", "superseded"), (moved["text"], "active")]
+    assert history[0]["valid_to"].startswith("2023-08")  # stopped being true when she moved
+    hits = client.post("/v1/cubes/a/search", json={
+        "query": "Where does Ana live?", "filters": {"granularity": ["fact"]}}).json()["hits"]
+    assert "Ana lives in Berlin." not in [h["unit"]["text"] for h in hits]
+
+    before = client.get("/v1/cubes/a/memories", params={"granularity": "fact",
+                                                         "limit": 500}).json()
+    service.derive_session("a", "s1", tenant="default")  # a job re-run after a crash
+    service.derive_session("a", "s2", tenant="default")
+    after = client.get("/v1/cubes/a/memories", params={"granularity": "fact",
+                                                        "limit": 500}).json()
+    assert [m["id"] for m in after["items"]] == [m["id"] for m in before["items"]]
+
+
+def test_unsupported_facts_are_quarantined_and_never_searchable(
+        service: MemCube, client: TestClient) -> None:
+    from memos.extract import PERSONA, ExtractedFact
+
+    class Liar:
+        """An extractor that invents a number its source does not say."""
+
+        name, version = "liar", "1"
+
+        def extract(self, messages, *, session_time=None):
+            m = messages[0]
+            return [ExtractedFact(text="Ana has 7 cats", subject="Ana", attribute="pets",
+                                  value="7 cats", memory_type=PERSONA,
+                                  source_message_id=m.id, span=(0, len(m.content)))]
+
+    service.derivers = [FactDeriver(extractor=Liar())]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "s1", [{"id": "q1", "role": "user", "speaker": "Ana",
+                            "content": "I have two cats."}])
+    (fact,) = _facts(client, "s1")
+    assert fact["status"] == "quarantined" and "unsupported" in fact["status_reason"]
+    hits = client.post("/v1/cubes/a/search", json={"query": "How many cats does Ana have?",
+                                                    "top_k": 20}).json()["hits"]
+    assert fact["id"] not in {h["unit"]["id"] for h in hits}
+    listed = client.get("/v1/cubes/a/memories", params={"status": "quarantined"}).json()
+    assert [m["id"] for m in listed["items"]] == [fact["id"]]
+
+
+def test_background_job_derives_after_ingest(service: MemCube, tmp_path) -> None:
+    from api.main import create_app
+    from memos.config import Settings
+    from memos.jobs import Worker
+
+    service.derivers = [FactDeriver()]
+    app = create_app(Settings(data_dir=tmp_path, run_worker=False), service=service)
+    with TestClient(app) as client:
+        client.post("/v1/cubes", json={"id": "a"})
+        r = client.post("/v1/cubes/a/messages", json={"session_id": "s1",
+                                                       "messages": SESSION_1})
+        assert r.status_code == 201
+        assert _facts(client, "s1") == [] and service.jobs.pending("a") == 1
+        Worker(service.jobs, {"derive_session": service.run_derive_job}).run_pending()
+        assert any(f["text"] == "Ana lives in Berlin." for f in _facts(client, "s1"))
+        assert service.jobs.pending("a") == 0

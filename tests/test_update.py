@@ -1,0 +1,154 @@
+"""ADD / UPDATE / DELETE / NOOP decisions, idempotent replay, and the LLM updater."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from datetime import datetime
+
+from memos.extract import ExtractedFact, ExtractInput, RulesExtractor
+from memos.update import (
+    Action,
+    ActiveFact,
+    LLMUpdater,
+    RulesUpdater,
+    candidates_for,
+    ingest_plan,
+    plan,
+)
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def fact(text: str, ts: datetime, mid: str = "m1") -> ExtractedFact:
+    out = RulesExtractor().extract([ExtractInput(mid, "user", "Ana", text, ts)])
+    assert len(out) == 1, [f.text for f in out]
+    return out[0]
+
+
+def stored(f: ExtractedFact, id: str) -> ActiveFact:
+    return ActiveFact.from_metadata(id, f.text, f.metadata())
+
+
+T1, T2, T3 = datetime(2023, 1, 5), datetime(2023, 3, 5), datetime(2023, 6, 5)
+
+
+def test_add_when_nothing_known() -> None:
+    d = RulesUpdater().decide(fact("I live in Berlin.", T1), [])
+    assert d.action is Action.ADD and d.target_fact_id is None
+
+
+def test_update_supersedes_single_valued_attribute() -> None:
+    old = stored(fact("I live in Berlin.", T1), "f1")
+    new = fact("I moved to Munich.", T2)
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"
+    assert d.valid_to == T2  # the old value stopped being true when the new one began
+    assert "berlin" in d.reason and "munich" in d.reason
+
+
+def test_multi_valued_attribute_adds() -> None:
+    old = stored(fact("I love hiking.", T1), "f1")
+    new = fact("I love pottery.", T2)
+    assert RulesUpdater().decide(new, candidates_for(new, [old])).action is Action.ADD
+
+
+def test_noop_for_known_fact() -> None:
+    old = stored(fact("I live in Berlin.", T1), "f1")
+    new = fact("I'm living in Berlin.", T2)
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.NOOP and d.target_fact_id == "f1"
+
+
+def test_delete_on_explicit_retraction() -> None:
+    old = stored(fact("I work at Google.", T1), "f1")
+    for text in ["I no longer work at Google.", "I quit my job at Google."]:
+        new = fact(text, T2)
+        d = RulesUpdater().decide(new, candidates_for(new, [old]))
+        assert d.action is Action.DELETE and d.target_fact_id == "f1", text
+        assert d.valid_to == T2
+    # a retraction of something never stored is kept as a negative fact
+    new = fact("I no longer work at Meta.", T2)
+    assert RulesUpdater().decide(new, candidates_for(new, [old])).action is Action.ADD
+
+
+def test_older_value_never_overwrites_newer() -> None:
+    current = stored(fact("I moved to Munich.", T3), "f2")
+    stale = fact("I live in Berlin.", T1)
+    d = RulesUpdater().decide(stale, candidates_for(stale, [current]))
+    assert d.action is Action.NOOP and "older" in d.reason
+
+
+def test_replaying_a_session_is_idempotent() -> None:
+    sessions = [
+        (T1, ["I live in Berlin.", "I work as a nurse.", "I have a dog named Rex.",
+              "I love hiking and I also play the guitar."]),
+        (T2, ["I moved to Munich.", "I got a new job as a teacher.",
+              "Last week I ran a marathon."]),
+        (T3, ["I no longer work at the school.", "My sister Mia lives in Paris."]),
+    ]
+    counter = itertools.count()
+    updater = RulesUpdater()
+    active: list[ActiveFact] = []
+    first_run = []
+    for ts, lines in sessions:
+        msgs = [ExtractInput(f"{ts.date()}-{i}", "user", "Ana", line, ts)
+                for i, line in enumerate(lines)]
+        decisions, active = plan(RulesExtractor().extract(msgs), active, updater,
+                                 id_factory=lambda f: f"f{next(counter)}")
+        first_run += [d.action for _, d in decisions]
+    assert Action.UPDATE in first_run
+    snapshot = sorted(a.text for a in active)
+    assert "Ana lives in Munich." not in snapshot  # "moved to" is the stored wording
+    assert any("Munich" in t for t in snapshot) and not any("Berlin" in t for t in snapshot)
+    # replay every session, in order: nothing changes
+    for ts, lines in sessions:
+        msgs = [ExtractInput(f"{ts.date()}-{i}", "user", "Ana", line, ts)
+                for i, line in enumerate(lines)]
+        decisions, active = plan(RulesExtractor().extract(msgs), active, updater,
+                                 id_factory=lambda f: f"f{next(counter)}")
+        assert all(d.action is Action.NOOP for _, d in decisions), decisions
+    assert sorted(a.text for a in active) == snapshot
+
+
+def test_llm_updater_with_mock_response_and_fallback() -> None:
+    old = stored(fact("I live in Berlin.", T1), "f1")
+    new = fact("I moved to Munich.", T2)
+    answer = {"action": "UPDATE", "target_id": "f1", "reason": "moved"}
+    llm = LLMUpdater("gpt-4o-mini", completion_kwargs={"mock_response": json.dumps(answer)})
+    d = llm.decide(new, [old])
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1" and d.valid_to == T2
+    assert d.reason.startswith("LLM (gpt-4o-mini)")
+    bad = LLMUpdater("gpt-4o-mini", completion_kwargs={"mock_response": "hmm"})
+    d = bad.decide(new, [old])
+    assert d.action is Action.UPDATE and d.reason.startswith("LLM answer unparseable")
+    wrong_id = LLMUpdater("gpt-4o-mini", completion_kwargs={"mock_response": json.dumps(
+        {"action": "DELETE", "target_id": "nope"})})
+    assert "unknown" in wrong_id.decide(new, [old]).reason
+    # an exact duplicate never reaches the model
+    dup = fact("I live in Berlin.", T1)
+    assert LLMUpdater("x", completion=lambda **kw: 1 / 0).decide(dup, [old]).action is \
+        Action.NOOP
+
+
+def test_ingest_plan_gates_then_decides() -> None:
+    class Tamper:
+        """An extractor that hallucinates: it changes the city it read."""
+
+        name, version = "tamper", "1"
+
+        def extract(self, messages, *, session_time=None):  # type: ignore[no-untyped-def]
+            out = RulesExtractor().extract(messages, session_time=session_time)
+            return out + [ExtractedFact(**{**out[0].__dict__, "text": "Ana moved to Madrid."})]
+
+    msgs = [ExtractInput("m1", "user", "Ana", "I moved to Berlin.", T1)]
+    planned = ingest_plan(msgs, [], extractor=Tamper())
+    assert [p.status for p in planned] == ["active", "quarantined"]
+    assert planned[0].decision is not None and planned[0].decision.action is Action.ADD
+    assert "Madrid" in planned[1].status_reason and planned[1].decision is None
+    # replay against what was stored: NOOP, nothing new to store
+    stored_fact = ActiveFact.from_metadata("u1", planned[0].fact.text, planned[0].fact.metadata())
+    again = ingest_plan(msgs, [stored_fact], extractor=RulesExtractor())
+    assert [p.status for p in again] == ["noop"]
+    assert again[0].decision is not None and again[0].decision.target_fact_id == "u1"
