@@ -128,3 +128,43 @@ def test_kill_9_during_ingest_loses_no_acknowledged_message(tmp_path: Path) -> N
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_cli_ingest_and_search_against_a_server(tmp_path: Path) -> None:
+    import json
+
+    convo = tmp_path / "chat.json"
+    convo.write_text(json.dumps([
+        {"role": "user", "speaker": "Ola", "content": "I run a small bakery in Gdansk."},
+        {"role": "assistant", "content": "What do you bake most?"},
+        {"role": "user", "speaker": "Ola", "content": "Rye bread and poppy seed rolls."}]))
+    locomo = tmp_path / "locomo.json"
+    locomo.write_text(json.dumps([{"sample_id": "x", "observation": "MUST NOT BE READ",
+                                   "conversation": {
+        "speaker_a": "Ola", "speaker_b": "Jan", "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [{"speaker": "Jan", "dia_id": "D1:1", "text": "I adopted a cat."}]}}]))
+    proc, url = _serve(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMOS_")}
+    try:
+        for path in (convo, locomo):
+            out = subprocess.run([sys.executable, "-m", "memos.cli", "ingest", str(path),
+                                  "--cube", "cli", "--base-url", url],
+                                 capture_output=True, text=True, env=env, timeout=120)
+            assert out.returncode == 0, out.stderr
+        assert "stored 1 messages" in out.stdout
+        out = subprocess.run([sys.executable, "-m", "memos.cli", "search", "what does Ola bake?",
+                              "--cube", "cli", "--base-url", url, "--top-k", "2"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0 and "Rye bread" in out.stdout.splitlines()[0]
+        with MemosClient(url) as client:
+            texts = [m.text or "" for m in client.list_memories("cli").items]
+            assert not any("MUST NOT BE READ" in t for t in texts)
+            assert any("2023-05-08" in (m.metadata.get("x") or "2023-05-08") for m in
+                       client.list_memories("cli").items)
+        out = subprocess.run([sys.executable, "-m", "memos.cli", "search", "x", "--cube",
+                              "nope", "--base-url", url], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert out.returncode == 2 and "not found" in out.stderr
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
