@@ -74,7 +74,8 @@ def _dir_bytes(path: Path, pattern: str) -> int:
 
 
 def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
-              session_size: int = 50, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+              session_size: int = 50, seed: int = 0, progress: bool = True,
+              extractor: str = "rules") -> dict[str, Any]:
     """Ingest ``units`` turns over HTTP, then time ``searches`` searches. Returns the report."""
     if base_url is not None:
         report = _run(base_url, units=units, searches=searches, session_size=session_size,
@@ -82,13 +83,13 @@ def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
         return {**report, "base_url": base_url, "db_bytes": None, "index_bytes": None}
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         data = Path(tmp)
-        with local_server(data) as url:
+        with local_server(data, env={"MEMOS_EXTRACTOR": extractor}) as url:
             report = _run(url, units=units, searches=searches, session_size=session_size,
                           seed=seed, progress=progress)
             report["db_bytes"] = _dir_bytes(data, "memos.db*")
         # The server writes its index snapshot on graceful shutdown: measure after it.
         report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
-        return {**report, "base_url": "local (started by bench)"}
+        return {**report, "base_url": "local (started by bench)", "extractor": extractor}
 
 
 def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: int,
@@ -134,7 +135,8 @@ def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: i
 
 def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(units=args.units, searches=args.searches, base_url=args.base_url,
-                       session_size=args.session_size, seed=args.seed)
+                       session_size=args.session_size, seed=args.seed,
+                       extractor=args.extractor)
     width = max(len(k) for k in report)
     for key, value in report.items():
         print(f"{key:<{width}}  {value}")
@@ -152,5 +154,7 @@ def add_bench_command(sub: Any) -> None:
     p.add_argument("--session-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base-url", help="target a running server instead of starting one")
+    p.add_argument("--extractor", default="rules",
+                   help="fact extraction in the started server: rules (default) or none")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_bench)

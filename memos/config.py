@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = 64
     extractor: str = Field(default="rules", description="Fact extraction after ingest: "
                            "'rules' (offline), 'none', or 'llm:<litellm model>'.")
+    router_max_units: int = Field(
+        default=5000, description="Cubes with at most this many turns are searched by the "
+        "multi-granularity router (0 disables it); larger ones by the vector index alone.")
     run_worker: bool = Field(default=True, description="Run a background job worker in the "
                              "API process (derived units, extraction).")
     index_snapshot_every: int = Field(

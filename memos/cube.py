@@ -18,7 +18,8 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from memos.embed import Embedder
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue
+from memos.retrieval import RouterCache
 from memos.store.models import (
     CubeRow,
     LinkRow,
@@ -65,6 +67,7 @@ from memos.types import (
     MessagesIngest,
     ProvenancePublic,
     Role,
+    SearchMode,
     SearchRequest,
     SearchResponse,
     SpanPublic,
@@ -74,6 +77,9 @@ from memos.types import (
 __all__ = ["MemCube", "Deriver", "Timings", "open_cube", "DERIVE_JOB"]
 
 DERIVE_JOB = "derive_session"
+
+#: ``publish(cube, remove=pks, add=pks, vectors=array)``: index changes of one write.
+Publish = Callable[..., None]
 
 
 def _new_id() -> str:
@@ -143,9 +149,11 @@ class MemCube:
     """The MemCube service. Collaborators come in through the constructor."""
 
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
-                 max_text_chars: int = 32_000, derivers: Sequence[Deriver] = ()) -> None:
+                 max_text_chars: int = 32_000, derivers: Sequence[Deriver] = (),
+                 router: RouterCache | None = None) -> None:
         self.store = store
         self.index = index
+        self.router = router
         self.embedder = embedder
         self.max_text_chars = max_text_chars
         self.derivers = list(derivers)
@@ -220,6 +228,8 @@ class MemCube:
             session.execute(delete(MessageRow).where(MessageRow.cube_id == cube_id))
             session.delete(cube)
         self.index.drop(cube_id)
+        if self.router is not None:
+            self.router.drop(cube_id)
 
     # ================================================================== helpers
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -244,6 +254,47 @@ class MemCube:
             raise NotFound(f"memory {unit_id!r} not found in cube {cube_id!r}",
                            details={"cube_id": cube_id, "memory_id": unit_id})
         return row
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[Session, Publish]]:
+        """One write: a transaction, then its index changes, under the writer lock.
+
+        ``publish(cube, remove=…, add=…, vectors=…)`` inside the block registers index
+        changes; they are applied after the commit and before the lock is released, so the
+        in-memory indexes apply commits in commit order.
+        """
+        pending: list[tuple[CubeRow, Sequence[int], Sequence[int], np.ndarray | None]] = []
+
+        def publish(cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
+                    vectors: np.ndarray | None = None) -> None:
+            pending.append((cube, list(remove), list(add), vectors))
+
+        with self._write_lock:
+            with self.store.transaction() as session:
+                yield session, publish
+            for cube, remove, add, vectors in pending:
+                self.index.apply(cube, remove=remove, add=add, vectors=vectors)
+                self._route(cube, remove=remove, add=add)
+
+    def _route(self, cube: CubeRow, *, remove: Sequence[int], add: Sequence[int]) -> None:
+        """Keep the router cache current; persist the associations new units formed."""
+        if self.router is None:
+            return
+        with self.store.transaction() as session:
+            if not self.router.usable(session, cube):
+                return
+            links = self.router.apply(session, cube, remove=remove, add=add)
+            if not links:
+                return
+            have = set(session.execute(select(LinkRow.src_pk, LinkRow.dst_pk).where(
+                LinkRow.src_pk.in_({link.src for link in links}),
+                LinkRow.type == "associated")).tuples())
+            now = utcnow()
+            for link in links:
+                if (link.src, link.dst) not in have:
+                    have.add((link.src, link.dst))
+                    session.add(LinkRow(cube_id=cube.id, src_pk=link.src, dst_pk=link.dst,
+                                        type="associated", weight=link.weight, created_at=now))
 
     def _bump(self, cube: CubeRow) -> None:
         cube.index_version = (cube.index_version or 0) + 1
@@ -297,7 +348,7 @@ class MemCube:
         # Embed outside the write transaction so the SQLite write lock is held briefly.
         vectors = self._embed([_turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
 
-        with self._write_lock, self.store.transaction() as session:
+        with self._write() as (session, publish):
             cube = self._cube(session, tenant, cube_id)
             seq = session.scalar(select(func.max(MessageRow.seq)).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
@@ -340,8 +391,8 @@ class MemCube:
                 session_id=body.session_id, messages_stored=len(messages),
                 messages_skipped=skipped, units_created=len(units),
                 message_ids=[m.id for m in messages], unit_ids=[u.id for u in units])
-        self.index.apply(cube, remove=[stale_pk] if stale_pk is not None else [],
-                         add=new_pks, vectors=new_vectors)
+            publish(cube, remove=[stale_pk] if stale_pk is not None else [], add=new_pks,
+                    vectors=new_vectors)
         if self.derivers:
             if body.sync:
                 self.derive_session(cube_id, body.session_id, tenant=tenant)
@@ -421,7 +472,7 @@ class MemCube:
         vector = (self._check_vector(body.embedding) if body.embedding is not None
                   else self._embed([body.text])[0])
         now = utcnow()
-        with self._write_lock, self.store.transaction() as session:
+        with self._write() as (session, publish):
             cube = self._cube(session, tenant, cube_id)
             self._check_model(cube)
             spans = self._resolve_spans(session, cube_id, body)
@@ -430,7 +481,8 @@ class MemCube:
             row = UnitRow(
                 id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
                 kind="plaintext", granularity=body.granularity.value, text=body.text,
-                content_sha=content_hash(body.text), session_id=body.session_id, speaker=body.speaker,
+                content_sha=content_hash(body.text), session_id=body.session_id,
+                speaker=body.speaker,
                 extractor=body.extractor, status="active", tags=list(dict.fromkeys(body.tags)),
                 meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
                 valid_to=body.valid_to, created_at=now, embedding=vector)
@@ -445,7 +497,7 @@ class MemCube:
             self._bump(cube)
             session.flush()
             public = _public(row)
-        self.index.apply(cube, add=[row.pk], vectors=vector[None, :])
+            publish(cube, add=[row.pk], vectors=vector[None, :])
         return public
 
     def _resolve_spans(self, session: Session, cube_id: str,
@@ -544,7 +596,7 @@ class MemCube:
                                "use DELETE to delete")
         vector = self._embed([body.text])[0] if body.text is not None else None
         now = utcnow()
-        with self._write_lock, self.store.transaction() as session:
+        with self._write() as (session, publish):
             cube = self._cube(session, tenant, cube_id)
             self._check_model(cube)
             old = self._unit(session, cube_id, memory_id)
@@ -587,18 +639,17 @@ class MemCube:
             self._bump(cube)
             session.flush()
             public = _public(row)
-            old_pk, searchable_now = old.pk, row.status == "active"
-        if searchable_now and row.embedding is not None:
-            self.index.apply(cube, remove=[old_pk], add=[row.pk], vectors=row.embedding[None, :])
-        else:
-            self.index.apply(cube, remove=[old_pk])
+            if row.status == "active" and row.embedding is not None:
+                publish(cube, remove=[old.pk], add=[row.pk], vectors=row.embedding[None, :])
+            else:
+                publish(cube, remove=[old.pk])
         return public
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
                       purge: bool = False) -> None:
         """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
         now = utcnow()
-        with self._write_lock, self.store.transaction() as session:
+        with self._write() as (session, publish):
             cube = self._cube(session, tenant, cube_id)
             row = self._unit(session, cube_id, memory_id)
             versions = session.scalars(select(UnitRow).where(
@@ -615,7 +666,7 @@ class MemCube:
             if purge:
                 session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
             self._bump(cube)
-        self.index.apply(cube, remove=pks)
+            publish(cube, remove=pks)
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
                          granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
@@ -677,7 +728,11 @@ class MemCube:
     # ================================================================== search
     def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
                timings: Timings | None = None) -> SearchResponse:
-        """The ``top_k`` units most similar to the query, best first (cosine similarity)."""
+        """The most relevant units for a query, best first (higher score = more relevant).
+
+        Router mode ranks turns (``hits``) and sessions (``sessions``) by the
+        multi-granularity router; dense mode ranks the units the filters select by cosine.
+        """
         timings = timings or Timings()
         started = time.perf_counter()
         with self.store.transaction() as session:
@@ -686,6 +741,27 @@ class MemCube:
             t = timings.add("db", started)
             query = self._embed([body.query])[0]
             t = timings.add("embed", t)
+            mode = self._mode(session, cube, body)
+            if mode is SearchMode.router:
+                assert self.router is not None
+                found = self.router.search(
+                    session, cube, body.query, query, top_k=body.top_k,
+                    granularities=[g.value for g in body.filters.granularity]
+                    if body.filters.granularity else None, explain=body.explain)
+                t = timings.add("router", t)
+                rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
+                    UnitRow.pk.in_([h.id for h in found.turns + found.sessions
+                                    if h.id is not None])))}
+                explained = self._public_ids(session, found) if body.explain else {}
+                hits = [Hit(unit=_public(rows[h.id]), score=h.score,
+                            explain=explained.get(id(h))) for h in found.turns if h.id in rows]
+                sessions = [Hit(unit=_public(rows[h.id]), score=h.score,
+                                explain=explained.get(id(h)))
+                            for h in found.sessions if h.id in rows]
+                timings.add("db", t)
+                router = {"weights": found.weights, "entropies": found.entropies}
+                return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
+                                      took_ms=(time.perf_counter() - started) * 1000)
             conds = self._filter_conditions(body.filters)
             if self._needs_exact(body.filters):
                 pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
@@ -696,7 +772,46 @@ class MemCube:
                         explain={"granularity": row.granularity, "dense": score}
                         if body.explain else None) for row, score in pairs]
             timings.add("db", t)
-        return SearchResponse(hits=hits, took_ms=(time.perf_counter() - started) * 1000)
+        return SearchResponse(hits=hits, mode=SearchMode.dense,
+                              took_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _public_ids(session: Session, found: Any) -> dict[int, dict[str, Any]]:
+        """Router explanations with unit ids instead of internal row keys."""
+        pks: set[int] = set()
+        for h in found.turns + found.sessions:
+            explain = h.explain or {}
+            pks.update(explain.get("association_path") or [])
+            if "best_turn" in explain:
+                pks.add(explain["best_turn"])
+        ids = dict(session.execute(select(UnitRow.pk, UnitRow.id).where(
+            UnitRow.pk.in_(pks))).tuples()) if pks else {}
+        out = {}
+        for h in found.turns + found.sessions:
+            explain = dict(h.explain or {})
+            if "association_path" in explain:
+                explain["association_path"] = [ids.get(p, p) for p in
+                                               explain["association_path"] or []]
+            if "best_turn" in explain:
+                explain["best_turn"] = ids.get(explain["best_turn"], explain["best_turn"])
+            out[id(h)] = explain
+        return out
+
+    def _mode(self, session: Session, cube: CubeRow, body: SearchRequest) -> SearchMode:
+        f = body.filters
+        only_granularity = f.model_dump(exclude_defaults=True).keys() <= {"granularity"}
+        routable = (self.router is not None and only_granularity
+                    and (not f.granularity or Granularity.turn in f.granularity))
+        if body.mode is SearchMode.router:
+            if not routable:
+                raise InvalidInput("router search ranks turns: it takes no filters other than "
+                                   "a granularity list that includes 'turn'")
+            return SearchMode.router
+        if body.mode is SearchMode.auto and routable:
+            assert self.router is not None
+            if self.router.usable(session, cube):
+                return SearchMode.router
+        return SearchMode.dense
 
     @staticmethod
     def _needs_exact(filters: Filters) -> bool:
@@ -782,5 +897,7 @@ def open_cube(settings: Settings) -> MemCube:
     facts = FactDeriver.from_setting(settings.extractor)
     if facts is not None:
         derivers.append(facts)
+    router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
+        else None
     return MemCube(store=store, index=index, embedder=embedder,
-                   max_text_chars=settings.max_text_chars, derivers=derivers)
+                   max_text_chars=settings.max_text_chars, derivers=derivers, router=router)

@@ -98,7 +98,7 @@ class FactDeriver:
         add_pks: list[int] = []
         add_vectors: list[np.ndarray] = []
         remove_pks: list[int] = []
-        with cube._write_lock, cube.store.transaction() as session:
+        with cube._write() as (session, publish):
             cube_row = cube._cube(session, tenant, cube_id)
             for p in planned:
                 fact = p.fact
@@ -148,9 +148,8 @@ class FactDeriver:
                     add_vectors.append(vector_of[id(p)])
             if add_pks or remove_pks:
                 cube._bump(cube_row)
-        if add_pks or remove_pks:
-            cube.index.apply(cube_row, remove=remove_pks, add=add_pks,
-                             vectors=np.stack(add_vectors) if add_vectors else None)
+                publish(cube_row, remove=remove_pks, add=add_pks,
+                        vectors=np.stack(add_vectors) if add_vectors else None)
 
 
 def _key(meta: dict[str, Any] | None, text: str | None) -> tuple[str, tuple[int, ...], str]:

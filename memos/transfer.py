@@ -70,7 +70,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
     lineages = {u.lineage_id: remap.get(u.lineage_id, u.lineage_id) for u in data.units}
     texts = [u.text for u in data.units if u.text is not None]
     vectors = iter(memos._embed(texts)) if texts else iter(())
-    with memos._write_lock, memos.store.transaction() as session:
+    with memos._write() as (session, _publish):
         if session.get(CubeRow, cube_id) is not None:
             raise Conflict(f"cube {cube_id!r} already exists", details={"cube_id": cube_id})
         taken = session.scalars(select(UnitRow.id).where(UnitRow.id.in_(remap.values()))).all()

@@ -52,6 +52,12 @@ class LinkType(str, Enum):
     member_of = "member_of"
 
 
+class SearchMode(str, Enum):
+    auto = "auto"
+    router = "router"
+    dense = "dense"
+
+
 class Role(str, Enum):
     user = "user"
     assistant = "assistant"
@@ -258,6 +264,12 @@ class SearchRequest(BaseModel):
     top_k: int = Field(default=10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     explain: bool = False
+    mode: SearchMode = Field(
+        default=SearchMode.auto,
+        description="'router': multi-granularity (dense + BM25 per granularity, entropy "
+        "router, association graph) ranking turns and sessions; 'dense': vector search over "
+        "the units the filters select; 'auto': router when the filters allow it (none "
+        "besides a granularity list including 'turn') and the cube is small enough.")
 
     @field_validator("query")
     @classmethod
@@ -273,8 +285,12 @@ class Hit(BaseModel):
 
 class SearchResponse(BaseModel):
     hits: list[Hit]
+    sessions: list[Hit] = Field(default_factory=list,
+                                description="Router mode: the best sessions (session units).")
+    mode: SearchMode = SearchMode.dense
     took_ms: float
-    router: dict[str, Any] | None = Field(default=None, description="Router weights (explain).")
+    router: dict[str, Any] | None = Field(
+        default=None, description="Router mode: granularity weights and entropies.")
 
 
 class ContextRequest(BaseModel):

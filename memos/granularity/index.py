@@ -1,0 +1,682 @@
+"""The in-memory multi-granularity index: dense + BM25 channels, entropy router, PPR.
+
+:class:`GranularIndex` holds units keyed by int64 ids. It is a *cache*: everything in it
+can be rebuilt by re-adding the units (the cube persists units, vectors and the links that
+:meth:`GranularIndex.add` returns). Units of granularity ``turn`` are the retrieval targets;
+``session``/``summary``/``keyword`` units describe a whole session (``session_key``) and act
+as session-level evidence; any other granularity (``fact``, …) is searched as a turn-level
+channel of its own.
+
+Search, for a query with text ``q`` and unit-norm vector ``v``:
+
+1. *Channels*, each fusing standardised dense (cosine) and BM25 scores
+   (:func:`memos.router.fuse`): ``turn``; ``context`` (a turn with its neighbours in the
+   session, BM25 + mean vector, which resolves pronouns/ellipsis); ``session``, ``summary``,
+   ``keyword`` (per session, copied down to its turns).
+2. *Router*: each channel's normalised entropy ``H/log N`` → weights
+   ``w ∝ prior · exp(-H/τ)`` (non-negative, sum 1; :func:`memos.router.confidence_weights`).
+3. ``score(t) = Σ_g w_g · channel_g(t)`` plus a speaker prior (a query naming exactly one
+   known speaker favours that speaker's turns).
+4. *Spreading*: personalized PageRank from the top turns over turn↔turn association links
+   (GMM-accepted, :func:`memos.granularity.gmm.associate`) and turn↔session membership;
+   ``score += ppr_weight · z(ppr)``.
+5. Sessions are ranked by their best turn plus their session-level channel score.
+
+Incremental: ``add`` links each new unit to earlier ones (one matrix product per batch) and
+updates only the touched sessions' context documents; BM25 matrices and stacked vectors are
+rebuilt lazily per channel on the first search after a change (``rebuild_ms`` measures it).
+A removed id is never returned.
+
+>>> import numpy as np
+>>> idx = GranularIndex()
+>>> v = np.eye(4, dtype=np.float32)
+>>> _ = idx.add([IndexUnit(1, "turn", "A: I moved to Berlin", v[0], "s1"),
+...              IndexUnit(2, "turn", "B: nice, when?", v[1], "s1")])
+>>> idx.search("Berlin move", v[0], top_k=1).turns[0].id
+1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from memos.granularity import gmm
+from memos.lexical import Analyzer, BM25Index
+from memos.router import (
+    confidence_weights,
+    fuse,
+    normalized_entropy,
+    personalized_pagerank,
+    transition_matrix,
+)
+
+__all__ = ["IndexUnit", "Hit", "SearchResult", "RouterConfig", "GranularIndex",
+           "SESSION_LEVEL"]
+
+#: Granularities that describe a whole session; their scores are copied down to its turns.
+SESSION_LEVEL = ("session", "summary", "keyword")
+
+
+@dataclass(frozen=True, eq=False)
+class IndexUnit:
+    """One unit to index. ``vector`` is unit-norm float32 (inner product = cosine).
+
+    ``position`` orders turns inside a session (default: arrival order); ``sources`` are the
+    ids a derived unit came from (kept for explanations; the cube owns the links).
+    """
+
+    id: int
+    granularity: str
+    text: str
+    vector: np.ndarray
+    session_key: str
+    sources: tuple[int, ...] = ()
+    speaker: str | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A ranked result. ``id`` is the unit id (for a session hit: its ``session`` unit, or
+    None when the session has none). Higher ``score`` = more relevant."""
+
+    id: int | None
+    granularity: str
+    session_key: str
+    score: float
+    explain: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    turns: list[Hit]
+    sessions: list[Hit]
+    weights: dict[str, float]
+    entropies: dict[str, float]
+    took_ms: float
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Router knobs (scores are z-scores, so weights are comparable across channels).
+
+    ``priors`` weigh the channels before the entropy term; ``tau`` is the router
+    temperature (``w ∝ prior·exp(-H/τ)``; large → priors only); ``lexical_weight`` is the
+    BM25 share of each channel's dense/BM25 mix, ``context_lexical_weight`` the same for
+    ``context``; ``context_window`` = neighbour turns on each side in a context document;
+    ``speaker_boost`` is added to turns of the one speaker a query names; ``ppr_*`` control
+    the spreading (seeds = top turns, restart ``1 - damping``); ``association_top_k`` is K
+    of the GMM association; ``session_channel_weight`` scales the session-level channels in
+    the session ranking. ``session_softmax_temperature`` (> 0: rank sessions by a soft
+    maximum of their turns) and ``session_ppr_weight`` (add the sessions' PPR mass) are
+    ablation switches, off because they did not help on the LoCoMo dev split.
+
+    How the defaults were set: channel priors, the two lexical weights, ``speaker_boost``
+    and ``context_window`` (1 vs 2) by a handful of coarse comparisons on the LoCoMo dev
+    split (5 conversations), not by a fine search; the rest a priori.
+    """
+
+    priors: dict[str, float] = field(default_factory=lambda: {
+        "turn": 0.35, "context": 0.25, "session": 0.25, "summary": 0.05, "keyword": 0.10})
+    tau: float = 1.0
+    entropy_temperature: float = 1.0
+    lexical_weight: float = 0.5
+    context_lexical_weight: float = 0.6
+    context_window: int = 2
+    speaker_boost: float = 0.3
+    ppr_weight: float = 0.1
+    ppr_damping: float = 0.5
+    ppr_seeds: int = 20
+    association_top_k: int = 10
+    session_channel_weight: float = 0.5
+    session_softmax_temperature: float = 0.0
+    session_ppr_weight: float = 0.0
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+
+_controller: Any = None
+_controller_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int | None) -> Iterator[None]:
+    """Cap BLAS threads while the block runs. The products here are small (a session's
+    turns against a few thousand vectors); multi-threaded OpenBLAS on a busy 2-core machine
+    spends more time spinning than computing (measured: ingest 3x slower)."""
+    global _controller
+    if n is None:
+        yield
+        return
+    with _controller_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _controller = ThreadpoolController()
+    with _controller.limit(limits=n, user_api="blas"):
+        yield
+
+
+class _Channel:
+    """Vectors + BM25 for one granularity, materialised lazily."""
+
+    def __init__(self, *, k1: float, b: float, analyzer: Analyzer) -> None:
+        self.vectors: dict[int, np.ndarray] = {}
+        self.bm25 = BM25Index(k1=k1, b=b, analyzer=analyzer)
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._mat: np.ndarray | None = None
+        self._dirty = True
+        self.rebuild_ms = 0.0
+
+    def put(self, ids: Sequence[int], texts: Sequence[str], vecs: Sequence[np.ndarray]) -> None:
+        for i, v in zip(ids, vecs, strict=True):
+            self.vectors[int(i)] = np.asarray(v, dtype=np.float32)
+        self.bm25.add(ids, texts)
+        self._dirty = True
+
+    def drop(self, ids: Iterable[int]) -> None:
+        ids = [int(i) for i in ids if int(i) in self.vectors]
+        for i in ids:
+            del self.vectors[i]
+        self.bm25.remove(ids)
+        if ids:
+            self._dirty = True
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending (n,), vectors (n, dim))``."""
+        if self._dirty:
+            t = time.perf_counter()
+            self._ids = np.array(sorted(self.vectors), dtype=np.int64)
+            self._mat = (np.stack([self.vectors[int(i)] for i in self._ids])
+                         if len(self._ids) else np.zeros((0, 0), dtype=np.float32))
+            self._dirty = False
+            self.rebuild_ms += (time.perf_counter() - t) * 1e3
+        assert self._mat is not None
+        return self._ids, self._mat
+
+    def scores(self, query_tokens: list[str], qvec: np.ndarray,
+               lexical_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, fused z-score, lexical share)`` over every unit of the channel."""
+        ids, mat = self.matrix()
+        if not len(ids):
+            return ids, np.zeros(0), np.zeros(0)
+        before = self.bm25.rebuilds
+        lex_ids, lex = self.bm25.scores_tokens(query_tokens)
+        if self.bm25.rebuilds != before:
+            self.rebuild_ms += self.bm25.last_rebuild_ms
+        if not np.array_equal(lex_ids, ids):  # both sorted ascending over the same id set
+            raise RuntimeError("lexical and dense views out of sync")
+        fused, share = fuse(mat @ qvec, lex, lexical_weight=lexical_weight)
+        return ids, fused, share
+
+
+@dataclass
+class _Layout:
+    turn_ids: np.ndarray                              # (n,) ascending
+    skeys: list[str]                                  # session keys, sorted
+    t_sess: np.ndarray                                # (n,) session row of each turn
+    speakers: np.ndarray                              # (n,) speaker of each turn
+    maps: dict[str, tuple[np.ndarray, np.ndarray]]    # channel → (unit rows, target rows)
+    dst_of: dict[str, np.ndarray]                     # channel → target row per unit row
+
+
+class GranularIndex:
+    """Multi-granularity in-memory index (see module docstring for the scoring).
+
+    Parameters: ``config`` (router knobs), ``associate`` (build GMM association links on
+    ``add``), ``cluster`` (maintain GMM clusterings of turn vectors; needed for
+    ``probe_mass`` search; the first fit waits for ``cluster_min_units`` turns, refits
+    follow :func:`~memos.granularity.gmm.needs_refit`, new turns in between are assigned to
+    their most probable cluster), ``blas_threads`` (BLAS thread cap during add/search;
+    None leaves the process setting alone).
+    """
+
+    def __init__(self, *, config: RouterConfig | None = None, associate: bool = True,
+                 cluster: bool = False, analyzer: Analyzer | None = None,
+                 blas_threads: int | None = 1, cluster_min_units: int = 50) -> None:
+        self.config = config or RouterConfig()
+        self.cluster_min_units = cluster_min_units
+        self.blas_threads = blas_threads
+        self.analyzer = analyzer or Analyzer()
+        self.associate_on_add = associate
+        self.cluster_on_add = cluster
+        self._units: dict[int, IndexUnit] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._sessions: dict[str, list[int]] = {}         # session_key → turn ids in order
+        self._session_units: dict[str, dict[str, set[int]]] = {}
+        self._links: dict[int, dict[int, float]] = {}     # undirected association weights
+        self._speakers: dict[str, str] = {}               # lower-case first name → speaker
+        self._graph: tuple[np.ndarray, sp.csr_matrix] | None = None
+        self._layout: _Layout | None = None
+        self.clusters: dict[str, gmm.ClusterModel] = {}
+        self.timings: dict[str, float] = {"associate_ms": 0.0, "cluster_ms": 0.0,
+                                          "lexical_ms": 0.0}
+
+    # ------------------------------------------------------------------ mutation
+    def add(self, units: Sequence[IndexUnit]) -> list[gmm.Link]:
+        """Index units (an existing id is replaced). Returns the new association links
+        (``src`` = the new unit), which the cube persists as ``associated`` links."""
+        with _blas_threads(self.blas_threads):
+            return self._add(list(units))
+
+    def _add(self, units: list[IndexUnit]) -> list[gmm.Link]:
+        seen: set[int] = set()
+        for u in units:
+            if not isinstance(u.id, (int, np.integer)):
+                raise ValueError(f"unit id must be an int, got {u.id!r}")
+            if u.id in seen:
+                raise ValueError(f"duplicate id {u.id} in one add() call")
+            seen.add(int(u.id))
+            if not u.granularity or not isinstance(u.text, str):
+                raise ValueError(f"unit {u.id}: granularity and text are required")
+            v = np.asarray(u.vector)
+            if v.ndim != 1 or not np.all(np.isfinite(v)):
+                raise ValueError(f"unit {u.id}: vector must be 1-d and finite")
+        replaced = [u.id for u in units if u.id in self._units]
+        if replaced:
+            self.remove(replaced)
+        links: list[gmm.Link] = []
+        by_gran: dict[str, list[IndexUnit]] = {}
+        for u in units:
+            by_gran.setdefault(u.granularity, []).append(u)
+        touched: set[str] = set()
+        for gran, group in by_gran.items():
+            ch = self._channel(gran)
+            if self.associate_on_add:
+                links.extend(self._associate(ch, group))
+            t = time.perf_counter()
+            ch.put([u.id for u in group], [u.text for u in group], [u.vector for u in group])
+            self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
+            for u in group:
+                self._units[int(u.id)] = u
+                if gran == "turn":
+                    self._insert_turn(u)
+                    touched.add(u.session_key)
+                    if u.speaker:
+                        self._speakers[u.speaker.split()[0].lower()] = u.speaker
+                elif gran in SESSION_LEVEL:
+                    self._session_units.setdefault(u.session_key, {}).setdefault(
+                        gran, set()).add(int(u.id))
+        self._refresh_context(touched)
+        for link in links:
+            self._links.setdefault(link.src, {})[link.dst] = link.weight
+            self._links.setdefault(link.dst, {})[link.src] = link.weight
+        self._graph = None
+        self._layout = None
+        if self.cluster_on_add and "turn" in by_gran:
+            self._update_clusters("turn")
+        return links
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Forget units (and their links). Unknown ids are ignored; returns how many went."""
+        gone = [self._units.pop(int(i)) for i in ids if int(i) in self._units]
+        touched: set[str] = set()
+        for u in gone:
+            self._channels[u.granularity].drop([u.id])
+            if u.granularity == "turn":
+                self._sessions[u.session_key].remove(u.id)
+                touched.add(u.session_key)
+                if "turn" in self.clusters:
+                    self.clusters["turn"].labels.pop(u.id, None)
+            elif u.granularity in SESSION_LEVEL:
+                self._session_units[u.session_key][u.granularity].discard(u.id)
+            for other in self._links.pop(u.id, {}):
+                self._links.get(other, {}).pop(u.id, None)
+        if "context" in self._channels:
+            self._channels["context"].drop([u.id for u in gone if u.granularity == "turn"])
+        self._refresh_context(touched)
+        if gone:
+            self._graph = None
+            self._layout = None
+        return len(gone)
+
+    def add_links(self, links: Iterable[gmm.Link]) -> None:
+        """Restore association links persisted earlier (rebuilding the cache from SQL)."""
+        for link in links:
+            if link.src in self._units and link.dst in self._units:
+                self._links.setdefault(link.src, {})[link.dst] = link.weight
+                self._links.setdefault(link.dst, {})[link.src] = link.weight
+        self._graph = None
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __contains__(self, unit_id: object) -> bool:
+        return isinstance(unit_id, (int, np.integer)) and int(unit_id) in self._units
+
+    def links(self) -> list[gmm.Link]:
+        """All current association links, each once (``src`` > ``dst``)."""
+        return [gmm.Link(a, b, w) for a, nb in self._links.items() for b, w in nb.items()
+                if a > b]
+
+    def cluster_units(self, granularity: str = "turn") -> list[gmm.Cluster]:
+        """Current clusters of a granularity (fit on demand): persist as ``cluster`` units
+        with ``member_of`` links from each member."""
+        if granularity not in self.clusters:
+            self._update_clusters(granularity, force=True)
+        model = self.clusters[granularity]
+        return model.clusters(self._channels[granularity].vectors)
+
+    # ------------------------------------------------------------------ search
+    def search(self, query_text: str, query_vec: np.ndarray, *, top_k: int = 10,
+               granularities: Sequence[str] | None = None, explain: bool = False,
+               probe_mass: float | None = None, top_sessions: int | None = None
+               ) -> SearchResult:
+        """Rank turns and sessions for a query (higher score = more relevant).
+
+        ``granularities`` restricts the channels used (default: all present).
+        ``probe_mass`` (e.g. 0.9) scores only the turns of the clusters holding that much
+        of the query's posterior (needs ``cluster=True``); ``None`` = full search.
+        """
+        with _blas_threads(self.blas_threads):
+            return self._search(query_text, query_vec, top_k=top_k, granularities=granularities,
+                                explain=explain, probe_mass=probe_mass,
+                                top_sessions=top_sessions)
+
+    def _search(self, query_text: str, query_vec: np.ndarray, *, top_k: int,
+                granularities: Sequence[str] | None, explain: bool, probe_mass: float | None,
+                top_sessions: int | None) -> SearchResult:
+        start = time.perf_counter()
+        if not query_text.strip():
+            raise ValueError("query_text must not be empty")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        cfg = self.config
+        qvec = np.asarray(query_vec, dtype=np.float32).ravel()
+        qtok = self.analyzer.tokens(query_text)
+        if "turn" not in self._channels or not self._channels["turn"].vectors:
+            return SearchResult([], [], {}, {}, (time.perf_counter() - start) * 1e3)
+        lay = self._layout_now()
+        turn_ids, t_sess, skeys = lay.turn_ids, lay.t_sess, lay.skeys
+        n = len(turn_ids)
+
+        wanted = set(granularities) if granularities is not None else None
+        per_turn: dict[str, np.ndarray] = {}
+        shares: dict[str, np.ndarray] = {}
+        entropies: dict[str, float] = {}
+        for gran, ch in self._channels.items():
+            if wanted is not None and gran not in wanted and not (
+                    gran == "context" and "turn" in wanted):
+                continue
+            lw = cfg.context_lexical_weight if gran == "context" else cfg.lexical_weight
+            ids, fused, share = ch.scores(qtok, qvec, lw)
+            if not len(ids):
+                continue
+            entropies[gran] = normalized_entropy(fused, temperature=cfg.entropy_temperature)
+            src, dst = lay.maps[gran]
+            size = len(skeys) if gran in SESSION_LEVEL else n
+            best = np.full(size, fused.min())
+            np.maximum.at(best, dst, fused[src])
+            bshare = np.zeros(size)
+            o = src[np.argsort(fused[src], kind="stable")]  # ascending: the best writes last
+            bshare[lay.dst_of[gran][o]] = share[o]
+            if gran in SESSION_LEVEL:
+                per_turn[gran], shares[gran] = best[t_sess], bshare[t_sess]
+            else:
+                per_turn[gran], shares[gran] = best, bshare
+        priors = {g: cfg.priors.get(g, 0.1) for g in per_turn}
+        weights = confidence_weights({g: entropies[g] for g in per_turn}, tau=cfg.tau,
+                                     prior=priors)
+        score = np.zeros(n)
+        for g, vec in per_turn.items():
+            score += weights[g] * vec
+        speaker = self._mentioned_speaker(query_text)
+        if speaker is not None and cfg.speaker_boost:
+            score = score + cfg.speaker_boost * (lay.speakers == speaker)
+        ppr = sess_ppr = None
+        if cfg.ppr_weight > 0 and self._links:
+            ppr, sess_ppr, score = self._spread(score, turn_ids, t_sess, len(skeys))
+        if probe_mass is not None:
+            allowed = self._probe(qvec, probe_mass)
+            score = np.where(np.isin(turn_ids, allowed), score, -np.inf)
+
+        k = min(top_k, n)
+        order = np.argsort(-score, kind="stable")
+        order = order[np.isfinite(score[order])]
+        # sessions: best turn + the session-level channels' own evidence
+        best_turn = np.full(len(skeys), -np.inf)
+        np.maximum.at(best_turn, t_sess, score)
+        if cfg.session_softmax_temperature > 0:
+            # soft maximum: a session with several good turns beats one with a single one
+            tt = cfg.session_softmax_temperature
+            fin = np.isfinite(score)
+            ex = np.zeros(len(skeys))
+            np.add.at(ex, t_sess[fin], np.exp((score[fin] - score[fin].max()) / tt))
+            sess_score = np.where(ex > 0, tt * np.log(np.maximum(ex, 1e-300))
+                                  + score[fin].max(), -np.inf)
+        else:
+            sess_score = best_turn.copy()
+        if sess_ppr is not None and cfg.session_ppr_weight:
+            lr = np.log(sess_ppr + 1e-9)
+            sess_score = sess_score + cfg.session_ppr_weight * (lr - lr.mean()) / max(
+                float(lr.std()), 1e-12)
+        for g in SESSION_LEVEL:
+            if g in per_turn:
+                col = np.full(len(skeys), 0.0)
+                col[t_sess] = per_turn[g]
+                sess_score += cfg.session_channel_weight * weights[g] * col
+        s_order = [i for i in np.argsort(-sess_score, kind="stable") if np.isfinite(sess_score[i])]
+        turns = [self._turn_hit(int(i), turn_ids, score, per_turn, shares, weights, speaker,
+                                ppr, explain) for i in order[:k]]
+        sessions = []
+        for i in s_order[:top_sessions or k]:
+            key = skeys[i]
+            sid = min(self._session_units.get(key, {}).get("session", set()), default=None)
+            exp = None
+            if explain:
+                exp = {"best_turn": int(turn_ids[t_sess == i][np.argmax(score[t_sess == i])]),
+                       "best_turn_score": float(best_turn[i]),
+                       "channels": {g: float(weights[g] * per_turn[g][t_sess == i][0])
+                                    for g in SESSION_LEVEL if g in per_turn}}
+            sessions.append(Hit(sid, "session", key, float(sess_score[i]), exp))
+        return SearchResult(turns, sessions, weights, entropies,
+                            (time.perf_counter() - start) * 1e3)
+
+    # ------------------------------------------------------------------ internals
+    def _channel(self, name: str) -> _Channel:
+        if name not in self._channels:
+            self._channels[name] = _Channel(k1=self.config.bm25_k1, b=self.config.bm25_b,
+                                            analyzer=self.analyzer)
+        return self._channels[name]
+
+    def _insert_turn(self, u: IndexUnit) -> None:
+        order = self._sessions.setdefault(u.session_key, [])
+        if u.position is None:
+            order.append(int(u.id))
+            return
+        pos = [self._units[i].position for i in order]
+        at = next((j for j, p in enumerate(pos) if p is not None and p > u.position), len(order))
+        order.insert(at, int(u.id))
+
+    def _layout_now(self) -> _Layout:
+        """Row bookkeeping shared by all queries until the next add/remove."""
+        if self._layout is not None:
+            return self._layout
+        turn_ids, _ = self._channels["turn"].matrix()
+        row = {int(t): r for r, t in enumerate(turn_ids)}
+        sess_of = [self._units[int(t)].session_key for t in turn_ids]
+        skeys = sorted(set(sess_of))
+        srow = {k: i for i, k in enumerate(skeys)}
+        maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        dst_of: dict[str, np.ndarray] = {}
+        for gran, ch in self._channels.items():
+            ids, _ = ch.matrix()
+            pairs: list[tuple[int, int]] = []
+            for j, uid in enumerate(ids.tolist()):
+                if gran in SESSION_LEVEL:
+                    r = srow.get(self._units[uid].session_key)
+                    pairs += [] if r is None else [(j, r)]
+                elif uid in row:
+                    pairs.append((j, row[uid]))
+                else:  # a turn-level unit that is not a turn (e.g. a fact): its source turns
+                    pairs += [(j, row[s]) for s in self._units[uid].sources if s in row]
+            src = np.array([a for a, _ in pairs], dtype=np.int64)
+            dst = np.array([b for _, b in pairs], dtype=np.int64)
+            maps[gran] = (src, dst)
+            full = np.zeros(len(ids), dtype=np.int64)
+            full[src] = dst
+            dst_of[gran] = full
+        self._layout = _Layout(
+            turn_ids=turn_ids, skeys=skeys,
+            t_sess=np.array([srow[k] for k in sess_of], dtype=np.int64),
+            speakers=np.array([self._units[int(t)].speaker or "" for t in turn_ids],
+                              dtype=object),
+            maps=maps, dst_of=dst_of)
+        return self._layout
+
+    def _refresh_context(self, sessions: set[str]) -> None:
+        """Rebuild the ``context`` documents of the touched sessions' turns."""
+        if not sessions:
+            return
+        w = self.config.context_window
+        ch = self._channel("context")
+        ids, texts, vecs = [], [], []
+        for key in sessions:
+            order = self._sessions.get(key, [])
+            for j, tid in enumerate(order):
+                window = order[max(0, j - w): j + w + 1]
+                ids.append(tid)
+                texts.append(" ".join(self._units[i].text for i in window))
+                v = np.mean([self._units[i].vector for i in window], axis=0)
+                vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        if ids:
+            t = time.perf_counter()
+            ch.put(ids, texts, vecs)
+            self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
+
+    def _associate(self, ch: _Channel, group: list[IndexUnit]) -> list[gmm.Link]:
+        t = time.perf_counter()
+        old_ids, old = ch.matrix()
+        new = np.stack([np.asarray(u.vector, dtype=np.float32) for u in group])
+        new_ids = np.array([u.id for u in group], dtype=np.int64)
+        cand_ids = np.concatenate([old_ids, new_ids])
+        cand = np.concatenate([old, new]) if len(old_ids) else new
+        sims = new @ cand.T                                           # (m, n_old + m)
+        k = self.config.association_top_k
+        tops: list[np.ndarray] = []
+        for j in range(len(group)):
+            n_valid = len(old_ids) + j  # earlier units only: the batch order is arrival order
+            s = sims[j, :n_valid]
+            kk = min(k, n_valid)
+            top = np.argpartition(-s, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
+            tops.append(top[np.argsort(-s[top], kind="stable")])
+        # rows with a full candidate list are decided in one vectorised GMM fit
+        full = [j for j, top in enumerate(tops) if len(top) == k]
+        masks: dict[int, np.ndarray] = {}
+        if full:
+            batch = np.stack([sims[j, tops[j]] for j in full])
+            masks.update(zip(full, gmm.gmm_accept(batch), strict=True))
+        for j, top in enumerate(tops):
+            if j not in masks:
+                masks[j] = gmm.gmm_accept(sims[j, top])
+        links = [gmm.Link(int(u.id), int(cand_ids[i]), float(np.clip(sims[j, i], 0, 1)))
+                 for j, u in enumerate(group) for i in tops[j][masks[j]]]
+        self.timings["associate_ms"] += (time.perf_counter() - t) * 1e3
+        return links
+
+    def _update_clusters(self, granularity: str, *, force: bool = False) -> None:
+        t = time.perf_counter()
+        ch = self._channels.get(granularity)
+        n = 0 if ch is None else len(ch.vectors)
+        if ch is None or n < (4 if force else self.cluster_min_units):
+            if force:
+                raise ValueError(f"not enough {granularity!r} units to cluster")
+            return
+        ids, mat = ch.matrix()
+        model = self.clusters.get(granularity)
+        if force or model is None or gmm.needs_refit(len(ids), model.n_at_fit):
+            self.clusters[granularity] = gmm.fit_clusters(
+                ids, mat, granularity=granularity,
+                near=None if model is None else model.n_components)
+        else:
+            new = np.array([i for i in ids if int(i) not in model.labels], dtype=np.int64)
+            if len(new):
+                gmm.assign_clusters(model, new, np.stack([ch.vectors[int(i)] for i in new]))
+        self.timings["cluster_ms"] += (time.perf_counter() - t) * 1e3
+
+    def _probe(self, qvec: np.ndarray, mass: float) -> np.ndarray:
+        model = self.clusters.get("turn")
+        if model is None:
+            raise ValueError("probe_mass needs clusters: build the index with cluster=True")
+        labels = set(gmm.route_clusters(model, qvec, mass=mass))
+        return np.array([i for i, lab in model.labels.items() if lab in labels], dtype=np.int64)
+
+    def _mentioned_speaker(self, query: str) -> str | None:
+        words = set(re.findall(r"\w+", query.lower()))
+        hits = {spk for first, spk in self._speakers.items() if first in words}
+        return hits.pop() if len(hits) == 1 else None
+
+    def _graph_matrix(self, turn_ids: np.ndarray, t_sess: np.ndarray,
+                      n_sess: int) -> sp.csr_matrix:
+        """``Pᵀ`` of turn↔turn association edges plus turn↔session membership edges."""
+        if self._graph is not None and np.array_equal(self._graph[0], turn_ids):
+            return self._graph[1]
+        n = len(turn_ids)
+        row = {int(t): r for r, t in enumerate(turn_ids)}
+        rows, cols, vals = [], [], []
+        for a, nb in self._links.items():
+            ra = row.get(a)
+            if ra is None:
+                continue
+            for b, w in nb.items():
+                rb = row.get(b)
+                if rb is not None:
+                    rows.append(ra)
+                    cols.append(rb)
+                    vals.append(w)
+        r_idx = np.arange(n)
+        rows += list(r_idx) + list(n + t_sess)
+        cols += list(n + t_sess) + list(r_idx)
+        vals += [0.5] * (2 * n)
+        adj = sp.csr_matrix((vals, (rows, cols)), shape=(n + n_sess, n + n_sess))
+        pt = transition_matrix(adj)
+        self._graph = (turn_ids.copy(), pt)
+        return pt
+
+    def _spread(self, score: np.ndarray, turn_ids: np.ndarray, t_sess: np.ndarray,
+                n_sess: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(turn PPR mass, session PPR mass, spread turn scores)``."""
+        cfg = self.config
+        pt = self._graph_matrix(turn_ids, t_sess, n_sess)
+        n = len(turn_ids)
+        k = min(cfg.ppr_seeds, n)
+        top = np.argpartition(-score, k - 1)[:k]
+        seed = np.zeros(pt.shape[0])
+        z = score[top] - score[top].max()
+        seed[top] = np.exp(z)
+        full = personalized_pagerank(None, seed, damping=cfg.ppr_damping, tol=1e-6,
+                                     transition=pt)
+        r = full[:n]
+        lr = np.log(r + 1e-9)
+        ppr = (lr - lr.mean()) / max(float(lr.std()), 1e-12)
+        return r, full[n:], score + cfg.ppr_weight * ppr
+
+    def _turn_hit(self, i: int, turn_ids: np.ndarray, score: np.ndarray,
+                  per_turn: dict[str, np.ndarray], shares: dict[str, np.ndarray],
+                  weights: dict[str, float], speaker: str | None, ppr: np.ndarray | None,
+                  explain: bool) -> Hit:
+        tid = int(turn_ids[i])
+        u = self._units[tid]
+        exp = None
+        if explain:
+            contrib = {g: float(weights[g] * v[i]) for g, v in per_turn.items()}
+            mag = sum(abs(c) for c in contrib.values()) or 1.0
+            lex = sum(abs(contrib[g]) * float(shares[g][i]) for g in contrib) / mag
+            path: list[int] = []
+            if ppr is not None and tid in self._links:
+                nb = max(self._links[tid], key=lambda b: self._links[tid][b])
+                path = [nb, tid]
+            exp = {"channels": contrib, "lexical_share": lex, "dense_share": 1 - lex,
+                   "speaker_match": bool(speaker is not None and u.speaker == speaker),
+                   "ppr": None if ppr is None else float(ppr[i]),
+                   "association_path": path}
+        return Hit(tid, "turn", u.session_key, float(score[i]), exp)

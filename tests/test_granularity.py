@@ -1,0 +1,292 @@
+"""GMM association and clustering, derived units, and the routed GranularIndex."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memos.embed import HashingEmbedder
+from memos.granularity import gmm
+from memos.granularity.index import GranularIndex, IndexUnit, RouterConfig
+from memos.granularity.units import (
+    SUMMARY_PROMPT_VERSION,
+    TermStats,
+    derive_units,
+    llm_summary_and_keywords,
+    mmr_select,
+)
+from memos.lexical import Analyzer
+
+# ---------------------------------------------------------------------------- GMM accept
+BIMODAL = np.array([0.91, 0.89, 0.87, 0.86, 0.41, 0.39, 0.36, 0.33, 0.31, 0.30])
+
+
+def test_accepts_the_high_component():
+    assert gmm.gmm_accept(BIMODAL).tolist() == [True] * 4 + [False] * 6
+    # unsorted input: decisions follow the values, not the positions
+    perm = np.random.default_rng(0).permutation(len(BIMODAL))
+    assert gmm.gmm_accept(BIMODAL[perm]).tolist() == (BIMODAL[perm] > 0.8).tolist()
+
+
+def test_sklearn_backend_agrees_on_clear_cases():
+    assert gmm.gmm_accept(BIMODAL, backend="sklearn").tolist() == \
+        gmm.gmm_accept(BIMODAL).tolist()
+
+
+def test_too_few_scores_use_the_percentile_rule():
+    assert gmm.gmm_accept(np.array([0.9, 0.5, 0.1])).tolist() == [True, False, False]
+    assert gmm.gmm_accept(np.array([0.2])).tolist() == [True]
+    assert gmm.gmm_accept(np.array([])).tolist() == []
+
+
+def test_identical_scores_accept_all():
+    assert gmm.gmm_accept(np.full(8, 0.7)).all()
+    assert gmm.gmm_accept(np.array([0.7, 0.7, 0.7, 0.7, 0.7, 0.7 + 1e-5])).all()
+
+
+def test_accept_rejects_bad_input():
+    with pytest.raises(ValueError):
+        gmm.gmm_accept(np.array([0.1, np.nan, 0.3, 0.4, 0.5]))
+    with pytest.raises(ValueError):
+        gmm.gmm_accept(BIMODAL, backend="nope")
+    with pytest.raises(ValueError):
+        gmm.gmm_accept(BIMODAL, min_scores=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=1, max_size=15))
+def test_accepted_set_is_an_upper_set(values):
+    s = np.array(values)
+    mask = gmm.gmm_accept(s)
+    assert mask.any()
+    if (~mask).any():
+        assert s[mask].min() > s[~mask].max()
+
+
+def test_batch_fit_equals_single_fits():
+    rng = np.random.default_rng(3)
+    rows = np.sort(rng.random((25, 10)), axis=1)[:, ::-1]
+    batch = gmm.gmm_accept(rows)
+    single = np.stack([gmm.gmm_accept(r) for r in rows])
+    assert (batch == single).all()
+
+
+def test_fit_two_gaussians_recovers_means():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0.2, 0.02, 50), rng.normal(0.8, 0.02, 30)])
+    w, mu, var = gmm.fit_two_gaussians(x)
+    assert mu[0] == pytest.approx(0.2, abs=0.02) and mu[1] == pytest.approx(0.8, abs=0.02)
+    assert w[1] == pytest.approx(30 / 80, abs=0.02)
+
+
+def test_associate_links_to_the_similar_units():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=64)
+    near = base + rng.normal(scale=0.1, size=(3, 64))
+    far = rng.normal(size=(7, 64))  # cosine to base ~ N(0, 1/8)
+    cands = np.vstack([near, far])
+    cands /= np.linalg.norm(cands, axis=1, keepdims=True)
+    links = gmm.associate(100, base / np.linalg.norm(base), np.arange(10), cands, top_k=10)
+    assert {link.dst for link in links} == {0, 1, 2}
+    assert all(link.src == 100 and 0 <= link.weight <= 1 for link in links)
+    assert gmm.associate(1, base, np.array([1]), base[None, :]) == []  # never itself
+
+
+# ---------------------------------------------------------------------------- clustering
+def _blobs(n_per: int = 40, k: int = 3, dim: int = 24, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim)) * 3
+    x = np.vstack([c + rng.normal(scale=0.3, size=(n_per, dim)) for c in centres])
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.repeat(np.arange(k), n_per)
+
+
+def test_bic_finds_the_blobs_and_routing_probes_the_right_cluster():
+    x, truth = _blobs()
+    model = gmm.fit_clusters(np.arange(len(x)), x, dims=8, max_components=8,
+                             min_cluster_size=5)
+    assert model.n_components == 3
+    clusters = model.clusters({i: x[i] for i in range(len(x))})
+    assert sorted(len(c.members) for c in clusters) == [40, 40, 40]
+    for c in clusters:  # each cluster is one blob
+        assert len({int(truth[m]) for m in c.members}) == 1
+        assert np.linalg.norm(c.centroid) == pytest.approx(1.0, abs=1e-5)
+    probe = gmm.route_clusters(model, x[0], mass=0.9)
+    assert model.labels[0] == probe[0]
+    assert len(gmm.route_clusters(model, x[0], mass=1.0, temperature=1e6)) == 3
+
+
+def test_needs_refit_and_assign():
+    assert gmm.needs_refit(126, 100) and not gmm.needs_refit(125, 100)
+    assert gmm.needs_refit(1, 0) and not gmm.needs_refit(0, 0)
+    with pytest.raises(ValueError):
+        gmm.needs_refit(1, 1, growth=0)
+    x, _ = _blobs()
+    model = gmm.fit_clusters(np.arange(100), x[:100], dims=8, min_cluster_size=5)
+    gmm.assign_clusters(model, np.arange(100, 120), x[100:120])
+    assert set(model.labels) == set(range(120))
+    with pytest.raises(ValueError):
+        gmm.fit_clusters(np.arange(1), x[:1])
+
+
+# ---------------------------------------------------------------------------- units
+TURNS = ["Caroline: I went to an LGBTQ support group yesterday.",
+         "Melanie: That sounds powerful! How did it feel?",
+         "Caroline: Inspiring. I want to study counseling and psychology.",
+         "Melanie: I painted a sunrise over the lake last week.",
+         "Caroline: I love that painting, the colors are lovely."]
+
+
+def test_derive_units_lists_sources_and_distinct_keywords():
+    emb = HashingEmbedder(64)
+    vecs = emb.embed(TURNS)
+    stats = TermStats()
+    analyzer = Analyzer()
+    for key in ("a", "b", "c"):
+        stats.add(key, analyzer.tokens("Caroline and Melanie walked the dog"))
+    drafts = derive_units([11, 12, 13, 14, 15], TURNS, vecs, stats=stats, summary_turns=2)
+    session, summary, keyword = drafts
+    assert session.granularity == "session" and session.sources == (11, 12, 13, 14, 15)
+    assert np.linalg.norm(session.vector) == pytest.approx(1.0, abs=1e-5)
+    assert len(summary.sources) == 2 and set(summary.sources) <= {11, 12, 13, 14, 15}
+    assert all(TURNS[i - 11] in summary.text for i in summary.sources)
+    assert keyword.vector is None and keyword.sources == session.sources
+    assert "caroline" not in keyword.text.split(", ")[:3]  # common across sessions
+    assert "lgbtq" in keyword.text
+    with pytest.raises(ValueError):
+        derive_units([], [], np.zeros((0, 4)))
+
+
+def test_mmr_prefers_diverse_turns():
+    v = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0.7, 0.7, 0]], dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    picked = mmr_select(v, k=2, diversity=0.5)
+    assert len(set(picked)) == 2 and not {0, 1} <= set(picked)
+
+
+def test_llm_hook_with_a_fake_llm():
+    def complete(prompt: str) -> str:
+        assert "SESSION:" in prompt and TURNS[0] in prompt
+        return "Caroline joined a support group.\nKEYWORDS: support group, counseling"
+
+    drafts = llm_summary_and_keywords([1, 2], TURNS[:2], complete=complete)
+    assert [d.granularity for d in drafts] == ["summary", "keyword"]
+    assert drafts[0].extractor == f"llm:{SUMMARY_PROMPT_VERSION}"
+    assert drafts[1].text == "support group, counseling"
+    with pytest.raises(ValueError):
+        llm_summary_and_keywords([1], TURNS[:1], complete=lambda p: "  ")
+
+
+# ---------------------------------------------------------------------------- index
+SESSIONS = {
+    "s1": ["Caroline: I went to an LGBTQ support group yesterday.",
+           "Melanie: Wow, how was it?",
+           "Caroline: It was powerful, I felt accepted."],
+    "s2": ["Melanie: I painted a sunrise over the lake.",
+           "Caroline: Beautiful! Do you paint often?",
+           "Melanie: Every weekend, it relaxes me."],
+    "s3": ["Caroline: I'm researching adoption agencies.",
+           "Melanie: That's a big step!",
+           "Caroline: I want to give a kid a loving home."],
+}
+
+
+def _build(**kwargs) -> tuple[GranularIndex, HashingEmbedder, dict[int, str]]:
+    emb = HashingEmbedder(128)
+    index = GranularIndex(**kwargs)
+    text_of: dict[int, str] = {}
+    next_id = 1
+    for key, turns in SESSIONS.items():
+        vecs = emb.embed(turns)
+        units = []
+        for pos, (text, v) in enumerate(zip(turns, vecs, strict=True)):
+            units.append(IndexUnit(next_id, "turn", text, v, key, speaker=text.split(":")[0],
+                                   position=pos))
+            text_of[next_id] = text
+            next_id += 1
+        index.add(units)
+        drafts = derive_units([u.id for u in units], turns, vecs)
+        derived = [IndexUnit(next_id + j, d.granularity, d.text,
+                             d.vector if d.vector is not None else emb.embed([d.text])[0], key,
+                             sources=d.sources) for j, d in enumerate(drafts)]
+        next_id += len(derived)
+        index.add(derived)
+    return index, emb, text_of
+
+
+def test_index_ranks_turns_and_sessions_with_explanations():
+    index, emb, text_of = _build()
+    q = "When did Caroline research adoption agencies?"
+    res = index.search(q, emb.embed([q])[0], top_k=3, explain=True)
+    assert "adoption" in text_of[res.turns[0].id]
+    assert res.sessions[0].session_key == "s3"
+    assert res.sessions[0].id is not None  # the s3 session unit
+    assert all(v >= 0 for v in res.weights.values())
+    assert sum(res.weights.values()) == pytest.approx(1.0)
+    exp = res.turns[0].explain
+    assert set(exp["channels"]) >= {"turn", "context", "session"}
+    assert 0 <= exp["lexical_share"] <= 1 and exp["speaker_match"] is True
+    assert isinstance(exp["association_path"], list)
+    assert res.took_ms > 0
+
+
+def test_removed_and_replaced_units_never_come_back():
+    index, emb, text_of = _build()
+    q = "adoption agencies"
+    first = index.search(q, emb.embed([q])[0], top_k=1).turns[0].id
+    index.remove([first])
+    assert first not in index
+    ids = [h.id for h in index.search(q, emb.embed([q])[0], top_k=20).turns]
+    assert first not in ids
+    assert all(first not in (link.src, link.dst) for link in index.links())
+    # replace a turn's text: the old words stop matching it
+    victim = next(i for i, t in text_of.items() if "sunrise" in t)
+    new = "Melanie: I bought a violin."
+    index.add([IndexUnit(victim, "turn", new, emb.embed([new])[0], "s2", speaker="Melanie",
+                         position=0)])
+    hits = index.search("violin", emb.embed(["violin"])[0], top_k=1).turns
+    assert hits[0].id == victim
+
+
+def test_add_is_incremental_and_returns_links():
+    index, emb, _ = _build()
+    before = index._channels["context"].bm25._tokens.copy()
+    turns = ["Caroline: Adoption agencies called me back!", "Melanie: Great news about adoption."]
+    vecs = emb.embed(turns)
+    links = index.add([IndexUnit(100 + i, "turn", t, v, "s4", speaker=t.split(":")[0])
+                       for i, (t, v) in enumerate(zip(turns, vecs, strict=True))])
+    assert all(link.src in (100, 101) for link in links)
+    assert any(link.dst in (7, 8, 9) for link in links)  # the earlier adoption session
+    after = index._channels["context"].bm25._tokens
+    assert all(after[k] == v for k, v in before.items())  # other sessions untouched
+
+
+def test_probe_search_with_clusters_and_bad_input():
+    index, emb, _ = _build(cluster=True, cluster_min_units=4,
+                           config=RouterConfig(ppr_weight=0.0))
+    q = "painting sunrise"
+    full = index.search(q, emb.embed([q])[0], top_k=3)
+    probed = index.search(q, emb.embed([q])[0], top_k=3, probe_mass=1.0)
+    assert [h.id for h in probed.turns] == [h.id for h in full.turns]
+    assert index.cluster_units("turn")
+    with pytest.raises(ValueError):
+        index.search("  ", emb.embed(["x"])[0])
+    with pytest.raises(ValueError):
+        index.add([IndexUnit(1, "turn", "a", np.array([np.nan]), "s")])
+    with pytest.raises(ValueError):
+        index.search("x", emb.embed(["x"])[0], top_k=0)
+    no_clusters, _, _ = _build()
+    with pytest.raises(ValueError, match="cluster"):
+        no_clusters.search("x", emb.embed(["x"])[0], probe_mass=0.9)
+    assert GranularIndex().search("x", emb.embed(["x"])[0]).turns == []
+
+
+def test_granularities_restrict_the_channels():
+    index, emb, _ = _build()
+    q = "painting sunrise"
+    res = index.search(q, emb.embed([q])[0], top_k=2, granularities=["turn"])
+    assert set(res.weights) == {"turn", "context"}
+    res = index.search(q, emb.embed([q])[0], top_k=2, granularities=["session", "keyword"])
+    assert set(res.weights) == {"session", "keyword"}
+    assert res.sessions[0].session_key == "s2"

@@ -1,0 +1,99 @@
+"""Router maths: normalised entropy, confidence weights, fusion, personalized PageRank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memos.router import (
+    confidence_weights,
+    fuse,
+    normalized_entropy,
+    personalized_pagerank,
+    softmax,
+    standardize,
+)
+
+entropy = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["turn", "context", "session", "summary", "keyword"]),
+                       entropy, min_size=1),
+       st.floats(0.01, 100.0), st.lists(st.floats(0.0, 5.0), min_size=5, max_size=5))
+def test_weights_are_non_negative_and_sum_to_one(ent, tau, prior_values):
+    prior = dict(zip(["turn", "context", "session", "summary", "keyword"], prior_values,
+                     strict=True))
+    if sum(prior[k] for k in ent) <= 0:
+        prior = None
+    w = confidence_weights(ent, tau=tau, prior=prior)
+    assert set(w) == set(ent)
+    assert all(v >= 0 for v in w.values())
+    assert sum(w.values()) == pytest.approx(1.0)
+
+
+def test_lower_entropy_gets_more_weight_and_raw_entropy_never_goes_negative():
+    w = confidence_weights({"turn": 0.3, "session": 0.8}, tau=0.25)
+    assert w["turn"] > w["session"] > 0
+    # MemGAS's (1-H)/sum(1-H) would go negative for H > 1 nat; entropies are normalised here
+    h_turn = normalized_entropy(np.random.default_rng(0).normal(size=600))
+    h_sess = normalized_entropy(np.random.default_rng(1).normal(size=30))
+    assert 0 <= h_turn <= 1 and 0 <= h_sess <= 1
+
+
+def test_normalized_entropy_extremes():
+    assert normalized_entropy(np.ones(50)) == pytest.approx(1.0)
+    peaked = np.zeros(50)
+    peaked[3] = 100.0
+    assert normalized_entropy(peaked, temperature=0.1) < 0.05
+    assert normalized_entropy(np.array([1.0])) == 1.0
+
+
+def test_bad_router_input():
+    with pytest.raises(ValueError):
+        confidence_weights({"a": 0.1}, tau=0)
+    with pytest.raises(ValueError):
+        confidence_weights({})
+    with pytest.raises(ValueError):
+        confidence_weights({"a": 0.1}, prior={"a": -1.0})
+    with pytest.raises(ValueError):
+        softmax(np.ones(3), temperature=0)
+
+
+def test_fuse_and_standardize():
+    fused, share = fuse(np.array([0.1, 0.5, 0.9]), np.array([0.0, 0.0, 3.0]), lexical_weight=0.5)
+    assert fused.argmax() == 2
+    assert np.all((share >= 0) & (share <= 1))
+    assert standardize(np.ones(4)).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError):
+        fuse(np.ones(2), np.ones(3), lexical_weight=0.5)
+
+
+def test_ppr_on_toy_graph_matches_closed_form():
+    # 0 - 1 - 2 - 3 chain plus a 4 - 5 component
+    edges = [(0, 1), (1, 2), (2, 3), (4, 5)]
+    a = np.zeros((6, 6))
+    for i, j in edges:
+        a[i, j] = a[j, i] = 1.0
+    seed = np.array([1.0, 0, 0, 0, 0, 0])
+    r = personalized_pagerank(sp.csr_matrix(a), seed, damping=0.85, tol=1e-12, max_iter=500)
+    assert r.sum() == pytest.approx(1.0)
+    assert r[1] > r[2] > r[3] > 0 and r[0] > r[2]
+    assert r[4] == r[5] == 0
+    p = a / a.sum(axis=1, keepdims=True)
+    exact = 0.15 * np.linalg.solve(np.eye(6) - 0.85 * p.T, seed)
+    np.testing.assert_allclose(r, exact, atol=1e-8)
+
+
+def test_ppr_dangling_mass_returns_to_seed():
+    a = sp.csr_matrix(np.array([[0, 1.0, 0], [0, 0, 0], [0, 0, 0]]))  # 1 has no out-edges
+    r = personalized_pagerank(a, np.array([1.0, 0, 0]), damping=0.5)
+    assert r.sum() == pytest.approx(1.0)
+    assert r[2] == 0 and r[0] > r[1] > 0
+    with pytest.raises(ValueError):
+        personalized_pagerank(a, np.zeros(3))
+    with pytest.raises(ValueError):
+        personalized_pagerank(a, np.ones(3), damping=1.0)
