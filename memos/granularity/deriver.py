@@ -1,0 +1,102 @@
+"""The deriver that keeps each session's ``summary`` and ``keyword`` units current.
+
+After ingest (as the ``derive_session`` job, or inline with ``sync``), the session's turns
+are condensed into an extractive summary (MMR over turn vectors) and distinctive keywords
+(TF-IDF against the cube's other sessions). Derived units are refreshed rather than
+versioned: the previous summary/keyword units of the session are replaced. Each links to
+its source turns (``summarizes`` for the summary, ``derived_from`` for keywords) and cites
+their messages as provenance spans.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from memos.cube import MemCube, content_hash
+from memos.granularity.units import TermStats, derive_units
+from memos.lexical import Analyzer
+from memos.retrieval import index_text
+from memos.store.models import LinkRow, SpanRow, UnitRow, utcnow
+
+DERIVED = ("summary", "keyword")
+
+
+class GranularityDeriver:
+    name = "granularity"
+
+    def __init__(self, *, summary_turns: int = 4, keywords: int = 12) -> None:
+        self.summary_turns = summary_turns
+        self.keywords = keywords
+        self.analyzer = Analyzer()
+
+    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
+                       tenant: str) -> None:
+        with cube.store.transaction() as session:
+            cube._cube(session, tenant, cube_id)
+            turns = session.scalars(select(UnitRow).where(
+                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.granularity == "turn", UnitRow.status == "active",
+                UnitRow.embedding.is_not(None)).order_by(UnitRow.pk)).all()
+            sessions = session.execute(select(UnitRow.session_id, UnitRow.text).where(
+                UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+                UnitRow.status == "active")).all()
+            spans = session.execute(select(SpanRow.unit_pk, SpanRow.message_pk).where(
+                SpanRow.unit_pk.in_([t.pk for t in turns]))).all()
+        if not turns:
+            return
+        stats = TermStats()
+        for key, text in sessions:
+            if key:
+                stats.add(key, self.analyzer.tokens(text or ""))
+        drafts = [d for d in derive_units(
+            [t.pk for t in turns], [index_text(t) for t in turns],
+            np.stack([t.embedding for t in turns if t.embedding is not None]), stats=stats,
+            session_key=session_id, summary_turns=self.summary_turns, keywords=self.keywords,
+            analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
+        missing = [d.text for d in drafts if d.vector is None]
+        embedded = iter(cube._embed(missing)) if missing else iter(())
+        vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]
+        message_of = dict(spans)
+        now = utcnow()
+        with cube._write() as (session, publish):
+            cube_row = cube._cube(session, tenant, cube_id)
+            old = session.scalars(select(UnitRow).where(
+                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
+            if sorted((o.granularity, o.text) for o in old if o.status == "active") == sorted(
+                    (d.granularity, d.text) for d in drafts):
+                return  # unchanged: replaying a session writes nothing
+            old_pks = [o.pk for o in old]
+            if old_pks:
+                session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(old_pks)))
+                session.execute(delete(LinkRow).where(
+                    (LinkRow.src_pk.in_(old_pks)) | (LinkRow.dst_pk.in_(old_pks))))
+                session.execute(delete(UnitRow).where(UnitRow.pk.in_(old_pks)))
+            new_pks = []
+            for draft, vector in zip(drafts, vectors):
+                unit_id = uuid.uuid4().hex
+                row = UnitRow(
+                    id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
+                    kind="plaintext", granularity=draft.granularity, text=draft.text,
+                    content_sha=content_hash(draft.text), session_id=session_id,
+                    extractor=draft.extractor, status="active", tags=[],
+                    meta=dict(draft.meta), confidence=1.0, created_at=now,
+                    valid_from=min((t.valid_from for t in turns if t.valid_from), default=None),
+                    embedding=np.asarray(vector, dtype=np.float32))
+                session.add(row)
+                session.flush()
+                new_pks.append(row.pk)
+                link_type = "summarizes" if draft.granularity == "summary" else "derived_from"
+                for source in draft.sources:
+                    session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=source,
+                                        type=link_type, weight=1.0, created_at=now))
+                    if draft.granularity == "summary" and source in message_of:
+                        session.add(SpanRow(unit_pk=row.pk, message_pk=message_of[source],
+                                            start=0, end=len(next(
+                                                t.text or "" for t in turns if t.pk == source))))
+            cube._bump(cube_row)
+            publish(cube_row, remove=old_pks, add=new_pks,
+                    vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))

@@ -1,0 +1,46 @@
+"""Summary and keyword units derived per session on ingest, with links and provenance."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from memos.cube import MemCube
+from memos.granularity.deriver import GranularityDeriver
+
+TURNS = ["I adopted a rescue dog named Pixel last week.", "That's lovely, what breed is Pixel?",
+         "A border collie mix, very energetic, we go running by the canal.",
+         "I started training for a marathon in Berlin.",
+         "Pixel might enjoy the marathon training too!",
+         "My sister Lena is visiting next month from Lisbon."]
+
+
+def test_summary_and_keywords_link_to_their_turns(service: MemCube, client: TestClient) -> None:
+    service.derivers = [GranularityDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    msgs = [{"id": f"m{i}", "role": "user", "speaker": ["Ana", "Ben"][i % 2], "content": t}
+            for i, t in enumerate(TURNS)]
+    client.post("/v1/cubes/a/messages", json={"session_id": "s1", "sync": True,
+                                              "messages": msgs})
+    (summary,) = client.get("/v1/cubes/a/memories", params={"granularity": "summary"}).json()[
+        "items"]
+    (keywords,) = client.get("/v1/cubes/a/memories", params={"granularity": "keyword"}).json()[
+        "items"]
+    assert "pixel" in keywords["text"] and "marathon" in keywords["text"]
+    assert summary["extractor"].startswith("rules:mmr")
+    prov = client.get(f"/v1/cubes/a/memories/{summary['id']}/provenance").json()
+    assert {link["type"] for link in prov["links"]} >= {"summarizes"}
+    assert all(s["quote"] in TURNS for s in prov["sources"]) and prov["sources"]
+    # Replaying the session rewrites nothing; a new turn refreshes (replaces) the units.
+    client.post("/v1/cubes/a/messages", json={"session_id": "s1", "sync": True,
+                                              "messages": msgs})
+    again = client.get("/v1/cubes/a/memories", params={"granularity": "summary"}).json()
+    assert [m["id"] for m in again["items"]] == [summary["id"]]
+    client.post("/v1/cubes/a/messages", json={"session_id": "s1", "sync": True, "messages": [
+        {"id": "m9", "role": "user", "speaker": "Ana", "content": "Pixel learned to swim!"}]})
+    after = client.get("/v1/cubes/a/memories", params={"granularity": "keyword"}).json()
+    assert after["total"] == 1 and after["items"][0]["id"] != keywords["id"]
+    hits = client.post("/v1/cubes/a/search", json={"query": "What breed is Pixel?",
+                                                    "explain": True}).json()
+    assert hits["mode"] == "router" and abs(sum(hits["router"]["weights"].values()) - 1) < 1e-6
+    assert "collie" in hits["hits"][0]["unit"]["text"] or "breed" in hits["hits"][0]["unit"][
+        "text"]
