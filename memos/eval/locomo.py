@@ -595,6 +595,49 @@ def _print_table(report: dict[str, Any], out: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI hook
+class ServerRetriever:
+    """The whole memos system behind its REST API: one fresh cube per conversation,
+    sessions ingested through the SDK (derived units and facts built before searching),
+    questions answered by the server's router search."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.cube: str | None = None
+
+    def ingest(self, conversation: Conversation) -> None:
+        from memos.eval.loaders import parse_locomo_time
+
+        self.cube = f"locomo-{conversation.sample_id}-{time.time_ns() % 10**9:x}"
+        self.client.create_cube(self.cube, name=f"LoCoMo {conversation.sample_id}")
+        for session in conversation.sessions:
+            when = parse_locomo_time(session.date_time)
+            self.client.add_messages(self.cube, session_id=f"s{session.index}", sync=True,
+                                     messages=[{
+                                         "id": t.dia_id, "role": "user", "speaker": t.speaker,
+                                         "content": t.text.removeprefix(f"{t.speaker}: "),
+                                         "timestamp": when} for t in session.turns])
+
+    def search(self, question: str, *, top_k: int) -> Retrieval:
+        if self.cube is None:
+            raise RuntimeError("ingest a conversation first")
+        start = time.perf_counter()
+        found = self.client.search(self.cube, query=question, top_k=top_k,
+                                   filters={"granularity": ["turn"]})
+        latency = (time.perf_counter() - start) * 1000
+        turns = [str(h.unit.metadata.get("message_id")) for h in found.hits]
+        sessions = [int(h.unit.session_id[1:]) for h in found.sessions
+                    if h.unit.session_id and h.unit.session_id[1:].isdigit()]
+        return Retrieval(turns=turns, sessions=sessions, latency_ms=latency)
+
+
+def server_retriever_factory(base_url: str) -> Callable[[], Retriever]:
+    """``--base-url``: evaluate a running memos server through the SDK."""
+    from memos.client import MemosClient
+
+    client = MemosClient(base_url, timeout=600)
+    return lambda: ServerRetriever(client)
+
+
 def add_eval_locomo_command(subparsers: Any, *,
                             remote_factory: Callable[[str], Callable[[], Retriever]] | None = None
                             ) -> argparse.ArgumentParser:
@@ -613,15 +656,25 @@ def add_eval_locomo_command(subparsers: Any, *,
     p.add_argument("--max-questions", type=int, default=None,
                    help="score at most this many questions per conversation")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--qa", action="store_true",
+                   help="answer the questions from retrieved memory and score them (F1)")
+    p.add_argument("--answerer", default="offline",
+                   help="with --qa: 'offline' (extractive), 'bundled' or a litellm model")
+    p.add_argument("--top-k", type=int, default=10, help="with --qa: memories per question")
 
     def _run(args: argparse.Namespace) -> int:
         factory = None
         if args.base_url:
-            if remote_factory is None:
-                raise SystemExit("--base-url needs the SDK retriever (memos.client), which this "
-                                 "build does not provide; run without --base-url")
-            factory = remote_factory(args.base_url)
+            factory = (remote_factory or server_retriever_factory)(args.base_url)
         convs = args.conversations.split(",") if args.conversations else None
+        if args.qa:
+            from memos.eval.locomo_qa import run_locomo_qa
+
+            run_locomo_qa(args.data, answerer=args.answerer, retriever_factory=factory,
+                          top_k=args.top_k, conversations=convs,
+                          max_questions=args.max_questions, json_path=args.json_path,
+                          progress=not args.no_progress)
+            return 0
         run_locomo(args.data, conversations=convs, json_path=args.json_path,
                    retriever_factory=factory, progress=not args.no_progress,
                    max_questions=args.max_questions)
