@@ -165,7 +165,7 @@ class MemCube:
         self._write_lock = threading.RLock()
 
     # ================================================================== cubes
-    def _cube(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
+    def cube_row(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
         cube = session.get(CubeRow, cube_id)
         if cube is None or cube.tenant != tenant:
             raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
@@ -213,11 +213,11 @@ class MemCube:
 
     def get_cube(self, cube_id: str, *, tenant: str) -> CubePublic:
         with self.store.transaction() as session:
-            return self._cube_public(session, self._cube(session, tenant, cube_id))
+            return self._cube_public(session, self.cube_row(session, tenant, cube_id))
 
     def delete_cube(self, cube_id: str, *, tenant: str) -> None:
         with self._write_lock, self.store.transaction() as session:
-            cube = self._cube(session, tenant, cube_id)
+            cube = self.cube_row(session, tenant, cube_id)
             # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
             # explicit deletes keep PostgreSQL and SQLite identical.
             unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)
@@ -232,7 +232,7 @@ class MemCube:
             self.router.drop(cube_id)
 
     # ================================================================== helpers
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dim),
                                                                        dtype=np.float32)
 
@@ -256,7 +256,7 @@ class MemCube:
         return row
 
     @contextmanager
-    def _write(self) -> Iterator[tuple[Session, Publish]]:
+    def write(self) -> Iterator[tuple[Session, Publish]]:
         """One write: a transaction, then its index changes, under the writer lock.
 
         ``publish(cube, remove=…, add=…, vectors=…)`` inside the block registers index
@@ -297,11 +297,11 @@ class MemCube:
                     session.add(LinkRow(cube_id=cube.id, src_pk=link.src, dst_pk=link.dst,
                                         type="associated", weight=link.weight, created_at=now))
 
-    def _bump(self, cube: CubeRow) -> None:
+    def bump_index_version(self, cube: CubeRow) -> None:
         cube.index_version = (cube.index_version or 0) + 1
 
     @staticmethod
-    def _set_tags(session: Session, row: UnitRow, tags: Iterable[str]) -> None:
+    def set_tags(session: Session, row: UnitRow, tags: Iterable[str]) -> None:
         session.execute(delete(TagRow).where(TagRow.unit_pk == row.pk))
         for tag in dict.fromkeys(tags):
             session.add(TagRow(unit_pk=row.pk, tag=tag))
@@ -324,7 +324,7 @@ class MemCube:
     def _ingest_once(self, cube_id: str, body: MessagesIngest, *, tenant: str) -> IngestResult:
         now = utcnow()
         with self.store.transaction() as session:
-            cube = self._cube(session, tenant, cube_id)
+            cube = self.cube_row(session, tenant, cube_id)
             self._check_model(cube)
             known_ids = set(session.scalars(select(MessageRow.id).where(
                 MessageRow.cube_id == cube_id,
@@ -347,10 +347,10 @@ class MemCube:
                                 messages_skipped=skipped, units_created=0, message_ids=[],
                                 unit_ids=[])
         # Embed outside the write transaction so the SQLite write lock is held briefly.
-        vectors = self._embed([_turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
+        vectors = self.embed([_turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
 
-        with self._write() as (session, publish):
-            cube = self._cube(session, tenant, cube_id)
+        with self.write() as (session, publish):
+            cube = self.cube_row(session, tenant, cube_id)
             seq = session.scalar(select(func.max(MessageRow.seq)).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
             seq = -1 if seq is None else seq
@@ -380,7 +380,7 @@ class MemCube:
                                     end=len(message.content)))
             session_unit, stale_pk = self._refresh_session_unit(
                 session, cube, body.session_id, tenant=tenant, now=now)
-            self._bump(cube)
+            self.bump_index_version(cube)
             if self.derivers and not body.sync:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
                 self.jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube_id,
@@ -437,7 +437,7 @@ class MemCube:
             offset += len(line) + 1
         text = "\n".join(lines)
         vectors = [e for _, e in turns if e is not None]
-        mean = np.mean(vectors, axis=0) if vectors else self._embed([text])[0]
+        mean = np.mean(vectors, axis=0) if vectors else self.embed([text])[0]
         mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         unit = session.scalar(select(UnitRow).where(
             UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
@@ -471,10 +471,10 @@ class MemCube:
     # ================================================================== memories
     def create_memory(self, cube_id: str, body: MemoryCreate, *, tenant: str) -> MemoryPublic:
         vector = (self._check_vector(body.embedding) if body.embedding is not None
-                  else self._embed([body.text])[0])
+                  else self.embed([body.text])[0])
         now = utcnow()
-        with self._write() as (session, publish):
-            cube = self._cube(session, tenant, cube_id)
+        with self.write() as (session, publish):
+            cube = self.cube_row(session, tenant, cube_id)
             self._check_model(cube)
             spans = self._resolve_spans(session, cube_id, body)
             parents = self._resolve_units(session, cube_id, body.derived_from)
@@ -489,13 +489,13 @@ class MemCube:
                 valid_to=body.valid_to, created_at=now, embedding=vector)
             session.add(row)
             session.flush()
-            self._set_tags(session, row, row.tags)
+            self.set_tags(session, row, row.tags)
             for message_pk, start, end in spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk, start=start, end=end))
             for parent in parents:
                 session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=parent.pk,
                                     type="derived_from", weight=1.0, created_at=now))
-            self._bump(cube)
+            self.bump_index_version(cube)
             session.flush()
             public = _public(row)
             publish(cube, add=[row.pk], vectors=vector[None, :])
@@ -538,7 +538,7 @@ class MemCube:
 
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.store.transaction() as session:
-            self._cube(session, tenant, cube_id)
+            self.cube_row(session, tenant, cube_id)
             return _public(self._unit(session, cube_id, memory_id))
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
@@ -546,7 +546,7 @@ class MemCube:
         if not 1 <= limit <= 500 or offset < 0:
             raise InvalidInput("limit must be in [1, 500] and offset >= 0")
         with self.store.transaction() as session:
-            self._cube(session, tenant, cube_id)
+            self.cube_row(session, tenant, cube_id)
             where = [UnitRow.cube_id == cube_id, *self._filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
             rows = session.scalars(select(UnitRow).where(*where)
@@ -595,10 +595,10 @@ class MemCube:
         if body.status is not None and body.status not in (Status.active, Status.archived):
             raise InvalidInput("status may only be set to 'active' or 'archived'; "
                                "use DELETE to delete")
-        vector = self._embed([body.text])[0] if body.text is not None else None
+        vector = self.embed([body.text])[0] if body.text is not None else None
         now = utcnow()
-        with self._write() as (session, publish):
-            cube = self._cube(session, tenant, cube_id)
+        with self.write() as (session, publish):
+            cube = self.cube_row(session, tenant, cube_id)
             self._check_model(cube)
             old = self._unit(session, cube_id, memory_id)
             if old.status == "superseded":
@@ -627,7 +627,7 @@ class MemCube:
             old.status_reason = body.reason or f"superseded by {new_id}"
             session.add(row)
             session.flush()
-            self._set_tags(session, row, row.tags)
+            self.set_tags(session, row, row.tags)
             for span in session.scalars(select(SpanRow).where(SpanRow.unit_pk == old.pk)):
                 session.add(SpanRow(unit_pk=row.pk, message_pk=span.message_pk,
                                     start=span.start, end=span.end))
@@ -637,7 +637,7 @@ class MemCube:
                                     type="derived_from", weight=link.weight, created_at=now))
             session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=old.pk,
                                 type="supersedes", weight=1.0, created_at=now))
-            self._bump(cube)
+            self.bump_index_version(cube)
             session.flush()
             public = _public(row)
             if row.status == "active" and row.embedding is not None:
@@ -650,8 +650,8 @@ class MemCube:
                       purge: bool = False) -> None:
         """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
         now = utcnow()
-        with self._write() as (session, publish):
-            cube = self._cube(session, tenant, cube_id)
+        with self.write() as (session, publish):
+            cube = self.cube_row(session, tenant, cube_id)
             row = self._unit(session, cube_id, memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
@@ -666,7 +666,7 @@ class MemCube:
                     version.deleted_at = version.deleted_at or now
             if purge:
                 session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
-            self._bump(cube)
+            self.bump_index_version(cube)
             publish(cube, remove=pks)
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
@@ -678,7 +678,7 @@ class MemCube:
         sees exactly what extraction produced.
         """
         with self.store.transaction() as session:
-            self._cube(session, tenant, cube_id)
+            self.cube_row(session, tenant, cube_id)
             rows = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
@@ -687,7 +687,7 @@ class MemCube:
 
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.store.transaction() as session:
-            self._cube(session, tenant, cube_id)
+            self.cube_row(session, tenant, cube_id)
             row = self._unit(session, cube_id, memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
@@ -698,7 +698,7 @@ class MemCube:
                    max_depth: int = 5) -> ProvenancePublic:
         """Source messages with cited spans, the derived-from chain and the unit's links."""
         with self.store.transaction() as session:
-            self._cube(session, tenant, cube_id)
+            self.cube_row(session, tenant, cube_id)
             row = self._unit(session, cube_id, memory_id)
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(
@@ -737,10 +737,10 @@ class MemCube:
         timings = timings or Timings()
         started = time.perf_counter()
         with self.store.transaction() as session:
-            cube = self._cube(session, tenant, cube_id)
+            cube = self.cube_row(session, tenant, cube_id)
             self._check_model(cube)
             t = timings.add("db", started)
-            query = self._embed([body.query])[0]
+            query = self.embed([body.query])[0]
             t = timings.add("embed", t)
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:

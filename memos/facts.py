@@ -62,7 +62,7 @@ class FactDeriver:
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with cube.store.transaction() as session:
-            cube._cube(session, tenant, cube_id)
+            cube.cube_row(session, tenant, cube_id)
             messages = session.scalars(select(MessageRow).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
                 .order_by(MessageRow.seq)).all()
@@ -85,7 +85,7 @@ class FactDeriver:
                               id_factory=lambda f: ids.setdefault(id(f), uuid.uuid4().hex))
         fresh = [p for p in planned if p.status != "noop"
                  and _key(p.fact.metadata(), p.fact.text) not in known]
-        vectors = cube._embed([p.fact.text for p in fresh])
+        vectors = cube.embed([p.fact.text for p in fresh])
         self._store(cube, cube_id=cube_id, session_id=session_id, tenant=tenant,
                     planned=planned, fresh=fresh, vectors=vectors, ids=ids,
                     message_pks={m.id: m.pk for m in messages})
@@ -98,8 +98,8 @@ class FactDeriver:
         add_pks: list[int] = []
         add_vectors: list[np.ndarray] = []
         remove_pks: list[int] = []
-        with cube._write() as (session, publish):
-            cube_row = cube._cube(session, tenant, cube_id)
+        with cube.write() as (session, publish):
+            cube_row = cube.cube_row(session, tenant, cube_id)
             for p in planned:
                 fact = p.fact
                 if p.status == "noop":
@@ -147,7 +147,7 @@ class FactDeriver:
                     add_pks.append(row.pk)
                     add_vectors.append(vector_of[id(p)])
             if add_pks or remove_pks:
-                cube._bump(cube_row)
+                cube.bump_index_version(cube_row)
                 publish(cube_row, remove=remove_pks, add=add_pks,
                         vectors=np.stack(add_vectors) if add_vectors else None)
 

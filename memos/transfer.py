@@ -29,7 +29,7 @@ from memos.types import (
 
 def export_cube(memos: MemCube, cube_id: str, *, tenant: str) -> CubeExport:
     with memos.store.transaction() as session:
-        cube = memos._cube(session, tenant, cube_id)
+        cube = memos.cube_row(session, tenant, cube_id)
         messages = session.scalars(select(MessageRow).where(MessageRow.cube_id == cube_id)
                                    .order_by(MessageRow.session_id, MessageRow.seq)).all()
         message_ids = {m.pk: m.id for m in messages}
@@ -69,8 +69,8 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
     remap = {u.id: (uuid.uuid4().hex if body.new_ids else u.id) for u in data.units}
     lineages = {u.lineage_id: remap.get(u.lineage_id, u.lineage_id) for u in data.units}
     texts = [u.text for u in data.units if u.text is not None]
-    vectors = iter(memos._embed(texts)) if texts else iter(())
-    with memos._write() as (session, _publish):
+    vectors = iter(memos.embed(texts)) if texts else iter(())
+    with memos.write() as (session, _publish):
         if session.get(CubeRow, cube_id) is not None:
             raise Conflict(f"cube {cube_id!r} already exists", details={"cube_id": cube_id})
         taken = session.scalars(select(UnitRow.id).where(UnitRow.id.in_(remap.values()))).all()
@@ -110,7 +110,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
             session.add(row)
             session.flush()
             unit_pks[u.id] = row.pk
-            memos._set_tags(session, row, u.tags)
+            memos.set_tags(session, row, u.tags)
             for s in u.spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pks[s.message_id],
                                     start=s.start, end=s.end))

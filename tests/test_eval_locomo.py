@@ -102,12 +102,14 @@ def test_end_to_end_slice_has_a_recall_floor(tmp_path):
     assert report["methods"]["router"] == m["router"]
 
 
-def test_cli_hook_parses_and_refuses_base_url_without_sdk():
+def test_cli_hook_parses_and_reports_an_unreachable_server():
+    from memos.errors import BackendUnavailable
+
     parser = argparse.ArgumentParser()
     add_eval_locomo_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["locomo", "--data", "x.json", "--json", "o.json",
-                              "--conversations", "conv-26,conv-30", "--base-url", "http://h"])
-    assert args.data == "x.json" and args.json_path == "o.json"
-    assert args.conversations == "conv-26,conv-30" and callable(args.func)
-    with pytest.raises(SystemExit, match="SDK"):
+    args = parser.parse_args(["locomo", "--data", str(DATA), "--json", "o.json",
+                              "--conversations", "conv-26", "--base-url", "http://127.0.0.1:9"])
+    assert args.json_path == "o.json"
+    assert args.conversations == "conv-26" and callable(args.func)
+    with pytest.raises(BackendUnavailable, match="cannot reach memos"):
         args.func(args)

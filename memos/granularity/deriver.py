@@ -35,7 +35,7 @@ class GranularityDeriver:
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with cube.store.transaction() as session:
-            cube._cube(session, tenant, cube_id)
+            cube.cube_row(session, tenant, cube_id)
             turns = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == "turn", UnitRow.status == "active",
@@ -57,12 +57,12 @@ class GranularityDeriver:
             session_key=session_id, summary_turns=self.summary_turns, keywords=self.keywords,
             analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
         missing = [d.text for d in drafts if d.vector is None]
-        embedded = iter(cube._embed(missing)) if missing else iter(())
+        embedded = iter(cube.embed(missing)) if missing else iter(())
         vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]
         message_of = dict(spans)
         now = utcnow()
-        with cube._write() as (session, publish):
-            cube_row = cube._cube(session, tenant, cube_id)
+        with cube.write() as (session, publish):
+            cube_row = cube.cube_row(session, tenant, cube_id)
             old = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
@@ -97,6 +97,6 @@ class GranularityDeriver:
                         session.add(SpanRow(unit_pk=row.pk, message_pk=message_of[source],
                                             start=0, end=len(next(
                                                 t.text or "" for t in turns if t.pk == source))))
-            cube._bump(cube_row)
+            cube.bump_index_version(cube_row)
             publish(cube_row, remove=old_pks, add=new_pks,
                     vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
