@@ -803,10 +803,15 @@ def _cmd_halumem(args: Any) -> int:
 
 
 def _cmd_synth(args: Any) -> int:
-    from memos.eval.halumem_synth import generate, write_jsonl
+    from memos.eval.halumem_synth import gate_rates, generate, write_jsonl
 
-    path = write_jsonl(generate(args.seed, args.users, sessions=args.sessions), args.out)
+    records = generate(args.seed, args.users, sessions=args.sessions)
+    path = write_jsonl(records, args.out)
     print(f"wrote {args.users} users to {path}")
+    rates = gate_rates(records, seed=args.seed)
+    print(f"faithfulness gate on planted facts: caught {100 * rates['caught']:.1f}% of "
+          f"{rates['unsupported']} unsupported, passed {100 * rates['passed']:.1f}% of "
+          f"{rates['supported']} supported")
     return 0
 
 

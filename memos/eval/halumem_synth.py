@@ -663,3 +663,17 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin 
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     write_jsonl(generate(args.seed, args.users), args.out)
+
+
+def gate_rates(records: Sequence[dict[str, Any]], *, seed: int = 0) -> dict[str, float | int]:
+    """How the faithfulness gate treats planted facts: the share of tampered (unsupported)
+    facts it refuses and of untouched (supported) facts it lets through."""
+    from memos.gate import check
+
+    planted = [p for r in records for p in planted_facts(r, seed=seed)]
+    bad = [p for p in planted if not p.supported]
+    good = [p for p in planted if p.supported]
+    caught = sum(not check(p.fact, p.source_text).supported for p in bad)
+    passed = sum(check(p.fact, p.source_text).supported for p in good)
+    return {"unsupported": len(bad), "caught": round(caught / max(len(bad), 1), 4),
+            "supported": len(good), "passed": round(passed / max(len(good), 1), 4)}
