@@ -22,8 +22,11 @@ from memos.types import (
     CubePublic,
     ExportedSpan,
     ExportedUnit,
+    Granularity,
+    Kind,
     LinkPublic,
     LinkType,
+    Status,
 )
 
 
@@ -51,9 +54,9 @@ def export_cube(memos: MemCube, cube_id: str, *, tenant: str) -> CubeExport:
             exported_at=utcnow(), embedding_model=cube.embedding_model,
             messages=[message_public(m) for m in messages],
             units=[ExportedUnit(
-                id=u.id, lineage_id=u.lineage_id, version=u.version, kind=u.kind,
-                granularity=u.granularity, text=u.text, session_id=u.session_id,
-                speaker=u.speaker, extractor=u.extractor, status=u.status,
+                id=u.id, lineage_id=u.lineage_id, version=u.version, kind=Kind(u.kind),
+                granularity=Granularity(u.granularity), text=u.text, session_id=u.session_id,
+                speaker=u.speaker, extractor=u.extractor, status=Status(u.status),
                 status_reason=u.status_reason, tags=list(u.tags or []),
                 metadata=dict(u.meta or {}), confidence=u.confidence, valid_from=u.valid_from,
                 valid_to=u.valid_to, created_at=u.created_at, superseded_at=u.superseded_at,
@@ -85,14 +88,14 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
         session.flush()
         message_pks: dict[str, int] = {}
         for m in data.messages:
-            row = MessageRow(id=m.id, cube_id=cube_id, session_id=m.session_id, seq=m.seq,
+            message = MessageRow(id=m.id, cube_id=cube_id, session_id=m.session_id, seq=m.seq,
                              role=m.role.value, speaker=m.speaker, content=m.content,
                              content_sha=content_hash(m.role.value, m.speaker, m.content,
                                               m.timestamp.isoformat() if m.timestamp else None),
                              timestamp=m.timestamp, created_at=m.created_at)
-            session.add(row)
+            session.add(message)
             session.flush()
-            message_pks[m.id] = row.pk
+            message_pks[m.id] = message.pk
         unit_pks: dict[str, int] = {}
         for u in data.units:
             missing = [s.message_id for s in u.spans if s.message_id not in message_pks]

@@ -124,14 +124,15 @@ def litellm_answerer(model: str, **completion_kwargs: Any) -> Answerer:
 
 
 def bundled_answerer(data_dir: str | None = None) -> Answerer:
-    from memos.backbone import load_backbone
+    from memos.backbone.checkpoint import load_backbone
 
     backbone = load_backbone(data_dir)
 
     def answer(question: str, memories: Sequence[str]) -> str:
         prompt = ANSWER_PROMPT.format(abstain=ABSTAIN, memories="\n".join(memories),
                                       question=question)
-        text = backbone.chat([{"role": "user", "content": prompt}], max_new_tokens=32)
+        text = backbone.generate(backbone.chat_prompt([{"role": "user", "content": prompt}]),
+                                 max_new_tokens=32)
         return text.strip().splitlines()[0] if text.strip() else ABSTAIN
 
     return answer
