@@ -48,13 +48,19 @@ class RouterCache:
     def __init__(self, *, max_units: int = 5000) -> None:
         self.max_units = max_units
         self._entries: dict[str, _Entry] = {}
+        self._usable: dict[str, tuple[int, bool]] = {}
         self._lock = threading.RLock()
 
     def usable(self, session: Session, cube: CubeRow) -> bool:
-        """Whether the cube is small enough for router search (counted in SQL)."""
+        """Whether the cube is small enough for router search (counted in SQL once per
+        index version)."""
+        known = self._usable.get(cube.id)
+        if known is not None and known[0] == cube.index_version:
+            return known[1]
         turns = session.scalar(select(func.count()).select_from(UnitRow).where(
             UnitRow.cube_id == cube.id, UnitRow.granularity == "turn",
             UnitRow.status == "active")) or 0
+        self._usable[cube.id] = (cube.index_version, turns <= self.max_units)
         return turns <= self.max_units
 
     def get(self, session: Session, cube: CubeRow) -> _Entry:
@@ -102,6 +108,7 @@ class RouterCache:
     def drop(self, cube_id: str) -> None:
         with self._lock:
             self._entries.pop(cube_id, None)
+            self._usable.pop(cube_id, None)
 
     def _build(self, session: Session, cube: CubeRow, exclude: Sequence[int] = ()) -> _Entry:
         skip = set(exclude)
