@@ -1,0 +1,434 @@
+"""Mixture-of-Experts from SmolLM2's dense SwiGLU FFNs, without retraining.
+
+Each FFN neuron ``i`` computes ``h_i = silu(g_i(x)) * u_i(x)`` and adds ``h_i`` times row
+``i`` of the down matrix to the output. An *expert* is a group of ``group_size`` consecutive
+neurons; ``group_size = 1`` (single-neuron experts) is what quality demands on SmolLM2 —
+coarse experts lose most of the model, because the information is in each token's own gate
+activations at single-neuron level.
+
+Routing is CATS/TEAL-style, in two optional stages, with the gate projection as the router
+(always read, a third of the FFN):
+
+1. ``top_k``: keep the experts with the largest ``|silu(g)|`` mass; only their ``up`` rows
+   are read (``None``: all ``up`` rows);
+2. ``down_k``: of those, keep the experts with the largest ``|h| * ||down row||`` mass; only
+   their ``down`` rows are read (``None``: all stage-1 experts). ``down`` is stored row-major
+   ``[n_neurons, d]`` so a batch-1 decode gathers contiguous rows
+   (``F.embedding_bag`` fuses the gather with the weighted sum).
+
+On the final stage, optionally:
+
+* ``n_shared`` — always-on shared expert(s): the experts most used on the calibration set;
+* ``n_proto`` — expert prototyping (M6-T): experts split into ``n_proto`` equal groups, each
+  contributing its top ``k / n_proto`` (grouped selection also balances load, Pangu MoGE);
+* ``skip_beta`` — dynamic skipping (Lu et al. 2024, "Not All Experts are Equal"): a selected
+  expert whose routing weight is below ``skip_beta`` x the top weight is skipped;
+* :func:`prune_experts` — task-agnostic expert pruning (same paper): the least-used experts
+  of each layer are removed physically.
+
+Invariant: with ``top_k = down_k = None``, no skipping and no pruning, :class:`MoEMLP`
+computes exactly the dense FFN (same ops, bit-identical output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "MoEConfig",
+    "MoEMLP",
+    "to_moe",
+    "set_routing",
+    "expert_usage",
+    "prune_experts",
+    "load_cv",
+    "ffn_read_frac",
+]
+
+
+@dataclass
+class MoEConfig:
+    """Routing configuration shared by all layers (expert counts are per layer)."""
+
+    group_size: int = 1  # neurons per expert
+    top_k: int | None = None  # stage 1: experts whose up rows are read (None: all)
+    down_k: int | None = None  # stage 2: experts whose down rows are read (None: all of stage 1)
+    n_shared: int = 0  # always-on experts (most used on calibration)
+    n_proto: int = 1  # expert prototyping groups on the final stage
+    skip_beta: float = 0.0  # skip experts with routing weight < skip_beta * top weight
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_experts(
+    w: torch.Tensor,
+    k: int | None,
+    *,
+    n_proto: int = 1,
+    skip_beta: float = 0.0,
+    shared: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Boolean mask (N, E) of the ``k`` heaviest experts per row of routing weights w (N, E).
+
+    Weights must be >= 0; ``-inf`` marks experts that are not eligible. ``shared`` (E,) bool
+    experts are always selected (on top of k). With ``n_proto = P`` the experts are split
+    into P contiguous groups and the ``k // P`` heaviest of each group are kept. Experts
+    with weight below ``skip_beta`` x the row's top (non-shared) weight are dropped.
+    """
+    N, E = w.shape
+    if shared is not None and bool(shared.any()):
+        w = w.masked_fill(shared, float("inf"))
+    if k is None or k >= E:
+        mask = w > float("-inf")
+    elif n_proto > 1:
+        wg = w.view(N, n_proto, E // n_proto)  # (N, P, E/P)
+        idx = wg.topk(k // n_proto, dim=-1).indices
+        mask = torch.zeros_like(wg, dtype=torch.bool).scatter_(-1, idx, True).view(N, E)
+        mask &= w > float("-inf")
+    else:
+        idx = w.topk(k, dim=-1).indices  # (N, k)
+        mask = torch.zeros_like(w, dtype=torch.bool).scatter_(-1, idx, True)
+        mask &= w > float("-inf")
+    if skip_beta > 0:
+        finite = w.masked_fill(~torch.isfinite(w), 0.0)
+        top = finite.amax(-1, keepdim=True)
+        keep = w >= skip_beta * top
+        mask &= keep if shared is None else keep | shared
+    return mask
+
+
+class MoEMLP(nn.Module):
+    """SwiGLU FFN with neuron-group experts routed by the gate's own activations.
+
+    Parameters keep the dense names (``gate_proj``, ``up_proj``, ``down_proj``) so LoRA can
+    wrap them; the buffer ``down_rows`` is a row-major ``[n, d]`` copy of ``down_proj``.
+    LoRA deltas apply on the masked path (T > 1, or a dense config); the sparse batch-1
+    decode path reads ``gate_proj``/``up_proj`` weights and ``down_rows`` directly.
+    """
+
+    def __init__(
+        self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, group_size: int = 1
+    ):
+        super().__init__()
+        n, d = up.shape
+        if gate.shape != (n, d) or down.shape != (d, n):
+            raise ValueError(
+                f"bad FFN shapes: gate {tuple(gate.shape)} up {(n, d)} down {tuple(down.shape)}"
+            )
+        if group_size < 1 or n % group_size:
+            raise ValueError(f"n_neurons {n} does not split into groups of {group_size}")
+        self.gate_proj = nn.Linear(d, n, bias=False, device="meta")  # weights assigned below
+        self.up_proj = nn.Linear(d, n, bias=False, device="meta")
+        self.down_proj = nn.Linear(n, d, bias=False, device="meta")
+        self.gate_proj.weight = nn.Parameter(gate.detach().contiguous())
+        self.up_proj.weight = nn.Parameter(up.detach().contiguous())  # (n, d): row i feeds neuron i
+        self.down_proj.weight = nn.Parameter(down.detach().contiguous())  # (d, n), as dense
+        # Row-major copy for the sparse decode path: neuron i's down row is contiguous, so a
+        # gather reads only the chosen rows. Costs 1/3 of the FFN memory again; keeping
+        # down_proj itself in the dense layout makes "all experts active" bit-identical.
+        self.register_buffer(
+            "down_rows", self.down_proj.weight.detach().t().contiguous(), persistent=False
+        )
+        self.group_size = group_size
+        self.cfg = MoEConfig(group_size=group_size)
+        E = n // group_size
+        self.register_buffer(
+            "down_norm", self.down_proj.weight.norm(dim=0), persistent=False
+        )  # (n,)
+        self.register_buffer("shared", torch.zeros(E, dtype=torch.bool), persistent=False)
+        self.reset_stats()
+
+    @property
+    def n_neurons(self) -> int:
+        return self.up_proj.weight.shape[0]
+
+    @property
+    def n_experts(self) -> int:
+        return self.n_neurons // self.group_size
+
+    def is_dense(self) -> bool:
+        c = self.cfg
+        full = (c.top_k is None or c.top_k >= self.n_experts) and (
+            c.down_k is None or c.down_k >= self.n_experts
+        )
+        return full and c.skip_beta <= 0 and not (c.n_proto > 1 and (c.top_k or c.down_k))
+
+    def _group(self, s: torch.Tensor) -> torch.Tensor:  # (N, n) -> (N, E) expert mass
+        return s.view(s.shape[0], -1, self.group_size).sum(-1) if self.group_size > 1 else s
+
+    def _expand(self, mask: torch.Tensor) -> torch.Tensor:  # (N, E) -> (N, n)
+        return mask.repeat_interleave(self.group_size, dim=-1) if self.group_size > 1 else mask
+
+    def route(self, a: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert masks (stage 1, final), each (N, E), from a = silu(gate) and h = a * up (N, n)."""
+        c = self.cfg
+        two_stage = c.down_k is not None
+        shared = self.shared if c.n_shared else None
+        w1 = self._group(a.abs())
+        if two_stage:
+            m1 = select_experts(w1, c.top_k, shared=shared)
+            w2 = self._group(h.abs() * self.down_norm).masked_fill(~m1, float("-inf"))
+            m2 = select_experts(
+                w2, c.down_k, n_proto=c.n_proto, skip_beta=c.skip_beta, shared=shared
+            )
+            return m1, m2
+        m1 = select_experts(w1, c.top_k, n_proto=c.n_proto, skip_beta=c.skip_beta, shared=shared)
+        return m1, m1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_dense() and self.mass is None:
+            self._count(x.shape[:-1].numel(), None, None)
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if x.shape[:-1].numel() == 1 and self.usage is None:
+            return self._decode(x)
+        a = F.silu(self.gate_proj(x))  # (B, T, n)
+        h = a * self.up_proj(x)
+        N = h.shape[:-1].numel()
+        m1, m2 = self.route(a.reshape(N, -1), h.reshape(N, -1))  # (N, E) each
+        keep = self._expand(m2).view_as(h)
+        self._count(N, m1, m2)
+        if self.mass is not None:
+            self.mass += (
+                self._group((h.abs() * self.down_norm * keep).reshape(N, -1)).sum(0).double()
+            )
+        h = h * keep
+        return self.down_proj(h)
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch-1 single token: read only the routed rows of up and down."""
+        c = self.cfg
+        xv = x.reshape(-1)  # (d,)
+        a = F.silu(self.gate_proj.weight @ xv)  # (n,) the router: the full gate
+        down_rows = self.down_rows  # (n, d)
+        if self.group_size == 1 and c.n_proto == 1 and c.skip_beta <= 0 and not c.n_shared:
+            idx, h = self._decode_plain(a, xv)  # lean path: topk on neurons, no masks
+        else:
+            idx, h = self._decode_general(a, xv)
+        self.tokens += 1
+        self.down_read += idx.numel()
+        y = F.embedding_bag(
+            idx, down_rows, self._offsets, mode="sum", per_sample_weights=h
+        )  # (1, d)
+        return y.view_as(x)
+
+    def _decode_plain(self, a: torch.Tensor, xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c, n = self.cfg, self.n_neurons
+        if c.top_k is None or c.top_k >= n:
+            idx = None
+            h = a * (self.up_proj.weight @ xv)  # (n,)
+            self.up_read += n
+        else:
+            idx = a.abs().topk(c.top_k, sorted=False).indices  # (k1,)
+            h = a.index_select(0, idx) * (self.up_proj.weight.index_select(0, idx) @ xv)  # (k1,)
+            self.up_read += idx.numel()
+        if c.down_k is not None and c.down_k < h.numel():
+            dn = self.down_norm if idx is None else self.down_norm.index_select(0, idx)
+            j = (h.abs() * dn).topk(c.down_k, sorted=False).indices  # (k2,)
+            h = h.index_select(0, j)
+            idx = j if idx is None else idx.index_select(0, j)
+        if idx is None:
+            idx = torch.arange(n)
+        return idx, h
+
+    def _decode_general(
+        self, a: torch.Tensor, xv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        a1 = a.unsqueeze(0)  # (1, n)
+        if c.top_k is None or c.top_k >= self.n_experts:
+            m1 = None
+            h = a * (self.up_proj.weight @ xv)  # (n,)
+        else:
+            m1 = self._expand(self.route(a1, a1)[0])[0]  # (n,) stage 1 depends on a only
+            idx1 = m1.nonzero().squeeze(1)
+            h = torch.zeros_like(a)
+            h[idx1] = a.index_select(0, idx1) * (self.up_proj.weight.index_select(0, idx1) @ xv)
+        if m1 is not None and c.down_k is None:
+            m2 = m1
+        else:
+            m2 = self._expand(self.route(a1, h.unsqueeze(0))[1])[0]  # (n,)
+        self.up_read += self.n_neurons if m1 is None else int(m1.sum())
+        idx = m2.nonzero().squeeze(1)
+        return idx, h.index_select(0, idx)
+
+    def _count(self, N: int, m1: torch.Tensor | None, m2: torch.Tensor | None) -> None:
+        self.tokens += N
+        gs = self.group_size
+        self.up_read += N * self.n_neurons if m1 is None else int(m1.sum()) * gs
+        self.down_read += N * self.n_neurons if m2 is None else int(m2.sum()) * gs
+        if self.usage is not None:
+            self.usage += (
+                torch.full((self.n_experts,), float(N), dtype=torch.float64)
+                if m2 is None
+                else m2.sum(0).to(torch.float64)
+            )
+
+    def reset_stats(self, track_usage: bool = False) -> None:
+        """Zero the read counters. ``track_usage`` also records, per expert, how often it is
+        selected (``usage``) and its summed routing weight ``|h| * ||down||`` when selected
+        (``mass``); batch-1 tokens then take the masked path so every token is counted."""
+        self.tokens = self.up_read = self.down_read = 0
+        E = self.n_experts
+        self.usage: torch.Tensor | None = (
+            torch.zeros(E, dtype=torch.float64) if track_usage else None
+        )
+        self.mass: torch.Tensor | None = (
+            torch.zeros(E, dtype=torch.float64) if track_usage else None
+        )
+        self._offsets = torch.zeros(1, dtype=torch.long)
+
+
+def to_moe(model: nn.Module, group_size: int = 1) -> nn.Module:
+    """Replace every block's dense MLP by an :class:`MoEMLP` sharing its weights (in place)."""
+    for blk in model.layers:
+        m = blk.mlp
+        if not isinstance(m, MoEMLP):
+            blk.mlp = MoEMLP(m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight, group_size)
+    return model
+
+
+def moe_layers(model: nn.Module) -> list[MoEMLP]:
+    layers = [blk.mlp for blk in model.layers]
+    if not all(isinstance(m, MoEMLP) for m in layers):
+        raise ValueError("model has dense MLPs; call to_moe(model) first")
+    return layers
+
+
+def set_routing(model: nn.Module, cfg: MoEConfig, shared: list[torch.Tensor] | None = None) -> None:
+    """Apply one routing config to every layer.
+
+    ``shared[i]`` lists layer i's experts by decreasing calibration usage; the first
+    ``cfg.n_shared`` become always-on. Raises ``ValueError`` on inconsistent settings.
+    """
+    if cfg.n_proto < 1:
+        raise ValueError("n_proto must be >= 1")
+    final_k = cfg.down_k if cfg.down_k is not None else cfg.top_k
+    if cfg.n_proto > 1 and (final_k is None or final_k % cfg.n_proto):
+        raise ValueError(f"prototyping needs a final k divisible by n_proto={cfg.n_proto}")
+    if not 0.0 <= cfg.skip_beta < 1.0:
+        raise ValueError("skip_beta must be in [0, 1)")
+    if cfg.n_shared and shared is None:
+        raise ValueError("n_shared > 0 needs the per-layer usage ranking (shared=...)")
+    for i, m in enumerate(moe_layers(model)):
+        if cfg.group_size != m.group_size:
+            raise ValueError(f"group_size {cfg.group_size} != model's {m.group_size}")
+        if cfg.n_proto > 1 and m.n_experts % cfg.n_proto:
+            raise ValueError(f"n_experts={m.n_experts} must divide by n_proto={cfg.n_proto}")
+        m.cfg = cfg
+        m.shared.zero_()
+        if cfg.n_shared and shared is not None:
+            m.shared[shared[i][: cfg.n_shared]] = True
+
+
+def reset_stats(model: nn.Module, track_usage: bool = False) -> None:
+    for m in moe_layers(model):
+        m.reset_stats(track_usage)
+
+
+def expert_usage(model: nn.Module, *, mass: bool = False) -> list[torch.Tensor]:
+    """Per-layer expert selection counts (or, with ``mass``, summed routing weights) since
+    ``reset_stats(model, track_usage=True)``."""
+    out = []
+    for m in moe_layers(model):
+        if m.usage is None or m.mass is None:
+            raise ValueError("usage tracking is off; call reset_stats(model, track_usage=True)")
+        out.append((m.mass if mass else m.usage).clone())
+    return out
+
+
+def load_cv(usage: list[torch.Tensor]) -> float:
+    """Load imbalance: coefficient of variation (std / mean) of expert usage, mean over layers.
+
+    0 means every expert is selected equally often.
+    """
+    cvs = [(u.std(unbiased=False) / u.mean()).item() for u in usage if u.mean() > 0]
+    return float(sum(cvs) / len(cvs)) if cvs else 0.0
+
+
+def ffn_read_frac(model: nn.Module, n_dense: int) -> float:
+    """Fraction of the dense FFN weights read per token, router included.
+
+    Per layer: all gate rows of the (possibly pruned) layer — the router — plus the up rows
+    and down rows of the routed neurons, over ``3 * n_dense`` rows; averaged over the tokens
+    seen since the last ``reset_stats`` and over layers.
+    """
+    layers = moe_layers(model)
+    tot = 0.0
+    for m in layers:
+        if m.tokens == 0:
+            raise ValueError("no tokens seen since reset_stats")
+        tot += (m.n_neurons + (m.up_read + m.down_read) / m.tokens) / (3 * n_dense)
+    return tot / len(layers)
+
+
+def prune_experts(model: nn.Module, usage: list[torch.Tensor], frac: float) -> list[torch.Tensor]:
+    """Drop the ``frac`` least-used experts of every layer, physically (Lu et al. 2024).
+
+    ``usage`` comes from :func:`expert_usage` on a calibration set; routing mass
+    (``mass=True``) is the better criterion at neuron level, because a few rarely selected
+    neurons carry very large activations when they fire. Returns the kept expert
+    ids of each layer (ascending). Routing config and shared flags carry over.
+    """
+    if not 0.0 <= frac < 1.0:
+        raise ValueError("frac must be in [0, 1)")
+    kept_all = []
+    for blk, u in zip(model.layers, usage, strict=True):
+        m: MoEMLP = blk.mlp
+        E, gs = m.n_experts, m.group_size
+        kept = u.topk(E - int(round(frac * E))).indices.sort().values
+        rows = (kept.unsqueeze(1) * gs + torch.arange(gs)).reshape(-1)
+        new = MoEMLP(
+            m.gate_proj.weight.data.index_select(0, rows),
+            m.up_proj.weight.data.index_select(0, rows),
+            m.down_proj.weight.data.index_select(1, rows),
+            gs,
+        )
+        new.cfg = m.cfg
+        new.shared.copy_(m.shared[kept])
+        blk.mlp = new
+        kept_all.append(kept)
+    return kept_all
+
+
+def coactivation_groups(active: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Neuron order that puts co-activated neurons into the same expert (greedy, balanced).
+
+    ``active`` (T, n) bool: which neurons a calibration token routes to. Repeatedly seeds a
+    group with the most used unassigned neuron and fills it with the unassigned neurons of
+    highest Jaccard co-activation with the seed. Returns a permutation (n,) such that
+    ``perm[e * group_size : (e + 1) * group_size]`` are expert e's neurons.
+    """
+    T, n = active.shape
+    if n % group_size:
+        raise ValueError(f"{n} neurons do not split into groups of {group_size}")
+    a = active.float()
+    inter = a.T @ a  # (n, n) co-activation counts
+    count = inter.diagonal().clone()
+    jac = inter / (count[:, None] + count[None, :] - inter).clamp_min(1.0)
+    free = torch.ones(n, dtype=torch.bool)
+    order = []
+    for seed in count.argsort(descending=True).tolist():
+        if not free[seed]:
+            continue
+        free[seed] = False
+        sim = jac[seed].masked_fill(~free, -1.0)
+        mates = sim.topk(group_size - 1).indices if group_size > 1 else sim[:0].long()
+        free[mates] = False
+        order.append(seed)
+        order.extend(mates.tolist())
+    return torch.tensor(order, dtype=torch.long)
+
+
+def permute_neurons(mlp: MoEMLP, perm: torch.Tensor, group_size: int) -> MoEMLP:
+    """The same FFN function with neurons reordered by ``perm`` and grouped into experts."""
+    return MoEMLP(
+        mlp.gate_proj.weight.data.index_select(0, perm),
+        mlp.up_proj.weight.data.index_select(0, perm),
+        mlp.down_proj.weight.data.index_select(1, perm),
+        group_size,
+    )
