@@ -185,7 +185,8 @@ class MemCube:
         return CubePublic(id=cube.id, name=cube.name, description=cube.description,
                           tenant=cube.tenant, embedding_model=cube.embedding_model,
                           embedding_dim=cube.embedding_dim, metadata=dict(cube.meta or {}),
-                          created_at=cube.created_at, units=units)
+                          created_at=cube.created_at, units=units,
+                          pending_jobs=self.jobs.pending(cube.id))
 
     def create_cube(self, body: CubeCreate, *, tenant: str) -> CubePublic:
         cube_id = body.id or f"cube_{_new_id()[:16]}"

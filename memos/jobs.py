@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos.errors import NotFound
@@ -124,10 +124,11 @@ class JobQueue:
 
     def pending(self, cube_id: str | None = None) -> int:
         with self.store.transaction() as session:
-            query = select(JobRow.pk).where(JobRow.status.in_(["queued", "running"]))
+            query = select(func.count()).select_from(JobRow).where(
+                JobRow.status.in_(["queued", "running"]))
             if cube_id is not None:
                 query = query.where(JobRow.cube_id == cube_id)
-            return len(session.scalars(query).all())
+            return int(session.scalar(query) or 0)
 
 
 class Worker:

@@ -92,6 +92,8 @@ class CubePublic(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     units: int = Field(default=0, description="Active memory units in the cube.")
+    pending_jobs: int = Field(default=0, description="Background jobs (derived units, "
+                              "extraction) queued or running for the cube.")
 
 
 # --------------------------------------------------------------------------- messages
