@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import chat, cubes, memories, search, system
+from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
 from memos.chat import BundledLoader, Chat
 from memos.config import Settings, get_settings
@@ -26,6 +26,8 @@ from memos.cube import DERIVE_JOB, MemCube, open_cube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
 from memos.keys import KeyRing
+from memos.memory import BackboneProvider, BlobStore, ModelMemory, blob_root
+from memos.scheduler import SCHEDULE_JOB, Scheduler
 
 log = logging.getLogger("memos.api")
 
@@ -68,8 +70,12 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         app.state.keys = KeyRing(memos.store, settings.static_keys())
         app.state.requests = Counter()
         app.state.started = time.time()
-        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir))
-        worker = Worker(memos.jobs, {DERIVE_JOB: memos.run_derive_job})
+        provider = BackboneProvider(settings.data_dir)
+        model_mem = ModelMemory(memos, provider, BlobStore(blob_root(settings.data_dir)))
+        app.state.model_memory = model_mem
+        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir, provider=provider))
+        worker = Worker(memos.jobs, {DERIVE_JOB: memos.run_derive_job, **model_mem.handlers(),
+                                     SCHEDULE_JOB: Scheduler(model_mem).run_job})
         memos.on_enqueue = worker.wake
         if settings.run_worker:
             worker.start()
@@ -120,4 +126,5 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     app.include_router(memories.router)
     app.include_router(search.router)
     app.include_router(chat.router)
+    app.include_router(model_memory.router)
     return app

