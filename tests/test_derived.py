@@ -44,3 +44,27 @@ def test_summary_and_keywords_link_to_their_turns(service: MemCube, client: Test
     assert hits["mode"] == "router" and abs(sum(hits["router"]["weights"].values()) - 1) < 1e-6
     assert "collie" in hits["hits"][0]["unit"]["text"] or "breed" in hits["hits"][0]["unit"][
         "text"]
+
+
+def test_term_stats_follow_session_changes_incrementally(service: MemCube,
+                                                         client: TestClient) -> None:
+    """The deriver's cached document frequencies match a recount after appends and deletes."""
+    deriver = GranularityDeriver()
+    service.derivers = [deriver]
+    client.post("/v1/cubes", json={"id": "tf"})
+    for s, text in enumerate(["Pixel loves the canal.", "The canal froze in winter.",
+                              "Lena visits from Lisbon."]):
+        client.post("/v1/cubes/tf/messages", json={"session_id": f"s{s}", "sync": True,
+                    "messages": [{"role": "user", "content": text}]})
+    stats, _ = deriver._stats["tf"]
+    assert stats.n_docs == 3 and stats.df["canal"] == 2
+    # An appended turn changes session s2's text: only that session is recounted.
+    client.post("/v1/cubes/tf/messages", json={"session_id": "s2", "sync": True,
+                "messages": [{"role": "user", "content": "We walked along the canal."}]})
+    assert stats.df["canal"] == 3 and stats.df["lisbon"] == 1
+    # A deleted cube's sessions leave the counts at its next derivation under the same id.
+    client.delete("/v1/cubes/tf")
+    client.post("/v1/cubes", json={"id": "tf"})
+    client.post("/v1/cubes/tf/messages", json={"session_id": "s9", "sync": True,
+                "messages": [{"role": "user", "content": "A new start."}]})
+    assert stats.n_docs == 1 and "canal" not in stats.df

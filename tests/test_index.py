@@ -113,3 +113,26 @@ def test_wrong_model_cube_is_refused(tmp_path: Path) -> None:
 def test_vectors_are_unit_norm(tmp_path: Path) -> None:
     vectors = HashingEmbedder(dim=16).embed(["a b c", "d"])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+
+
+def test_candidates_are_fetched_by_primary_key(tmp_path: Path) -> None:
+    """SQLite must look the index's candidates up by rowid, not scan the cube's units."""
+    from sqlalchemy import event
+
+    svc = _service(tmp_path)
+    _fill(svc, 30)
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "FROM memory_units" in statement and ".pk IN" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(svc.store.engine, "before_cursor_execute", capture)
+    assert _top(svc, "topic7") == "memory number 7 about topic7"
+    event.remove(svc.store.engine, "before_cursor_execute", capture)
+    assert statements
+    with svc.store.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "PRIMARY KEY" in plan, plan

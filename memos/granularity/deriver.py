@@ -10,10 +10,12 @@ their messages as provenance spans.
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import numpy as np
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from memos.cube import MemCube, content_hash
 from memos.granularity.units import TermStats, derive_units
@@ -31,6 +33,31 @@ class GranularityDeriver:
         self.summary_turns = summary_turns
         self.keywords = keywords
         self.analyzer = Analyzer()
+        # Per cube: the document frequencies over its sessions and the session-text hash each
+        # was counted from, so a job re-reads only sessions whose text changed.
+        self._stats: dict[str, tuple[TermStats, dict[str, str]]] = {}
+        self._lock = threading.RLock()
+
+    def _term_stats(self, session: Session, cube_id: str) -> TermStats:
+        """The cube's :class:`TermStats`, brought up to date with its session units (call
+        with ``self._lock`` held)."""
+        current = dict(session.execute(select(UnitRow.session_id, UnitRow.content_sha).where(
+            UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+            UnitRow.status == "active", UnitRow.session_id.is_not(None))).all())
+        stats, counted = self._stats.setdefault(cube_id, (TermStats(), {}))
+        for key in set(counted) - set(current):
+            stats.remove(key)
+            del counted[key]
+        changed = [k for k, sha in current.items() if counted.get(k) != sha]
+        for start in range(0, len(changed), 500):
+            for key, text, sha in session.execute(select(
+                    UnitRow.session_id, UnitRow.text, UnitRow.content_sha).where(
+                    UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+                    UnitRow.status == "active",
+                    UnitRow.session_id.in_(changed[start:start + 500]))):
+                stats.add(key, self.analyzer.tokens(text or ""))
+                counted[key] = sha
+        return stats
 
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
@@ -40,22 +67,17 @@ class GranularityDeriver:
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == "turn", UnitRow.status == "active",
                 UnitRow.embedding.is_not(None)).order_by(UnitRow.pk)).all()
-            sessions = session.execute(select(UnitRow.session_id, UnitRow.text).where(
-                UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
-                UnitRow.status == "active")).all()
+            if not turns:
+                return
             spans = session.execute(select(SpanRow.unit_pk, SpanRow.message_pk).where(
                 SpanRow.unit_pk.in_([t.pk for t in turns]))).all()
-        if not turns:
-            return
-        stats = TermStats()
-        for key, text in sessions:
-            if key:
-                stats.add(key, self.analyzer.tokens(text or ""))
-        drafts = [d for d in derive_units(
-            [t.pk for t in turns], [index_text(t) for t in turns],
-            np.stack([t.embedding for t in turns if t.embedding is not None]), stats=stats,
-            session_key=session_id, summary_turns=self.summary_turns, keywords=self.keywords,
-            analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
+            with self._lock:
+                drafts = [d for d in derive_units(
+                    [t.pk for t in turns], [index_text(t) for t in turns],
+                    np.stack([t.embedding for t in turns]),
+                    stats=self._term_stats(session, cube_id), session_key=session_id,
+                    summary_turns=self.summary_turns, keywords=self.keywords,
+                    analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
         missing = [d.text for d in drafts if d.vector is None]
         embedded = iter(cube.embed(missing)) if missing else iter(())
         vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]

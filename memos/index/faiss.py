@@ -59,10 +59,12 @@ class _CubeIndex:
     dead: int = 0
 
 
-def searchable(cube_id: str) -> list[ColumnElement[bool]]:
-    """The SQL conditions that define which units an index holds."""
-    return [UnitRow.cube_id == cube_id, UnitRow.status == "active",
-            UnitRow.kind == "plaintext", UnitRow.embedding.is_not(None)]
+def searchable(cube_id: str | None) -> list[ColumnElement[bool]]:
+    """The SQL conditions that define which units an index holds (in any cube when
+    ``cube_id`` is None)."""
+    conds = [UnitRow.status == "active", UnitRow.kind == "plaintext",
+             UnitRow.embedding.is_not(None)]
+    return conds if cube_id is None else [UnitRow.cube_id == cube_id, *conds]
 
 
 class FaissIndex:
@@ -179,8 +181,12 @@ class FaissIndex:
             with self._lock:
                 _, ids = state.index.search(query, want, params=params)
             candidates = {int(i) for i in ids[0] if i >= 0}
-            rows = session.scalars(select(UnitRow).where(
-                UnitRow.pk.in_(candidates), *searchable(cube.id), *conditions)).all()
+            # The cube is checked here, not in SQL: given ``cube_id = ?``, SQLite plans the
+            # lookup through ix_units_cube_status and scans every active unit of the cube
+            # (O(cube size)) instead of fetching the candidates by primary key.
+            rows = [r for r in session.scalars(select(UnitRow).where(
+                UnitRow.pk.in_(candidates), *searchable(None), *conditions))
+                if r.cube_id == cube.id]
             # Over-fetch until the post-filter leaves k hits or the whole index was scanned.
             if len(rows) >= k or want >= total:
                 break
