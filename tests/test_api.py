@@ -214,7 +214,11 @@ def test_openapi_lists_every_route(client: TestClient) -> None:
                  "/metrics"]:
         assert path in paths
     assert client.get("/healthz").json()["status"] == "ok"
-    assert "memos_units" in client.get("/metrics").text
+    client.get("/v1/cubes/nope")
+    metrics = client.get("/metrics").text
+    assert "memos_units" in metrics
+    assert 'memos_requests_total{method="GET",path="/healthz",status="200"} 1' in metrics
+    assert 'path="/v1/cubes/{cube_id}",status="404"} 1' in metrics
 
 
 def test_session_memories_read_back(client: TestClient) -> None:

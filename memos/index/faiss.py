@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from memos.store.models import CubeRow, UnitRow, vector_of
+from memos.store.models import CubeRow, UnitRow
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +184,23 @@ class FaissIndex:
             # The cube is checked here, not in SQL: given ``cube_id = ?``, SQLite plans the
             # lookup through ix_units_cube_status and scans every active unit of the cube
             # (O(cube size)) instead of fetching the candidates by primary key.
-            rows = [r for r in session.scalars(select(UnitRow).where(
+            found = [(pk, vector) for pk, cube_id, vector in session.execute(select(
+                UnitRow.pk, UnitRow.cube_id, UnitRow.embedding).where(
                 UnitRow.pk.in_(candidates), *searchable(None), *conditions))
-                if r.cube_id == cube.id]
+                if cube_id == cube.id and vector is not None]
             # Over-fetch until the post-filter leaves k hits or the whole index was scanned.
-            if len(rows) >= k or want >= total:
+            if len(found) >= k or want >= total:
                 break
             want = min(total, want * 4)
-        if not rows:
+        if not found:
             return []
-        # Exact scores from SQL: dead or stale graph entries cannot distort the ranking.
-        scores = np.stack([vector_of(r) for r in rows]) @ query[0]
-        order = np.argsort(-scores)[:k]
-        return [(rows[i], float(scores[i])) for i in order]
+        # Exact scores from SQL: dead or stale graph entries cannot distort the ranking. Only
+        # the k best become full rows (re-checked, in case one changed in between).
+        scores = np.stack([np.asarray(v, dtype=np.float32) for _, v in found]) @ query[0]
+        best = {found[i][0]: float(scores[i]) for i in np.argsort(-scores)[:k]}
+        rows = session.scalars(select(UnitRow).where(
+            UnitRow.pk.in_(best), *searchable(None))).all()
+        return sorted(((r, best[r.pk]) for r in rows), key=lambda pair: -pair[1])
 
     def drop(self, cube_id: str) -> None:
         with self._lock:
