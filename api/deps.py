@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from memos.cube import MemCube
 from memos.keys import KeyRing
+from memos.memory import ModelMemory
 
 
 def get_cube_service(request: Request) -> MemCube:
@@ -22,3 +23,18 @@ def get_tenant(request: Request,
 
 MemosDep = Annotated[MemCube, Depends(get_cube_service)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_model_memory(request: Request, memos: MemosDep) -> ModelMemory:
+    """``app.state.model_memory`` (set in the lifespan), else one built on first use over
+    the chat's bundled-model loader, so chat and the model-memory routes share one backbone."""
+    mm: ModelMemory | None = getattr(request.app.state, "model_memory", None)
+    if mm is None or mm.cube is not memos:
+        chat = getattr(request.app.state, "chat", None)
+        loader = getattr(chat, "bundled", None)
+        mm = ModelMemory.for_loader(memos, loader)
+        request.app.state.model_memory = mm
+    return mm
+
+
+ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]

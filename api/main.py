@@ -27,9 +27,39 @@ from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
 from memos.keys import KeyRing
 from memos.memory import BackboneProvider, BlobStore, ModelMemory, blob_root
-from memos.scheduler import SCHEDULE_JOB, Scheduler
+from memos.scheduler import Scheduler
+from memos.types import SchedulerPolicy
 
 log = logging.getLogger("memos.api")
+
+
+class _RequestCounter:
+    """Counts requests by (method, route template, status) for ``/metrics``.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
+    streams every response through an extra task and queue, a measurable share of a search.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            scope["app"].state.requests[(scope["method"], path, status)] += 1
 
 
 def _validation_error(exc: RequestValidationError) -> MemosError:
@@ -74,15 +104,27 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         model_mem = ModelMemory(memos, provider, BlobStore(blob_root(settings.data_dir)))
         app.state.model_memory = model_mem
         app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir, provider=provider))
-        worker = Worker(memos.jobs, {DERIVE_JOB: memos.run_derive_job, **model_mem.handlers(),
-                                     SCHEDULE_JOB: Scheduler(model_mem).run_job})
+        scheduler = Scheduler(model_mem, SchedulerPolicy(
+            tick_every_retrievals=settings.scheduler_tick_every_retrievals))
+        app.state.scheduler = scheduler
+        handlers = {DERIVE_JOB: memos.run_derive_job, **model_mem.handlers(),
+                    **scheduler.handlers()}
+        # With run_worker off the thread only keeps house: retrieval counts still reach SQL.
+        flush_every = settings.retrieval_flush_seconds
+        worker = Worker(memos.jobs, handlers if settings.run_worker else {},
+                        housekeeping=scheduler.housekeeping if flush_every > 0 else None,
+                        housekeeping_seconds=flush_every)
         memos.on_enqueue = worker.wake
-        if settings.run_worker:
+        if settings.run_worker or flush_every > 0:
             worker.start()
         try:
             yield
         finally:
             worker.stop()
+            try:
+                scheduler.flush()
+            except MemosError as exc:  # a dying database must not block shutdown
+                log.warning("retrieval counts not flushed: %s", exc.message)
             memos.index.flush()
             if service is None:
                 memos.store.dispose()
@@ -113,13 +155,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
                           "details": {"exception": type(exc).__name__}}}
         return JSONResponse(body, status_code=500)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        request.app.state.requests[(request.method, path, response.status_code)] += 1
-        return response
+    app.add_middleware(_RequestCounter)
 
     app.include_router(system.router)
     app.include_router(cubes.router)

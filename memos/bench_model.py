@@ -147,7 +147,15 @@ def bench_activation(bb: Any, *, prefix_tokens: int = 1024, repeats: int = 5,
 def bench_parametric(bb: Any, *, n_facts: int = 50, steps: int = 100, rank: int = 8,
                      n_layers: int = 12, lr: float = 1e-3, rehearsal: bool = True,
                      heldout_tokens: int = 2048) -> dict[str, Any]:
-    from memos.memory.parametric import LoRAConfig, attach, detach, render_examples, train_lora
+    from memos.memory.parametric import (
+        LoRAConfig,
+        attach,
+        detach,
+        rehearsal_examples,
+        render_examples,
+        train_lora,
+    )
+    from memos.types import AdapterCreate
 
     facts = make_facts(n_facts)
     qa = {f["memory"]: [{"question": f["question"], "answer": f["answer"]}] for f in facts}
@@ -157,12 +165,9 @@ def bench_parametric(bb: Any, *, n_facts: int = 50, steps: int = 100, rank: int 
             "qa_acc": _qa_acc(bb, facts)}
     cfg = LoRAConfig(rank=rank, alpha=2.0 * rank, n_layers=n_layers)
     examples = render_examples(bb, [(f["memory"], qa[f["memory"]]) for f in facts])
-    if rehearsal:  # plain text from the calibration corpus (never the held-out text)
-        from memos.backbone.prepare import read_data_text
-
-        calib = bb.encode(read_data_text("backbone_calibration.txt"))
-        examples += [(calib[i:i + 48], 1) for i in range(0, 48 * (len(examples) // 2), 48)
-                     if len(calib[i:i + 48]) == 48]
+    if rehearsal:  # the API's default mix (AdapterCreate.rehearsal generic windows/example)
+        ratio = AdapterCreate.model_fields["rehearsal"].default
+        examples += rehearsal_examples(bb, int(len(examples) * ratio))
     t = time.perf_counter()
     tensors = train_lora(bb, examples, cfg, steps=steps, lr=lr)
     train_s = time.perf_counter() - t

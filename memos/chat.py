@@ -34,25 +34,24 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from memos.errors import BackendUnavailable, InvalidInput
 from memos.memory import BackboneProvider, ModelMemory
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
-from memos.types import MAX_TEXT_CHARS, ContextRequest
+from memos.types import (
+    BUNDLED,
+    ChatRequest,
+    ChatResponse,
+    ContextRequest,
+    MemoryOptions,
+    ToolCallRecord,
+)
 
 if TYPE_CHECKING:
     from memos.cube import MemCube
 
 __all__ = [
-    "BUNDLED",
-    "ChatMessage",
-    "MemoryOptions",
-    "ChatRequest",
-    "ToolCallRecord",
-    "ChatResponse",
     "ToolCall",
     "Completion",
     "ChatModel",
@@ -61,73 +60,6 @@ __all__ = [
     "Chat",
     "sse_events",
 ]
-
-#: The ``model`` value that selects the bundled backbone.
-BUNDLED = "bundled"
-
-
-# --------------------------------------------------------------------------- schemas
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=MAX_TEXT_CHARS)
-
-
-class MemoryOptions(BaseModel):
-    """Which memory the answer may use.
-
-    ``activation``/``parametric``: ``None`` (off), ``"auto"`` (let the server pick) or the id
-    of an activation/parametric unit; bundled model only.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    plaintext: bool = Field(default=True, description="Put retrieved plaintext memory, with "
-                            "[unit id] citations, into the system prompt.")
-    activation: str | None = Field(default=None, description="KV-cache memory: null, 'auto' "
-                                   "or a unit id (bundled model only).")
-    parametric: str | None = Field(default=None, description="LoRA-adapter memory: null, "
-                                   "'auto' or a unit id (bundled model only).")
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000)
-    model: str = Field(default=BUNDLED, min_length=1, max_length=200,
-                       description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
-    memory: MemoryOptions = Field(default_factory=MemoryOptions)
-    stream: bool = Field(default=False, description="Answer as Server-Sent Events.")
-    max_tool_rounds: int = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
-                                 "calls the model may make before it must answer (0: no tools).")
-    max_tokens: int | None = Field(default=None, ge=1, le=32_000)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-
-    @field_validator("messages")
-    @classmethod
-    def _has_user_message(cls, v: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" and m.content.strip() for m in v):
-            raise ValueError("at least one non-empty user message is needed")
-        return v
-
-
-class ToolCallRecord(BaseModel):
-    name: str
-    arguments: dict[str, Any] | str = Field(description="Parsed JSON, or the raw string the "
-                                            "model produced when it was not valid JSON.")
-    result: dict[str, Any]
-
-
-class ChatResponse(BaseModel):
-    reply: str
-    model: str
-    memory_unit_ids: list[str] = Field(description="Every unit the model was shown: prompt "
-                                       "context and tool results, first use first.")
-    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    usage: dict[str, int] | None = Field(default=None, description="Token counts summed over "
-                                         "every model call, when the model reports them.")
-
 
 # --------------------------------------------------------------------------- models
 @dataclass

@@ -11,6 +11,14 @@ the same exceptions in-process and over HTTP. Imports only httpx, memos.types, m
 ...                         messages=[{"role": "user", "speaker": "Ana",
 ...                                    "content": "I moved to Berlin"}])
 ...     client.search("demo", query="Where does Ana live?").hits[0].unit.text
+...     client.chat("demo", messages=[{"role": "user", "content": "Where do I live?"}]).reply
+
+Model memory (bundled backbone): ``create_activation`` / ``list_activations`` /
+``get_activation`` / ``refresh_activations``; ``create_adapter`` (a :class:`TrainingJob` to
+poll with ``adapter_job``, or the adapter with ``sync=True``) / ``list_adapters`` /
+``get_adapter``; ``scheduler_state`` / ``scheduler_tick``; ``tools`` (the memory tools'
+OpenAI-style schemas). ``chat`` returns the whole answer (the route's ``stream`` option,
+Server-Sent Events, is for clients that render as they read).
 """
 
 from __future__ import annotations
@@ -22,20 +30,32 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from memos.errors import ERROR_TYPES, BackendUnavailable, MemosError
+from memos.errors import ERROR_TYPES, BackendUnavailable, InvalidInput, MemosError
 from memos.types import (
+    BUNDLED,
+    ActivationCreate,
+    ActivationPublic,
+    ActivationRefresh,
+    AdapterCreate,
+    AdapterPublic,
+    ChatRequest,
+    ChatResponse,
     ContextResponse,
     CubeExport,
     CubePublic,
     Filters,
     Health,
     IngestResult,
+    MemoryOptions,
     MemoryPage,
     MemoryPublic,
     ProvenancePublic,
+    SchedulerState,
+    SchedulerTick,
     SearchResponse,
+    TrainingJob,
 )
 
 __all__ = ["MemosClient", "AsyncMemosClient", "DEFAULT_BASE_URL"]
@@ -80,6 +100,27 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _body(schema: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a request body locally (bad input fails before any I/O, as the server's
+    ``InvalidInput`` would) and dump it as JSON, defaults left to the server."""
+    try:
+        model = schema.model_validate(_drop_none(fields))
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                    for e in exc.errors()]
+        raise InvalidInput("; ".join(problems), details={"errors": problems}) from None
+    return dict(model.model_dump(mode="json", exclude_unset=True))
+
+
+def _adapter_or_job(data: Any) -> AdapterPublic | TrainingJob:
+    return (AdapterPublic.model_validate(data) if isinstance(data, dict) and "unit" in data
+            else TrainingJob.model_validate(data))
+
+
+def _tool_list(data: Any) -> list[dict[str, Any]]:
+    return list(data["tools"])
+
+
 def _parse(response: httpx.Response, call: _Call[T]) -> T:
     """Map an HTTP response to the call's result or to the library's error class."""
     if response.status_code >= 400:
@@ -120,8 +161,9 @@ class _Calls:
         return _Call("DELETE", f"/v1/cubes/{cube_id}", _none)
 
     @staticmethod
-    def export_cube(cube_id: str) -> _Call[CubeExport]:
-        return _Call("GET", f"/v1/cubes/{cube_id}/export", _model(CubeExport))
+    def export_cube(cube_id: str, include_payloads: bool) -> _Call[CubeExport]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/export", _model(CubeExport),
+                     params={"include_payloads": "true"} if include_payloads else {})
 
     @staticmethod
     def import_cube(data: CubeExport | Mapping[str, Any], id: str | None,
@@ -197,6 +239,71 @@ class _Calls:
                 "filters": _filters(filters)}
         return _Call("POST", f"/v1/cubes/{cube_id}/context", _model(ContextResponse), json=body)
 
+    @staticmethod
+    def tools() -> _Call[list[dict[str, Any]]]:
+        return _Call("GET", "/v1/tools", _tool_list)
+
+    @staticmethod
+    def chat(cube_id: str, messages: Sequence[Mapping[str, Any]], model: str,
+             memory: MemoryOptions | Mapping[str, Any] | None, max_tool_rounds: int | None,
+             max_tokens: int | None, temperature: float | None) -> _Call[ChatResponse]:
+        if isinstance(memory, MemoryOptions):
+            memory = memory.model_dump()
+        body = _body(ChatRequest, {"messages": [dict(m) for m in messages], "model": model,
+                                   "memory": memory, "max_tool_rounds": max_tool_rounds,
+                                   "max_tokens": max_tokens, "temperature": temperature})
+        return _Call("POST", f"/v1/cubes/{cube_id}/chat", _model(ChatResponse), json=body)
+
+    @staticmethod
+    def create_activation(cube_id: str, fields: Mapping[str, Any]) -> _Call[ActivationPublic]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/activations", _model(ActivationPublic),
+                     json=_body(ActivationCreate, fields))
+
+    @staticmethod
+    def list_activations(cube_id: str,
+                         include_inactive: bool) -> _Call[list[ActivationPublic]]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/activations", _model(list[ActivationPublic]),
+                     params={"include_inactive": "true"} if include_inactive else {})
+
+    @staticmethod
+    def get_activation(cube_id: str, unit_id: str) -> _Call[ActivationPublic]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/activations/{unit_id}",
+                     _model(ActivationPublic))
+
+    @staticmethod
+    def refresh_activations(cube_id: str, background: bool) -> _Call[ActivationRefresh]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/activations/refresh",
+                     _model(ActivationRefresh),
+                     params={"background": "true"} if background else {})
+
+    @staticmethod
+    def create_adapter(cube_id: str,
+                       fields: Mapping[str, Any]) -> _Call[AdapterPublic | TrainingJob]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/adapters", _adapter_or_job,
+                     json=_body(AdapterCreate, fields))
+
+    @staticmethod
+    def adapter_job(cube_id: str, job_id: int) -> _Call[TrainingJob]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/adapters/jobs/{job_id}", _model(TrainingJob))
+
+    @staticmethod
+    def list_adapters(cube_id: str, include_inactive: bool) -> _Call[list[AdapterPublic]]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/adapters", _model(list[AdapterPublic]),
+                     params={"include_inactive": "true"} if include_inactive else {})
+
+    @staticmethod
+    def get_adapter(cube_id: str, unit_id: str) -> _Call[AdapterPublic]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/adapters/{unit_id}", _model(AdapterPublic))
+
+    @staticmethod
+    def scheduler_state(cube_id: str) -> _Call[SchedulerState]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/scheduler", _model(SchedulerState))
+
+    @staticmethod
+    def scheduler_tick(cube_id: str, background: bool) -> _Call[SchedulerTick]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/scheduler/tick", _model(SchedulerTick),
+                     params={"background": "true"} if background else {})
+
 
 def _headers(api_key: str | None) -> dict[str, str]:
     key = api_key if api_key is not None else os.environ.get("MEMOS_API_KEY")
@@ -245,8 +352,9 @@ class MemosClient:
     def delete_cube(self, cube_id: str) -> None:
         return self._send(_Calls.delete_cube(cube_id))
 
-    def export_cube(self, cube_id: str) -> CubeExport:
-        return self._send(_Calls.export_cube(cube_id))
+    def export_cube(self, cube_id: str, *, include_payloads: bool = False) -> CubeExport:
+        """The cube as JSON (``include_payloads``: also its KV caches and adapters)."""
+        return self._send(_Calls.export_cube(cube_id, include_payloads))
 
     def import_cube(self, data: CubeExport | Mapping[str, Any], *, id: str | None = None,
                     new_ids: bool = False) -> CubePublic:
@@ -291,6 +399,72 @@ class MemosClient:
                 filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:
         return self._send(_Calls.context(cube_id, query, max_tokens, top_k, filters))
 
+    def tools(self) -> list[dict[str, Any]]:
+        """OpenAI-style function schemas of the memory tools."""
+        return self._send(_Calls.tools())
+
+    def chat(self, cube_id: str, *, messages: Sequence[Mapping[str, Any]],
+             model: str = BUNDLED, memory: MemoryOptions | Mapping[str, Any] | None = None,
+             max_tool_rounds: int | None = None, max_tokens: int | None = None,
+             temperature: float | None = None) -> ChatResponse:
+        """One assistant turn with the cube's memory (``memory``: ``plaintext``,
+        ``activation``, ``parametric``); the reply and every memory unit it was shown."""
+        return self._send(_Calls.chat(cube_id, messages, model, memory, max_tool_rounds,
+                                   max_tokens, temperature))
+
+    def create_activation(self, cube_id: str, *, unit_ids: Sequence[str] | None = None,
+                          query: str | None = None, max_tokens: int | None = None,
+                          top_k: int | None = None) -> ActivationPublic:
+        """Compile plaintext units (``unit_ids``, or those a ``query`` finds) into a KV
+        cache stored as an activation unit."""
+        return self._send(_Calls.create_activation(cube_id, {
+            "unit_ids": list(unit_ids) if unit_ids is not None else None, "query": query,
+            "max_tokens": max_tokens, "top_k": top_k}))
+
+    def list_activations(self, cube_id: str, *,
+                         include_inactive: bool = False) -> list[ActivationPublic]:
+        return self._send(_Calls.list_activations(cube_id, include_inactive))
+
+    def get_activation(self, cube_id: str, unit_id: str) -> ActivationPublic:
+        return self._send(_Calls.get_activation(cube_id, unit_id))
+
+    def refresh_activations(self, cube_id: str, *,
+                            background: bool = False) -> ActivationRefresh:
+        """Archive stale activation units and rebuild them now (``background``: as a job)."""
+        return self._send(_Calls.refresh_activations(cube_id, background))
+
+    def create_adapter(self, cube_id: str, *, unit_ids: Sequence[str],
+                       rank: int | None = None, steps: int | None = None,
+                       lr: float | None = None, n_layers: int | None = None,
+                       targets: Sequence[str] | None = None, rehearsal: float | None = None,
+                       sync: bool = False) -> AdapterPublic | TrainingJob:
+        """Train a LoRA adapter on facts: a :class:`TrainingJob` to poll with
+        :meth:`adapter_job` (its ``unit_id`` once done), or with ``sync=True`` the adapter
+        itself. Unset options take the server's defaults."""
+        return self._send(_Calls.create_adapter(cube_id, {
+            "unit_ids": list(unit_ids), "rank": rank, "steps": steps, "lr": lr,
+            "n_layers": n_layers, "targets": list(targets) if targets is not None else None,
+            "rehearsal": rehearsal, "sync": sync or None}))
+
+    def adapter_job(self, cube_id: str, job_id: int) -> TrainingJob:
+        """Status and progress of a training job."""
+        return self._send(_Calls.adapter_job(cube_id, job_id))
+
+    def list_adapters(self, cube_id: str, *,
+                      include_inactive: bool = False) -> list[AdapterPublic]:
+        return self._send(_Calls.list_adapters(cube_id, include_inactive))
+
+    def get_adapter(self, cube_id: str, unit_id: str) -> AdapterPublic:
+        return self._send(_Calls.get_adapter(cube_id, unit_id))
+
+    def scheduler_state(self, cube_id: str) -> SchedulerState:
+        """Policy, hot units with their retrieval counts, stable facts, decision history."""
+        return self._send(_Calls.scheduler_state(cube_id))
+
+    def scheduler_tick(self, cube_id: str, *, background: bool = False) -> SchedulerTick:
+        """Apply the scheduler's policy now (``background``: queue it as a job)."""
+        return self._send(_Calls.scheduler_tick(cube_id, background))
+
 
 class AsyncMemosClient:
     """Asynchronous client with the same methods as :class:`MemosClient`, awaited."""
@@ -334,8 +508,9 @@ class AsyncMemosClient:
     async def delete_cube(self, cube_id: str) -> None:
         return await self._send(_Calls.delete_cube(cube_id))
 
-    async def export_cube(self, cube_id: str) -> CubeExport:
-        return await self._send(_Calls.export_cube(cube_id))
+    async def export_cube(self, cube_id: str, *, include_payloads: bool = False) -> CubeExport:
+        """The cube as JSON (``include_payloads``: also its KV caches and adapters)."""
+        return await self._send(_Calls.export_cube(cube_id, include_payloads))
 
     async def import_cube(self, data: CubeExport | Mapping[str, Any], *, id: str | None = None,
                           new_ids: bool = False) -> CubePublic:
@@ -381,3 +556,69 @@ class AsyncMemosClient:
     async def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
                       filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:
         return await self._send(_Calls.context(cube_id, query, max_tokens, top_k, filters))
+
+    async def tools(self) -> list[dict[str, Any]]:
+        """OpenAI-style function schemas of the memory tools."""
+        return await self._send(_Calls.tools())
+
+    async def chat(self, cube_id: str, *, messages: Sequence[Mapping[str, Any]],
+                   model: str = BUNDLED, memory: MemoryOptions | Mapping[str, Any] | None = None,
+                   max_tool_rounds: int | None = None, max_tokens: int | None = None,
+                   temperature: float | None = None) -> ChatResponse:
+        """One assistant turn with the cube's memory (``memory``: ``plaintext``,
+        ``activation``, ``parametric``); the reply and every memory unit it was shown."""
+        return await self._send(_Calls.chat(cube_id, messages, model, memory, max_tool_rounds,
+                                         max_tokens, temperature))
+
+    async def create_activation(self, cube_id: str, *, unit_ids: Sequence[str] | None = None,
+                                query: str | None = None, max_tokens: int | None = None,
+                                top_k: int | None = None) -> ActivationPublic:
+        """Compile plaintext units (``unit_ids``, or those a ``query`` finds) into a KV
+        cache stored as an activation unit."""
+        return await self._send(_Calls.create_activation(cube_id, {
+            "unit_ids": list(unit_ids) if unit_ids is not None else None, "query": query,
+            "max_tokens": max_tokens, "top_k": top_k}))
+
+    async def list_activations(self, cube_id: str, *,
+                               include_inactive: bool = False) -> list[ActivationPublic]:
+        return await self._send(_Calls.list_activations(cube_id, include_inactive))
+
+    async def get_activation(self, cube_id: str, unit_id: str) -> ActivationPublic:
+        return await self._send(_Calls.get_activation(cube_id, unit_id))
+
+    async def refresh_activations(self, cube_id: str, *,
+                                  background: bool = False) -> ActivationRefresh:
+        """Archive stale activation units and rebuild them now (``background``: as a job)."""
+        return await self._send(_Calls.refresh_activations(cube_id, background))
+
+    async def create_adapter(self, cube_id: str, *, unit_ids: Sequence[str],
+                             rank: int | None = None, steps: int | None = None,
+                             lr: float | None = None, n_layers: int | None = None,
+                             targets: Sequence[str] | None = None, rehearsal: float | None = None,
+                             sync: bool = False) -> AdapterPublic | TrainingJob:
+        """Train a LoRA adapter on facts: a :class:`TrainingJob` to poll with
+        :meth:`adapter_job` (its ``unit_id`` once done), or with ``sync=True`` the adapter
+        itself. Unset options take the server's defaults."""
+        return await self._send(_Calls.create_adapter(cube_id, {
+            "unit_ids": list(unit_ids), "rank": rank, "steps": steps, "lr": lr,
+            "n_layers": n_layers, "targets": list(targets) if targets is not None else None,
+            "rehearsal": rehearsal, "sync": sync or None}))
+
+    async def adapter_job(self, cube_id: str, job_id: int) -> TrainingJob:
+        """Status and progress of a training job."""
+        return await self._send(_Calls.adapter_job(cube_id, job_id))
+
+    async def list_adapters(self, cube_id: str, *,
+                            include_inactive: bool = False) -> list[AdapterPublic]:
+        return await self._send(_Calls.list_adapters(cube_id, include_inactive))
+
+    async def get_adapter(self, cube_id: str, unit_id: str) -> AdapterPublic:
+        return await self._send(_Calls.get_adapter(cube_id, unit_id))
+
+    async def scheduler_state(self, cube_id: str) -> SchedulerState:
+        """Policy, hot units with their retrieval counts, stable facts, decision history."""
+        return await self._send(_Calls.scheduler_state(cube_id))
+
+    async def scheduler_tick(self, cube_id: str, *, background: bool = False) -> SchedulerTick:
+        """Apply the scheduler's policy now (``background``: queue it as a job)."""
+        return await self._send(_Calls.scheduler_tick(cube_id, background))

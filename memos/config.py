@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         "multi-granularity router (0 disables it); larger ones by the vector index alone.")
     run_worker: bool = Field(default=True, description="Run a background job worker in the "
                              "API process (derived units, extraction).")
+    retrieval_flush_seconds: float = Field(
+        default=5.0, ge=0, description="How often the API adds the search hits it counted "
+        "to memory_units.retrievals and queues due scheduler ticks (0: only at shutdown and "
+        "before each tick).")
+    scheduler_tick_every_retrievals: int = Field(
+        default=50, ge=0, description="Default scheduler policy: queue a tick for a cube "
+        "after this many new search hits (0: never automatically); per cube, "
+        "metadata.scheduler_policy overrides it.")
     index_snapshot_every: int = Field(
         default=10_000, description="Write the FAISS snapshot after this many index changes "
         "(grows with the index, so persistence stays O(1) amortised per write).")

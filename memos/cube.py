@@ -35,6 +35,7 @@ from memos.embed import Embedder
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue
+from memos.memory import queue_stale_rebuild
 from memos.retrieval import RouterCache
 from memos.store.models import (
     CubeRow,
@@ -73,6 +74,7 @@ from memos.types import (
     SpanPublic,
     Status,
 )
+from memos.usage import RetrievalCounter
 
 __all__ = ["MemCube", "Deriver", "Timings", "open_cube", "DERIVE_JOB"]
 
@@ -163,6 +165,8 @@ class MemCube:
         # One writer per process: commit + index update happen as one step, so the in-memory
         # index never applies two commits out of order.
         self._write_lock = threading.RLock()
+        #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
+        self.retrievals = RetrievalCounter()
 
     # ================================================================== cubes
     def cube_row(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
@@ -645,6 +649,10 @@ class MemCube:
                 publish(cube, remove=[old.pk], add=[row.pk], vectors=row.embedding[None, :])
             else:
                 publish(cube, remove=[old.pk])
+            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
+                                         changed=[old.pk])
+        if queued and self.on_enqueue is not None:
+            self.on_enqueue()
         return public
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
@@ -669,6 +677,10 @@ class MemCube:
                 session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
             self.bump_index_version(cube)
             publish(cube, remove=pks)
+            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
+                                         changed=pks)
+        if queued and self.on_enqueue is not None:
+            self.on_enqueue()
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
                          granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
@@ -764,6 +776,7 @@ class MemCube:
                             for h in found.sessions if h.id in rows]
                 timings.add("db", t)
                 router = {"weights": found.weights, "entropies": found.entropies}
+                self.retrievals.record(cube_id, [h.unit.id for h in hits])
                 return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
                                       took_ms=(time.perf_counter() - started) * 1000)
             conds = self._filter_conditions(body.filters)
@@ -776,6 +789,7 @@ class MemCube:
                         explain={"granularity": row.granularity, "dense": score}
                         if body.explain else None) for row, score in pairs]
             timings.add("db", t)
+        self.retrievals.record(cube_id, [h.unit.id for h in hits])
         return SearchResponse(hits=hits, mode=SearchMode.dense,
                               took_ms=(time.perf_counter() - started) * 1000)
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from memos.cube import MemCube, content_hash
 from memos.extract import ExtractInput, Extractor, LLMExtractor, RulesExtractor
+from memos.memory import queue_stale_rebuild
 from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
 from memos.update import (
     Action,
@@ -150,6 +151,11 @@ class FactDeriver:
                 cube.bump_index_version(cube_row)
                 publish(cube_row, remove=remove_pks, add=add_pks,
                         vectors=np.stack(add_vectors) if add_vectors else None)
+            # superseded facts may feed a KV cache or an adapter: rebuild those
+            queued = queue_stale_rebuild(session, cube.jobs, cube_id=cube_id, tenant=tenant,
+                                         changed=remove_pks)
+        if queued and cube.on_enqueue is not None:
+            cube.on_enqueue()
 
 
 def _key(meta: dict[str, Any] | None, text: str | None) -> tuple[str, tuple[int, ...], str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -132,13 +133,21 @@ class JobQueue:
 
 
 class Worker:
-    """Runs handlers for claimed jobs: ``run_pending()`` once, or ``start()`` a thread."""
+    """Runs handlers for claimed jobs: ``run_pending()`` once, or ``start()`` a thread.
+
+    ``housekeeping`` (optional) is called by the thread every ``housekeeping_seconds``
+    between jobs (the API flushes retrieval counts with it). With no ``handlers`` the thread
+    claims nothing and only keeps house.
+    """
 
     def __init__(self, queue: JobQueue, handlers: Mapping[str, Handler], *,
-                 poll_seconds: float = 0.5) -> None:
+                 poll_seconds: float = 0.5, housekeeping: Callable[[], object] | None = None,
+                 housekeeping_seconds: float = 5.0) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
         self.poll_seconds = poll_seconds
+        self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
         self.id = f"worker-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -146,6 +155,8 @@ class Worker:
 
     def run_one(self) -> bool:
         """Run one job if there is one; True when a job was run (done or failed)."""
+        if not self.handlers:  # claim(kinds=∅) would mean "any kind"
+            return False
         job = self.queue.claim(self.id, set(self.handlers))
         if job is None:
             return False
@@ -181,12 +192,22 @@ class Worker:
             self._thread = None
 
     def _loop(self) -> None:
+        chores_due = time.monotonic() + self.housekeeping_seconds
         while not self._stop.is_set():
+            if self.housekeeping is not None and time.monotonic() >= chores_due:
+                try:
+                    self.housekeeping()
+                except Exception:  # a failed chore is retried at the next interval
+                    log.exception("worker housekeeping error")
+                chores_due = time.monotonic() + self.housekeeping_seconds
             try:
                 ran = self.run_one()
             except Exception:  # database hiccup: wait and retry
                 log.exception("worker loop error")
                 ran = False
             if not ran:
-                self._wake.wait(self.poll_seconds)
+                wait = self.poll_seconds
+                if self.housekeeping is not None:
+                    wait = max(0.0, min(wait, chores_due - time.monotonic()))
+                self._wake.wait(wait)
                 self._wake.clear()

@@ -3,17 +3,35 @@
 The export holds messages, every version of every plaintext unit (tombstones included, so
 ``as_of`` history survives), provenance spans and links — but no embeddings: the importing
 server embeds the texts with its own model, so a cube can move between servers that use
-different embedders. Activation and parametric payloads are model-specific and not exported.
+different embedders.
+
+Activation and parametric units are model-specific and large (a 1,024-token KV cache of the
+bundled model is ~45 MB), so they are exported only when asked (``include_payloads``): the
+active ones, each with its safetensors payload in base64, its ``payload_meta`` (model
+fingerprint) and its ``derived_from`` links. On import every payload is checked — base64,
+sha256, a readable safetensors header whose fingerprint equals the unit's — and stored in
+the blob store; a unit built for another model than the importing server's (when that
+server has the bundled model) is imported ``archived``, with the differing fields named.
+
+    data = export_cube(memos, "ana", tenant="t", blobs=BlobStore(root))
+    import_cube(memos, CubeImport(data=data, id="ana2", new_ids=True), tenant="t",
+                blobs=BlobStore(root), fingerprint=lambda: model_fingerprint(backbone))
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 
 from memos.cube import MemCube, content_hash, message_public
 from memos.errors import Conflict, InvalidInput
+from memos.memory import BlobStore, read_safetensors_metadata
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.types import (
     CubeCreate,
@@ -29,16 +47,24 @@ from memos.types import (
     Status,
 )
 
+#: The payload metadata that must agree between a unit and its safetensors header.
+FINGERPRINT_FIELDS = ("backbone", "tokenizer", "rope", "dtype", "variant")
 
-def export_cube(memos: MemCube, cube_id: str, *, tenant: str) -> CubeExport:
+
+def export_cube(memos: MemCube, cube_id: str, *, tenant: str,
+                blobs: BlobStore | None = None) -> CubeExport:
+    """The cube as JSON; with ``blobs``, its active activation and parametric units too,
+    payloads in base64 (``Conflict`` if one is missing from the blob store)."""
+    kinds = ["plaintext"] if blobs is None else ["plaintext", "activation", "parametric"]
     with memos.store.transaction() as session:
         cube = memos.cube_row(session, tenant, cube_id)
         messages = session.scalars(select(MessageRow).where(MessageRow.cube_id == cube_id)
                                    .order_by(MessageRow.session_id, MessageRow.seq)).all()
         message_ids = {m.pk: m.id for m in messages}
-        units = session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.kind == "plaintext")
+        units = [u for u in session.scalars(select(UnitRow).where(
+            UnitRow.cube_id == cube_id, UnitRow.kind.in_(kinds))
             .order_by(UnitRow.created_at, UnitRow.pk)).all()
+            if u.kind == "plaintext" or u.status == "active"]
         unit_ids = {u.pk: u.id for u in units}
         spans: dict[int, list[ExportedSpan]] = {}
         for span in session.scalars(select(SpanRow).where(SpanRow.unit_pk.in_(unit_ids))):
@@ -60,18 +86,61 @@ def export_cube(memos: MemCube, cube_id: str, *, tenant: str) -> CubeExport:
                 status_reason=u.status_reason, tags=list(u.tags or []),
                 metadata=dict(u.meta or {}), confidence=u.confidence, valid_from=u.valid_from,
                 valid_to=u.valid_to, created_at=u.created_at, superseded_at=u.superseded_at,
-                deleted_at=u.deleted_at, spans=spans.get(u.pk, [])) for u in units],
+                deleted_at=u.deleted_at, spans=spans.get(u.pk, []),
+                **_payload(u, blobs)) for u in units],
             links=links)
 
 
-def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
+def _payload(unit: UnitRow, blobs: BlobStore | None) -> dict[str, Any]:
+    if unit.kind == "plaintext" or blobs is None or unit.payload_sha256 is None:
+        return {}
+    data = blobs.read_bytes(unit.payload_sha256)
+    return {"payload_sha256": unit.payload_sha256, "payload_meta": dict(unit.payload_meta or {}),
+            "payload": base64.b64encode(data).decode("ascii")}
+
+
+def _check_payload(unit: ExportedUnit) -> bytes:
+    """The decoded payload of an exported activation/parametric unit, verified."""
+    if not unit.payload or not unit.payload_sha256:
+        raise InvalidInput(f"{unit.kind.value} unit {unit.id} has no payload; export with "
+                           "include_payloads=true", details={"unit_id": unit.id})
+    try:
+        data = base64.b64decode(unit.payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"payload of unit {unit.id} is not valid base64",
+                           details={"unit_id": unit.id}) from exc
+    if hashlib.sha256(data).hexdigest() != unit.payload_sha256:
+        raise InvalidInput(f"payload of unit {unit.id} does not match its sha256",
+                           details={"unit_id": unit.id})
+    header = read_safetensors_metadata(data)
+    declared = unit.payload_meta or {}
+    differ = [k for k in FINGERPRINT_FIELDS if header.get(k) != declared.get(k)]
+    if differ:
+        raise InvalidInput(f"payload of unit {unit.id} carries another fingerprint than the "
+                           f"unit ({', '.join(differ)} differ)",
+                           details={"unit_id": unit.id, "fields": differ})
+    return data
+
+
+def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
+                blobs: BlobStore | None = None,
+                fingerprint: Callable[[], dict[str, str] | None] | None = None) -> CubePublic:
+    """Recreate an exported cube. Activation/parametric units need ``blobs`` (their payloads
+    are verified and stored there); ``fingerprint()`` gives the running model's fingerprint
+    (None when there is no bundled model), asked only when such units are imported."""
     data = body.data
     cube_id = body.id or data.cube.id
     if cube_id is None:
         raise InvalidInput("give an id for the imported cube")
     remap = {u.id: (uuid.uuid4().hex if body.new_ids else u.id) for u in data.units}
     lineages = {u.lineage_id: remap.get(u.lineage_id, u.lineage_id) for u in data.units}
-    texts = [u.text for u in data.units if u.text is not None]
+    model_units = [u for u in data.units if u.kind is not Kind.plaintext]
+    if model_units and blobs is None:
+        raise InvalidInput("this server cannot import activation or parametric units (no "
+                           "blob store)")
+    payloads = {u.id: _check_payload(u) for u in model_units}  # all verified before writing
+    current = fingerprint() if (model_units and fingerprint is not None) else None
+    texts = [u.text for u in data.units if u.text is not None and u.kind is Kind.plaintext]
     vectors = iter(memos.embed(texts)) if texts else iter(())
     with memos.write() as (session, _publish):
         if session.get(CubeRow, cube_id) is not None:
@@ -101,15 +170,30 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str) -> CubePublic:
             missing = [s.message_id for s in u.spans if s.message_id not in message_pks]
             if missing:
                 raise InvalidInput(f"unit {u.id} cites unknown messages {missing[:3]}")
+            plain = u.kind is Kind.plaintext
+            status, reason, meta = u.status.value, u.status_reason, u.metadata
+            sha = None
+            if not plain:
+                assert blobs is not None
+                sha = blobs.put_bytes(payloads[u.id])
+                meta = {**meta, "sources": [remap.get(s, s) for s in meta.get("sources", [])],
+                        "job_id": None}  # another server's job ids mean nothing here
+                differ = sorted(k for k, v in (current or {}).items()
+                                if k in FINGERPRINT_FIELDS and (u.payload_meta or {}).get(k) != v)
+                if differ and status == "active":
+                    status = "archived"
+                    reason = f"built for another model ({', '.join(differ)} differ)"
             row = UnitRow(
                 id=remap[u.id], cube_id=cube_id, tenant=tenant, lineage_id=lineages[u.lineage_id],
                 version=u.version, kind=u.kind.value, granularity=u.granularity.value,
                 text=u.text, content_sha=content_hash(u.text) if u.text is not None else None,
                 session_id=u.session_id, speaker=u.speaker, extractor=u.extractor,
-                status=u.status.value, status_reason=u.status_reason, tags=u.tags,
-                meta=u.metadata, confidence=u.confidence, valid_from=u.valid_from,
+                status=status, status_reason=reason, tags=u.tags,
+                meta=meta, confidence=u.confidence, valid_from=u.valid_from,
                 valid_to=u.valid_to, created_at=u.created_at, superseded_at=u.superseded_at,
-                deleted_at=u.deleted_at, embedding=next(vectors) if u.text is not None else None)
+                deleted_at=u.deleted_at, payload_sha256=sha,
+                payload_meta=u.payload_meta if not plain else None,
+                embedding=next(vectors) if plain and u.text is not None else None)
             session.add(row)
             session.flush()
             unit_pks[u.id] = row.pk

@@ -7,11 +7,11 @@ installs with these schemas and httpx alone.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Longest text accepted for one message or memory unit, in characters.
 MAX_TEXT_CHARS = 32_000
@@ -315,6 +315,198 @@ class ContextResponse(BaseModel):
     tokens: int
 
 
+# --------------------------------------------------------------------------- chat
+#: The chat ``model`` value that selects the bundled backbone.
+BUNDLED = "bundled"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT_CHARS)
+
+
+class MemoryOptions(BaseModel):
+    """Which memory the answer may use.
+
+    ``activation``/``parametric``: ``None`` (off), ``"auto"`` (let the server pick) or the id
+    of an activation/parametric unit; bundled model only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    plaintext: bool = Field(default=True, description="Put retrieved plaintext memory, with "
+                            "[unit id] citations, into the system prompt.")
+    activation: str | None = Field(default=None, description="KV-cache memory: null, 'auto' "
+                                   "or a unit id (bundled model only).")
+    parametric: str | None = Field(default=None, description="LoRA-adapter memory: null, "
+                                   "'auto' or a unit id (bundled model only).")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000)
+    model: str = Field(default=BUNDLED, min_length=1, max_length=200,
+                       description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
+    memory: MemoryOptions = Field(default_factory=MemoryOptions)
+    stream: bool = Field(default=False, description="Answer as Server-Sent Events.")
+    max_tool_rounds: int = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
+                                 "calls the model may make before it must answer (0: no tools).")
+    max_tokens: int | None = Field(default=None, ge=1, le=32_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_message(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" and m.content.strip() for m in v):
+            raise ValueError("at least one non-empty user message is needed")
+        return v
+
+
+class ToolCallRecord(BaseModel):
+    name: str
+    arguments: dict[str, Any] | str = Field(description="Parsed JSON, or the raw string the "
+                                            "model produced when it was not valid JSON.")
+    result: dict[str, Any]
+
+
+class ChatResponse(BaseModel):
+    reply: str
+    model: str
+    memory_unit_ids: list[str] = Field(description="Every unit the model was shown: prompt "
+                                       "context and tool results, first use first.")
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: dict[str, int] | None = Field(default=None, description="Token counts summed over "
+                                         "every model call, when the model reports them.")
+
+
+# --------------------------------------------------------------------------- model memory
+class ActivationCreate(BaseModel):
+    """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
+    units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
+    max_tokens: int = Field(default=1024, ge=16, le=8_000,
+                            description="Most tokens the compiled prefix may hold.")
+    top_k: int = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ActivationCreate:
+        if (self.unit_ids is None) == (self.query is None):
+            raise ValueError("give exactly one of unit_ids or query")
+        return self
+
+
+class ActivationPublic(BaseModel):
+    """An activation unit as the API shows it: the unit, its payload metadata, its sources."""
+
+    unit: MemoryPublic
+    payload_meta: dict[str, Any]
+    source_ids: list[str]
+    n_tokens: int
+
+
+class ActivationRefresh(BaseModel):
+    """What a refresh did (inline), or the job that will do it (``background``)."""
+
+    archived: list[str] = Field(default_factory=list, description="Stale units archived.")
+    rebuilt: dict[str, str] = Field(default_factory=dict,
+                                    description="Archived unit id → its rebuilt replacement.")
+    job_id: int | None = Field(default=None, description="The queued job (background only).")
+
+
+class AdapterCreate(BaseModel):
+    """Train an adapter from plaintext units (facts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_ids: list[str] = Field(min_length=1, max_length=2_000)
+    rank: int = Field(default=8, ge=1, le=64)
+    steps: int = Field(default=60, ge=1, le=5_000)
+    lr: float = Field(default=2e-3, gt=0, le=1.0)
+    n_layers: int = Field(default=12, ge=0, le=64, description="Adapt the top n blocks (0: all).")
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj", "o_proj"],
+                               min_length=1)
+    rehearsal: float = Field(default=0.5, ge=0.0, le=4.0, description="Generic-text windows "
+                             "mixed into training per fact example (0: none). Rehearsal keeps "
+                             "the model's NLL on unrelated text flat.")
+    sync: bool = Field(default=False, description="Train inside the request (small jobs and "
+                       "tests) instead of as a background `train_adapter` job.")
+
+
+class AdapterPublic(BaseModel):
+    unit: MemoryPublic
+    payload_meta: dict[str, Any]
+    source_ids: list[str]
+
+
+class TrainingJob(BaseModel):
+    job_id: int
+    status: str
+    progress: float
+    error: str | None = None
+    unit_id: str | None = Field(default=None, description="The adapter, once trained.")
+
+
+# --------------------------------------------------------------------------- scheduler
+class SchedulerPolicy(BaseModel):
+    """Thresholds of the memory scheduler; per cube, ``metadata.scheduler_policy``
+    overrides them (unknown keys are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pinned_tag: str = "pinned"
+    hot_min_retrievals: int = Field(default=5, ge=1, description="Search hits (summed over "
+                                    "a memory's versions) that make a unit hot.")
+    activation_max_tokens: int = Field(default=1024, ge=16, le=8_000)
+    stable_after_s: float = Field(default=24 * 3600, ge=0)
+    stable_min_confidence: float = Field(default=0.8, ge=0, le=1)
+    adapter_min_facts: int = Field(default=5, ge=1)
+    adapter_steps: int = Field(default=60, ge=1)
+    adapter_rank: int = Field(default=8, ge=1, le=64)
+    rebuild_on_change: bool = Field(default=True, description="Recompile stale KV caches "
+                                    "(false: only archive them).")
+    tick_every_retrievals: int = Field(default=50, ge=0, description="Queue a tick after "
+                                       "this many new search hits in the cube (0: never "
+                                       "automatically).")
+    history_size: int = Field(default=200, ge=1)
+
+
+class Decision(BaseModel):
+    """One scheduler decision: what moved, why, from which units, with what result."""
+
+    action: str = Field(description="rebuild_activation | archive_activation | "
+                        "archive_adapter | compile_activation | train_adapter")
+    reason: str
+    unit_ids: list[str] = Field(default_factory=list)
+    result: dict[str, Any] = Field(default_factory=dict)
+    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+class SchedulerState(BaseModel):
+    policy: SchedulerPolicy
+    activations: list[str]
+    adapters: list[str]
+    hot_units: list[str]
+    retrievals: dict[str, int] = Field(default_factory=dict, description="Search hits of "
+                                       "each hot unit, summed over its versions.")
+    stable_facts: list[str]
+    last_tick: str | None = None
+    history: list[Decision]
+
+
+class SchedulerTick(BaseModel):
+    """The decisions of an inline tick, or the queued job (``background``)."""
+
+    decisions: list[Decision] = Field(default_factory=list)
+    job_id: int | None = None
+
+
 # --------------------------------------------------------------------------- export / keys
 class ExportedSpan(BaseModel):
     message_id: str
@@ -323,8 +515,9 @@ class ExportedSpan(BaseModel):
 
 
 class ExportedUnit(BaseModel):
-    """One version of a plaintext memory unit, with its provenance (no embedding: the
-    importing server embeds with its own model)."""
+    """One version of a memory unit, with its provenance (no embedding: the importing
+    server embeds with its own model). Activation and parametric units are exported only
+    when asked (``include_payloads``), with their safetensors payload in base64."""
 
     id: str
     lineage_id: str
@@ -346,6 +539,12 @@ class ExportedUnit(BaseModel):
     superseded_at: datetime | None = None
     deleted_at: datetime | None = None
     spans: list[ExportedSpan] = Field(default_factory=list)
+    payload_sha256: str | None = Field(default=None, description="Activation/parametric "
+                                       "units: sha256 of the safetensors payload.")
+    payload_meta: dict[str, Any] | None = Field(default=None, description="Activation/"
+                                                "parametric units: fingerprint, shapes.")
+    payload: str | None = Field(default=None, description="The safetensors payload, base64 "
+                                "(exports asked for with include_payloads).")
 
 
 class CubeExport(BaseModel):

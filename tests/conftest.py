@@ -103,8 +103,9 @@ def service(backend: str, tmp_path: Path, embedder: OnnxMiniLM,
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # No background worker in the in-process app: tests ingest with sync=true or run a
-    # Worker themselves, so nothing happens behind an assertion's back.
-    return Settings(data_dir=tmp_path, run_worker=False)
+    # Worker themselves, so nothing happens behind an assertion's back (retrieval counts
+    # too are flushed only by the tests, or at shutdown).
+    return Settings(data_dir=tmp_path, run_worker=False, retrieval_flush_seconds=0)
 
 
 @pytest.fixture

@@ -23,12 +23,12 @@ from memos.jobs import Worker  # noqa: E402
 from memos.memory import BackboneProvider, BlobStore, ModelMemory  # noqa: E402
 from memos.memory.activation import (  # noqa: E402
     REBUILD_ACTIVATION_JOB,
-    ActivationCreate,
     greedy,
     prefill,
     render_prefix,
     render_turns,
 )
+from memos.types import ActivationCreate  # noqa: E402
 
 
 class CharTokenizer:
@@ -190,16 +190,18 @@ def test_source_change_marks_stale_and_job_rebuilds(client: TestClient, tmp_path
     r = client.patch(f"/v1/cubes/c1/memories/{ids[0]}", json={"text": "Tom has a cat named Mo."})
     assert r.status_code == 200
     new_source = r.json()["id"]
+    # the PATCH queued the rebuild job in its own transaction
+    assert client.get("/v1/cubes/c1").json()["pending_jobs"] == 1
     with pytest.raises(Conflict, match="stale"):  # loading checks the sources
         mm.activations.load("c1", old.unit.id, tenant="default")
     got = client.get(f"/v1/cubes/c1/activations/{old.unit.id}").json()["unit"]
     assert (got["status"], got["status_reason"]) == ("archived", "stale: source changed")
-    # the background job rebuilds from the sources' current versions
-    job = mm.activations.enqueue_rebuild("c1", tenant="default")
     mm.activations.create("c1", ActivationCreate(unit_ids=[ids[1]]), tenant="default")
-    client.delete(f"/v1/cubes/c1/memories/{ids[1]}")
+    client.delete(f"/v1/cubes/c1/memories/{ids[1]}")  # the queued job covers it: no second
+    assert client.get("/v1/cubes/c1").json()["pending_jobs"] == 1
+    # the background job rebuilds from the sources' current versions
     ran = Worker(mm.cube.jobs, {REBUILD_ACTIVATION_JOB: mm.activations.run_rebuild_job})
-    assert ran.run_pending() == 1 and mm.cube.jobs.get(job).status == "done"
+    assert ran.run_pending() == 1 and client.get("/v1/cubes/c1").json()["pending_jobs"] == 0
     listed = client.get("/v1/cubes/c1/activations").json()
     assert listed == []  # both depended on the deleted unit: archived, nothing to rebuild
     r = client.post("/v1/cubes/c1/memories", json={"text": "Peter is allergic to peanuts."})
@@ -208,6 +210,7 @@ def test_source_change_marks_stale_and_job_rebuilds(client: TestClient, tmp_path
                               tenant="default")
     client.patch(f"/v1/cubes/c1/memories/{keep}", json={"text": "Peter is allergic to cats."})
     out = client.post("/v1/cubes/c1/activations/refresh").json()
+    assert out["job_id"] is None
     assert out["archived"] == [a.unit.id] and a.unit.id in out["rebuilt"]
     rebuilt = mm.activations.get("c1", out["rebuilt"][a.unit.id], tenant="default")
     assert rebuilt.unit.lineage_id == a.unit.lineage_id and rebuilt.unit.version == 2
@@ -241,3 +244,54 @@ def test_bundled_chat_answers_from_activation_memory(client: TestClient,
     client.patch(f"/v1/cubes/c1/memories/{ids[1]}", json={"text": "Aisha lives in Porto."})
     ask["memory"] = {"plaintext": False, "activation": unit["id"]}
     assert client.post("/v1/cubes/c1/chat", json=ask).status_code == 409
+
+
+# --------------------------------------------------------------------------- export / import
+def test_export_and_import_model_memory_payloads(client: TestClient, tmp_path: Path) -> None:
+    import base64
+
+    mm = add_routes(client, TinyLM(), tmp_path / "blobs")
+    ids = _cube(client, ["Tom has a dog named Biscuit.", "Aisha lives in Lisbon."])
+    act = mm.activations.create("c1", ActivationCreate(unit_ids=ids), tenant="default")
+    adapter = client.post("/v1/cubes/c1/adapters", json={
+        "unit_ids": ids, "rank": 2, "steps": 2, "n_layers": 1, "sync": True}).json()["unit"]
+    plain = client.get("/v1/cubes/c1/export").json()
+    assert {u["kind"] for u in plain["units"]} == {"plaintext"}  # payloads only when asked
+    data = client.get("/v1/cubes/c1/export?include_payloads=true").json()
+    exported = {u["id"]: u for u in data["units"]}
+    assert exported[act.unit.id]["payload_sha256"] == act.unit.payload_sha256
+    assert exported[adapter["id"]]["payload_meta"]["backbone"] == "tiny-0"
+    r = client.post("/v1/cubes/import", json={"id": "c2", "new_ids": True, "data": data})
+    assert r.status_code == 201, r.text
+    [new_act] = mm.activations.unit_ids("c2", tenant="default")
+    loaded = mm.activations.load("c2", new_act, tenant="default")  # fingerprint checked
+    original = mm.activations.load("c1", act.unit.id, tenant="default")
+    assert loaded.prefix_ids == original.prefix_ids
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(loaded.cache, original.cache))
+    assert set(loaded.source_ids).isdisjoint(ids) and len(loaded.source_ids) == 2
+    [new_adapter] = mm.adapters.unit_ids("c2", tenant="default")
+    assert mm.adapters.load("c2", new_adapter, tenant="default").source_ids == \
+        loaded.source_ids
+    got = mm.adapters.get("c2", new_adapter, tenant="default").unit.metadata
+    assert got["job_id"] is None and set(got["sources"]) == set(loaded.source_ids)
+    # tampering and mismatches are refused before anything is written
+    bad = {**data, "units": [dict(u) for u in data["units"]]}
+    unit = next(u for u in bad["units"] if u["id"] == act.unit.id)
+    unit["payload"] = base64.b64encode(b"not a safetensors file").decode()
+    r = client.post("/v1/cubes/import", json={"id": "c3", "new_ids": True, "data": bad})
+    assert r.status_code == 422 and "sha256" in r.json()["error"]["message"]
+    unit["payload"] = data["units"][data["units"].index(exported[act.unit.id])]["payload"]
+    unit["payload_meta"] = {**unit["payload_meta"], "backbone": "other"}
+    r = client.post("/v1/cubes/import", json={"id": "c3", "new_ids": True, "data": bad})
+    assert r.status_code == 422 and "backbone" in r.json()["error"]["message"]
+    del unit["payload"]
+    r = client.post("/v1/cubes/import", json={"id": "c3", "new_ids": True, "data": bad})
+    assert r.status_code == 422 and "include_payloads" in r.json()["error"]["message"]
+    assert client.get("/v1/cubes/c3").status_code == 404
+    # a server running another model keeps them, archived, saying why
+    mm.provider._backbone = TinyLM(fingerprint="tiny-other")
+    r = client.post("/v1/cubes/import", json={"id": "c4", "new_ids": True, "data": data})
+    assert r.status_code == 201
+    units = client.get("/v1/cubes/c4/activations?include_inactive=true").json()
+    assert [(a["unit"]["status"], a["unit"]["status_reason"]) for a in units] == [
+        ("archived", "built for another model (backbone differ)")]

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from memos.chat import BundledLoader, Chat, ChatRequest
+from memos.chat import BundledLoader, Chat
 from memos.tools import tool_schemas
+from memos.types import ChatRequest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

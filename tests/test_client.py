@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 import memos.client
+from memos.chat import Chat
 from memos.client import AsyncMemosClient, MemosClient
 from memos.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from memos.types import Granularity, Status
+from memos.jobs import Worker
+from memos.types import (
+    ActivationPublic,
+    AdapterPublic,
+    Granularity,
+    Status,
+    TrainingJob,
+)
 
 MESSAGES = [
     {"id": "a1", "role": "user", "speaker": "Ben", "content": "I started learning the cello."},
@@ -97,3 +107,84 @@ def test_exported_members() -> None:
     assert set(memos.client.__all__) == {"MemosClient", "AsyncMemosClient", "DEFAULT_BASE_URL"}
     for name in memos.client.__all__:
         assert hasattr(memos.client, name)
+
+
+# --------------------------------------------------------------------------- chat, tools
+def _scripted(**kwargs: Any) -> dict[str, Any]:
+    """A completion (no network): repeats the memory lines of the system prompt."""
+    system = kwargs["messages"][0]["content"]
+    return {"choices": [{"message": {"content": system.rsplit("\n", 1)[-1]}}]}
+
+
+def test_sdk_chat_and_tools(sdk: MemosClient, client: TestClient) -> None:
+    app: Any = client.app
+    app.state.chat = Chat(app.state.memos, completion=_scripted)
+    sdk.create_cube("ben")
+    fact = sdk.add_memory("ben", text="Ben plays the cello")
+    out = sdk.chat("ben", messages=[{"role": "user", "content": "What does Ben play?"}],
+                   model="openai/gpt-4o-mini", max_tool_rounds=0)
+    assert "cello" in out.reply and out.memory_unit_ids == [fact.id]
+    assert [t["function"]["name"] for t in sdk.tools()] == [
+        "search_memory", "add_memory", "update_memory", "delete_memory", "get_context"]
+    with pytest.raises(InvalidInput, match="user message"):  # checked before sending
+        sdk.chat("ben", messages=[{"role": "system", "content": "hi"}])
+    with pytest.raises(InvalidInput, match="bundled"):  # the server's answer
+        sdk.chat("ben", messages=[{"role": "user", "content": "hi"}], model="openai/x",
+                 memory={"activation": "auto"})
+
+
+# --------------------------------------------------------------------------- model memory
+def _model_memory_app(client: TestClient, tmp_path: Path) -> Any:
+    pytest.importorskip("torch", reason="torch is not installed (extra: backbone)")
+    from test_activation import TinyLM, add_routes
+
+    return add_routes(client, TinyLM(), tmp_path / "blobs")
+
+
+def test_sdk_model_memory(sdk: MemosClient, client: TestClient, tmp_path: Path) -> None:
+    mm = _model_memory_app(client, tmp_path)
+    sdk.create_cube("c1")
+    ids = [sdk.add_memory("c1", text=t, metadata={"qa": [{"question": q, "answer": a}]}).id
+           for t, q, a in [("Zorvan's pet is Pickle.", "Zorvan's pet?", "Pickle"),
+                           ("Okelu lives in Tartu.", "Okelu's city?", "Tartu")]]
+    act = sdk.create_activation("c1", unit_ids=ids)
+    assert isinstance(act, ActivationPublic) and act.source_ids == ids
+    assert [a.unit.id for a in sdk.list_activations("c1")] == [act.unit.id]
+    assert sdk.get_activation("c1", act.unit.id).n_tokens == act.n_tokens
+    assert sdk.refresh_activations("c1").archived == []
+    assert sdk.refresh_activations("c1", background=True).job_id
+    with pytest.raises(InvalidInput, match="exactly one of unit_ids or query"):
+        sdk.create_activation("c1")
+    with pytest.raises(NotFound):
+        sdk.get_activation("c1", "nope")
+    # adapters: a background job to poll, or inline
+    job = sdk.create_adapter("c1", unit_ids=ids, rank=2, steps=2, n_layers=1)
+    assert isinstance(job, TrainingJob) and job.status == "queued"
+    Worker(mm.cube.jobs, mm.handlers()).run_pending()
+    done = sdk.adapter_job("c1", job.job_id)
+    assert done.status == "done" and done.unit_id
+    inline = sdk.create_adapter("c1", unit_ids=ids[:1], rank=2, steps=2, n_layers=1,
+                                rehearsal=0, sync=True)
+    assert isinstance(inline, AdapterPublic) and inline.payload_meta["rehearsal_examples"] == 0
+    assert [a.unit.id for a in sdk.list_adapters("c1")] == [inline.unit.id, done.unit_id]
+    assert sdk.get_adapter("c1", done.unit_id).source_ids == ids
+    with pytest.raises(InvalidInput, match="rank"):
+        sdk.create_adapter("c1", unit_ids=ids, rank=0)
+    # scheduler
+    state = sdk.scheduler_state("c1")
+    assert state.adapters == [inline.unit.id, done.unit_id] and state.hot_units == []
+    assert sdk.scheduler_tick("c1", background=True).job_id
+    assert sdk.scheduler_tick("c1").decisions == []
+
+
+async def test_async_sdk_model_memory(client: TestClient, tmp_path: Path) -> None:
+    _model_memory_app(client, tmp_path)
+    transport = httpx.ASGITransport(app=client.app)
+    async with AsyncMemosClient("http://testserver", transport=transport) as sdk:
+        await sdk.create_cube("c1")
+        unit = await sdk.add_memory("c1", text="Tom has a dog.", tags=["pinned"])
+        act = await sdk.create_activation("c1", query="dog", max_tokens=200)
+        assert act.source_ids == [unit.id]
+        assert (await sdk.scheduler_state("c1")).hot_units == [unit.id]
+        assert len(await sdk.tools()) == 5
+        assert await sdk.list_adapters("c1") == []

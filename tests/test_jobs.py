@@ -68,3 +68,25 @@ def test_a_dead_workers_job_is_reclaimed_after_its_lease(service: MemCube) -> No
         session.execute(update(JobRow).values(locked_at=utcnow() - timedelta(minutes=5)))
     job = queue.claim("other")
     assert job is not None and job.attempts == 2
+
+
+def test_housekeeping_runs_on_its_interval_and_alone_claims_nothing(service: MemCube) -> None:
+    queue = JobQueue(service.store)
+    _enqueue(queue, 1)
+    chores = threading.Event()
+    calls: list[int] = []
+
+    def chore() -> None:
+        calls.append(1)
+        if len(calls) >= 3:
+            chores.set()
+
+    worker = Worker(queue, {}, poll_seconds=0.01, housekeeping=chore,
+                    housekeeping_seconds=0.02)
+    worker.start()
+    try:
+        assert chores.wait(10)
+    finally:
+        worker.stop()
+    assert queue.pending() == 1  # no handlers: the job is left for a real worker
+    assert not worker.run_one()

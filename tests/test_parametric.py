@@ -116,3 +116,30 @@ def test_adapters_over_http_sync_and_as_a_job(client: TestClient, tmp_path: Path
     client.delete(f"/v1/cubes/c1/memories/{ids[0]}")
     assert set(mm.adapters.refresh("c1", tenant="default")) == {unit["id"], done["unit_id"]}
     assert mm.adapters.resolve("c1", "auto", tenant="default") is None
+
+
+def test_api_training_mixes_in_rehearsal_text_by_default(client: TestClient,
+                                                         tmp_path: Path) -> None:
+    from memos.backbone.prepare import CALIBRATION_FILE, HELDOUT_FILE, read_data_text
+    from memos.memory.parametric import rehearsal_examples
+
+    lm = TinyLM()
+    windows = rehearsal_examples(lm, 3)
+    assert [(len(ids), start) for ids, start in windows] == [(48, 1)] * 3
+    text = lm.decode(windows[1][0])
+    assert text in read_data_text(CALIBRATION_FILE) and text not in read_data_text(HELDOUT_FILE)
+    add_routes(client, lm, tmp_path / "blobs")
+    client.post("/v1/cubes", json={"id": "c1"})
+    ids = [client.post("/v1/cubes/c1/memories", json={
+        "text": t, "metadata": {"qa": [{"question": q, "answer": a}]}}).json()["id"]
+        for t, q, a in [("Zorvan's pet is Pickle.", "Zorvan's pet?", "Pickle"),
+                        ("Okelu lives in Tartu.", "Okelu's city?", "Tartu")]]
+    body = {"unit_ids": ids, "rank": 2, "steps": 2, "n_layers": 1, "sync": True}
+    meta = client.post("/v1/cubes/c1/adapters", json=body).json()["payload_meta"]
+    # 2 facts × (recall turn, statement, one QA turn) = 6, plus 0.5 × 6 generic windows
+    assert (meta["examples"], meta["rehearsal_examples"]) == (9, 3)
+    meta = client.post("/v1/cubes/c1/adapters", json={**body, "rehearsal": 0}).json()
+    assert (meta["payload_meta"]["examples"], meta["payload_meta"]["rehearsal_examples"]) == \
+        (6, 0)
+    r = client.post("/v1/cubes/c1/adapters", json={**body, "rehearsal": -1})
+    assert r.status_code == 422 and "rehearsal" in r.json()["error"]["message"]

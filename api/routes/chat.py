@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import MemosDep, TenantDep
-from memos.chat import Chat, ChatRequest, ChatResponse, sse_events
+from memos.chat import Chat, sse_events
 from memos.tools import tool_schemas
+from memos.types import ChatRequest, ChatResponse
 
 router = APIRouter(tags=["chat"])
 

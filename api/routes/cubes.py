@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import MemosDep, TenantDep
+from api.deps import MemosDep, ModelMemoryDep, TenantDep
+from memos.memory import model_fingerprint
 from memos.transfer import export_cube, import_cube
 from memos.types import (
     CubeCreate,
@@ -27,9 +28,16 @@ def create_cube(body: CubeCreate, memos: MemosDep, tenant: TenantDep) -> CubePub
 
 
 @router.post("/import", response_model=CubePublic, status_code=status.HTTP_201_CREATED)
-def import_(body: CubeImport, memos: MemosDep, tenant: TenantDep) -> CubePublic:
-    """Recreate an exported cube (texts are re-embedded with this server's model)."""
-    return import_cube(memos, body, tenant=tenant)
+def import_(body: CubeImport, memos: MemosDep, mm: ModelMemoryDep,
+            tenant: TenantDep) -> CubePublic:
+    """Recreate an exported cube (texts are re-embedded with this server's model).
+    Activation/parametric payloads are verified (sha256, fingerprint) and stored; units
+    built for another model than this server's bundled one are imported archived."""
+
+    def fingerprint() -> dict[str, str] | None:
+        return model_fingerprint(mm.provider()) if mm.provider.available() else None
+
+    return import_cube(memos, body, tenant=tenant, blobs=mm.blobs, fingerprint=fingerprint)
 
 
 @router.get("", response_model=list[CubePublic])
@@ -49,9 +57,13 @@ def delete_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> Response:
 
 
 @router.get("/{cube_id}/export", response_model=CubeExport)
-def export(cube_id: str, memos: MemosDep, tenant: TenantDep) -> CubeExport:
-    """The whole cube as JSON: messages, every unit version, spans and links."""
-    return export_cube(memos, cube_id, tenant=tenant)
+def export(cube_id: str, memos: MemosDep, mm: ModelMemoryDep, tenant: TenantDep,
+           include_payloads: bool = False) -> CubeExport:
+    """The whole cube as JSON: messages, every unit version, spans and links; with
+    ``include_payloads=true`` also the active activation/parametric units, their
+    safetensors payloads in base64 (large: a 1,024-token KV cache is ~45 MB)."""
+    return export_cube(memos, cube_id, tenant=tenant,
+                       blobs=mm.blobs if include_payloads else None)
 
 
 @router.post("/{cube_id}/messages", response_model=IngestResult,

@@ -8,31 +8,38 @@ returned without tensors; payloads stay in the blob store.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
-from api.deps import MemosDep, TenantDep
-from memos.memory import ModelMemory
-from memos.memory.activation import ActivationCreate, ActivationPublic
-from memos.memory.parametric import AdapterCreate, AdapterPublic, TrainingJob
+from api.deps import ModelMemoryDep, TenantDep
+from memos.scheduler import Scheduler
+from memos.types import (
+    ActivationCreate,
+    ActivationPublic,
+    ActivationRefresh,
+    AdapterCreate,
+    AdapterPublic,
+    SchedulerState,
+    SchedulerTick,
+    TrainingJob,
+)
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["model memory"])
 
 
-def get_model_memory(request: Request, memos: MemosDep) -> ModelMemory:
-    """``app.state.model_memory`` (set in the lifespan), else one built on first use over
-    the chat's bundled-model loader, so chat and these routes share one backbone."""
-    mm: ModelMemory | None = getattr(request.app.state, "model_memory", None)
-    if mm is None or mm.cube is not memos:
-        chat = getattr(request.app.state, "chat", None)
-        loader = getattr(chat, "bundled", None)
-        mm = ModelMemory.for_loader(memos, loader)
-        request.app.state.model_memory = mm
-    return mm
 
 
-ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]
+def get_scheduler(request: Request, mm: ModelMemoryDep) -> Scheduler:
+    """``app.state.scheduler`` (set in the lifespan, with the configured default policy)
+    when it runs over this model memory, else one built over it."""
+    sched: Scheduler | None = getattr(request.app.state, "scheduler", None)
+    if sched is None or sched.mm is not mm:
+        sched = request.app.state.scheduler = Scheduler(mm)
+    return sched
+
+
+SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 
 
 @router.post("/activations", response_model=ActivationPublic,
@@ -59,14 +66,15 @@ def get_activation(cube_id: str, unit_id: str, mm: ModelMemoryDep,
     return mm.activations.get(cube_id, unit_id, tenant=tenant)
 
 
-@router.post("/activations/refresh")
+@router.post("/activations/refresh", response_model=ActivationRefresh)
 def refresh_activations(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep,
-                        background: bool = False) -> dict[str, Any]:
+                        background: bool = False) -> ActivationRefresh:
     """Archive activation units whose sources changed and rebuild them from the sources'
-    current versions; ``background=true`` queues a ``rebuild_activation`` job instead."""
+    current versions; ``background=true`` queues a ``rebuild_activation`` job instead.
+    (A source change already queues that job; this is for an immediate answer.)"""
     if background:
-        return {"job_id": mm.activations.enqueue_rebuild(cube_id, tenant=tenant)}
-    return mm.activations.refresh(cube_id, tenant=tenant)
+        return ActivationRefresh(job_id=mm.activations.enqueue_rebuild(cube_id, tenant=tenant))
+    return ActivationRefresh(**mm.activations.refresh(cube_id, tenant=tenant))
 
 
 @router.post("/adapters", status_code=status.HTTP_202_ACCEPTED,
@@ -78,6 +86,14 @@ def create_adapter(cube_id: str, body: AdapterCreate, mm: ModelMemoryDep,
     if body.sync:
         return mm.adapters.train(cube_id, body, tenant=tenant)
     return mm.adapters.enqueue_training(cube_id, body, tenant=tenant)
+
+
+@router.get("/adapters", response_model=list[AdapterPublic])
+def list_adapters(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep,
+                  include_inactive: bool = False) -> list[AdapterPublic]:
+    """Parametric units, newest first (active only unless ``include_inactive``)."""
+    ids = mm.adapters.unit_ids(cube_id, tenant=tenant, active_only=not include_inactive)
+    return [mm.adapters.get(cube_id, i, tenant=tenant) for i in ids]
 
 
 @router.get("/adapters/jobs/{job_id}", response_model=TrainingJob)
@@ -94,9 +110,19 @@ def get_adapter(cube_id: str, unit_id: str, mm: ModelMemoryDep,
     return mm.adapters.get(cube_id, unit_id, tenant=tenant)
 
 
-@router.get("/scheduler")
-def scheduler_state(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep) -> dict[str, Any]:
-    """The memory scheduler's policy, current state and decision history for the cube."""
-    from memos.scheduler import Scheduler
+@router.get("/scheduler", response_model=SchedulerState)
+def scheduler_state(cube_id: str, sched: SchedulerDep, tenant: TenantDep) -> SchedulerState:
+    """The memory scheduler's policy, current state (model memory, hot units with their
+    retrieval counts, stable facts) and decision history for the cube."""
+    return sched.state(cube_id, tenant=tenant)
 
-    return Scheduler(mm).state(cube_id, tenant=tenant).model_dump(mode="json")
+
+@router.post("/scheduler/tick", response_model=SchedulerTick)
+def scheduler_tick(cube_id: str, sched: SchedulerDep, tenant: TenantDep,
+                   background: bool = False) -> SchedulerTick:
+    """Apply the policy now and return its decisions (adapter training is still queued as
+    a job); ``background=true`` queues a ``schedule_model_memory`` job instead. Ticks also
+    run on their own, after ``tick_every_retrievals`` new search hits."""
+    if background:
+        return SchedulerTick(job_id=sched.enqueue(cube_id, tenant=tenant))
+    return SchedulerTick(decisions=sched.tick(cube_id, tenant=tenant))

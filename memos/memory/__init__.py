@@ -13,12 +13,15 @@ difference — a KV cache or an adapter is meaningless for another model.
 
 Modules: :mod:`.activation` (compile / load / inject KV caches), :mod:`.parametric`
 (train / attach / detach LoRA adapters). This module holds what they share: the blob store,
-the fingerprint, the lazy backbone provider and staleness marking.
+the fingerprint, the lazy backbone provider, staleness marking, and
+:func:`queue_stale_rebuild`, which the store's writes call so that a changed source queues
+the ``rebuild_activation`` job (pure SQL: importing this module never imports torch).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -30,12 +33,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import select
 
 from memos.errors import BackendUnavailable, Conflict, InvalidInput
-from memos.store.models import LinkRow, UnitRow, utcnow
+from memos.store.models import JobRow, LinkRow, UnitRow, utcnow
 
 if TYPE_CHECKING:
     import torch
+    from sqlalchemy.orm import Session
 
     from memos.cube import MemCube
+    from memos.jobs import JobQueue
 
 __all__ = [
     "LanguageModel",
@@ -45,6 +50,9 @@ __all__ = [
     "check_fingerprint",
     "source_rows",
     "mark_stale",
+    "queue_stale_rebuild",
+    "read_safetensors_metadata",
+    "REBUILD_ACTIVATION_JOB",
     "STALE_REASON",
     "BACKBONE_HINT",
     "ModelMemory",
@@ -57,6 +65,8 @@ BACKBONE_HINT = ("the bundled model needs the `backbone` extra "
 
 #: ``status_reason`` of an activation/parametric unit whose sources changed.
 STALE_REASON = "stale: source changed"
+#: The background job that archives stale model memory and recompiles stale KV caches.
+REBUILD_ACTIVATION_JOB = "rebuild_activation"
 
 
 class LanguageModel(Protocol):
@@ -99,6 +109,18 @@ class BackboneProvider:
             if self._backbone is None:
                 self._backbone = self._load()
             return self._backbone
+
+    def available(self) -> bool:
+        """Whether the backbone is loaded or could be (torch installed, checkpoint prepared),
+        without loading it: cheap enough to ask before queueing work that needs the model."""
+        if self._backbone is not None:
+            return True
+        if importlib.util.find_spec("torch") is None:
+            return False
+        from memos.backbone.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_data_dir
+
+        d = resolve_data_dir(self.data_dir)
+        return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
 
     def _load(self) -> LanguageModel:
         try:
@@ -144,7 +166,6 @@ class ModelMemory:
         return cls(cube, provider, BlobStore(blob_root(data_dir)))
 
     def handlers(self) -> dict[str, Callable[..., None]]:
-        from memos.memory.activation import REBUILD_ACTIVATION_JOB
         from memos.memory.parametric import TRAIN_ADAPTER_JOB
 
         return {REBUILD_ACTIVATION_JOB: self.activations.run_rebuild_job,
@@ -190,6 +211,32 @@ class BlobStore:
                 os.unlink(tmp)
         return sha
 
+    def put_bytes(self, data: bytes) -> str:
+        """Store an already serialised safetensors file (an import); returns its sha256.
+        Needs no torch."""
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.path(sha)
+        if final.is_file():
+            return sha
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return sha
+
+    def read_bytes(self, sha256: str) -> bytes:
+        """The payload file's bytes (an export); ``Conflict`` if it is missing."""
+        path = self.path(sha256)
+        if not path.is_file():
+            raise Conflict(f"payload {sha256} is missing from the blob store {self.root}",
+                           details={"payload_sha256": sha256})
+        return path.read_bytes()
+
     def get(self, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Tensors and metadata of a blob; ``NotFound``-like ``Conflict`` if it is missing."""
         from safetensors import safe_open
@@ -204,6 +251,25 @@ class BlobStore:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
         return tensors, metadata
+
+
+def read_safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header, read without torch.
+
+    A safetensors file starts with an 8-byte little-endian header length and a JSON header;
+    ``InvalidInput`` when ``data`` is not one.
+    """
+    if len(data) < 8:
+        raise InvalidInput("payload is not a safetensors file (too short)")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8 or size > 100_000_000:
+        raise InvalidInput("payload is not a safetensors file (bad header length)")
+    try:
+        header = json.loads(data[8:8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput("payload is not a safetensors file (bad header)") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in (meta or {}).items()}
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -282,3 +348,35 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
             if on_stale is not None:
                 on_stale(row, sources)
     return archived
+
+
+def queue_stale_rebuild(session: Session, jobs: JobQueue, *, cube_id: str, tenant: str,
+                        changed: Sequence[int]) -> bool:
+    """Queue the rebuild of model memory derived from units that just changed.
+
+    Call it inside the write transaction that superseded, deleted or archived the plaintext
+    units whose row keys are ``changed``. When an active activation or parametric unit has a
+    ``derived_from`` link to one of them, one :data:`REBUILD_ACTIVATION_JOB` is queued for
+    the cube (committed with the write), unless one is already queued. Returns whether a job
+    was queued (wake the worker after the commit).
+
+    Cheap when nothing depends on the units: one query on the links' ``dst_pk`` index. Pure
+    SQL: works without torch.
+    """
+    if not changed:
+        return False
+    dependent = session.scalar(
+        select(LinkRow.pk).join(UnitRow, UnitRow.pk == LinkRow.src_pk)
+        .where(LinkRow.dst_pk.in_(list(changed)), LinkRow.type == "derived_from",
+               UnitRow.kind.in_(["activation", "parametric"]), UnitRow.status == "active")
+        .limit(1))
+    if dependent is None:
+        return False
+    queued = session.scalar(select(JobRow.pk).where(
+        JobRow.kind == REBUILD_ACTIVATION_JOB, JobRow.cube_id == cube_id,
+        JobRow.status == "queued").limit(1))
+    if queued is not None:
+        return False
+    jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
+                 payload={"tenant": tenant})
+    return True

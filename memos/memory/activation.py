@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.memory import (
+    REBUILD_ACTIVATION_JOB,
     STALE_REASON,
     BackboneProvider,
     BlobStore,
@@ -42,7 +42,14 @@ from memos.memory import (
     source_rows,
 )
 from memos.store.models import LinkRow, UnitRow, utcnow
-from memos.types import MAX_TEXT_CHARS, Filters, Kind, MemoryPublic, SearchMode, SearchRequest
+from memos.types import (
+    ActivationCreate,
+    ActivationPublic,
+    Filters,
+    Kind,
+    SearchMode,
+    SearchRequest,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,8 +62,6 @@ __all__ = [
     "REBUILD_ACTIVATION_JOB",
     "FORMAT",
     "MEMORY_HEADER",
-    "ActivationCreate",
-    "ActivationPublic",
     "Activation",
     "ActivationMemory",
     "render_prefix",
@@ -66,39 +71,10 @@ __all__ = [
     "ids_sha256",
 ]
 
-REBUILD_ACTIVATION_JOB = "rebuild_activation"
 FORMAT = "memos.activation.v1"
 #: A bare header: SmolLM2-135M uses "Memory:" listings far more often than a long instruction
 #: (6/12 vs 4/12 on the first 12 memory-QA items, greedy).
 MEMORY_HEADER = "Memory:"
-
-
-class ActivationCreate(BaseModel):
-    """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
-    units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
-    query: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
-    max_tokens: int = Field(default=1024, ge=16, le=8_000,
-                            description="Most tokens the compiled prefix may hold.")
-    top_k: int = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ActivationCreate:
-        if (self.unit_ids is None) == (self.query is None):
-            raise ValueError("give exactly one of unit_ids or query")
-        return self
-
-
-class ActivationPublic(BaseModel):
-    """An activation unit as the API shows it: the unit, its payload metadata, its sources."""
-
-    unit: MemoryPublic
-    payload_meta: dict[str, Any]
-    source_ids: list[str]
-    n_tokens: int
 
 
 @dataclass
@@ -211,8 +187,10 @@ class ActivationMemory:
         return [(h.unit.id, h.unit.text or "") for h in found.hits if h.unit.text]
 
     def create(self, cube_id: str, body: ActivationCreate, *, tenant: str,
-               lineage: tuple[str, int] | None = None) -> ActivationPublic:
-        """Render the sources into a prefix, prefill it once, store the cache as a unit."""
+               lineage: tuple[str, int] | None = None,
+               unit_meta: dict[str, Any] | None = None) -> ActivationPublic:
+        """Render the sources into a prefix, prefill it once, store the cache as a unit
+        (``unit_meta``: extra unit metadata, e.g. the scheduler's ``scheduled`` flag)."""
         sources = self.select_sources(cube_id, body, tenant=tenant)
         if not sources:
             raise InvalidInput("no plaintext memory matched; nothing to compile")
@@ -229,11 +207,12 @@ class ActivationMemory:
             fingerprint = model_fingerprint(lm)
             cache = prefill(lm.model, ids)
         return self._store(cube_id, tenant=tenant, sources=sources, ids=ids, cache=cache,
-                           fingerprint=fingerprint, lineage=lineage)
+                           fingerprint=fingerprint, lineage=lineage, unit_meta=unit_meta)
 
     def _store(self, cube_id: str, *, tenant: str, sources: list[tuple[str, str]],
                ids: list[int], cache: KVCache, fingerprint: dict[str, str],
-               lineage: tuple[str, int] | None) -> ActivationPublic:
+               lineage: tuple[str, int] | None,
+               unit_meta: dict[str, Any] | None = None) -> ActivationPublic:
         import torch
 
         meta = {**fingerprint, "format": FORMAT, "prefix_ids_sha256": ids_sha256(ids),
@@ -257,7 +236,8 @@ class ActivationMemory:
                           text="\n".join(f"- {t}" for _, t in sources), extractor="activation",
                           status="active", tags=[], payload_sha256=sha,
                           payload_meta=payload_meta,
-                          meta={"n_tokens": len(ids), "sources": [s for s, _ in sources]},
+                          meta={**(unit_meta or {}), "n_tokens": len(ids),
+                                "sources": [s for s, _ in sources]},
                           confidence=1.0, created_at=now)
             session.add(row)
             session.flush()
@@ -364,23 +344,27 @@ class ActivationMemory:
         """Archive stale activation units; with ``rebuild``, compile each one's replacement
         from the current versions of its sources (same lineage, next version).
 
-        Returns ``{"archived": [ids], "rebuilt": {old id: new id}}``.
+        Returns ``{"archived": [ids], "rebuilt": {old id: new id}}``. A replacement keeps
+        the old unit's ``scheduled`` flag (a cache the scheduler compiled stays its own).
         """
-        plans: list[tuple[str, str, int, list[str]]] = []
+        plans: list[tuple[str, str, int, list[str], dict[str, Any]]] = []
 
         def plan(row: UnitRow, sources: list[UnitRow]) -> None:
-            plans.append((row.id, row.lineage_id, row.version, [s.lineage_id for s in sources]))
+            keep = {k: v for k, v in (row.meta or {}).items() if k == "scheduled"}
+            plans.append((row.id, row.lineage_id, row.version,
+                          [s.lineage_id for s in sources], keep))
 
         archived = mark_stale(self.cube, cube_id, tenant=tenant, kinds=("activation",),
                               on_stale=plan)
         rebuilt: dict[str, str] = {}
         if rebuild:
-            for old_id, lineage_id, version, lineages in plans:
+            for old_id, lineage_id, version, lineages, keep in plans:
                 current = self._current_units(cube_id, lineages)
                 if not current:
                     continue
                 new = self.create(cube_id, ActivationCreate(unit_ids=current, max_tokens=8_000),
-                                  tenant=tenant, lineage=(lineage_id, version + 1))
+                                  tenant=tenant, lineage=(lineage_id, version + 1),
+                                  unit_meta=keep)
                 rebuilt[old_id] = new.unit.id
         return {"archived": archived, "rebuilt": rebuilt}
 

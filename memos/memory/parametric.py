@@ -16,7 +16,10 @@ touched weight and restoring it exactly.
 
 Training data, per fact: the statement as the assistant's reply to "What do you remember?",
 the statement on its own, and each ``metadata.qa`` pair (``{"question", "answer"}``) as a
-chat turn. Only the lower blocks run once (no grad); the adapted top blocks train.
+chat turn; plus *rehearsal*: windows of generic text (:func:`rehearsal_examples`, half as
+many as fact examples by default), which keep the model's NLL on unrelated text flat
+(``memos bench model-memory``: held-out NLL within +5% with rehearsal, +42–57% without).
+Only the lower blocks run once (no grad); the adapted top blocks train.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
@@ -46,7 +48,7 @@ from memos.memory import (
     source_rows,
 )
 from memos.store.models import LinkRow, UnitRow, utcnow
-from memos.types import MemoryPublic
+from memos.types import AdapterCreate, AdapterPublic, TrainingJob
 
 if TYPE_CHECKING:
     import torch
@@ -60,9 +62,6 @@ __all__ = [
     "FORMAT",
     "LoRAConfig",
     "LoRALinear",
-    "AdapterCreate",
-    "AdapterPublic",
-    "TrainingJob",
     "ParametricMemory",
     "init_lora",
     "attach",
@@ -70,6 +69,7 @@ __all__ = [
     "merge",
     "unmerge",
     "render_examples",
+    "rehearsal_examples",
     "train_lora",
 ]
 
@@ -222,6 +222,24 @@ def render_examples(lm: LanguageModel, facts: Sequence[tuple[str, Sequence[dict[
     return out
 
 
+def rehearsal_examples(lm: LanguageModel, count: int, *,
+                       window: int = 48) -> list[tuple[list[int], int]]:
+    """Up to ``count`` windows of ``window`` tokens of generic English (the backbone's
+    calibration corpus, never the held-out evaluation text), scored from the second token.
+
+    Mixed into adapter training they anchor the adapted layers on ordinary text, so the
+    adapter learns the facts without raising NLL elsewhere. Both the API's training path
+    (:meth:`ParametricMemory.train`) and the benchmark use this one function.
+    """
+    if count <= 0:
+        return []
+    from memos.backbone.prepare import CALIBRATION_FILE, read_data_text
+
+    ids = lm.encode(read_data_text(CALIBRATION_FILE))
+    return [(ids[i:i + window], 1) for i in range(0, window * count, window)
+            if len(ids[i:i + window]) == window]
+
+
 def train_lora(lm: LanguageModel, examples: Sequence[tuple[list[int], int]], cfg: LoRAConfig, *,
                steps: int = 60, lr: float = 2e-3, batch_size: int = 16, seed: int = 0,
                progress: Callable[[float], None] | None = None) -> dict[str, torch.Tensor]:
@@ -294,36 +312,6 @@ def train_lora(lm: LanguageModel, examples: Sequence[tuple[list[int], int]], cfg
 
 
 # --------------------------------------------------------------------------- service
-class AdapterCreate(BaseModel):
-    """Train an adapter from plaintext units (facts)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    unit_ids: list[str] = Field(min_length=1, max_length=2_000)
-    rank: int = Field(default=8, ge=1, le=64)
-    steps: int = Field(default=60, ge=1, le=5_000)
-    lr: float = Field(default=2e-3, gt=0, le=1.0)
-    n_layers: int = Field(default=12, ge=0, le=64, description="Adapt the top n blocks (0: all).")
-    targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj", "o_proj"],
-                               min_length=1)
-    sync: bool = Field(default=False, description="Train inside the request (small jobs and "
-                       "tests) instead of as a background `train_adapter` job.")
-
-
-class AdapterPublic(BaseModel):
-    unit: MemoryPublic
-    payload_meta: dict[str, Any]
-    source_ids: list[str]
-
-
-class TrainingJob(BaseModel):
-    job_id: int
-    status: str
-    progress: float
-    error: str | None = None
-    unit_id: str | None = Field(default=None, description="The adapter, once trained.")
-
-
 @dataclass
 class Adapter:
     unit_id: str
@@ -416,11 +404,14 @@ class ParametricMemory:
         with self.provider.lock:  # the model's modules are swapped while training
             fingerprint = model_fingerprint(lm)
             examples = render_examples(lm, [(text, qa) for _, text, qa in facts])
+            n_facts = len(examples)
+            examples += rehearsal_examples(lm, int(n_facts * body.rehearsal))
             tensors = train_lora(lm, examples, cfg, steps=body.steps, lr=body.lr,
                                  progress=progress)
         train_s = time.perf_counter() - started
         meta = {**fingerprint, "format": FORMAT, "lora": json.dumps(asdict(cfg)),
-                "steps": str(body.steps), "examples": str(len(examples))}
+                "steps": str(body.steps), "examples": str(len(examples)),
+                "rehearsal_examples": str(len(examples) - n_facts)}
         sha = self.blobs.put(tensors, meta)
         now = utcnow()
         unit_id = uuid.uuid4().hex
@@ -433,7 +424,9 @@ class ParametricMemory:
                           text="\n".join(f"- {t}" for _, t, _ in facts), extractor="lora",
                           status="active", tags=[], payload_sha256=sha,
                           payload_meta={**meta, "lora": asdict(cfg), "steps": body.steps,
-                                        "examples": len(examples), "train_s": train_s},
+                                        "examples": len(examples),
+                                        "rehearsal_examples": len(examples) - n_facts,
+                                        "train_s": train_s},
                           meta={"sources": [f[0] for f in facts], "job_id": job_id},
                           confidence=1.0, created_at=now)
             session.add(row)
@@ -462,14 +455,17 @@ class ParametricMemory:
         return AdapterPublic(unit=self.cube.get_memory(cube_id, unit_id, tenant=tenant),
                              payload_meta=meta, source_ids=sources)
 
-    def unit_ids(self, cube_id: str, *, tenant: str) -> list[str]:
-        """Ids of the cube's active adapters, newest first."""
+    def unit_ids(self, cube_id: str, *, tenant: str, active_only: bool = True) -> list[str]:
+        """Ids of the cube's adapters (active ones unless ``active_only`` is false),
+        newest first."""
         with self.cube.store.transaction() as session:
             self.cube.cube_row(session, tenant, cube_id)
-            return list(session.scalars(select(UnitRow.id).where(
-                UnitRow.cube_id == cube_id, UnitRow.kind == "parametric",
-                UnitRow.status == "active").order_by(UnitRow.created_at.desc(),
-                                                      UnitRow.pk.desc())))
+            query = select(UnitRow.id).where(UnitRow.cube_id == cube_id,
+                                             UnitRow.kind == "parametric")
+            if active_only:
+                query = query.where(UnitRow.status == "active")
+            return list(session.scalars(query.order_by(UnitRow.created_at.desc(),
+                                                       UnitRow.pk.desc())))
 
     def load(self, cube_id: str, unit_id: str, *, tenant: str) -> Adapter:
         """The verified adapter; ``Conflict`` when stale, archived or for another model."""

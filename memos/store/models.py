@@ -161,6 +161,10 @@ class UnitRow(Base):
     superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     embedding: Mapped[np.ndarray | None] = mapped_column(Embedding)
+    #: Times the unit came back as a search hit; the scheduler's "hot" signal. Counted in
+    #: memory and added in batches (:class:`memos.usage.RetrievalCounter`), never written
+    #: on the search path.
+    retrievals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TagRow(Base):

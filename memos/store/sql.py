@@ -33,6 +33,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
+                   compare_to: Any) -> bool:
+    """Alembic autogenerate filter (``alembic check``, ``revision --autogenerate``).
+
+    The pgvector HNSW indexes are expression indexes created by raw SQL in the migrations;
+    the models cannot describe them, so comparisons skip them instead of proposing to drop
+    them.
+    """
+    return not (type_ == "index" and reflected and compare_to is None
+                and str(name).startswith("ix_units_embedding_hnsw"))
+
+
 class Store:
     """Owns the engine and hands out transactions.
 
