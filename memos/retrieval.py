@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timezone
 
 import numpy as np
 from sqlalchemy import func, select
@@ -159,6 +160,10 @@ def _unit(row: UnitRow, sources: tuple[int, ...]) -> IndexUnit:
     granularity = row.granularity
     if granularity == "fact" and not sources:
         granularity = "turn"
+    when = row.valid_from
+    if when is not None and when.tzinfo is None:  # stored as UTC (see UTCDateTime)
+        when = when.replace(tzinfo=timezone.utc)
     return IndexUnit(id=int(row.pk), granularity=granularity, text=index_text(row),
                      vector=row.embedding, session_key=row.session_id or f"unit:{row.pk}",
-                     sources=sources, speaker=row.speaker if granularity == "turn" else None)
+                     sources=sources, speaker=row.speaker if granularity == "turn" else None,
+                     timestamp=None if when is None else when.timestamp())

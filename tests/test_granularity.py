@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -290,3 +292,32 @@ def test_granularities_restrict_the_channels():
     res = index.search(q, emb.embed([q])[0], top_k=2, granularities=["session", "keyword"])
     assert set(res.weights) == {"session", "keyword"}
     assert res.sessions[0].session_key == "s2"
+
+
+def test_a_named_date_favours_turns_said_then():
+    emb = HashingEmbedder(128)
+    index = GranularIndex()
+    dates = {"spring": datetime(2023, 3, 3, 14, tzinfo=timezone.utc),
+             "summer": datetime(2023, 6, 10, 9, tzinfo=timezone.utc)}
+    text = "Melanie: I painted the lake at sunrise."
+    for uid, (key, when) in enumerate(dates.items(), start=1):  # same words, other days
+        index.add([IndexUnit(uid, "turn", text, emb.embed([text])[0], key, speaker="Melanie",
+                             timestamp=when.timestamp())])
+    for q, key in [("What did Melanie paint on 10 June, 2023?", "summer"),
+                   ("What did Melanie paint in March 2023?", "spring")]:
+        res = index.search(q, emb.embed([q])[0], top_k=2, explain=True)
+        assert res.turns[0].session_key == key and res.sessions[0].session_key == key
+        assert res.turns[0].explain["time_closeness"] == 1.0
+        assert res.turns[1].explain["time_closeness"] < 0.01
+    res = index.search("What did Melanie paint?", emb.embed(["x"])[0], explain=True)
+    assert res.turns[0].explain["time_closeness"] is None  # no date named
+
+
+def test_session_dense_evidence_and_bad_config():
+    index, emb, _ = _build(config=RouterConfig(session_dense="mean"))
+    q = "painting sunrise"
+    assert index.search(q, emb.embed([q])[0], top_k=2).sessions[0].session_key == "s2"
+    with pytest.raises(ValueError, match="session_dense"):
+        RouterConfig(session_dense="max")
+    with pytest.raises(ValueError):
+        RouterConfig(time_boost=-1.0)

@@ -16,7 +16,9 @@ Methods, all over the same embeddings (all-MiniLM-L6-v2, :class:`memos.embed.Onn
   recall@5 on the *other* conversations), so no conversation is scored with a weight tuned
   on itself. With one conversation ``a = 0.5``.
 * ``router``: :class:`memos.granularity.index.GranularIndex` over turn, session, summary
-  and keyword units with GMM association, entropy routing and PPR.
+  and keyword units with GMM association, entropy routing and PPR. Each turn carries its
+  session's ``date_time`` as its timestamp, as a chat log stamps messages (the server path
+  sends the same as the message timestamp), so a question naming a date can be matched.
 * ``router_probe`` (optional): the router probing only the turn clusters holding 90% of the
   query's posterior, to measure the recall lost by posterior routing.
 
@@ -291,6 +293,7 @@ class RouterRetriever:
         self.ingest_ms: dict[str, float] = {}
 
     def ingest(self, conversation: Conversation) -> None:
+        from memos.eval.loaders import parse_locomo_time
         from memos.granularity.index import GranularIndex, IndexUnit
         from memos.granularity.units import TermStats, derive_units
 
@@ -311,10 +314,13 @@ class RouterRetriever:
             key = f"S{s.index}"
             ids = list(range(next_id, next_id + len(s.turns)))
             next_id += len(s.turns)
+            when = parse_locomo_time(s.date_time)  # what a chat log stamps on each message
+            stamp = when.timestamp() if when is not None else None
             units = []
             for uid, t in zip(ids, s.turns, strict=True):
                 units.append(IndexUnit(uid, "turn", t.text, vecs[row], key,
-                                       speaker=t.speaker, position=t.position))
+                                       speaker=t.speaker, position=t.position,
+                                       timestamp=stamp))
                 self.dia_of[uid] = t.dia_id
                 row += 1
             self.index.add(units)
@@ -632,10 +638,13 @@ class ServerRetriever:
         if self.cube is None:
             raise RuntimeError("ingest a conversation first")
         start = time.perf_counter()
-        found = self.client.search(self.cube, query=question, top_k=top_k,
-                                   filters={"granularity": ["turn"]})
+        # The default search, as an agent would call it: a granularity filter would also
+        # restrict the router's channels to turns (no session, summary, keyword or fact
+        # evidence). Turns are picked from the hits here instead.
+        found = self.client.search(self.cube, query=question, top_k=top_k)
         latency = (time.perf_counter() - start) * 1000
-        turns = [str(h.unit.metadata.get("message_id")) for h in found.hits]
+        turns = [str(h.unit.metadata.get("message_id")) for h in found.hits
+                 if h.unit.granularity == "turn"]
         sessions = [int(h.unit.session_id[1:]) for h in found.sessions
                     if h.unit.session_id and h.unit.session_id[1:].isdigit()]
         return Retrieval(turns=turns, sessions=sessions, latency_ms=latency)
