@@ -758,10 +758,10 @@ class MemCube:
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:
                 assert self.router is not None
-                found = self.router.search(
-                    session, cube, body.query, query, top_k=body.top_k,
-                    granularities=[g.value for g in body.filters.granularity]
-                    if body.filters.granularity else None, explain=body.explain)
+                # Every granularity is evidence for the ranking; the granularity filter only
+                # selects which hits come back.
+                found = self.router.search(session, cube, body.query, query, top_k=body.top_k,
+                                           explain=body.explain)
                 t = timings.add("router", t)
                 rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
                     UnitRow.pk.in_([h.id for h in found.turns + found.sessions

@@ -68,3 +68,19 @@ def test_term_stats_follow_session_changes_incrementally(service: MemCube,
     client.post("/v1/cubes/tf/messages", json={"session_id": "s9", "sync": True,
                 "messages": [{"role": "user", "content": "A new start."}]})
     assert stats.n_docs == 1 and "canal" not in stats.df
+
+
+def test_granularity_filter_selects_hits_not_router_evidence(service: MemCube,
+                                                             client: TestClient) -> None:
+    """Asking for turns returns the turns the full router ranks (all channels as evidence)."""
+    service.derivers = [GranularityDeriver()]
+    client.post("/v1/cubes", json={"id": "g"})
+    client.post("/v1/cubes/g/messages", json={"session_id": "s1", "sync": True, "messages": [
+        {"role": "user", "speaker": "Ana", "content": t} for t in TURNS]})
+    query = {"query": "Where is Lena coming from?", "top_k": 3}
+    everything = client.post("/v1/cubes/g/search", json=query).json()
+    turns = client.post("/v1/cubes/g/search", json={
+        **query, "filters": {"granularity": ["turn"]}}).json()
+    assert turns["mode"] == "router" and turns["router"] == everything["router"]
+    assert [h["unit"]["id"] for h in turns["hits"]] == [
+        h["unit"]["id"] for h in everything["hits"] if h["unit"]["granularity"] == "turn"]

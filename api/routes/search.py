@@ -12,14 +12,15 @@ router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResponse)
-def search(cube_id: str, body: SearchRequest, response: Response, memos: MemosDep,
-           tenant: TenantDep) -> SearchResponse:
+def search(cube_id: str, body: SearchRequest, memos: MemosDep, tenant: TenantDep) -> Response:
     """The ``top_k`` most relevant units, best first; stage timings in ``Server-Timing``."""
     timings = Timings()
     result = memos.search(cube_id, body, tenant=tenant, timings=timings)
-    response.headers["Server-Timing"] = ", ".join(
-        f"{name};dur={ms:.2f}" for name, ms in timings.stages.items())
-    return result
+    # Serialised here, once: returning the model would make FastAPI validate the whole
+    # response against ``response_model`` again (kept for the OpenAPI schema).
+    return Response(result.model_dump_json(), media_type="application/json", headers={
+        "Server-Timing": ", ".join(f"{name};dur={ms:.2f}"
+                                   for name, ms in timings.stages.items())})
 
 
 @router.post("/context", response_model=ContextResponse)
