@@ -136,3 +136,33 @@ def test_candidates_are_fetched_by_primary_key(tmp_path: Path) -> None:
             plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
                 "EXPLAIN QUERY PLAN " + statement, parameters))
             assert "PRIMARY KEY" in plan, plan
+
+
+def test_session_lookups_use_the_session_index(tmp_path: Path) -> None:
+    """Ingest's per-session queries go through ix_units_session, not a scan of the cube."""
+    from sqlalchemy import event
+
+    from memos.types import MessagesIngest
+
+    svc = _service(tmp_path)
+    svc.create_cube(CubeCreate(id="c"), tenant="t")
+    for s in range(3):
+        svc.ingest("c", MessagesIngest(session_id=f"s{s}", messages=[
+            {"role": "user", "content": f"turn {i} of session {s}"} for i in range(4)]),
+            tenant="t")
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "FROM memory_units" in statement and "memory_units.session_id = " in statement:
+            statements.append((statement, parameters))
+
+    event.listen(svc.store.engine, "before_cursor_execute", capture)
+    svc.ingest("c", MessagesIngest(session_id="s1", messages=[
+        {"role": "user", "content": "one more turn"}]), tenant="t")
+    event.remove(svc.store.engine, "before_cursor_execute", capture)
+    assert statements
+    with svc.store.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "ix_units_session" in plan, (statement, plan)

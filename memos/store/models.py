@@ -131,7 +131,9 @@ class UnitRow(Base):
     __table_args__ = (
         Index("ix_units_cube_status", "cube_id", "status", "granularity"),
         Index("ix_units_lineage", "lineage_id", "version"),
-        Index("ix_units_session", "cube_id", "session_id"),
+        # Longer than ix_units_cube_status, so per-session lookups (turns, session and derived
+        # units of one session) never scan every active unit of the cube instead.
+        Index("ix_units_session", "cube_id", "session_id", "granularity", "status"),
     )
 
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
