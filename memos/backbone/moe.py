@@ -33,6 +33,7 @@ computes exactly the dense FFN (same ops, bit-identical output).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -110,6 +111,10 @@ class MoEMLP(nn.Module):
     LoRA deltas apply on the masked path (T > 1, or a dense config); the sparse batch-1
     decode path reads ``gate_proj``/``up_proj`` weights and ``down_rows`` directly.
     """
+
+    down_rows: torch.Tensor  # buffers, declared for type checkers
+    down_norm: torch.Tensor
+    shared: torch.Tensor
 
     def __init__(
         self, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, group_size: int = 1
@@ -283,9 +288,17 @@ class MoEMLP(nn.Module):
         self._offsets = torch.zeros(1, dtype=torch.long)
 
 
+def _blocks(model: nn.Module) -> list[Any]:
+    """The decoder blocks (``model.layers``), each with an ``mlp``."""
+    layers = model.layers
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError("model.layers must be an nn.ModuleList of decoder blocks")
+    return list(layers)
+
+
 def to_moe(model: nn.Module, group_size: int = 1) -> nn.Module:
     """Replace every block's dense MLP by an :class:`MoEMLP` sharing its weights (in place)."""
-    for blk in model.layers:
+    for blk in _blocks(model):
         m = blk.mlp
         if not isinstance(m, MoEMLP):
             blk.mlp = MoEMLP(m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight, group_size)
@@ -293,7 +306,7 @@ def to_moe(model: nn.Module, group_size: int = 1) -> nn.Module:
 
 
 def moe_layers(model: nn.Module) -> list[MoEMLP]:
-    layers = [blk.mlp for blk in model.layers]
+    layers = [blk.mlp for blk in _blocks(model)]
     if not all(isinstance(m, MoEMLP) for m in layers):
         raise ValueError("model has dense MLPs; call to_moe(model) first")
     return layers
@@ -377,7 +390,7 @@ def prune_experts(model: nn.Module, usage: list[torch.Tensor], frac: float) -> l
     if not 0.0 <= frac < 1.0:
         raise ValueError("frac must be in [0, 1)")
     kept_all = []
-    for blk, u in zip(model.layers, usage, strict=True):
+    for blk, u in zip(_blocks(model), usage, strict=True):
         m: MoEMLP = blk.mlp
         E, gs = m.n_experts, m.group_size
         kept = u.topk(E - int(round(frac * E))).indices.sort().values

@@ -21,7 +21,7 @@ from memos.cube import MemCube, content_hash
 from memos.granularity.units import TermStats, derive_units
 from memos.lexical import Analyzer
 from memos.retrieval import index_text
-from memos.store.models import LinkRow, SpanRow, UnitRow, utcnow
+from memos.store.models import LinkRow, SpanRow, UnitRow, utcnow, vector_of
 
 DERIVED = ("summary", "keyword")
 
@@ -35,28 +35,32 @@ class GranularityDeriver:
         self.analyzer = Analyzer()
         # Per cube: the document frequencies over its sessions and the session-text hash each
         # was counted from, so a job re-reads only sessions whose text changed.
-        self._stats: dict[str, tuple[TermStats, dict[str, str]]] = {}
+        self._stats: dict[str, tuple[TermStats, dict[str, str | None]]] = {}
         self._lock = threading.RLock()
 
     def _term_stats(self, session: Session, cube_id: str) -> TermStats:
         """The cube's :class:`TermStats`, brought up to date with its session units (call
         with ``self._lock`` held)."""
-        current = dict(session.execute(select(UnitRow.session_id, UnitRow.content_sha).where(
-            UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
-            UnitRow.status == "active", UnitRow.session_id.is_not(None))).all())
+        current: dict[str, str | None] = {
+            key: sha for key, sha in session.execute(select(
+                UnitRow.session_id, UnitRow.content_sha).where(
+                UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+                UnitRow.status == "active", UnitRow.session_id.is_not(None)))
+            if key is not None}
         stats, counted = self._stats.setdefault(cube_id, (TermStats(), {}))
         for key in set(counted) - set(current):
             stats.remove(key)
             del counted[key]
         changed = [k for k, sha in current.items() if counted.get(k) != sha]
         for start in range(0, len(changed), 500):
-            for key, text, sha in session.execute(select(
+            for name, text, sha in session.execute(select(
                     UnitRow.session_id, UnitRow.text, UnitRow.content_sha).where(
                     UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
                     UnitRow.status == "active",
                     UnitRow.session_id.in_(changed[start:start + 500]))):
-                stats.add(key, self.analyzer.tokens(text or ""))
-                counted[key] = sha
+                if name is not None:
+                    stats.add(name, self.analyzer.tokens(text or ""))
+                    counted[name] = sha
         return stats
 
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
@@ -74,7 +78,7 @@ class GranularityDeriver:
             with self._lock:
                 drafts = [d for d in derive_units(
                     [t.pk for t in turns], [index_text(t) for t in turns],
-                    np.stack([t.embedding for t in turns]),
+                    np.stack([vector_of(t) for t in turns]),
                     stats=self._term_stats(session, cube_id), session_key=session_id,
                     summary_turns=self.summary_turns, keywords=self.keywords,
                     analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
