@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,33 +116,40 @@ def test_vectors_are_unit_norm(tmp_path: Path) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
 
 
-def test_candidates_are_fetched_by_primary_key(tmp_path: Path) -> None:
-    """SQLite must look the index's candidates up by rowid, not scan the cube's units."""
+def _query_plans(svc: MemCube, action: Callable[[], object], marker: str) -> list[str]:
+    """SQLite's plans for the ``memory_units`` statements containing ``marker`` that
+    ``action`` runs."""
     from sqlalchemy import event
 
-    svc = _service(tmp_path)
-    _fill(svc, 30)
     statements: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-        if "FROM memory_units" in statement and ".pk IN" in statement:
+        if "FROM memory_units" in statement and marker in statement:
             statements.append((statement, parameters))
 
     event.listen(svc.store.engine, "before_cursor_execute", capture)
-    assert _top(svc, "topic7") == "memory number 7 about topic7"
-    event.remove(svc.store.engine, "before_cursor_execute", capture)
-    assert statements
+    try:
+        action()
+    finally:
+        event.remove(svc.store.engine, "before_cursor_execute", capture)
+    assert statements, f"no statement with {marker!r} ran"
     with svc.store.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN " + statement, parameters))
-            assert "PRIMARY KEY" in plan, plan
+        return [" ".join(str(r[-1]) for r in conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + statement, parameters)) for statement, parameters in statements]
+
+
+def test_candidates_are_fetched_by_primary_key(tmp_path: Path) -> None:
+    """SQLite must look the index's candidates up by rowid, not scan the cube's units."""
+    svc = _service(tmp_path)
+    _fill(svc, 30)
+    found: list[str | None] = []
+    plans = _query_plans(svc, lambda: found.append(_top(svc, "topic7")), ".pk IN")
+    assert found == ["memory number 7 about topic7"]
+    assert all("PRIMARY KEY" in plan for plan in plans), plans
 
 
 def test_session_lookups_use_the_session_index(tmp_path: Path) -> None:
     """Ingest's per-session queries go through ix_units_session, not a scan of the cube."""
-    from sqlalchemy import event
-
     from memos.types import MessagesIngest
 
     svc = _service(tmp_path)
@@ -150,19 +158,7 @@ def test_session_lookups_use_the_session_index(tmp_path: Path) -> None:
         svc.ingest("c", MessagesIngest(session_id=f"s{s}", messages=[
             {"role": "user", "content": f"turn {i} of session {s}"} for i in range(4)]),
             tenant="t")
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
-        if "FROM memory_units" in statement and "memory_units.session_id = " in statement:
-            statements.append((statement, parameters))
-
-    event.listen(svc.store.engine, "before_cursor_execute", capture)
-    svc.ingest("c", MessagesIngest(session_id="s1", messages=[
-        {"role": "user", "content": "one more turn"}]), tenant="t")
-    event.remove(svc.store.engine, "before_cursor_execute", capture)
-    assert statements
-    with svc.store.engine.connect() as conn:
-        for statement, parameters in statements:
-            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN " + statement, parameters))
-            assert "ix_units_session" in plan, (statement, plan)
+    plans = _query_plans(svc, lambda: svc.ingest("c", MessagesIngest(
+        session_id="s1", messages=[{"role": "user", "content": "one more turn"}]), tenant="t"),
+        "memory_units.session_id = ")
+    assert all("ix_units_session" in plan for plan in plans), plans
