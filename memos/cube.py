@@ -5,7 +5,7 @@
         .ingest                      messages → turn units + one session unit per session
         .create_memory / get_memory / list_memories / update_memory / delete_memory
         .history / provenance
-        .search / context
+        .search / context            (ranking lives in memos/search.py)
 
 Every method takes ``tenant`` (keyword-only): a cube of another tenant is reported as not
 found, exactly like a cube that does not exist. Writes commit to SQL first (the commit is
@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from memos.config import Settings
 from memos.embed import Embedder
@@ -36,7 +33,9 @@ from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue
 from memos.memory import queue_stale_rebuild
+from memos.public import message_public, unit_public
 from memos.retrieval import RouterCache
+from memos.search import Searcher, Timings, filter_conditions
 from memos.store.models import (
     CubeRow,
     LinkRow,
@@ -55,20 +54,15 @@ from memos.types import (
     CubePublic,
     Filters,
     Granularity,
-    Hit,
     IngestResult,
-    Kind,
     LinkPublic,
     LinkType,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
     MemoryUpdate,
-    MessagePublic,
     MessagesIngest,
     ProvenancePublic,
-    Role,
-    SearchMode,
     SearchRequest,
     SearchResponse,
     SpanPublic,
@@ -76,7 +70,7 @@ from memos.types import (
 )
 from memos.usage import RetrievalCounter
 
-__all__ = ["MemCube", "Deriver", "Timings", "open_cube", "DERIVE_JOB"]
+__all__ = ["MemCube", "Deriver", "open_cube", "DERIVE_JOB", "content_hash"]
 
 DERIVE_JOB = "derive_session"
 
@@ -94,40 +88,6 @@ def content_hash(*parts: str | None) -> str:
         h.update((part or "").encode())
         h.update(b"\x1f")
     return h.hexdigest()
-
-
-def _estimate_tokens(text: str) -> int:
-    """Rough token count of English text for budgeting (≈ 1.3 tokens per word)."""
-    return max(1, round(len(text.split()) * 1.3))
-
-
-@dataclass
-class Timings:
-    """Milliseconds spent per stage of one call (reported in ``Server-Timing``)."""
-
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, started: float) -> float:
-        now = time.perf_counter()
-        self.stages[name] = self.stages.get(name, 0.0) + (now - started) * 1000
-        return now
-
-
-def _public(row: UnitRow) -> MemoryPublic:
-    return MemoryPublic(
-        id=row.id, cube_id=row.cube_id, lineage_id=row.lineage_id, version=row.version,
-        kind=Kind(row.kind), granularity=Granularity(row.granularity), text=row.text,
-        session_id=row.session_id, speaker=row.speaker, status=Status(row.status),
-        status_reason=row.status_reason,
-        extractor=row.extractor, payload_sha256=row.payload_sha256, tags=list(row.tags or []),
-        metadata=dict(row.meta or {}), confidence=row.confidence, valid_from=row.valid_from,
-        valid_to=row.valid_to, created_at=row.created_at, superseded_at=row.superseded_at)
-
-
-def message_public(row: MessageRow) -> MessagePublic:
-    return MessagePublic(id=row.id, session_id=row.session_id, role=Role(row.role),
-                         speaker=row.speaker, content=row.content, timestamp=row.timestamp,
-                         seq=row.seq, created_at=row.created_at)
 
 
 def _turn_embedding_text(speaker: str | None, content: str) -> str:
@@ -167,6 +127,7 @@ class MemCube:
         self._write_lock = threading.RLock()
         #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
         self.retrievals = RetrievalCounter()
+        self._searcher = Searcher(self)
 
     # ================================================================== cubes
     def cube_row(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
@@ -175,7 +136,7 @@ class MemCube:
             raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
         return cube
 
-    def _check_model(self, cube: CubeRow) -> None:
+    def check_model(self, cube: CubeRow) -> None:
         if cube.embedding_model != self.embedder.name or cube.embedding_dim != self.embedder.dim:
             raise Conflict(
                 f"cube {cube.id!r} holds vectors of {cube.embedding_model!r} "
@@ -330,7 +291,7 @@ class MemCube:
         now = utcnow()
         with self.store.transaction() as session:
             cube = self.cube_row(session, tenant, cube_id)
-            self._check_model(cube)
+            self.check_model(cube)
             known_ids = set(session.scalars(select(MessageRow.id).where(
                 MessageRow.cube_id == cube_id,
                 MessageRow.id.in_([m.id for m in body.messages if m.id]))))
@@ -480,7 +441,7 @@ class MemCube:
         now = utcnow()
         with self.write() as (session, publish):
             cube = self.cube_row(session, tenant, cube_id)
-            self._check_model(cube)
+            self.check_model(cube)
             spans = self._resolve_spans(session, cube_id, body)
             parents = self._resolve_units(session, cube_id, body.derived_from)
             unit_id = _new_id()
@@ -502,7 +463,7 @@ class MemCube:
                                     type="derived_from", weight=1.0, created_at=now))
             self.bump_index_version(cube)
             session.flush()
-            public = _public(row)
+            public = unit_public(row)
             publish(cube, add=[row.pk], vectors=vector[None, :])
         return public
 
@@ -544,7 +505,7 @@ class MemCube:
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.store.transaction() as session:
             self.cube_row(session, tenant, cube_id)
-            return _public(self._unit(session, cube_id, memory_id))
+            return unit_public(self._unit(session, cube_id, memory_id))
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
                       limit: int = 50) -> MemoryPage:
@@ -552,44 +513,13 @@ class MemCube:
             raise InvalidInput("limit must be in [1, 500] and offset >= 0")
         with self.store.transaction() as session:
             self.cube_row(session, tenant, cube_id)
-            where = [UnitRow.cube_id == cube_id, *self._filter_conditions(filters)]
+            where = [UnitRow.cube_id == cube_id, *filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
             rows = session.scalars(select(UnitRow).where(*where)
                                    .order_by(UnitRow.created_at, UnitRow.pk)
                                    .offset(offset).limit(limit)).all()
-            return MemoryPage(items=[_public(r) for r in rows], total=total, offset=offset,
+            return MemoryPage(items=[unit_public(r) for r in rows], total=total, offset=offset,
                               limit=limit)
-
-    def _filter_conditions(self, filters: Filters) -> list[ColumnElement[bool]]:
-        """SQL conditions for list and search. Deleted units never match."""
-        conds: list[ColumnElement[bool]] = []
-        if filters.as_of is not None:
-            t = filters.as_of
-            if filters.status not in (None, Status.active):
-                raise InvalidInput("as_of selects the units active at that time; "
-                                   "do not combine it with a status filter")
-            conds += [UnitRow.created_at <= t,
-                      or_(UnitRow.superseded_at.is_(None), UnitRow.superseded_at > t),
-                      or_(UnitRow.deleted_at.is_(None), UnitRow.deleted_at > t),
-                      UnitRow.status.in_(["active", "superseded", "deleted", "archived"]),
-                      UnitRow.text.is_not(None)]
-        else:
-            if filters.status == Status.deleted:
-                raise InvalidInput("deleted memories are never listed")
-            conds.append(UnitRow.status == (filters.status or Status.active).value)
-        if filters.kind is not None:
-            conds.append(UnitRow.kind == filters.kind.value)
-        if filters.granularity:
-            conds.append(UnitRow.granularity.in_([g.value for g in filters.granularity]))
-        if filters.session_id is not None:
-            conds.append(UnitRow.session_id == filters.session_id)
-        for tag in filters.tags or []:
-            conds.append(exists().where(TagRow.unit_pk == UnitRow.pk, TagRow.tag == tag))
-        if filters.created_after is not None:
-            conds.append(UnitRow.created_at >= filters.created_after)
-        if filters.created_before is not None:
-            conds.append(UnitRow.created_at < filters.created_before)
-        return conds
 
     def update_memory(self, cube_id: str, memory_id: str, body: MemoryUpdate, *,
                       tenant: str) -> MemoryPublic:
@@ -604,7 +534,7 @@ class MemCube:
         now = utcnow()
         with self.write() as (session, publish):
             cube = self.cube_row(session, tenant, cube_id)
-            self._check_model(cube)
+            self.check_model(cube)
             old = self._unit(session, cube_id, memory_id)
             if old.status == "superseded":
                 current = session.scalar(select(UnitRow.id).where(
@@ -644,7 +574,7 @@ class MemCube:
                                 type="supersedes", weight=1.0, created_at=now))
             self.bump_index_version(cube)
             session.flush()
-            public = _public(row)
+            public = unit_public(row)
             if row.status == "active" and row.embedding is not None:
                 publish(cube, remove=[old.pk], add=[row.pk], vectors=row.embedding[None, :])
             else:
@@ -696,7 +626,7 @@ class MemCube:
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
                 .order_by(UnitRow.created_at, UnitRow.pk)).all()
-            return [_public(r) for r in rows]
+            return [unit_public(r) for r in rows]
 
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.store.transaction() as session:
@@ -705,7 +635,7 @@ class MemCube:
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
                 .order_by(UnitRow.version)).all()
-            return [_public(v) for v in versions]
+            return [unit_public(v) for v in versions]
 
     def provenance(self, cube_id: str, memory_id: str, *, tenant: str,
                    max_depth: int = 5) -> ProvenancePublic:
@@ -736,145 +666,18 @@ class MemCube:
                 UnitRow.pk.in_({x for lr in link_rows for x in (lr.src_pk, lr.dst_pk)}))).all())
             links = [LinkPublic(source_id=pk_to_id[lr.src_pk], target_id=pk_to_id[lr.dst_pk],
                                 type=LinkType(lr.type), weight=lr.weight) for lr in link_rows]
-            return ProvenancePublic(unit=_public(row), extractor=row.extractor, sources=sources,
-                                    derived_from=[_public(p) for p in chain], links=links)
+            return ProvenancePublic(unit=unit_public(row), extractor=row.extractor, sources=sources,
+                                    derived_from=[unit_public(p) for p in chain], links=links)
 
     # ================================================================== search
     def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
                timings: Timings | None = None) -> SearchResponse:
-        """The most relevant units for a query, best first (higher score = more relevant).
-
-        Router mode ranks turns (``hits``) and sessions (``sessions``) by the
-        multi-granularity router; dense mode ranks the units the filters select by cosine.
-        """
-        timings = timings or Timings()
-        started = time.perf_counter()
-        with self.store.transaction() as session:
-            cube = self.cube_row(session, tenant, cube_id)
-            self._check_model(cube)
-            t = timings.add("db", started)
-            query = self.embed([body.query])[0]
-            t = timings.add("embed", t)
-            mode = self._mode(session, cube, body)
-            if mode is SearchMode.router:
-                assert self.router is not None
-                # Every granularity is evidence for the ranking; the granularity filter only
-                # selects which hits come back.
-                found = self.router.search(session, cube, body.query, query, top_k=body.top_k,
-                                           explain=body.explain)
-                t = timings.add("router", t)
-                rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
-                    UnitRow.pk.in_([h.id for h in found.turns + found.sessions
-                                    if h.id is not None])))}
-                explained = self._public_ids(session, found) if body.explain else {}
-                wanted = {g.value for g in body.filters.granularity or Granularity}
-                hits = [Hit(unit=_public(rows[h.id]), score=h.score,
-                            explain=explained.get(id(h))) for h in found.turns
-                        if h.id in rows and rows[h.id].granularity in wanted]
-                sessions = [Hit(unit=_public(rows[h.id]), score=h.score,
-                                explain=explained.get(id(h)))
-                            for h in found.sessions if h.id in rows]
-                timings.add("db", t)
-                router = {"weights": found.weights, "entropies": found.entropies}
-                self.retrievals.record(cube_id, [h.unit.id for h in hits])
-                return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
-                                      took_ms=(time.perf_counter() - started) * 1000)
-            conds = self._filter_conditions(body.filters)
-            if self._needs_exact(body.filters):
-                pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
-            else:
-                pairs = self.index.search(session, cube, query, body.top_k, conds)
-            t = timings.add("index", t)
-            hits = [Hit(unit=_public(row), score=score,
-                        explain={"granularity": row.granularity, "dense": score}
-                        if body.explain else None) for row, score in pairs]
-            timings.add("db", t)
-        self.retrievals.record(cube_id, [h.unit.id for h in hits])
-        return SearchResponse(hits=hits, mode=SearchMode.dense,
-                              took_ms=(time.perf_counter() - started) * 1000)
-
-    @staticmethod
-    def _public_ids(session: Session, found: Any) -> dict[int, dict[str, Any]]:
-        """Router explanations with unit ids instead of internal row keys."""
-        pks: set[int] = set()
-        for h in found.turns + found.sessions:
-            explain = h.explain or {}
-            pks.update(explain.get("association_path") or [])
-            if "best_turn" in explain:
-                pks.add(explain["best_turn"])
-        ids = {pk: uid for pk, uid in session.execute(select(UnitRow.pk, UnitRow.id).where(
-            UnitRow.pk.in_(pks)))} if pks else {}
-        out = {}
-        for h in found.turns + found.sessions:
-            explain = dict(h.explain or {})
-            if "association_path" in explain:
-                explain["association_path"] = [ids.get(p, p) for p in
-                                               explain["association_path"] or []]
-            if "best_turn" in explain:
-                explain["best_turn"] = ids.get(explain["best_turn"], explain["best_turn"])
-            out[id(h)] = explain
-        return out
-
-    def _mode(self, session: Session, cube: CubeRow, body: SearchRequest) -> SearchMode:
-        f = body.filters
-        only_granularity = f.model_dump(exclude_defaults=True).keys() <= {"granularity"}
-        routable = (self.router is not None and only_granularity
-                    and (not f.granularity or Granularity.turn in f.granularity))
-        if body.mode is SearchMode.router:
-            if not routable:
-                raise InvalidInput("router search ranks turns: it takes no filters other than "
-                                   "a granularity list that includes 'turn'")
-            return SearchMode.router
-        if body.mode is SearchMode.auto and routable:
-            assert self.router is not None
-            if self.router.usable(session, cube):
-                return SearchMode.router
-        return SearchMode.dense
-
-    @staticmethod
-    def _needs_exact(filters: Filters) -> bool:
-        """Filters the index does not hold (past or non-active units) go to exact search."""
-        return filters.as_of is not None or filters.status not in (None, Status.active)
-
-    def _exact_search(self, session: Session, cube_id: str, query: np.ndarray, k: int,
-                      conds: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
-        rows = session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.embedding.is_not(None), *conds)).all()
-        if not rows:
-            return []
-        scores = np.stack([vector_of(r) for r in rows]) @ query
-        order = np.argsort(-scores)[:k]
-        return [(rows[i], float(scores[i])) for i in order]
+        """The most relevant units for a query, best first (see :class:`memos.search.Searcher`)."""
+        return self._searcher.search(cube_id, body, tenant=tenant, timings=timings)
 
     def context(self, cube_id: str, body: ContextRequest, *, tenant: str) -> ContextResponse:
-        """Prompt-ready memory: one line per unit, best first, each citing ``[unit id]``.
-
-        Lines are added until the next would exceed ``max_tokens`` (≈ 1.3 tokens per word).
-        """
-        found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
-                                                   filters=body.filters), tenant=tenant)
-        lines: list[str] = []
-        ids: list[str] = []
-        used = 0
-        for hit in found.hits:
-            unit = hit.unit
-            when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""
-            who = f"{unit.speaker}: " if unit.speaker else ""
-            text = " ".join((unit.text or "").split())
-            line = f"- {when}{who}{text} [{unit.id}]"
-            cost = _estimate_tokens(line)
-            if used + cost > body.max_tokens:
-                if not lines:  # always give at least a truncated best line
-                    words = line.split()[: max(1, int(body.max_tokens / 1.3) - 2)]
-                    line = " ".join(words) + f" … [{unit.id}]"
-                    lines.append(line)
-                    ids.append(unit.id)
-                    used += _estimate_tokens(line)
-                break
-            lines.append(line)
-            ids.append(unit.id)
-            used += cost
-        return ContextResponse(text="\n".join(lines), unit_ids=ids, tokens=used)
+        """Prompt-ready memory within a token budget, each line citing its unit id."""
+        return self._searcher.context(cube_id, body, tenant=tenant)
 
     # ================================================================== misc
     def counts(self) -> dict[str, Any]:

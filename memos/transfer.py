@@ -29,9 +29,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from memos.cube import MemCube, content_hash, message_public
+from memos.cube import MemCube, content_hash
 from memos.errors import Conflict, InvalidInput
 from memos.memory import BlobStore, read_safetensors_metadata
+from memos.public import message_public
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.types import (
     CubeCreate,

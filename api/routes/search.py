@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import MemosDep, TenantDep
-from memos.cube import Timings
+from memos.search import Timings
 from memos.types import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"])

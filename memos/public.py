@@ -1,0 +1,25 @@
+"""Store rows as the API's models: what every read of a unit or a message returns."""
+
+from __future__ import annotations
+
+from memos.store.models import MessageRow, UnitRow
+from memos.types import Granularity, Kind, MemoryPublic, MessagePublic, Role, Status
+
+__all__ = ["unit_public", "message_public"]
+
+
+def unit_public(row: UnitRow) -> MemoryPublic:
+    return MemoryPublic(
+        id=row.id, cube_id=row.cube_id, lineage_id=row.lineage_id, version=row.version,
+        kind=Kind(row.kind), granularity=Granularity(row.granularity), text=row.text,
+        session_id=row.session_id, speaker=row.speaker, status=Status(row.status),
+        status_reason=row.status_reason,
+        extractor=row.extractor, payload_sha256=row.payload_sha256, tags=list(row.tags or []),
+        metadata=dict(row.meta or {}), confidence=row.confidence, valid_from=row.valid_from,
+        valid_to=row.valid_to, created_at=row.created_at, superseded_at=row.superseded_at)
+
+
+def message_public(row: MessageRow) -> MessagePublic:
+    return MessagePublic(id=row.id, session_id=row.session_id, role=Role(row.role),
+                         speaker=row.speaker, content=row.content, timestamp=row.timestamp,
+                         seq=row.seq, created_at=row.created_at)

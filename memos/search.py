@@ -1,0 +1,232 @@
+"""Search and context: the router or the vector index ranks, the store has the last word.
+
+:class:`Searcher` serves :meth:`memos.cube.MemCube.search` and ``.context``. Router mode
+ranks turns (``hits``) and sessions by the multi-granularity router; dense mode ranks the
+units the filters select by cosine, through the vector index (exact scan for ``as_of`` and
+non-active statuses, which the index does not hold). ``filter_conditions`` turns
+:class:`Filters` into SQL, shared with listing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from memos.errors import InvalidInput
+from memos.public import unit_public
+from memos.store.models import CubeRow, TagRow, UnitRow, vector_of
+from memos.types import (
+    ContextRequest,
+    ContextResponse,
+    Filters,
+    Granularity,
+    Hit,
+    SearchMode,
+    SearchRequest,
+    SearchResponse,
+    Status,
+)
+
+if TYPE_CHECKING:
+    from memos.cube import MemCube
+
+__all__ = ["Searcher", "Timings", "filter_conditions", "needs_exact", "estimate_tokens"]
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count of English text for budgeting (≈ 1.3 tokens per word)."""
+    return max(1, round(len(text.split()) * 1.3))
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent per stage of one call (reported in ``Server-Timing``)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + (now - started) * 1000
+        return now
+
+
+def filter_conditions(filters: Filters) -> list[ColumnElement[bool]]:
+    """SQL conditions for list and search. Deleted units never match."""
+    conds: list[ColumnElement[bool]] = []
+    if filters.as_of is not None:
+        t = filters.as_of
+        if filters.status not in (None, Status.active):
+            raise InvalidInput("as_of selects the units active at that time; "
+                               "do not combine it with a status filter")
+        conds += [UnitRow.created_at <= t,
+                  or_(UnitRow.superseded_at.is_(None), UnitRow.superseded_at > t),
+                  or_(UnitRow.deleted_at.is_(None), UnitRow.deleted_at > t),
+                  UnitRow.status.in_(["active", "superseded", "deleted", "archived"]),
+                  UnitRow.text.is_not(None)]
+    else:
+        if filters.status == Status.deleted:
+            raise InvalidInput("deleted memories are never listed")
+        conds.append(UnitRow.status == (filters.status or Status.active).value)
+    if filters.kind is not None:
+        conds.append(UnitRow.kind == filters.kind.value)
+    if filters.granularity:
+        conds.append(UnitRow.granularity.in_([g.value for g in filters.granularity]))
+    if filters.session_id is not None:
+        conds.append(UnitRow.session_id == filters.session_id)
+    for tag in filters.tags or []:
+        conds.append(exists().where(TagRow.unit_pk == UnitRow.pk, TagRow.tag == tag))
+    if filters.created_after is not None:
+        conds.append(UnitRow.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conds.append(UnitRow.created_at < filters.created_before)
+    return conds
+
+
+def needs_exact(filters: Filters) -> bool:
+    """Filters the index does not hold (past or non-active units) go to exact search."""
+    return filters.as_of is not None or filters.status not in (None, Status.active)
+
+
+class Searcher:
+    """Search and context over one :class:`MemCube` (its store, index, router, embedder)."""
+
+    def __init__(self, service: MemCube) -> None:
+        self.service = service
+
+    def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
+               timings: Timings | None = None) -> SearchResponse:
+        """The most relevant units for a query, best first (higher score = more relevant).
+
+        Router mode ranks turns (``hits``) and sessions (``sessions``) by the
+        multi-granularity router; dense mode ranks the units the filters select by cosine.
+        """
+        timings = timings or Timings()
+        started = time.perf_counter()
+        with self.service.store.transaction() as session:
+            cube = self.service.cube_row(session, tenant, cube_id)
+            self.service.check_model(cube)
+            t = timings.add("db", started)
+            query = self.service.embed([body.query])[0]
+            t = timings.add("embed", t)
+            mode = self._mode(session, cube, body)
+            if mode is SearchMode.router:
+                assert self.service.router is not None
+                # Every granularity is evidence for the ranking; the granularity filter only
+                # selects which hits come back.
+                found = self.service.router.search(session, cube, body.query, query,
+                                                   top_k=body.top_k, explain=body.explain)
+                t = timings.add("router", t)
+                rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
+                    UnitRow.pk.in_([h.id for h in found.turns + found.sessions
+                                    if h.id is not None])))}
+                explained = self._public_ids(session, found) if body.explain else {}
+                wanted = {g.value for g in body.filters.granularity or Granularity}
+                hits = [Hit(unit=unit_public(rows[h.id]), score=h.score,
+                            explain=explained.get(id(h))) for h in found.turns
+                        if h.id in rows and rows[h.id].granularity in wanted]
+                sessions = [Hit(unit=unit_public(rows[h.id]), score=h.score,
+                                explain=explained.get(id(h)))
+                            for h in found.sessions if h.id in rows]
+                timings.add("db", t)
+                router = {"weights": found.weights, "entropies": found.entropies}
+                self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
+                return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
+                                      took_ms=(time.perf_counter() - started) * 1000)
+            conds = filter_conditions(body.filters)
+            if needs_exact(body.filters):
+                pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
+            else:
+                pairs = self.service.index.search(session, cube, query, body.top_k, conds)
+            t = timings.add("index", t)
+            hits = [Hit(unit=unit_public(row), score=score,
+                        explain={"granularity": row.granularity, "dense": score}
+                        if body.explain else None) for row, score in pairs]
+            timings.add("db", t)
+        self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
+        return SearchResponse(hits=hits, mode=SearchMode.dense,
+                              took_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _public_ids(session: Session, found: Any) -> dict[int, dict[str, Any]]:
+        """Router explanations with unit ids instead of internal row keys."""
+        pks: set[int] = set()
+        for h in found.turns + found.sessions:
+            explain = h.explain or {}
+            pks.update(explain.get("association_path") or [])
+            if "best_turn" in explain:
+                pks.add(explain["best_turn"])
+        ids = {pk: uid for pk, uid in session.execute(select(UnitRow.pk, UnitRow.id).where(
+            UnitRow.pk.in_(pks)))} if pks else {}
+        out = {}
+        for h in found.turns + found.sessions:
+            explain = dict(h.explain or {})
+            if "association_path" in explain:
+                explain["association_path"] = [ids.get(p, p) for p in
+                                               explain["association_path"] or []]
+            if "best_turn" in explain:
+                explain["best_turn"] = ids.get(explain["best_turn"], explain["best_turn"])
+            out[id(h)] = explain
+        return out
+
+    def _mode(self, session: Session, cube: CubeRow, body: SearchRequest) -> SearchMode:
+        f = body.filters
+        only_granularity = f.model_dump(exclude_defaults=True).keys() <= {"granularity"}
+        routable = (self.service.router is not None and only_granularity
+                    and (not f.granularity or Granularity.turn in f.granularity))
+        if body.mode is SearchMode.router:
+            if not routable:
+                raise InvalidInput("router search ranks turns: it takes no filters other than "
+                                   "a granularity list that includes 'turn'")
+            return SearchMode.router
+        if body.mode is SearchMode.auto and routable:
+            assert self.service.router is not None
+            if self.service.router.usable(session, cube):
+                return SearchMode.router
+        return SearchMode.dense
+
+    def _exact_search(self, session: Session, cube_id: str, query: np.ndarray, k: int,
+                      conds: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
+        rows = session.scalars(select(UnitRow).where(
+            UnitRow.cube_id == cube_id, UnitRow.embedding.is_not(None), *conds)).all()
+        if not rows:
+            return []
+        scores = np.stack([vector_of(r) for r in rows]) @ query
+        order = np.argsort(-scores)[:k]
+        return [(rows[i], float(scores[i])) for i in order]
+
+    def context(self, cube_id: str, body: ContextRequest, *, tenant: str) -> ContextResponse:
+        """Prompt-ready memory: one line per unit, best first, each citing ``[unit id]``.
+
+        Lines are added until the next would exceed ``max_tokens`` (≈ 1.3 tokens per word).
+        """
+        found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
+                                                   filters=body.filters), tenant=tenant)
+        lines: list[str] = []
+        ids: list[str] = []
+        used = 0
+        for hit in found.hits:
+            unit = hit.unit
+            when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""
+            who = f"{unit.speaker}: " if unit.speaker else ""
+            text = " ".join((unit.text or "").split())
+            line = f"- {when}{who}{text} [{unit.id}]"
+            cost = estimate_tokens(line)
+            if used + cost > body.max_tokens:
+                if not lines:  # always give at least a truncated best line
+                    words = line.split()[: max(1, int(body.max_tokens / 1.3) - 2)]
+                    line = " ".join(words) + f" … [{unit.id}]"
+                    lines.append(line)
+                    ids.append(unit.id)
+                    used += estimate_tokens(line)
+                break
+            lines.append(line)
+            ids.append(unit.id)
+            used += cost
+        return ContextResponse(text="\n".join(lines), unit_ids=ids, tokens=used)
