@@ -3,7 +3,9 @@
 Starts a server on a free loopback port with a fresh data directory (or targets
 ``--base-url``), ingests ``--units`` realistic turn-length texts through the SDK in
 conversation-sized sessions, then runs ``--searches`` searches and reports latency
-percentiles. Texts come from a seeded generator of everyday dialogue, so runs are repeatable.
+percentiles. A local run also reports ``embedder_texts_per_s``: the embedder alone on the
+same turns, batched as ingest batches them, which bounds ingest speed on this machine.
+Texts come from a seeded generator of everyday dialogue, so runs are repeatable.
 """
 
 from __future__ import annotations
@@ -89,7 +91,24 @@ def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
             report["db_bytes"] = _dir_bytes(data, "memos.db*")
         # The server writes its index snapshot on graceful shutdown: measure after it.
         report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
+        report["embedder_texts_per_s"] = embedder_ceiling(
+            list(realistic_turns(min(units, 2000), seed=seed)), batch=session_size)
         return {**report, "base_url": "local (started by bench)", "extractor": extractor}
+
+
+def embedder_ceiling(turns: list[tuple[str, str]], *, batch: int) -> float:
+    """Texts/s of the default embedder alone on these turns, embedded as ingest embeds them
+    (speaker prefix, one call per session): the most turns/s ingest could reach here."""
+    from memos.cube import turn_embedding_text
+    from memos.embed import OnnxMiniLM
+
+    embedder = OnnxMiniLM()
+    texts = [turn_embedding_text(who, text) for who, text in turns]
+    embedder.embed(texts[:batch])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        embedder.embed(texts[start:start + batch])
+    return round(len(texts) / (time.perf_counter() - started), 1)
 
 
 def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: int,

@@ -90,7 +90,8 @@ def content_hash(*parts: str | None) -> str:
     return h.hexdigest()
 
 
-def _turn_embedding_text(speaker: str | None, content: str) -> str:
+def turn_embedding_text(speaker: str | None, content: str) -> str:
+    """What a turn's vector is computed from: the speaker's name, then the text."""
     return f"{speaker}: {content}" if speaker else content
 
 
@@ -313,7 +314,7 @@ class MemCube:
                                 messages_skipped=skipped, units_created=0, message_ids=[],
                                 unit_ids=[])
         # Embed outside the write transaction so the SQLite write lock is held briefly.
-        vectors = self.embed([_turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
+        vectors = self.embed([turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
 
         with self.write() as (session, publish):
             cube = self.cube_row(session, tenant, cube_id)
