@@ -66,6 +66,13 @@ class MoEConfig:
         return asdict(self)
 
 
+def _top_mask(w: torch.Tensor, k: int) -> torch.Tensor:
+    """``w >= its k-th largest value`` along the last dim: the top-k mask (values tied with
+    the k-th are all kept). A threshold from ``kthvalue`` instead of ``topk`` + scatter: about
+    3x faster for k near E, which is most of the routing cost of a prefill."""
+    return w >= w.kthvalue(w.shape[-1] - k + 1, dim=-1, keepdim=True).values
+
+
 def select_experts(
     w: torch.Tensor,
     k: int | None,
@@ -88,13 +95,9 @@ def select_experts(
         mask = w > float("-inf")
     elif n_proto > 1:
         wg = w.view(N, n_proto, E // n_proto)  # (N, P, E/P)
-        idx = wg.topk(k // n_proto, dim=-1).indices
-        mask = torch.zeros_like(wg, dtype=torch.bool).scatter_(-1, idx, True).view(N, E)
-        mask &= w > float("-inf")
+        mask = _top_mask(wg, k // n_proto).view(N, E) & (w > float("-inf"))
     else:
-        idx = w.topk(k, dim=-1).indices  # (N, k)
-        mask = torch.zeros_like(w, dtype=torch.bool).scatter_(-1, idx, True)
-        mask &= w > float("-inf")
+        mask = _top_mask(w, k) & (w > float("-inf"))
     if skip_beta > 0:
         finite = w.masked_fill(~torch.isfinite(w), 0.0)
         top = finite.amax(-1, keepdim=True)
