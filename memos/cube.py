@@ -31,7 +31,7 @@ from memos.config import Settings
 from memos.embed import Embedder
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
-from memos.jobs import Job, JobQueue
+from memos.jobs import Job, JobQueue, run_for_cube
 from memos.memory import queue_stale_rebuild
 from memos.public import message_public, unit_public
 from memos.retrieval import RouterCache
@@ -374,12 +374,8 @@ class MemCube:
             deriver.derive_session(self, cube_id=cube_id, session_id=session_id, tenant=tenant)
 
     def run_derive_job(self, job: Job, progress: Callable[[float], None]) -> None:
-        try:
-            self.derive_session(job.cube_id or "", job.payload["session_id"],
-                                tenant=job.payload["tenant"])
-        except NotFound:
-            return  # the cube was deleted meanwhile: nothing left to derive
-        progress(1.0)
+        run_for_cube(progress, lambda: self.derive_session(
+            job.cube_id or "", job.payload["session_id"], tenant=job.payload["tenant"]))
 
     def _refresh_session_unit(self, session: Session, cube: CubeRow, session_id: str, *,
                               tenant: str, now: datetime) -> tuple[UnitRow, int | None]:

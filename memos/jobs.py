@@ -34,7 +34,7 @@ from memos.store.sql import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobQueue", "Worker", "Handler"]
+__all__ = ["Job", "JobQueue", "Worker", "Handler", "run_for_cube"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,16 @@ class Job:
 
 #: ``handler(job, report_progress)``; raising marks the attempt failed.
 Handler = Callable[[Job, Callable[[float], None]], None]
+
+
+def run_for_cube(progress: Callable[[float], None], action: Callable[[], object]) -> None:
+    """The body of a per-cube job handler: ``action()``, then full progress. A cube deleted
+    while its job waited (:class:`NotFound`) leaves nothing to do: the job ends quietly."""
+    try:
+        action()
+    except NotFound:
+        return
+    progress(1.0)
 
 
 class JobQueue:

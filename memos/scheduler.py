@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from memos.errors import InvalidInput, NotFound
+from memos.errors import InvalidInput
+from memos.jobs import run_for_cube
 from memos.memory import REBUILD_ACTIVATION_JOB
 from memos.store.models import CubeRow, JobRow, TagRow, UnitRow, utcnow
 from memos.types import ActivationCreate, AdapterCreate, Decision, SchedulerPolicy, SchedulerState
@@ -339,11 +340,8 @@ class Scheduler:
 
     def run_job(self, job: Job, progress: Callable[[float], None]) -> None:
         """Handler of ``schedule_model_memory`` jobs (payload ``{"tenant": …}``)."""
-        try:
-            self.tick(job.cube_id or "", tenant=job.payload["tenant"])
-        except NotFound:
-            return
-        progress(1.0)
+        run_for_cube(progress, lambda: self.tick(job.cube_id or "",
+                                                  tenant=job.payload["tenant"]))
 
     def rebuild(self, cube_id: str, *, tenant: str) -> list[Decision]:
         """Step 1 alone (what a source change triggers); recorded like a tick's decisions.
@@ -359,11 +357,8 @@ class Scheduler:
 
     def run_rebuild_job(self, job: Job, progress: Callable[[float], None]) -> None:
         """Handler of ``rebuild_activation`` jobs (payload ``{"tenant": …}``)."""
-        try:
-            self.rebuild(job.cube_id or "", tenant=job.payload["tenant"])
-        except NotFound:
-            return  # the cube was deleted meanwhile
-        progress(1.0)
+        run_for_cube(progress, lambda: self.rebuild(job.cube_id or "",
+                                                  tenant=job.payload["tenant"]))
 
     def state(self, cube_id: str, *, tenant: str) -> SchedulerState:
         """Policy, current model memory, hot units with their counts, stable facts and the

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
-from memos.errors import BackendUnavailable, Conflict, InvalidInput
+from memos.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from memos.store.models import JobRow, LinkRow, UnitRow, utcnow
 
 if TYPE_CHECKING:
@@ -348,6 +348,30 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
             if on_stale is not None:
                 on_stale(row, sources)
     return archived
+
+
+def active_plaintext_units(cube: MemCube, cube_id: str, unit_ids: Sequence[str], *,
+                           tenant: str) -> list[UnitRow]:
+    """The units ``unit_ids`` (duplicates dropped, order kept) of the tenant's cube, each an
+    active plaintext unit with text: the sources of a KV cache or an adapter. An unknown or
+    deleted id is :class:`NotFound`; any other unit is :class:`InvalidInput`."""
+    ids = list(dict.fromkeys(unit_ids))
+    with cube.store.transaction() as session:
+        cube.cube_row(session, tenant, cube_id)
+        rows = {r.id: r for r in session.scalars(select(UnitRow).where(
+            UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
+    out = []
+    for uid in ids:
+        row = rows.get(uid)
+        if row is None or row.status == "deleted":
+            raise NotFound(f"memory {uid!r} not found in cube {cube_id!r}",
+                           details={"memory_id": uid})
+        if row.kind != "plaintext" or row.status != "active" or not row.text:
+            raise InvalidInput(f"memory {uid!r} is not an active plaintext unit",
+                               details={"memory_id": uid, "kind": row.kind,
+                                        "status": row.status})
+        out.append(row)
+    return out
 
 
 def queue_stale_rebuild(session: Session, jobs: JobQueue, *, cube_id: str, tenant: str,

@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
+from memos.jobs import run_for_cube
 from memos.memory import (
     REBUILD_ACTIVATION_JOB,
     STALE_REASON,
     BackboneProvider,
     BlobStore,
     LanguageModel,
+    active_plaintext_units,
     check_fingerprint,
     mark_stale,
     model_fingerprint,
@@ -163,23 +165,8 @@ class ActivationMemory:
                        tenant: str) -> list[tuple[str, str]]:
         """``(unit id, text)`` of the plaintext units to compile, in prefix order."""
         if body.unit_ids is not None:
-            ids = list(dict.fromkeys(body.unit_ids))
-            with self.cube.store.transaction() as session:
-                self.cube.cube_row(session, tenant, cube_id)
-                rows = {r.id: r for r in session.scalars(select(UnitRow).where(
-                    UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
-                out = []
-                for uid in ids:
-                    row = rows.get(uid)
-                    if row is None or row.status == "deleted":
-                        raise NotFound(f"memory {uid!r} not found in cube {cube_id!r}",
-                                       details={"memory_id": uid})
-                    if row.kind != "plaintext" or row.status != "active" or not row.text:
-                        raise InvalidInput(f"memory {uid!r} is not an active plaintext unit",
-                                           details={"memory_id": uid, "kind": row.kind,
-                                                    "status": row.status})
-                    out.append((row.id, row.text))
-                return out
+            return [(row.id, row.text or "") for row in active_plaintext_units(
+                self.cube, cube_id, body.unit_ids, tenant=tenant)]
         assert body.query is not None
         found = self.cube.search(cube_id, SearchRequest(
             query=body.query, top_k=body.top_k, filters=Filters(kind=Kind.plaintext),
@@ -391,8 +378,5 @@ class ActivationMemory:
 
     def run_rebuild_job(self, job: Job, progress: Callable[[float], None]) -> None:
         """Handler of ``rebuild_activation`` jobs (payload ``{"tenant": …}``)."""
-        try:
-            self.refresh(job.cube_id or "", tenant=job.payload["tenant"])
-        except NotFound:
-            return  # the cube was deleted meanwhile
-        progress(1.0)
+        run_for_cube(progress, lambda: self.refresh(job.cube_id or "",
+                                                    tenant=job.payload["tenant"]))

@@ -42,6 +42,7 @@ from memos.memory import (
     BackboneProvider,
     BlobStore,
     LanguageModel,
+    active_plaintext_units,
     check_fingerprint,
     mark_stale,
     model_fingerprint,
@@ -330,23 +331,11 @@ class ParametricMemory:
 
     def _facts(self, cube_id: str, unit_ids: Sequence[str], *,
                tenant: str) -> list[tuple[str, str, list[dict[str, str]]]]:
-        ids = list(dict.fromkeys(unit_ids))
-        with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
-            rows = {r.id: r for r in session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
-            out = []
-            for uid in ids:
-                row = rows.get(uid)
-                if row is None or row.status == "deleted":
-                    raise NotFound(f"memory {uid!r} not found in cube {cube_id!r}",
-                                   details={"memory_id": uid})
-                if row.kind != "plaintext" or row.status != "active" or not row.text:
-                    raise InvalidInput(f"memory {uid!r} is not an active plaintext unit",
-                                       details={"memory_id": uid})
-                qa = [p for p in (row.meta or {}).get("qa", [])
-                      if isinstance(p, dict) and p.get("question") and p.get("answer")]
-                out.append((row.id, row.text, qa))
+        out = []
+        for row in active_plaintext_units(self.cube, cube_id, unit_ids, tenant=tenant):
+            qa = [p for p in (row.meta or {}).get("qa", [])
+                  if isinstance(p, dict) and p.get("question") and p.get("answer")]
+            out.append((row.id, row.text or "", qa))
         return out
 
     def enqueue_training(self, cube_id: str, body: AdapterCreate, *, tenant: str) -> TrainingJob:
