@@ -202,6 +202,25 @@ def test_kv_cache_continuation_and_safetensors(dense, tok, tmp_path):
 # -- MoE --------------------------------------------------------------------------------
 
 
+def test_kv_cache_grows_in_place_but_never_changes_a_cache_handed_out():
+    from memos.backbone.model import extend_kv
+
+    def step(value: float) -> torch.Tensor:
+        return torch.full((1, 3, 1, 4), value)
+
+    with torch.inference_mode():
+        a = extend_kv(torch.randn(1, 3, 5, 4), step(1.0))
+        b = extend_kv(a, step(2.0))  # a is its buffer's end: written in place
+        assert b.data_ptr() == a.data_ptr()
+        c = extend_kv(a, step(3.0))  # a second continuation of a: copied
+        assert c.data_ptr() != a.data_ptr()
+        assert b[0, 0, 5:, 0].tolist() == [1.0, 2.0] and c[0, 0, 5:, 0].tolist() == [1.0, 3.0]
+        s = b[:, :, :-1]  # a slice is not a buffer's end: copied
+        assert extend_kv(s, step(4.0)).data_ptr() != b.data_ptr() and b[0, 0, 6, 0] == 2.0
+    past = torch.randn(1, 3, 2, 4, requires_grad=True)  # outside inference mode: plain cat
+    assert torch.equal(extend_kv(past, step(5.0)), torch.cat((past, step(5.0)), dim=2))
+
+
 def test_all_experts_active_is_exactly_dense(dense, moe, tok):
     ids = ids_of(tok, PROMPTS[0])
     with torch.inference_mode():
@@ -222,8 +241,9 @@ def test_all_experts_active_is_exactly_dense(dense, moe, tok):
         MoEConfig(top_k=1152, down_k=768),
         MoEConfig(top_k=768, n_proto=8),
         MoEConfig(down_k=768, skip_beta=0.05),
+        MoEConfig(in_k=403, down_k=768),
     ],
-    ids=["topk", "down", "two-stage", "proto", "skip"],
+    ids=["topk", "down", "two-stage", "proto", "skip", "input-sparse"],
 )
 def test_sparse_decode_matches_masked_path(moe, tok, cfg):
     """The batch-1 gather path computes the same function as the masked (prefill) path."""
@@ -234,6 +254,41 @@ def test_sparse_decode_matches_masked_path(moe, tok, cfg):
         _, cache = moe(ids[:, :-1])
         last, _ = moe(ids[:, -1:], cache, ids.shape[1] - 1)
     assert (last[0, -1] - full[0, -1]).abs().max().item() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "cfg", [MoEConfig(), MoEConfig(in_k=461, down_k=768)], ids=["dense", "input-sparse"]
+)
+def test_decode_with_two_threads_splits_the_gather_and_matches(moe, tok, cfg):
+    """With 2 threads the batch-1 decode sums rows in 2 bags, dense config included."""
+    ids = ids_of(tok, PROMPTS[2])
+    set_routing(moe, cfg)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        full, _ = moe(ids)
+        _, cache = moe(ids[:, :-1])
+        torch.set_num_threads(2)
+        try:
+            reset_stats(moe)
+            last, _ = moe(ids[:, -1:], cache, ids.shape[1] - 1)
+        finally:
+            torch.set_num_threads(threads)
+    assert (last[0, -1] - full[0, -1]).abs().max().item() < 1e-3
+    in_share = (cfg.in_k or 576) / 576
+    down_share = (cfg.down_k or 1536) / 1536
+    assert ffn_read_frac(moe, 1536) == pytest.approx((2 * in_share + down_share) / 3)
+
+
+def test_decode_layout_keeps_values_and_picks_the_fast_layout(dense):
+    from memos.backbone.model import decode_layout
+
+    w = torch.arange(12.0).view(4, 3)
+    fast = decode_layout(w)
+    assert torch.equal(fast, w) and fast.t().is_contiguous()  # out > in: column-major
+    assert decode_layout(w.t()).is_contiguous()  # out <= in: row-major
+    mlp = dense.layers[0].mlp
+    assert mlp.gate_proj.weight.t().is_contiguous() and mlp.down_proj.weight.is_contiguous()
+    assert dense.lm_head.weight is dense.embed_tokens.weight
 
 
 def test_select_experts_invariants():
@@ -275,6 +330,11 @@ def test_ffn_read_fraction_counts_router(moe, tok):
     with torch.inference_mode():
         moe(ids)
     assert ffn_read_frac(moe, 1536) == pytest.approx((1 + 1 + 0.25) / 3)
+    set_routing(moe, MoEConfig(in_k=288, down_k=384))  # gate and up read half their columns
+    reset_stats(moe)
+    with torch.inference_mode():
+        moe(ids)
+    assert ffn_read_frac(moe, 1536) == pytest.approx((0.5 + 0.5 + 0.25) / 3)
 
 
 def test_set_routing_rejects_bad_configs(moe):
@@ -284,6 +344,10 @@ def test_set_routing_rejects_bad_configs(moe):
         set_routing(moe, MoEConfig(skip_beta=1.5))
     with pytest.raises(ValueError):
         set_routing(moe, MoEConfig(n_shared=4))  # no usage ranking given
+    with pytest.raises(ValueError):
+        set_routing(moe, MoEConfig(in_k=300, top_k=768))  # input sparsity: down_k only
+    with pytest.raises(ValueError):
+        set_routing(moe, MoEConfig(in_k=0))
     with pytest.raises(ValueError):
         MoEMLP(torch.zeros(8, 4), torch.zeros(8, 4), torch.zeros(4, 8), group_size=3)
 

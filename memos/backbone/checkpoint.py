@@ -178,10 +178,10 @@ def load_backbone(
     """Load the prepared checkpoint from ``resolve_data_dir(data_dir)``.
 
     ``data_dir`` is the data *root* (``backbone/`` is appended). ``threads`` sets torch's
-    CPU thread count (process-wide); on a shared 2-core machine ``threads=1`` avoids
-    OpenMP contention stalls. Raises :class:`BackboneNotPrepared` (a ``FileNotFoundError``)
-    with the command to run when the checkpoint is missing, and ``ValueError`` when its
-    fingerprint does not match.
+    CPU thread count (process-wide; batch-1 decode splits its weight-row sums across the
+    threads, so one per core is fastest on an otherwise idle machine). Raises
+    :class:`BackboneNotPrepared` (a ``FileNotFoundError``) with the command to run when the
+    checkpoint is missing, and ``ValueError`` when its fingerprint does not match.
     """
     import torch
     from safetensors import safe_open

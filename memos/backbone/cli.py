@@ -122,9 +122,9 @@ def add_backbone_commands(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--threads",
             type=int,
-            default=1,
-            help="torch CPU threads (default 1: on small shared CPUs, OpenMP spin-waiting "
-            "makes 2 threads slower for this 135M model)",
+            default=None,
+            help="torch CPU threads (default: torch's, one per core; a batch-1 decode "
+            "splits its weight-row sums across them)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -17,12 +17,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LlamaConfig", "Llama", "KVCache", "save_kv_cache", "load_kv_cache"]
+__all__ = [
+    "LlamaConfig",
+    "Llama",
+    "KVCache",
+    "decode_layout",
+    "save_kv_cache",
+    "load_kv_cache",
+]
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -52,6 +60,21 @@ class LlamaConfig:
         return asdict(self)
 
 
+def decode_layout(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, in) in the memory layout a batch-1 ``F.linear`` reads fastest.
+
+    A single-token decode is a matrix-vector product bound by memory reads. On the CPU
+    BLAS, a (out, in) weight with out > in streams faster stored column-major, i.e. as the
+    transposed view of a contiguous (in, out) tensor: 1.4x for the (1536, 576) FFN gate
+    and up, 1.8x for the (49152, 576) output head; with out <= in the row-major layout is
+    the fast one. Same values, same shape, so callers never see the difference.
+    """
+    out_f, in_f = weight.shape
+    if out_f > in_f:
+        return weight if weight.t().is_contiguous() else weight.t().contiguous().t()
+    return weight.contiguous()
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -79,6 +102,34 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rot * sin
 
 
+def extend_kv(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``cat((past, new), dim=2)`` without copying ``past`` at every decode step.
+
+    The result is a view of the first positions of a buffer with spare room. When ``past``
+    is such a view and still the buffer's end (nothing was written after it), ``new`` is
+    written into the spare room in place: amortised O(1) per step instead of a copy of the
+    whole cache per layer. A view that is no longer the end (a second continuation of the
+    same prefix) is copied, so caches handed out earlier never change. Only under
+    ``torch.inference_mode``; elsewhere (training) a plain ``cat``.
+    """
+    if not torch.is_inference_mode_enabled():
+        return torch.cat((past, new), dim=2)
+    B, H, S, hd = past.shape
+    end = S + new.shape[2]
+    # set below on the views this function returns (plain attributes: Any for the checker)
+    buf: Any = getattr(past, "_kv_buffer", None)
+    if buf is not None and buf._kv_len == S and buf.shape[2] >= end:
+        buf[:, :, S:end] = new
+    else:
+        buf = past.new_empty(B, H, end + max(64, end // 2), hd)
+        buf[:, :, :S] = past
+        buf[:, :, S:end] = new
+    buf._kv_len = end
+    out: Any = buf[:, :, :end]
+    out._kv_buffer = buf
+    return out
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
@@ -103,8 +154,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if past is not None:
-            k = torch.cat((past[0], k), dim=2)  # (B, Hkv, S, hd)
-            v = torch.cat((past[1], v), dim=2)
+            k, v = extend_kv(past[0], k), extend_kv(past[1], v)  # (B, Hkv, S, hd)
         S = k.shape[2]
         # Grouped-query attention without materialising repeated keys and values: a copy of
         # the whole cache per layer per step was about a third of the decode time.
@@ -232,8 +282,15 @@ class Llama(nn.Module):
             bad = sorted(set(sd) ^ expected)
             raise ValueError(f"checkpoint does not match the model: {bad[:8]}")
         model.load_state_dict(sd, strict=False, assign=True)
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear) and not mod.weight.is_meta:
+                mod.weight = nn.Parameter(decode_layout(mod.weight.detach()))
         if cfg.tied_embeddings:
-            model.lm_head.weight = model.embed_tokens.weight
+            # The head reads the shared matrix column-major (fast decode); a prompt's
+            # embedding lookup then gathers strided rows, under 1 ms per 128 tokens.
+            emb = model.embed_tokens
+            emb.weight = nn.Parameter(decode_layout(emb.weight.detach()))
+            model.lm_head.weight = emb.weight
         return model.eval()
 
 

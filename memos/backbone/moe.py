@@ -7,7 +7,10 @@ coarse experts lose most of the model, because the information is in each token'
 activations at single-neuron level.
 
 Routing is CATS/TEAL-style, in two optional stages, with the gate projection as the router
-(always read, a third of the FFN):
+(a third of the FFN). Optionally, ``in_k`` makes the router and ``up`` cheaper with TEAL's
+input sparsity: only the ``in_k`` largest ``|x_j|`` of the token's FFN input feed gate and
+up, so only those columns of both are read (``gate``/``up`` are stored column-major, see
+:func:`~memos.backbone.model.decode_layout`: a column is a contiguous row of the transpose).
 
 1. ``top_k``: keep the experts with the largest ``|silu(g)|`` mass; only their ``up`` rows
    are read (``None``: all ``up`` rows);
@@ -26,8 +29,10 @@ On the final stage, optionally:
 * :func:`prune_experts` — task-agnostic expert pruning (same paper): the least-used experts
   of each layer are removed physically.
 
-Invariant: with ``top_k = down_k = None``, no skipping and no pruning, :class:`MoEMLP`
-computes exactly the dense FFN (same ops, bit-identical output).
+Invariant: with ``top_k = down_k = in_k = None``, no skipping and no pruning, :class:`MoEMLP`
+computes exactly the dense FFN (same ops, bit-identical output; with more than one torch
+thread, a batch-1 step sums the same rows in per-thread bags, equal to within float
+rounding).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .model import decode_layout
 
 __all__ = [
     "MoEConfig",
@@ -61,6 +68,7 @@ class MoEConfig:
     n_shared: int = 0  # always-on experts (most used on calibration)
     n_proto: int = 1  # expert prototyping groups on the final stage
     skip_beta: float = 0.0  # skip experts with routing weight < skip_beta * top weight
+    in_k: int | None = None  # input sparsity (TEAL): gate and up read the in_k largest |x_j|
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +79,20 @@ def _top_mask(w: torch.Tensor, k: int) -> torch.Tensor:
     the k-th are all kept). A threshold from ``kthvalue`` instead of ``topk`` + scatter: about
     3x faster for k near E, which is most of the routing cost of a prefill."""
     return w >= w.kthvalue(w.shape[-1] - k + 1, dim=-1, keepdim=True).values
+
+
+_BAG_OFFSETS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _rows_sum(idx: torch.Tensor, rows: torch.Tensor, w: torch.Tensor, parts: int) -> torch.Tensor:
+    """``sum_i w[i] * rows[idx[i]]`` (a vector), in ``parts`` bags that run in parallel."""
+    k = idx.numel()
+    parts = max(1, min(parts, k))
+    off = _BAG_OFFSETS.get((k, parts))
+    if off is None:
+        off = _BAG_OFFSETS.setdefault((k, parts), torch.arange(parts) * (k // parts))
+    y = F.embedding_bag(idx, rows, off, mode="sum", per_sample_weights=w)  # (parts, out)
+    return y.sum(0) if parts > 1 else y.view(-1)
 
 
 def select_experts(
@@ -133,9 +155,11 @@ class MoEMLP(nn.Module):
         self.gate_proj = nn.Linear(d, n, bias=False, device="meta")  # weights assigned below
         self.up_proj = nn.Linear(d, n, bias=False, device="meta")
         self.down_proj = nn.Linear(n, d, bias=False, device="meta")
-        self.gate_proj.weight = nn.Parameter(gate.detach().contiguous())
-        self.up_proj.weight = nn.Parameter(up.detach().contiguous())  # (n, d): row i feeds neuron i
-        self.down_proj.weight = nn.Parameter(down.detach().contiguous())  # (d, n), as dense
+        # (n, d) gate and up, (d, n) down, each in its fastest batch-1 layout (column-major
+        # gate and up): the router reads the full gate anyway.
+        self.gate_proj.weight = nn.Parameter(decode_layout(gate.detach()))
+        self.up_proj.weight = nn.Parameter(decode_layout(up.detach()))
+        self.down_proj.weight = nn.Parameter(decode_layout(down.detach()))
         # Row-major copy for the sparse decode path: neuron i's down row is contiguous, so a
         # gather reads only the chosen rows. Costs 1/3 of the FFN memory again; keeping
         # down_proj itself in the dense layout makes "all experts active" bit-identical.
@@ -149,6 +173,7 @@ class MoEMLP(nn.Module):
             "down_norm", self.down_proj.weight.norm(dim=0), persistent=False
         )  # (n,)
         self.register_buffer("shared", torch.zeros(E, dtype=torch.bool), persistent=False)
+        self._up_rows: torch.Tensor | None = None  # row-major up, built for sparse-up decode
         self.reset_stats()
 
     @property
@@ -164,7 +189,15 @@ class MoEMLP(nn.Module):
         full = (c.top_k is None or c.top_k >= self.n_experts) and (
             c.down_k is None or c.down_k >= self.n_experts
         )
+        full = full and (c.in_k is None or c.in_k >= self.up_proj.weight.shape[1])
         return full and c.skip_beta <= 0 and not (c.n_proto > 1 and (c.top_k or c.down_k))
+
+    def up_rows(self) -> torch.Tensor:
+        """Row-major (n, d) copy of ``up_proj``, built on first use: a sparse-up decode
+        gathers whole rows, which the column-major ``up_proj.weight`` would scatter."""
+        if self._up_rows is None:
+            self._up_rows = self.up_proj.weight.detach().contiguous()
+        return self._up_rows
 
     def _group(self, s: torch.Tensor) -> torch.Tensor:  # (N, n) -> (N, E) expert mass
         return s.view(s.shape[0], -1, self.group_size).sum(-1) if self.group_size > 1 else s
@@ -189,17 +222,20 @@ class MoEMLP(nn.Module):
         return m1, m1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is_dense() and self.mass is None:
-            self._count(x.shape[:-1].numel(), None, None)
+        N = x.shape[:-1].numel()
+        if self.is_dense() and self.mass is None and (N > 1 or torch.get_num_threads() == 1):
+            self._count(N, None, None)
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        if x.shape[:-1].numel() == 1 and self.usage is None:
+        if N == 1 and self.usage is None:
             return self._decode(x)
+        frac = self._in_frac(x.shape[-1])
+        if frac < 1.0:  # input sparsity: drop all but the in_k largest |x_j| of each token
+            x = x * _top_mask(x.abs(), self.cfg.in_k or 0)
         a = F.silu(self.gate_proj(x))  # (B, T, n)
         h = a * self.up_proj(x)
-        N = h.shape[:-1].numel()
         m1, m2 = self.route(a.reshape(N, -1), h.reshape(N, -1))  # (N, E) each
         keep = self._expand(m2).view_as(h)
-        self._count(N, m1, m2)
+        self._count(N, m1, m2, frac)
         if self.mass is not None:
             self.mass += (
                 self._group((h.abs() * self.down_norm * keep).reshape(N, -1)).sum(0).double()
@@ -207,68 +243,109 @@ class MoEMLP(nn.Module):
         h = h * keep
         return self.down_proj(h)
 
+    def _in_frac(self, d: int) -> float:
+        k = self.cfg.in_k
+        return 1.0 if k is None or k >= d else k / d
+
     def _decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Batch-1 single token: read only the routed rows of up and down."""
+        """Batch-1 single token: read only the routed rows, gathering with one bag per thread.
+
+        ``F.embedding_bag`` fuses a row gather with the weighted sum. A BLAS matrix-vector
+        product runs on one core at batch 1, while ``parts`` bags run on ``parts`` cores, so
+        with more than one thread even the dense rows are summed this way: every variant,
+        dense included, then decodes with the same kernel.
+        """
         c = self.cfg
         xv = x.reshape(-1)  # (d,)
-        a = F.silu(self.gate_proj.weight @ xv)  # (n,) the router: the full gate
-        down_rows = self.down_rows  # (n, d)
+        parts = torch.get_num_threads()
+        frac = self._in_frac(xv.numel())
+        cols = None  # (input dims, their values) feeding gate and up; None: all of them
+        if frac < 1.0:
+            j = xv.abs().topk(c.in_k or 0, sorted=False).indices
+            cols = (j, xv.index_select(0, j))
+        a = F.silu(self._project(self.gate_proj.weight, xv, cols, parts))  # (n,) the router
+        h = None
+        if c.top_k is None or c.top_k >= self.n_experts:
+            h = a * self._project(self.up_proj.weight, xv, cols, parts)  # (n,)
         if self.group_size == 1 and c.n_proto == 1 and c.skip_beta <= 0 and not c.n_shared:
-            idx, h = self._decode_plain(a, xv)  # lean path: topk on neurons, no masks
+            idx, hs = self._decode_plain(a, xv, h)  # lean path: topk on neurons, no masks
         else:
-            idx, h = self._decode_general(a, xv)
+            idx, hs = self._decode_general(a, xv, h)
         self.tokens += 1
-        self.down_read += idx.numel()
-        y = F.embedding_bag(
-            idx, down_rows, self._offsets, mode="sum", per_sample_weights=h
-        )  # (1, d)
-        return y.view_as(x)
-
-    def _decode_plain(self, a: torch.Tensor, xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c, n = self.cfg, self.n_neurons
-        if c.top_k is None or c.top_k >= n:
-            idx = None
-            h = a * (self.up_proj.weight @ xv)  # (n,)
-            self.up_read += n
+        self.gate_read += self.n_neurons * frac
+        if h is not None:
+            self.up_read += self.n_neurons * frac
+        if idx is None:  # every down row
+            self.down_read += self.n_neurons
+            if parts == 1:
+                return F.linear(hs.view(1, -1), self.down_proj.weight).view_as(x)
+            idx = self._all_neurons
         else:
-            idx = a.abs().topk(c.top_k, sorted=False).indices  # (k1,)
-            h = a.index_select(0, idx) * (self.up_proj.weight.index_select(0, idx) @ xv)  # (k1,)
+            self.down_read += idx.numel()
+        return _rows_sum(idx, self.down_rows, hs, parts).view_as(x)
+
+    def _project(
+        self,
+        weight: torch.Tensor,
+        xv: torch.Tensor,
+        cols: tuple[torch.Tensor, torch.Tensor] | None,
+        parts: int,
+    ) -> torch.Tensor:
+        """``weight @ x`` for a column-major (n, d) weight, from the columns ``cols`` only."""
+        rows = weight.t()  # (d, n): row j is column j of the weight
+        if not rows.is_contiguous() or (cols is None and parts == 1):
+            x = xv if cols is None else torch.zeros_like(xv).index_copy_(0, *cols)
+            return F.linear(x.view(1, -1), weight).view(-1)
+        if cols is None:
+            cols = (self._all_inputs, xv)
+        return _rows_sum(cols[0], rows, cols[1], parts)
+
+    def _decode_plain(
+        self, a: torch.Tensor, xv: torch.Tensor, h: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(down rows to read or None for all, their weights); ``h`` = a * up when up is
+        read whole, else stage 1 picks the ``top_k`` up rows here."""
+        c, n = self.cfg, self.n_neurons
+        idx = None
+        if h is None:
+            idx = a.abs().topk(c.top_k or n, sorted=False).indices  # (k1,)
+            h = a.index_select(0, idx) * (self.up_rows().index_select(0, idx) @ xv)  # (k1,)
             self.up_read += idx.numel()
         if c.down_k is not None and c.down_k < h.numel():
             dn = self.down_norm if idx is None else self.down_norm.index_select(0, idx)
             j = (h.abs() * dn).topk(c.down_k, sorted=False).indices  # (k2,)
             h = h.index_select(0, j)
             idx = j if idx is None else idx.index_select(0, j)
-        if idx is None:
-            idx = torch.arange(n)
         return idx, h
 
     def _decode_general(
-        self, a: torch.Tensor, xv: torch.Tensor
+        self, a: torch.Tensor, xv: torch.Tensor, h: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg
         a1 = a.unsqueeze(0)  # (1, n)
-        if c.top_k is None or c.top_k >= self.n_experts:
-            m1 = None
-            h = a * (self.up_proj.weight @ xv)  # (n,)
-        else:
+        m1 = None
+        if h is None:
             m1 = self._expand(self.route(a1, a1)[0])[0]  # (n,) stage 1 depends on a only
             idx1 = m1.nonzero().squeeze(1)
             h = torch.zeros_like(a)
-            h[idx1] = a.index_select(0, idx1) * (self.up_proj.weight.index_select(0, idx1) @ xv)
+            h[idx1] = a.index_select(0, idx1) * (self.up_rows().index_select(0, idx1) @ xv)
+            self.up_read += int(m1.sum())
         if m1 is not None and c.down_k is None:
             m2 = m1
         else:
             m2 = self._expand(self.route(a1, h.unsqueeze(0))[1])[0]  # (n,)
-        self.up_read += self.n_neurons if m1 is None else int(m1.sum())
         idx = m2.nonzero().squeeze(1)
         return idx, h.index_select(0, idx)
 
-    def _count(self, N: int, m1: torch.Tensor | None, m2: torch.Tensor | None) -> None:
+    def _count(
+        self, N: int, m1: torch.Tensor | None, m2: torch.Tensor | None, frac: float = 1.0
+    ) -> None:
+        """Add N tokens' reads, in rows of d weights; ``frac``: share of input dims read."""
         self.tokens += N
-        gs = self.group_size
-        self.up_read += N * self.n_neurons if m1 is None else int(m1.sum()) * gs
-        self.down_read += N * self.n_neurons if m2 is None else int(m2.sum()) * gs
+        gs, n = self.group_size, self.n_neurons
+        self.gate_read += N * n * frac
+        self.up_read += (N * n if m1 is None else int(m1.sum()) * gs) * frac
+        self.down_read += N * n if m2 is None else int(m2.sum()) * gs
         if self.usage is not None:
             self.usage += (
                 torch.full((self.n_experts,), float(N), dtype=torch.float64)
@@ -280,7 +357,8 @@ class MoEMLP(nn.Module):
         """Zero the read counters. ``track_usage`` also records, per expert, how often it is
         selected (``usage``) and its summed routing weight ``|h| * ||down||`` when selected
         (``mass``); batch-1 tokens then take the masked path so every token is counted."""
-        self.tokens = self.up_read = self.down_read = 0
+        self.tokens = 0
+        self.gate_read = self.up_read = self.down_read = 0.0
         E = self.n_experts
         self.usage: torch.Tensor | None = (
             torch.zeros(E, dtype=torch.float64) if track_usage else None
@@ -288,7 +366,8 @@ class MoEMLP(nn.Module):
         self.mass: torch.Tensor | None = (
             torch.zeros(E, dtype=torch.float64) if track_usage else None
         )
-        self._offsets = torch.zeros(1, dtype=torch.long)
+        self._all_neurons = torch.arange(self.n_neurons)
+        self._all_inputs = torch.arange(self.up_proj.weight.shape[1])
 
 
 def _blocks(model: nn.Module) -> list[Any]:
@@ -328,6 +407,8 @@ def set_routing(model: nn.Module, cfg: MoEConfig, shared: list[torch.Tensor] | N
         raise ValueError(f"prototyping needs a final k divisible by n_proto={cfg.n_proto}")
     if not 0.0 <= cfg.skip_beta < 1.0:
         raise ValueError("skip_beta must be in [0, 1)")
+    if cfg.in_k is not None and (cfg.in_k < 1 or cfg.top_k is not None):
+        raise ValueError("in_k must be >= 1 and combines with down_k only, not top_k")
     if cfg.n_shared and shared is None:
         raise ValueError("n_shared > 0 needs the per-layer usage ranking (shared=...)")
     for i, m in enumerate(moe_layers(model)):
@@ -369,8 +450,9 @@ def load_cv(usage: list[torch.Tensor]) -> float:
 def ffn_read_frac(model: nn.Module, n_dense: int) -> float:
     """Fraction of the dense FFN weights read per token, router included.
 
-    Per layer: all gate rows of the (possibly pruned) layer — the router — plus the up rows
-    and down rows of the routed neurons, over ``3 * n_dense`` rows; averaged over the tokens
+    Per layer: the gate rows of the (possibly pruned) layer — the router — plus the up rows
+    and down rows of the routed neurons, over ``3 * n_dense`` rows; gate and up count only
+    the share ``in_k / d`` of their columns under input sparsity. Averaged over the tokens
     seen since the last ``reset_stats`` and over layers.
     """
     layers = moe_layers(model)
@@ -378,7 +460,7 @@ def ffn_read_frac(model: nn.Module, n_dense: int) -> float:
     for m in layers:
         if m.tokens == 0:
             raise ValueError("no tokens seen since reset_stats")
-        tot += (m.n_neurons + (m.up_read + m.down_read) / m.tokens) / (3 * n_dense)
+        tot += (m.gate_read + m.up_read + m.down_read) / m.tokens / (3 * n_dense)
     return tot / len(layers)
 
 

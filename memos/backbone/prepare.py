@@ -29,18 +29,24 @@ from .checkpoint import (
 __all__ = ["DEFAULT_VARIANT", "default_variants", "read_data_text", "prepare"]
 
 N_HIDDEN = 1536
-DEFAULT_VARIANT = "moe_k1152_d768"
+N_EMBD = 576
+DEFAULT_VARIANT = "moe_x403_d768"
 CALIBRATION_FILE = "backbone_calibration.txt"
 HELDOUT_FILE = "backbone_heldout.txt"
 QA_FILE = "backbone_memory_qa.json"
 
 
-def default_variants(n: int = N_HIDDEN, default: str = DEFAULT_VARIANT) -> dict[str, VariantSpec]:
-    """Routing variants charted by ``memos backbone eval`` (counts for n FFN neurons/layer).
+def default_variants(
+    n: int = N_HIDDEN, default: str = DEFAULT_VARIANT, d: int = N_EMBD
+) -> dict[str, VariantSpec]:
+    """Routing variants charted by ``memos backbone eval`` (n FFN neurons per layer, d
+    input dims).
 
     ``moe_k<k>``: gate-routed, k of n single-neuron experts read up+down;
     ``moe_d<k>``: gate+up dense, k down rows by ``|h| * ||down||``;
-    ``moe_k<k1>_d<k2>``: two-stage; ``proto_k<k>``: 8 prototype groups, k/8 each;
+    ``moe_k<k1>_d<k2>``: two-stage; ``moe_x<j>_d<k>``: gate and up read only the j largest
+    of the d input dims (TEAL input sparsity), k down rows; ``proto_k<k>``: 8 prototype
+    groups, k/8 each;
     ``pruned_<pct>``: default routing after pruning pct % least-used experts;
     ``skip_<beta>``: default routing with dynamic skipping.
     """
@@ -53,6 +59,9 @@ def default_variants(n: int = N_HIDDEN, default: str = DEFAULT_VARIANT) -> dict[
     v[f"moe_k{n * 5 // 8}_d{n * 5 // 12}"] = VariantSpec(
         {"top_k": n * 5 // 8, "down_k": n * 5 // 12}
     )
+    for share, k in ((0.8, n // 2), (0.7, n // 2), (0.6, n * 5 // 12)):
+        j = round(share * d)
+        v[f"moe_x{j}_d{k}"] = VariantSpec({"in_k": j, "down_k": k})
     for k in (n * 3 // 4, n // 2):
         v[f"proto_k{k}"] = VariantSpec({"top_k": k, "n_proto": 8})
     base = v[default].moe
@@ -105,7 +114,7 @@ def prepare(
     bar.set_postfix_str("calibrating routing")
     cfg = LlamaConfig(**contents.hparams)
     model = to_moe(Llama.from_tensors(cfg, contents.tensors))
-    variants = default_variants(cfg.n_hidden)
+    variants = default_variants(cfg.n_hidden, d=cfg.n_embd)
     tok = Tokenizer.from_str(contents.tokenizer_json)
     ids = tok.encode(read_data_text(CALIBRATION_FILE)).ids[:calib_tokens]
     set_routing(model, MoEConfig(**variants[DEFAULT_VARIANT].moe))
