@@ -3,7 +3,7 @@
 Steps: read and dequantize the GGUF (~10 s), build the model, collect per-expert usage on
 the shipped calibration corpus under the default routing (for pruning and shared experts),
 and write ``model.safetensors`` + ``config.json`` + ``tokenizer.json`` atomically (see
-:mod:`memos.backbone.checkpoint`). Takes about 1–2 minutes on 2 CPU cores.
+:mod:`memos.backbone.checkpoint`). Takes under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
