@@ -291,6 +291,22 @@ def test_decode_layout_keeps_values_and_picks_the_fast_layout(dense):
     assert dense.lm_head.weight is dense.embed_tokens.weight
 
 
+def test_dense_prefill_runs_prompts_dense_and_routes_decode_and_calibration(dense, moe, tok):
+    ids = ids_of(tok, PROMPTS[2])
+    set_routing(moe, MoEConfig(in_k=403, down_k=768, dense_prefill=True))
+    with torch.inference_mode():
+        ref, cache = dense(ids)
+        out, _ = moe(ids)  # a prompt: the dense FFN, exactly
+        past = [(k[:, :, :-1], v[:, :, :-1]) for k, v in cache]
+        step, _ = moe(ids[:, -1:], past, ids.shape[1] - 1)
+        reset_stats(moe, track_usage=True)  # calibration and perplexity route every token
+        routed, _ = moe(ids)
+    assert torch.equal(out, ref)
+    assert (step[0, -1] - ref[0, -1]).abs().max().item() > 1e-3  # the decode step is routed
+    assert (routed - ref).abs().max().item() > 1e-3
+    assert ffn_read_frac(moe, 1536) < 0.7
+
+
 def test_select_experts_invariants():
     g = torch.Generator().manual_seed(0)
     w = torch.rand(6, 64, generator=g)

@@ -129,7 +129,9 @@ class Backbone:
             spec, label = VariantSpec.from_dict(self.config["variants"][name]), name
         for blk, base in zip(self.model.layers, self._base_mlps, strict=True):
             blk.mlp = base
-        cfg = MoEConfig(**spec.moe)
+        # Prompts are prefilled with the dense FFN unless a spec says otherwise: routing pays
+        # only in the memory-bound batch-1 decode (docs/backbone.md).
+        cfg = MoEConfig(**{"dense_prefill": True, **spec.moe})
         ranking = [u.argsort(descending=True) for u in self.usage]
         set_routing(self.model, cfg, shared=ranking)
         if spec.prune_frac > 0:

@@ -69,6 +69,9 @@ class MoEConfig:
     n_proto: int = 1  # expert prototyping groups on the final stage
     skip_beta: float = 0.0  # skip experts with routing weight < skip_beta * top weight
     in_k: int | None = None  # input sparsity (TEAL): gate and up read the in_k largest |x_j|
+    # Multi-token forwards (prompt prefill) run the dense FFN: they are compute-bound matrix
+    # products, where skipping rows saves nothing. Usage tracking always routes every token.
+    dense_prefill: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -223,11 +226,13 @@ class MoEMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N = x.shape[:-1].numel()
-        if self.is_dense() and self.mass is None and (N > 1 or torch.get_num_threads() == 1):
-            self._count(N, None, None)
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        if N == 1 and self.usage is None:
-            return self._decode(x)
+        if self.usage is None:  # not calibrating: the fastest path that computes this config
+            one_core_dense = self.is_dense() and torch.get_num_threads() == 1
+            if N == 1 and not one_core_dense:
+                return self._decode(x)
+            if N == 1 or self.is_dense() or self.cfg.dense_prefill:
+                self._count(N, None, None)
+                return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         frac = self._in_frac(x.shape[-1])
         if frac < 1.0:  # input sparsity: drop all but the in_k largest |x_j| of each token
             x = x * _top_mask(x.abs(), self.cfg.in_k or 0)
