@@ -29,6 +29,10 @@ On the final stage, optionally:
 * :func:`prune_experts` — task-agnostic expert pruning (same paper): the least-used experts
   of each layer are removed physically.
 
+With ``dense_prefill`` (on for every variant a loaded ``Backbone`` uses), multi-token
+forwards (prompt prefill) run the dense FFN and only the batch-1 decode is routed; usage
+tracking (calibration, perplexity) routes every token regardless.
+
 Invariant: with ``top_k = down_k = in_k = None``, no skipping and no pruning, :class:`MoEMLP`
 computes exactly the dense FFN (same ops, bit-identical output; with more than one torch
 thread, a batch-1 step sums the same rows in per-thread bags, equal to within float
