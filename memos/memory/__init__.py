@@ -350,6 +350,19 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
     return archived
 
 
+def model_unit_ids(cube: MemCube, cube_id: str, kind: str, *, tenant: str,
+                   active_only: bool = True) -> list[str]:
+    """Ids of the tenant's cube's units of ``kind`` (``activation`` or ``parametric``),
+    active ones unless ``active_only`` is false, newest first."""
+    with cube.store.transaction() as session:
+        cube.cube_row(session, tenant, cube_id)
+        query = select(UnitRow.id).where(UnitRow.cube_id == cube_id, UnitRow.kind == kind)
+        if active_only:
+            query = query.where(UnitRow.status == "active")
+        return list(session.scalars(query.order_by(UnitRow.created_at.desc(),
+                                                   UnitRow.pk.desc())))
+
+
 def active_plaintext_units(cube: MemCube, cube_id: str, unit_ids: Sequence[str], *,
                            tenant: str) -> list[UnitRow]:
     """The units ``unit_ids`` (duplicates dropped, order kept) of the tenant's cube, each an

@@ -46,6 +46,7 @@ from memos.memory import (
     check_fingerprint,
     mark_stale,
     model_fingerprint,
+    model_unit_ids,
     source_rows,
 )
 from memos.store.models import LinkRow, UnitRow, utcnow
@@ -447,14 +448,8 @@ class ParametricMemory:
     def unit_ids(self, cube_id: str, *, tenant: str, active_only: bool = True) -> list[str]:
         """Ids of the cube's adapters (active ones unless ``active_only`` is false),
         newest first."""
-        with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
-            query = select(UnitRow.id).where(UnitRow.cube_id == cube_id,
-                                             UnitRow.kind == "parametric")
-            if active_only:
-                query = query.where(UnitRow.status == "active")
-            return list(session.scalars(query.order_by(UnitRow.created_at.desc(),
-                                                       UnitRow.pk.desc())))
+        return model_unit_ids(self.cube, cube_id, "parametric", tenant=tenant,
+                              active_only=active_only)
 
     def load(self, cube_id: str, unit_id: str, *, tenant: str) -> Adapter:
         """The verified adapter; ``Conflict`` when stale, archived or for another model."""
