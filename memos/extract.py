@@ -33,8 +33,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 
-from dateutil.relativedelta import relativedelta
-
 __all__ = [
     "ExtractInput",
     "ExtractedFact",
@@ -218,6 +216,12 @@ def _span_days(start: date, days: int) -> tuple[datetime, datetime]:
     return _day(start), _day(start + timedelta(days=days)) - timedelta(microseconds=1)
 
 
+def _month_start(d: date, months: int) -> date:
+    """The first day of the month ``months`` after (or, negative, before) ``d``'s month."""
+    years, month0 = divmod(d.month - 1 + months, 12)
+    return date(d.year + years, month0 + 1, 1)
+
+
 def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
                           ) -> tuple[datetime, datetime, str] | None:
     """Resolve a time expression against ``ref`` → ``(valid_from, valid_to, phrase)``.
@@ -245,7 +249,7 @@ def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
     def month(d: date) -> tuple[datetime, datetime, str]:
         first = d.replace(day=1)
         a = _day(first)
-        b = _day(first + relativedelta(months=1)) - timedelta(microseconds=1)
+        b = _day(_month_start(first, 1)) - timedelta(microseconds=1)
         return a, b, f"in {first.strftime('%B %Y')}"
 
     def year(y: int) -> tuple[datetime, datetime, str]:
@@ -270,7 +274,7 @@ def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
             a, b = _span_days(saturday, 2)
             return a, b, f"on the weekend of {saturday.isoformat()}"
         if unit == "month":
-            return month(today + relativedelta(months=shift))
+            return month(_month_start(today, shift))
         return year(today.year + shift)
     m = re.fullmatch(r"(?:(last|this|next|on) )?(" + _WEEKDAY_RE + ")", e)
     if m:
@@ -293,7 +297,7 @@ def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
         if unit == "week":
             return week(today - timedelta(weeks=n))
         if unit == "month":
-            return month(today - relativedelta(months=n))
+            return month(_month_start(today, -n))
         return year(today.year - n)
     m = re.fullmatch(r"in (\d{4})", e)
     if m:
