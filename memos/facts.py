@@ -63,7 +63,7 @@ class FactDeriver:
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with cube.store.transaction() as session:
-            cube.cube_row(session, tenant, cube_id)
+            user_name = (cube.cube_row(session, tenant, cube_id).meta or {}).get("user_name")
             messages = session.scalars(select(MessageRow).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
                 .order_by(MessageRow.seq)).all()
@@ -75,8 +75,13 @@ class FactDeriver:
                 UnitRow.granularity == "fact"))}
         if not messages:
             return
-        inputs = [ExtractInput(id=m.id, role=m.role, speaker=m.speaker, content=m.content,
-                               timestamp=m.timestamp) for m in messages]
+        # A user message without a speaker is the cube's user: ``metadata.user_name`` names
+        # them, for the facts ("Ana's dog…" rather than "The user's dog…") and for the gate.
+        if not isinstance(user_name, str) or not user_name.strip():
+            user_name = None
+        inputs = [ExtractInput(id=m.id, role=m.role, content=m.content, timestamp=m.timestamp,
+                               speaker=m.speaker or (user_name if m.role == "user" else None))
+                  for m in messages]
         active = [ActiveFact.from_metadata(r.id, r.text or "", dict(r.meta or {}))
                   for r in active_rows]
         # Later facts of the batch may update earlier ones: they refer to them by the ids

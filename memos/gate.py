@@ -7,7 +7,10 @@ checks; a fact is *supported* only when every check passes:
    removed) occur in the source. Names that the extractor substituted for pronouns ("Ana"
    for "I") and the resolved date phrase are excused: the source cannot spell them out.
 2. **numbers** — every number in the fact occurs in the source ("32" vs "thirty-two" match).
-3. **names** — every capitalised name in the fact occurs in the source.
+3. **names** — every capitalised name in the fact occurs in the source, or is who said it:
+   the speaker of the cited message (and, for a ``user`` message, the cube's user name)
+   supports statements about themselves — Ana's "My dog Pixel loves the canal" supports
+   "Ana's dog Pixel loves the canal", but not a statement about Ben.
 4. **negation** — the fact is negated exactly when the source is.
 5. **modality** — a hypothetical, wish or question in the source cannot support a plain
    statement ("If I were a pilot" does not support "Ana is a pilot").
@@ -21,6 +24,10 @@ stored ``quarantined`` with ``reasons`` as the status reason: never searchable, 
 
 >>> check("Ana moved to Berlin.", "I moved to Berlin.", aliases=["Ana"]).supported
 True
+>>> check("Ana's dog is Pixel.", "My dog is Pixel.", speakers=["Ana"]).supported
+True
+>>> check("Ben's dog is Pixel.", "My dog is Pixel.", speakers=["Ana"]).supported
+False
 >>> v = check("Ana moved to Madrid.", "I moved to Berlin.", aliases=["Ana"])
 >>> v.supported, "name 'Madrid' not in source" in v.reasons
 (False, True)
@@ -88,13 +95,17 @@ def _strip_time(text: str, time_text: str) -> str:
 
 
 def check(fact: ExtractedFact | str, source_text: str, *, embedder: Embedder | None = None,
-          aliases: Iterable[str] = (), min_support: float = MIN_SUPPORT,
+          aliases: Iterable[str] = (), speakers: Iterable[str] = (),
+          min_support: float = MIN_SUPPORT,
           min_similarity: float = MIN_SIMILARITY) -> GateVerdict:
     """Check ``fact`` against ``source_text`` (its cited span); see the module doc.
 
     ``aliases`` adds names that may appear in the fact without appearing in the source
-    (an :class:`ExtractedFact` already brings its ``resolved_names``).
+    (an :class:`ExtractedFact` already brings its ``resolved_names``); ``speakers`` are the
+    names of who said the source (its speaker; for a user message also the cube's user
+    name), which a fact about them may use in place of "I"/"my".
     """
+    aliases = [*aliases, *(s for s in speakers if s and s.strip())]
     if isinstance(fact, ExtractedFact):
         text = _strip_time(fact.text, fact.time_text)
         excused_names = set(fact.resolved_names) | set(aliases)

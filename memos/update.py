@@ -367,7 +367,8 @@ def ingest_plan(messages: Sequence[ExtractInput], active: Sequence[ActiveFact], 
     Pure: nothing is stored. Facts are decided in order, each seeing the effect of the
     ones before it (``id_factory`` names the facts planned so far, default
     ``"{source_message_id}#{i}"``); ``embedder`` finds near-duplicate candidates,
-    ``gate_embedder`` adds the gate's similarity check.
+    ``gate_embedder`` adds the gate's similarity check. The gate takes a message's speaker
+    as support for what the message says about them.
     """
     updater = updater or RulesUpdater()
     by_id = {m.id: m for m in messages}
@@ -376,7 +377,8 @@ def ingest_plan(messages: Sequence[ExtractInput], active: Sequence[ActiveFact], 
     for i, fact in enumerate(extractor.extract(messages, session_time=session_time)):
         source = by_id.get(fact.source_message_id)
         span_text = source.content[fact.span[0]:fact.span[1]] if source is not None else ""
-        verdict = gate_check(fact, span_text, embedder=gate_embedder)
+        speakers = [source.speaker] if source is not None and source.speaker else []
+        verdict = gate_check(fact, span_text, embedder=gate_embedder, speakers=speakers)
         if not verdict.supported:
             out.append(PlannedFact(fact, verdict, None, "quarantined",
                                    "unsupported by its source: " + "; ".join(verdict.reasons)))

@@ -114,3 +114,39 @@ def test_background_job_derives_after_ingest(service: MemCube, tmp_path) -> None
         Worker(service.jobs, {"derive_session": service.run_derive_job}).run_pending()
         assert any(f["text"] == "Ana lives in Berlin." for f in _facts(client, "s1"))
         assert service.jobs.pending("a") == 0
+
+
+def test_the_speaker_supports_facts_about_themselves(service: MemCube,
+                                                      client: TestClient) -> None:
+    """The README's own example: Ana's "My dog Pixel…" is a fact about Ana, stored active."""
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "2023-05-08", [
+        {"id": "m1", "role": "user", "speaker": "Ana", "content": "I moved to Berlin last spring.",
+         "timestamp": "2023-05-08T10:00:00Z"},
+        {"id": "m2", "role": "user", "speaker": "Ana", "content": "My dog Pixel loves the canal."}])
+    facts = {f["text"]: f for f in _facts(client, "2023-05-08")}
+    assert facts["Ana's dog Pixel loves the canal."]["status"] == "active", facts
+
+
+def test_the_cube_user_name_supports_a_user_message_without_speaker(
+        service: MemCube, client: TestClient) -> None:
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a", "metadata": {"user_name": "Ana"}})
+    _ingest(client, "s1", [{"id": "m1", "role": "user",
+                            "content": "My dog Pixel loves the canal."}])
+    (fact,) = _facts(client, "s1")
+    assert (fact["text"], fact["status"]) == ("Ana's dog Pixel loves the canal.", "active")
+
+
+def test_a_fact_about_someone_nobody_mentioned_is_still_quarantined() -> None:
+    from memos.gate import check
+
+    assert check("Ana's dog Pixel loves the canal.", "My dog Pixel loves the canal.",
+                 speakers=["Ana"]).supported
+    verdict = check("Ben's dog Pixel loves the canal.", "My dog Pixel loves the canal.",
+                    speakers=["Ana"])
+    assert not verdict.supported and "name 'Ben' not in source" in verdict.reasons
+    # the speaker excuses only their own name, not every name
+    assert not check("Ana's dog Pixel loves the canal.", "My dog Pixel loves the canal.",
+                     speakers=["Ben"]).supported
