@@ -31,6 +31,19 @@ from memos.store.sql import Store
 
 _PG_PROBLEM: list[str] = []
 
+#: Evaluation data beside the repository (``../shared/data``); a clone on its own has none.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+_MISSING_SHARED: set[str] = set()
+
+
+def needs_shared(*parts: str) -> pytest.MarkDecorator:
+    """Skip unless ``../shared/data/<parts>`` exists, naming the file, and say so at the end."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        _MISSING_SHARED.add(str(path))
+    return pytest.mark.skipif(not path.exists(), reason=(
+        f"needs {path} (evaluation data from ../shared, which is not beside this clone)"))
+
 
 @pytest.fixture(scope="session")
 def embedder() -> OnnxMiniLM:
@@ -133,6 +146,13 @@ def sdk(client: TestClient) -> Iterator[MemosClient]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _MISSING_SHARED:
+        terminalreporter.write_sep("!", "TESTS ON ../shared DATA SKIPPED", yellow=True, bold=True)
+        for path in sorted(_MISSING_SHARED):
+            terminalreporter.write_line(f"missing: {path}", yellow=True)
+        terminalreporter.write_line("Tests that evaluate on real data did NOT run; put the "
+                                    "shared/ folder beside the repository to run them.",
+                                    yellow=True)
     if _PG_PROBLEM:
         terminalreporter.write_sep("!", "POSTGRESQL TESTS SKIPPED", red=True, bold=True)
         terminalreporter.write_line(f"pgserver could not start: {_PG_PROBLEM[0]}", red=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, needs_shared
 
 from memos.eval.locomo import (
     EXCLUDED_NOTE,
@@ -18,11 +18,11 @@ from memos.eval.locomo import (
     run_locomo,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+DATA = SHARED_DATA / "locomo" / "locomo_dev.json"
 # measured on this slice (conv-30, first 40 questions): R@5 77.5, R@10 81.2, S@3 86.0
 FLOOR_R5, FLOOR_R10, FLOOR_S3 = 68.0, 72.0, 77.0
 FORBIDDEN = ("observation", "session_summary", "event_summary")
-needs_data = pytest.mark.skipif(not DATA.exists(), reason="LoCoMo dev split not available")
+needs_data = needs_shared("locomo", "locomo_dev.json")
 
 
 def test_parse_evidence_repairs_malformed_ids():
@@ -103,12 +103,16 @@ def test_end_to_end_slice_has_a_recall_floor(tmp_path):
     assert report["methods"]["router"] == m["router"]
 
 
-def test_cli_hook_parses_and_reports_an_unreachable_server():
+def test_cli_hook_parses_and_reports_an_unreachable_server(tmp_path):
     from memos.errors import BackendUnavailable
 
+    data = tmp_path / "locomo.json"  # a one-turn conversation: no ../shared needed
+    data.write_text(json.dumps([{"sample_id": "conv-26", "qa": [], "conversation": {
+        "speaker_a": "Ana", "speaker_b": "Ben", "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [{"speaker": "Ana", "dia_id": "D1:1", "text": "I moved to Berlin."}]}}]))
     parser = argparse.ArgumentParser()
     add_eval_locomo_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["locomo", "--data", str(DATA), "--json", "o.json",
+    args = parser.parse_args(["locomo", "--data", str(data), "--json", "o.json",
                               "--conversations", "conv-26", "--base-url", "http://127.0.0.1:9"])
     assert args.json_path == "o.json"
     assert args.conversations == "conv-26" and callable(args.func)

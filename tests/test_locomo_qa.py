@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from conftest import SHARED_DATA, needs_shared
 
 from memos.eval.locomo_qa import ABSTAIN, run_locomo_qa, score_answer, token_f1
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+DATA = SHARED_DATA / "locomo" / "locomo_dev.json"
 
 
 def test_official_scoring_rules() -> None:
@@ -22,7 +22,7 @@ def test_official_scoring_rules() -> None:
     assert score_answer("", "Berlin", 4) == 0.0
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="../shared/data/locomo is not beside the repo")
+@needs_shared("locomo", "locomo_dev.json")
 def test_offline_qa_run_on_a_slice(tmp_path: Path) -> None:
     out = tmp_path / "qa.json"
     report = run_locomo_qa(DATA, answerer="offline", conversations=["conv-26"],
