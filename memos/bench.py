@@ -174,10 +174,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_command(sub: Any) -> None:
     p = sub.add_parser("bench", help="ingest/search speed over HTTP")
-    p.add_argument("--units", type=int, default=10_000)
-    p.add_argument("--searches", type=int, default=1000)
-    p.add_argument("--session-size", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--units", type=int, default=10_000,
+                   help="turn-length texts to ingest (default 10000)")
+    p.add_argument("--searches", type=int, default=1000,
+                   help="searches to time after ingest (default 1000)")
+    p.add_argument("--session-size", type=int, default=50,
+                   help="turns per ingested session (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the texts")
     p.add_argument("--base-url", help="target a running server instead of starting one")
     p.add_argument("--extractor", default="rules",
                    help="fact extraction in the started server: rules (default) or none")

@@ -233,12 +233,16 @@ def add_model_memory_command(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--backbone-data-dir", default=None,
                    help="data directory holding backbone/ (default: --data-dir, "
                         "$MEMOS_DATA_DIR, ./memos-data)")
-    p.add_argument("--facts", type=int, default=50)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--prefix-tokens", type=int, default=1024)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--only", choices=["activation", "parametric"], default=None)
+    p.add_argument("--facts", type=int, default=50, help="facts the adapter learns")
+    p.add_argument("--steps", type=int, default=100, help="LoRA training steps")
+    p.add_argument("--prefix-tokens", type=int, default=1024,
+                   help="tokens in the activation-memory prefix")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timing repeats (median reported)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, one per core)")
+    p.add_argument("--only", choices=["activation", "parametric"], default=None,
+                   help="measure one kind only")
     p.add_argument("--json", dest="json_path", default=None, help="write the report here")
     p.set_defaults(func=_main)
     return p

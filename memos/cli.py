@@ -1,9 +1,13 @@
-"""The ``memos`` command line: serve, db, ingest, search, keys, bench, eval, backbone.
+"""The ``memos`` command line: serve, db, keys, ingest, search, bench, mcp, eval, backbone.
 
 ``memos serve`` starts the REST API on the embedded default (SQLite + FAISS + blobs under
-``--data-dir``, ``$MEMOS_DATA_DIR`` or ``./memos-data``). ``ingest`` and ``search`` talk to
-a running server through the SDK (``--base-url``, ``$MEMOS_URL``, default
-http://127.0.0.1:8000), so they never fight the server over its index.
+``--data-dir``, ``$MEMOS_DATA_DIR`` or ``./memos-data``); it needs the ``server`` extra.
+``ingest`` and ``search`` talk to a running server through the SDK (``--base-url``,
+``$MEMOS_URL``, default http://127.0.0.1:8000), so they never fight the server over its
+index, and work with the SDK-only install.
+
+Commands whose modules are heavy (bench, mcp, eval, backbone) are loaded only when named on
+the command line, so ``memos --help`` imports nothing but this module.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memos import __version__
-from memos.errors import MemosError, NotFound
+from memos.errors import BackendUnavailable, MemosError, NotFound
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -33,10 +37,22 @@ def _base_url(args: argparse.Namespace) -> str:
 
 
 # ------------------------------------------------------------------ serve / db / keys
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _require_server_extra() -> None:
+    """Fail in one line, naming the fix, when the service's packages are not installed."""
+    import importlib.util
 
+    missing = [m for m in ("fastapi", "uvicorn", "sqlalchemy", "faiss", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BackendUnavailable(
+            f"`memos serve` needs the server extra ({', '.join(missing)} not installed): "
+            "pip install 'memos-memory[server]'")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_server_extra()
     from memos.keys import KeyRing
+    from memos.serve import serve
     from memos.store.sql import Store
 
     settings = _settings(args)
@@ -55,15 +71,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     where = (f"data in {settings.data_dir.resolve()}" if settings.is_sqlite
              else "database from MEMOS_DATABASE_URL")
     url = f"http://{host}:{args.port}"
-    print(f"memos {__version__} on {url} ({where}; auth {'on' if auth else 'off: local only'})")
-    print(f"  API docs:   {url}/docs")
-    print(f"  try:        curl -X POST {url}/v1/cubes -H 'content-type: application/json' "
-          "-d '{\"id\": \"demo\"}'")
-    print("  or Python:  from memos.client import MemosClient; "
-          f"MemosClient('{url}').create_cube('demo')", flush=True)
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=args.port,
-                log_level=args.log_level)
-    return 0
+
+    def banner() -> None:
+        print(f"memos {__version__} on {url} ({where}; auth {'on' if auth else 'off: local only'})")
+        print(f"  API docs:   {url}/docs")
+        print(f"  try:        curl -X POST {url}/v1/cubes -H 'content-type: application/json' "
+              "-d '{\"id\": \"demo\"}'")
+        print("  or Python:  from memos.client import MemosClient; "
+              f"MemosClient('{url}').create_cube('demo')", flush=True)
+
+    return serve(host=host, port=args.port, log_level=args.log_level, on_ready=banner)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -134,9 +151,33 @@ def load_conversations(path: Path) -> list[tuple[str, list[dict[str, Any]]]]:
                      "{role, content, ...} messages")
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm bar when tqdm is installed (the server extra), else a plain counter on stderr:
+    the SDK-only install has httpx and pydantic alone."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainProgress(total, desc)
+    return tqdm(total=total, unit="msg", desc=desc)
 
+
+class _PlainProgress:
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.done = total, desc, 0
+
+    def __enter__(self) -> _PlainProgress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        print(file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        print(f"\r{self.desc}: {self.done}/{self.total} msg", end="", file=sys.stderr,
+              flush=True)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
     from memos.client import MemosClient
 
     sessions = load_conversations(Path(args.file))
@@ -148,7 +189,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             client.create_cube(args.cube)
             print(f"created cube {args.cube!r}")
         stored = skipped = 0
-        with tqdm(total=total, unit="msg", desc=f"ingest → {args.cube}") as bar:
+        with _progress(total, f"ingest → {args.cube}") as bar:
             for session_id, messages in sessions:
                 for start in range(0, len(messages), args.batch):
                     chunk = messages[start:start + args.batch]
@@ -180,77 +221,118 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+#: Commands loaded only when named: (module, function adding the command, top-level help).
+_LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "bench": ("memos.bench", "add_bench_command",
+              "ingest/search speed over HTTP; `bench model-memory`: KV cache and LoRA"),
+    "mcp": ("memos.mcp_server", "add_mcp_command",
+            "serve a cube's memory tools over MCP (stdio or streamable HTTP)"),
+    "eval": ("memos.eval.commands", "add_eval_group",
+             "evaluations: LoCoMo retrieval, HaluMem hallucination"),
+    "backbone": ("memos.backbone.cli", "add_backbone_commands",
+                 "the bundled MoE model: prepare, chat, eval (needs the backbone extra)"),
+}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (skipping the global ``--data-dir DIR``)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--data-dir":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``argv``, only the lazily loaded command it names is loaded
+    (the others appear in the help with their one-line description)."""
     parser = argparse.ArgumentParser(prog="memos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"memos {__version__}")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data directory (default $MEMOS_DATA_DIR or ./memos-data)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="start the REST API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="info")
+    p = sub.add_parser("serve", help="start the REST API (needs the server extra)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1; others need API keys)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                   help="data directory (default $MEMOS_DATA_DIR or ./memos-data)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug", "trace"],
+                   help="server log level (default info; debug shows start-up tracebacks)")
     p.set_defaults(func=cmd_serve)
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_cmd", required=True)
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="db_cmd", required=True, metavar="COMMAND")
     p = db.add_parser("upgrade", help="apply Alembic migrations (default: to head)")
-    p.add_argument("revision", nargs="?", default="head")
+    p.add_argument("revision", nargs="?", default="head",
+                   help="Alembic revision to upgrade to (default head)")
     p.set_defaults(func=cmd_db_upgrade)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_cmd", required=True, metavar="COMMAND")
     p = keys.add_parser("create", help="create a key for a tenant (printed once)")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--name")
+    p.add_argument("--tenant", required=True, help="tenant the key belongs to")
+    p.add_argument("--name", help="a label for the key (shown by `keys list`)")
     p.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="list active keys").set_defaults(func=cmd_keys_list)
     p = keys.add_parser("revoke", help="revoke a key by id")
-    p.add_argument("key_id")
+    p.add_argument("key_id", help="key id, as printed by `keys create` or `keys list`")
     p.set_defaults(func=cmd_keys_revoke)
 
     p = sub.add_parser("ingest", help="send a LoCoMo file or a message list to a server")
-    p.add_argument("file")
-    p.add_argument("--cube", required=True)
-    p.add_argument("--base-url")
+    p.add_argument("file", help="a LoCoMo JSON file or a JSON list of {role, content, ...}")
+    p.add_argument("--cube", required=True, help="cube to ingest into (created if missing)")
+    p.add_argument("--base-url", help="memos server (default $MEMOS_URL or "
+                   "http://127.0.0.1:8000)")
     p.add_argument("--batch", type=int, default=200, help="messages per request")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="search a cube on a server")
-    p.add_argument("query")
-    p.add_argument("--cube", required=True)
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--base-url")
+    p.add_argument("query", help="what to look for, in plain words")
+    p.add_argument("--cube", required=True, help="cube to search")
+    p.add_argument("--top-k", type=int, default=10, help="how many hits (default 10)")
+    p.add_argument("--base-url", help="memos server (default $MEMOS_URL or "
+                   "http://127.0.0.1:8000)")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
     p.set_defaults(func=cmd_search)
 
-    from memos.bench import add_bench_command
-
-    add_bench_command(sub)
-    from memos.mcp_server import add_mcp_command
-
-    add_mcp_command(sub)
-    _add_optional_commands(sub)
+    wanted = _command_word(argv) if argv is not None else None
+    for name, (module, function, summary) in _LAZY_COMMANDS.items():
+        if argv is None or name == wanted:
+            _add_lazy_command(sub, name, module, function, summary)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
-def _add_optional_commands(sub: Any) -> None:
-    """Evaluation and backbone commands (their heavy imports happen only when run)."""
-    eval_parser = sub.add_parser("eval", help="evaluations (LoCoMo retrieval, HaluMem)")
-    eval_sub = eval_parser.add_subparsers(dest="eval_cmd", required=True)
-    from memos.eval.commands import add_eval_commands
+def _add_lazy_command(sub: Any, name: str, module: str, function: str, summary: str) -> None:
+    import importlib
 
-    add_eval_commands(eval_sub)
     try:
-        from memos.backbone.cli import add_backbone_commands
-    except ImportError:  # the backbone extra is optional
+        add = getattr(importlib.import_module(module), function)
+    except ImportError as exc:  # an optional extra is not installed
+        problem = str(exc)
+        p = sub.add_parser(name, help=f"{summary} [unavailable: {problem}]")
+        p.set_defaults(func=lambda _args: _unavailable(name, problem))
         return
-    add_backbone_commands(sub)
+    add(sub)
+
+
+def _unavailable(name: str, problem: str) -> int:
+    extra = {"backbone": "backbone", "mcp": "llm"}.get(name, "server")
+    raise BackendUnavailable(f"`memos {name}` is not available: {problem} "
+                             f"(pip install 'memos-memory[{extra}]')")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except MemosError as exc:

@@ -146,8 +146,9 @@ def add_backbone_commands(subparsers: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("--variant", default=None, help="routing variant (default: the checkpoint's)")
     p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=256, help="most tokens per answer")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed")
     p.set_defaults(func=cmd_chat)

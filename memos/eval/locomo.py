@@ -675,7 +675,7 @@ def add_eval_locomo_command(subparsers: Any, *,
                    help="evaluate a running memos server instead of the in-library router")
     p.add_argument("--max-questions", type=int, default=None,
                    help="score at most this many questions per conversation")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--qa", action="store_true",
                    help="answer the questions from retrieved memory and score them (F1)")
     p.add_argument("--answerer", default="offline",
