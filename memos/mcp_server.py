@@ -1,17 +1,26 @@
-"""An MCP server (stdio) exposing the memory tools of one cube of a running memos server.
+"""An MCP server exposing the memory tools of one cube of a running memos server.
 
-    memos mcp --cube ana [--base-url http://127.0.0.1:8000]     # or python -m memos.mcp_server
+    memos mcp --cube ana [--base-url http://127.0.0.1:8000]          # stdio
+    memos mcp --cube ana --http 8765 [--host 127.0.0.1]              # http://127.0.0.1:8765/mcp
 
-An MCP host (Claude Desktop, an IDE, an agent framework) starts this command and talks to it
-over stdin/stdout. The five tools are those of :mod:`memos.tools` — same names, descriptions
-and JSON schemas, same argument validation and result shapes — but every call goes through
-the SDK (:class:`memos.client.MemosClient`) to the server at ``--base-url`` (``$MEMOS_URL``,
-default http://127.0.0.1:8000, key from ``$MEMOS_API_KEY``), so it runs next to a
-``memos serve`` without touching its database or index. The cube comes from ``--cube`` or
-``$MEMOS_CUBE``.
+Over stdio (the default) an MCP host (Claude Desktop, an IDE, an agent framework) starts this
+command and talks to it over stdin/stdout. With ``--http PORT`` it serves the streamable-HTTP
+transport at ``http://HOST:PORT/mcp`` instead (``--host`` defaults to 127.0.0.1; the endpoint
+has no authentication of its own, so binding elsewhere shares the cube with the network).
 
-A failed call (unknown memory, server down, bad arguments) is an MCP tool result with
-``isError: true`` whose text is the ``{"error": {...}}`` JSON, never a crashed server.
+The five tools are those of :mod:`memos.tools` — same names, descriptions and JSON schemas,
+same argument validation and result shapes — but every call goes through the SDK
+(:class:`memos.client.MemosClient`) to the server at ``--base-url`` (``$MEMOS_URL``, default
+http://127.0.0.1:8000, key from ``$MEMOS_API_KEY``), so it runs next to a ``memos serve``
+without touching its database or index. The cube comes from ``--cube`` or ``$MEMOS_CUBE``.
+
+Before serving, the command checks that the server answers and the cube exists, and fails
+with one line saying what to do if not. Once serving, a failed call (unknown memory, server
+gone, bad arguments) is an MCP tool result with ``isError: true`` whose text is the
+``{"error": {...}}`` JSON, never a crashed server.
+
+The ``mcp`` package (2.x: ``mcp.server.lowlevel.Server`` and ``mcp_types``) and uvicorn are
+imported only inside the functions that need them, so this module imports without them.
 """
 
 from __future__ import annotations
@@ -24,18 +33,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from memos import __version__
 from memos.client import DEFAULT_BASE_URL, MemosClient
+from memos.errors import BackendUnavailable, NotFound, Unauthorized
 from memos.tools import run_tool, tool_schemas
-from memos.types import ContextResponse, Granularity, MemoryPublic, SearchResponse
+from memos.types import ContextResponse, CubePublic, Granularity, MemoryPublic, SearchResponse
 
 if TYPE_CHECKING:
     import mcp_types
     from mcp.server.lowlevel import Server
 
-__all__ = ["ClientBackend", "mcp_tools", "call_tool", "build_server", "run_mcp",
-           "add_mcp_command"]
+__all__ = ["ClientBackend", "mcp_tools", "call_tool", "build_server", "check_cube",
+           "serve_stdio", "serve_http", "run_mcp", "add_mcp_command"]
 
 SERVER_NAME = "memos"
+DEFAULT_HOST = "127.0.0.1"
+MCP_PATH = "/mcp"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -84,7 +98,11 @@ def call_tool(backend: ClientBackend, name: str,
 
 
 def build_server(client: MemosClient, cube_id: str) -> Server[Any]:
-    """The MCP server for one cube, reached through ``client``."""
+    """The MCP server for one cube, reached through ``client``.
+
+    Its ``serverInfo`` is ``{"name": "memos", "version": memos.__version__}``. Nothing is
+    sent to the memos server until a tool is called.
+    """
     import anyio.to_thread
     import mcp_types
     from mcp.server.lowlevel import Server
@@ -101,48 +119,123 @@ def build_server(client: MemosClient, cube_id: str) -> Server[Any]:
         # The SDK is synchronous: run it off the event loop so pings and cancellations flow.
         return await anyio.to_thread.run_sync(call_tool, backend, params.name, params.arguments)
 
-    return Server(SERVER_NAME, instructions=f"Long-term memory of memos cube {cube_id!r}: "
+    return Server(SERVER_NAME, version=__version__,
+                  instructions=f"Long-term memory of memos cube {cube_id!r}: "
                   "search, add, update and delete memories; cite memory ids as [id].",
                   on_list_tools=list_tools, on_call_tool=on_call_tool)
 
 
-async def serve_stdio(server: Server[Any]) -> None:
+def check_cube(client: MemosClient, *, cube_id: str, base_url: str) -> CubePublic:
+    """The cube ``cube_id`` at ``base_url``, or a :class:`~memos.errors.MemosError` whose
+    one-line message says what is wrong and what to do.
+
+    Raises ``NotFound`` (no such cube for this key), ``BackendUnavailable`` (nothing answers
+    at ``base_url``, or the server's backends are down) or ``Unauthorized`` (missing or bad
+    ``$MEMOS_API_KEY``). Called before serving, so an MCP host sees the command fail at once
+    instead of every tool call failing later.
+    """
+    try:
+        return client.get_cube(cube_id)
+    except NotFound:
+        create = (f"python -c \"from memos.client import MemosClient; "
+                  f"MemosClient('{base_url}').create_cube('{cube_id}')\"")
+        raise NotFound(f"cube {cube_id!r} does not exist on {base_url}; "
+                       f"create it with {create}", details={"cube_id": cube_id}) from None
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"{exc.message} (the MCP server needs a running `memos serve`;"
+                                 " point --base-url or $MEMOS_URL at it)") from exc
+    except Unauthorized as exc:
+        raise Unauthorized(f"{base_url} refused the request: {exc.message} "
+                           "(set $MEMOS_API_KEY to a key of the cube's tenant)") from exc
+
+
+def serve_stdio(server: Server[Any]) -> None:
+    """Serve ``server`` over stdin/stdout until stdin closes."""
+    import anyio
     from mcp.server.stdio import stdio_server
 
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    async def serve() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    anyio.run(serve)
 
 
-def run_mcp(base_url: str, cube_id: str) -> None:
-    """Serve the memory tools of ``cube_id`` at ``base_url`` over stdio until stdin closes."""
-    import anyio
+def serve_http(server: Server[Any], *, host: str, port: int) -> None:
+    """Serve ``server`` over streamable HTTP at ``http://host:port/mcp`` until interrupted.
 
+    The app is the mcp package's own (its ``StreamableHTTPSessionManager``, stateful
+    sessions), which turns on DNS-rebinding protection when ``host`` is a loopback name.
+    """
+    import uvicorn
+
+    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def run_mcp(*, base_url: str, cube_id: str, port: int | None = None,
+            host: str = DEFAULT_HOST) -> None:
+    """Check the cube, then serve its memory tools over stdio, or over HTTP when ``port``.
+
+    Raises the :func:`check_cube` errors before serving anything.
+
+        run_mcp(base_url="http://127.0.0.1:8000", cube_id="ana")              # stdio
+        run_mcp(base_url="http://127.0.0.1:8000", cube_id="ana", port=8765)   # HTTP
+    """
     with MemosClient(base_url) as client:
-        anyio.run(serve_stdio, build_server(client, cube_id))
+        check_cube(client, cube_id=cube_id, base_url=base_url)
+        server = build_server(client, cube_id)
+        if port is None:
+            serve_stdio(server)
+            return
+        # stdout is not the protocol channel here, but stderr keeps both modes alike.
+        shown = f"[{host}]" if ":" in host else host
+        print(f"memos: MCP for cube {cube_id!r} of {base_url} at http://{shown}:{port}{MCP_PATH}",
+              file=sys.stderr, flush=True)
+        if host not in _LOOPBACK:
+            print(f"memos: warning: the MCP endpoint has no authentication; whoever reaches "
+                  f"{shown}:{port} can read and change cube {cube_id!r}", file=sys.stderr,
+                  flush=True)
+        serve_http(server, host=host, port=port)
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
     cube = args.cube or os.environ.get("MEMOS_CUBE")
     if not cube:
         raise ValueError("give the cube with --cube or $MEMOS_CUBE")
-    run_mcp(args.base_url or os.environ.get("MEMOS_URL") or DEFAULT_BASE_URL, cube)
+    if args.host is not None and args.http is None:
+        raise ValueError("--host applies only with --http PORT")
+    if args.http is not None and not 0 < args.http < 65536:
+        raise ValueError(f"--http needs a TCP port (1-65535), not {args.http}")
+    run_mcp(base_url=args.base_url or os.environ.get("MEMOS_URL") or DEFAULT_BASE_URL,
+            cube_id=cube, port=args.http, host=args.host or DEFAULT_HOST)
     return 0
 
 
 def add_mcp_command(subparsers: Any) -> None:
-    """Add ``mcp --cube C [--base-url URL]`` to an argparse subparsers object."""
-    p = subparsers.add_parser("mcp", help="serve a cube's memory tools over MCP (stdio)")
-    p.add_argument("--cube", default=None, help="cube id (default $MEMOS_CUBE)")
+    """Add ``mcp --cube C [--base-url URL] [--http PORT [--host H]]`` to a subparsers object."""
+    p = subparsers.add_parser(
+        "mcp", help="serve a cube's memory tools over MCP (stdio, or streamable HTTP)",
+        description="Serve the memory tools of one cube of a running memos server over MCP: "
+                    "over stdio (for hosts that start the command), or over streamable HTTP "
+                    f"at http://HOST:PORT{MCP_PATH} with --http.")
+    p.add_argument("--cube", default=None, help="cube id (default $MEMOS_CUBE); must exist")
     p.add_argument("--base-url", default=None,
-                   help=f"memos server (default $MEMOS_URL or {DEFAULT_BASE_URL})")
+                   help=f"memos server (default $MEMOS_URL or {DEFAULT_BASE_URL}); "
+                        "API key from $MEMOS_API_KEY")
+    p.add_argument("--http", type=int, default=None, metavar="PORT",
+                   help=f"serve streamable HTTP at http://HOST:PORT{MCP_PATH} instead of stdio")
+    p.add_argument("--host", default=None,
+                   help=f"interface to bind with --http (default {DEFAULT_HOST}; the endpoint "
+                        "has no authentication, so other interfaces expose the cube)")
     p.set_defaults(func=_cmd_mcp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="memos-mcp", description=__doc__.split("\n\n")[0])
-    add_mcp_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["mcp", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
+    """``python -m memos.mcp_server ARGS`` is ``memos mcp ARGS`` (same errors, same codes)."""
+    from memos.cli import main as cli_main
+
+    return cli_main(["mcp", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

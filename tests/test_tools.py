@@ -1,18 +1,15 @@
-"""Memory tools: schemas, execution against the real store, and the MCP server over the SDK."""
+"""Memory tools: schemas and execution against the real store (the MCP server: test_mcp.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from typing import Any
 
 import jsonschema
 import pytest
 
-from memos.client import MemosClient
 from memos.cube import MemCube
-from memos.mcp_server import ClientBackend, build_server, call_tool, mcp_tools
 from memos.tools import TOOL_NAMES, execute_tool, result_unit_ids, tool_schemas
 from memos.types import ContextRequest, CubeCreate, Granularity, SearchRequest
 
@@ -133,60 +130,3 @@ def test_execute_tool_reports_errors_instead_of_raising(service: MemCube,
         other = _run(service, "search_memory", {"query": "dog"}, cube_id="missing")
         assert other["error"]["type"] == "not_found"
     assert "launch_rocket" in caplog.text
-
-
-# ----------------------------------------------------------------- MCP over the SDK
-def test_mcp_tools_share_the_schemas() -> None:
-    tools = mcp_tools()
-    assert [t.name for t in tools] == NAMES
-    assert [t.input_schema for t in tools] == [t["function"]["parameters"]
-                                               for t in tool_schemas()]
-
-
-def test_mcp_call_tool_goes_through_the_sdk(sdk: MemosClient) -> None:
-    sdk.create_cube("m")
-    backend = ClientBackend(sdk, "m")
-    added = call_tool(backend, "add_memory", {"text": "Ben plays the cello"})
-    assert added.is_error is False
-    unit_id = added.structured_content["memory"]["id"]  # type: ignore[index]
-    assert sdk.get_memory("m", unit_id).extractor == "tool"
-    found = call_tool(backend, "search_memory", {"query": "Which instrument does Ben play?"})
-    assert json.loads(found.content[0].text)["memories"][0]["id"] == unit_id  # type: ignore[union-attr]
-    ctx = call_tool(backend, "get_context", {"query": "instrument"})
-    assert unit_id in ctx.structured_content["unit_ids"]  # type: ignore[index]
-    new = call_tool(backend, "update_memory", {"memory_id": unit_id, "text": "Ben plays viola"})
-    new_id = new.structured_content["memory"]["id"]  # type: ignore[index]
-    assert [m.version for m in sdk.history("m", new_id)] == [1, 2]
-    assert call_tool(backend, "delete_memory", {"memory_id": new_id}).is_error is False
-    missing = call_tool(backend, "delete_memory", {"memory_id": new_id})
-    assert missing.is_error is True
-    assert missing.structured_content["error"]["type"] == "not_found"  # type: ignore[index]
-
-
-async def test_mcp_server_in_process(sdk: MemosClient) -> None:
-    from mcp import Client
-
-    sdk.create_cube("m")
-    async with Client(build_server(sdk, "m")) as mcp:
-        listed = await mcp.list_tools()
-        assert [t.name for t in listed.tools] == NAMES
-        added = await mcp.call_tool("add_memory", {"text": "Cleo lives in Lisbon"})
-        assert not added.is_error
-        found = await mcp.call_tool("search_memory", {"query": "Where does Cleo live?"})
-        assert found.structured_content["memories"][0]["text"] == "Cleo lives in Lisbon"
-        bad = await mcp.call_tool("search_memory", {"top_k": 2})
-        assert bad.is_error and "query" in bad.structured_content["error"]["message"]
-
-
-async def test_mcp_server_over_stdio() -> None:
-    """One real round trip: spawn the command, list tools, call one (no server: an error)."""
-    from mcp import Client, StdioServerParameters
-
-    params = StdioServerParameters(command=sys.executable, args=[
-        "-m", "memos.mcp_server", "--cube", "c", "--base-url", "http://127.0.0.1:9"])
-    async with Client(params, read_timeout_seconds=30) as mcp:
-        listed = await mcp.list_tools()
-        assert [t.name for t in listed.tools] == NAMES
-        result = await mcp.call_tool("search_memory", {"query": "anything"})
-        assert result.is_error
-        assert result.structured_content["error"]["type"] == "backend_unavailable"
