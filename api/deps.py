@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from memos.chat import Chat
 from memos.cube import MemCube
 from memos.keys import KeyRing
 from memos.memory import ModelMemory
@@ -38,3 +39,17 @@ def get_model_memory(request: Request, memos: MemosDep) -> ModelMemory:
 
 
 ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]
+
+
+def get_chat(request: Request, memos: MemosDep) -> Chat:
+    """The app's :class:`Chat`, built on first use (it caches the bundled model).
+
+    A test or an embedding application may set ``app.state.chat`` to its own ``Chat``.
+    """
+    chat: Chat | None = getattr(request.app.state, "chat", None)
+    if chat is None or chat.memos is not memos:
+        chat = request.app.state.chat = Chat(memos)
+    return chat
+
+
+ChatDep = Annotated[Chat, Depends(get_chat)]

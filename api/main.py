@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import chat, cubes, memories, model_memory, search, system
@@ -62,8 +63,11 @@ class _RequestCounter:
             scope["app"].state.requests[(scope["method"], path, status)] += 1
 
 
-def _validation_error(exc: RequestValidationError) -> MemosError:
+def _validation_error(exc: RequestValidationError, content_type: str | None) -> MemosError:
+    """One status for every bad body: 422 (413 for over-long text), with a message that
+    names the field, or says what is wrong with the body as a whole."""
     errors = exc.errors()
+    details = {"errors": _plain(errors)}
     too_long = [e for e in errors if e.get("type") == "string_too_long"]
     if too_long:
         limit = (too_long[0].get("ctx") or {}).get("max_length")
@@ -71,14 +75,24 @@ def _validation_error(exc: RequestValidationError) -> MemosError:
         return PayloadTooLarge(f"{where} is longer than the limit of {limit} characters",
                                details={"max_chars": limit, "field": where})
     if any(e.get("type") == "json_invalid" for e in errors):
-        err = InvalidInput("request body is not valid JSON",
-                           details={"errors": _plain(errors)})
-        err.status_code = 400
-        return err
+        first = next(e for e in errors if e.get("type") == "json_invalid")
+        where = (first.get("ctx") or {}).get("error", "")
+        return InvalidInput(f"request body is not valid JSON{': ' + where if where else ''}",
+                            details=details)
     first = errors[0] if errors else {}
+    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole, not one field
+        media = (content_type or "").split(";")[0].strip().lower()
+        if first.get("type") == "missing":
+            return InvalidInput("this route needs a JSON body (send it with "
+                                "Content-Type: application/json)", details=details)
+        if media != "application/json" and not media.endswith("+json"):
+            got = f"Content-Type {media!r}" if media else "no Content-Type"
+            return InvalidInput(f"the request body must be JSON sent with Content-Type: "
+                                f"application/json, but the request has {got} (curl -d "
+                                "needs -H 'content-type: application/json')",
+                                details={**details, "content_type": content_type})
     where = ".".join(str(p) for p in first.get("loc", ()))
-    return InvalidInput(f"{where}: {first.get('msg', 'invalid request')}",
-                        details={"errors": _plain(errors)})
+    return InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", details=details)
 
 
 def _plain(errors: Any) -> list[dict[str, Any]]:
@@ -129,17 +143,20 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
             if service is None:
                 memos.store.dispose()
 
-    app = FastAPI(title="memos", version=__version__, lifespan=lifespan,
-                  description="Memory service for LLM agents: MemCube store, multi-granularity "
-                              "retrieval, provenance and versions.")
+    # FastAPIOffline serves /docs and /redoc with Swagger UI and ReDoc from the installed
+    # fastapi-offline package instead of a CDN, so the docs work with no network.
+    app = FastAPIOffline(title="memos", version=__version__, lifespan=lifespan,
+                         static_url="/docs-assets",
+                         description="Memory service for LLM agents: MemCube store, "
+                                     "multi-granularity retrieval, provenance and versions.")
 
     @app.exception_handler(MemosError)
     async def _memos_error(_: Request, exc: MemosError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        err = _validation_error(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = _validation_error(exc, request.headers.get("content-type"))
         return JSONResponse(err.to_dict(), status_code=err.status_code)
 
     @app.exception_handler(StarletteHTTPException)

@@ -2,14 +2,16 @@
 
     Chat(memos, completion=litellm.completion, bundled=BundledLoader())
         .answer(cube_id, ChatRequest, tenant=...)  → ChatResponse
-    sse_events(ChatResponse)                        → Server-Sent Events, reply chunks + final
+        .stream(cube_id, ChatRequest, tenant=...)  → iterator of ChatStreamEvent
+    sse_events(events)                              → Server-Sent Events text
 
 For a litellm model (any ``model`` but ``"bundled"``): the plaintext memory retrieved for
-the last user message (:meth:`MemCube.context`) goes into the system prompt, each line
-citing its ``[unit id]``; the memory tools of :mod:`memos.tools` are offered, and the tool
-calls the model makes are executed against the cube, up to ``max_tool_rounds`` rounds,
-before its final text is returned. ``memory_unit_ids`` lists every unit the model was
-shown: the prompt's context and every tool result.
+the last user message goes into the system prompt, each line citing its ``[unit id]``; the
+memory tools of :mod:`memos.tools` are offered, and the tool calls the model makes are
+executed against the cube, up to ``max_tool_rounds`` rounds, before its final text is
+returned. ``memory_unit_ids`` lists every unit the model was shown: the prompt's context and
+every tool result. ``reply`` is all the text the model wrote, rounds separated by a blank
+line (usually only the last round writes any).
 
 For ``"bundled"`` the model is the bundled MoE backbone (:mod:`memos.backbone`), behind the
 small :class:`ChatModel` protocol; it gets the same plaintext context but no tools, and
@@ -20,6 +22,23 @@ adapter for the request. Both unit ids (and the cache's source units) are return
 ``memory_unit_ids``. With a litellm model a non-null ``memory.activation``/``parametric``
 is ``InvalidInput``.
 
+Token budgets are counted by the tokenizer of the model that reads the prompt
+(:meth:`ChatModel.count_tokens`: the backbone's own tokenizer, or ``litellm.token_counter``).
+The prompt plus the answer's ``max_tokens`` always fits the model's context: memory lines
+are dropped first, then the best line is shortened (:func:`memos.search.pack_context`), and
+``ChatResponse.truncated`` says what was cut. When the conversation alone cannot fit, the
+request is ``PayloadTooLarge`` (413; ``InvalidInput`` when ``max_tokens`` alone exceeds it).
+
+Streaming (:meth:`Chat.stream`): everything that can fail on the request — the model, the
+cube, memory options, the budget, and for litellm the first model call — happens before the
+iterator is returned, so those errors keep their status codes. Then come one ``start``
+event (model, memory_unit_ids of the prompt, truncated), ``delta`` events with the text as
+the model generates it (litellm ``stream=True`` chunks; the backbone's
+:func:`~memos.backbone.generate.generate`), and one ``response`` event with the whole
+:class:`ChatResponse`, usage included. Tool rounds stream too: text a model writes before
+calling tools is part of the reply. :func:`sse_events` turns a failure after the start into
+an ``error`` event carrying the API's ``{"error": {...}}`` JSON.
+
 Errors: a provider failure is ``BackendUnavailable`` (503) carrying the provider's message;
 a bundled model that is not installed or not prepared is ``BackendUnavailable`` naming the
 ``backbone`` extra and ``memos backbone prepare``.
@@ -28,24 +47,29 @@ a bundled model that is not installed or not prepared is ``BackendUnavailable`` 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
+import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from memos.errors import BackendUnavailable, InvalidInput
+from memos.errors import BackendUnavailable, InvalidInput, MemosError, PayloadTooLarge
 from memos.memory import BackboneProvider, ModelMemory
+from memos.search import TokenCounter, pack_context
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
 from memos.types import (
     BUNDLED,
     ChatRequest,
     ChatResponse,
+    ChatStreamEvent,
     ContextRequest,
     MemoryOptions,
+    SearchRequest,
     ToolCallRecord,
+    Truncation,
 )
 
 if TYPE_CHECKING:
@@ -60,6 +84,9 @@ __all__ = [
     "Chat",
     "sse_events",
 ]
+
+log = logging.getLogger("memos.chat")
+
 
 # --------------------------------------------------------------------------- models
 @dataclass
@@ -81,20 +108,51 @@ class Completion:
 class ChatModel(Protocol):
     """A chat model the server can answer with. ``messages`` are OpenAI-style dicts
     (``role`` system/user/assistant/tool); ``tools`` is ``None`` when the model
-    must answer in text. A failure to reach the model is ``BackendUnavailable``."""
+    must answer in text. A failure to reach the model is ``BackendUnavailable``.
+
+    ``context_length`` is the most tokens the model holds, prompt and answer together
+    (``None``: unknown, nothing is fitted). :meth:`stream` yields the text pieces as the
+    model generates them, then exactly one :class:`Completion` (the whole text, the tool
+    calls, usage); it may raise at the call (nothing started) or while iterating.
+    """
 
     name: str
     supports_tools: bool
 
+    @property
+    def context_length(self) -> int | None: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` by this model's tokenizer."""
+        ...
+
+    def prompt_tokens(self, messages: list[dict[str, Any]], *,
+                      tools: list[dict[str, Any]] | None) -> int:
+        """Tokens the model's context holds for this prompt (template and tools included)."""
+        ...
+
+    def answer_tokens(self, max_tokens: int | None) -> int:
+        """Tokens to keep free for the answer (``None``: the model's default)."""
+        ...
+
     def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
                  max_tokens: int | None, temperature: float | None) -> Completion: ...
 
+    def stream(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+               max_tokens: int | None, temperature: float | None
+               ) -> Iterator[str | Completion]: ...
 
-def _litellm_completion(**kwargs: Any) -> Any:
+
+def _litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    return litellm.completion(**kwargs)
+    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+    return litellm
+
+
+def _litellm_completion(**kwargs: Any) -> Any:
+    return _litellm().completion(**kwargs)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -102,6 +160,13 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     if isinstance(obj, dict):
         return obj.get(key, default)
     return getattr(obj, key, default)
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {k: int(_get(usage, k) or 0)
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 def parse_completion(response: Any) -> Completion:
@@ -115,24 +180,86 @@ def parse_completion(response: Any) -> Completion:
             arguments = json.dumps(arguments or {})
         calls.append(ToolCall(id=_get(call, "id") or f"call_{i}",
                               name=_get(function, "name") or "", arguments=arguments))
-    usage = _get(response, "usage")
-    counts = None
-    if usage is not None:
-        counts = {k: int(_get(usage, k) or 0)
-                  for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    return Completion(text=_get(message, "content") or "", tool_calls=calls, usage=counts)
+    return Completion(text=_get(message, "content") or "", tool_calls=calls,
+                      usage=_usage(_get(response, "usage")))
+
+
+class _ChunkAssembler:
+    """Collects OpenAI/litellm streaming chunks into one :class:`Completion`: content
+    deltas, tool-call deltas merged by ``index`` (arguments arrive in pieces), usage."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.usage: dict[str, int] | None = None
+
+    def add(self, chunk: Any) -> str:
+        """Take one chunk; returns its text delta ('' when it has none)."""
+        self.usage = _usage(_get(chunk, "usage")) or self.usage
+        choices = _get(chunk, "choices") or []
+        if not choices:
+            return ""
+        delta = _get(choices[0], "delta") or {}
+        for i, call in enumerate(_get(delta, "tool_calls") or []):
+            index = _get(call, "index")
+            slot = self.calls.setdefault(i if index is None else int(index),
+                                         {"id": "", "name": "", "arguments": ""})
+            function = _get(call, "function") or {}
+            slot["id"] = _get(call, "id") or slot["id"]
+            slot["name"] = _get(function, "name") or slot["name"]
+            slot["arguments"] += _get(function, "arguments") or ""
+        text = _get(delta, "content") or ""
+        self.text.append(text)
+        return str(text)
+
+    def completion(self) -> Completion:
+        calls = [ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
+                 for i, c in sorted(self.calls.items())]
+        return Completion(text="".join(self.text), tool_calls=calls, usage=self.usage)
 
 
 @dataclass
 class LiteLLMModel:
-    """Any litellm model (OpenAI, Anthropic, Ollama, …) through an injectable ``completion``."""
+    """Any litellm model (OpenAI, Anthropic, Ollama, …) through an injectable ``completion``.
+
+    Tokens are counted with ``litellm.token_counter`` (the model's tokenizer where litellm
+    knows it, else its default one); ``context_length`` is litellm's ``max_input_tokens``
+    for the model (``None`` when the model is not in litellm's map).
+    """
 
     name: str
     completion: Callable[..., Any] = _litellm_completion
     supports_tools: bool = True
 
-    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
-                 max_tokens: int | None, temperature: float | None) -> Completion:
+    @property
+    def context_length(self) -> int | None:
+        try:
+            info = _litellm().get_model_info(self.name)
+        except Exception:  # not in litellm's map (or litellm missing): no known limit
+            return None
+        limit = info.get("max_input_tokens") or info.get("max_tokens")
+        return int(limit) if limit else None
+
+    def count_tokens(self, text: str) -> int:
+        return int(self._counter()(model=self.name, text=text))
+
+    def prompt_tokens(self, messages: list[dict[str, Any]], *,
+                      tools: list[dict[str, Any]] | None) -> int:
+        return int(self._counter()(model=self.name, messages=messages, tools=tools or None))
+
+    def answer_tokens(self, max_tokens: int | None) -> int:
+        return max_tokens or 0  # unset: the provider answers within what is left
+
+    def _counter(self) -> Callable[..., int]:
+        try:
+            return _litellm().token_counter  # type: ignore[no-any-return]
+        except ImportError as exc:
+            raise BackendUnavailable("litellm models need the `llm` extra "
+                                     "(pip install 'memos-memory[llm]')",
+                                     details={"model": self.name}) from exc
+
+    def _kwargs(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.name, "messages": messages}
         if tools:
             kwargs["tools"] = tools
@@ -140,19 +267,106 @@ class LiteLLMModel:
             kwargs["max_tokens"] = max_tokens
         if temperature is not None:
             kwargs["temperature"] = temperature
+        return kwargs
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+        message = getattr(exc, "message", None) or str(exc)
+        return BackendUnavailable(f"model {self.name!r} failed: {message}",
+                                  details={"model": self.name, "exception": type(exc).__name__})
+
+    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+                 max_tokens: int | None, temperature: float | None) -> Completion:
         try:
-            response = self.completion(**kwargs)
+            response = self.completion(**self._kwargs(messages, tools, max_tokens, temperature))
         except Exception as exc:  # provider, network, auth, unknown model: all one boundary
-            message = getattr(exc, "message", None) or str(exc)
-            raise BackendUnavailable(f"model {self.name!r} failed: {message}",
-                                     details={"model": self.name,
-                                              "exception": type(exc).__name__}) from exc
+            raise self._unavailable(exc) from exc
         try:
             return parse_completion(response)
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise BackendUnavailable(f"model {self.name!r} returned an unreadable response",
                                      details={"model": self.name}) from exc
 
+    def stream(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+               max_tokens: int | None, temperature: float | None
+               ) -> Iterator[str | Completion]:
+        """Sends the request now (a refusal raises here) and returns the chunk reader."""
+        kwargs = self._kwargs(messages, tools, max_tokens, temperature)
+        kwargs["stream"] = True
+        if self._reports_stream_usage():
+            kwargs["stream_options"] = {"include_usage": True}
+        try:
+            chunks = self.completion(**kwargs)
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        return self._read(chunks, messages, tools)
+
+    def _read(self, chunks: Any, messages: list[dict[str, Any]],
+              tools: list[dict[str, Any]] | None) -> Iterator[str | Completion]:
+        if _get(chunks, "choices") is not None:  # a provider that ignored stream=True
+            done = parse_completion(chunks)
+            if done.text:
+                yield done.text
+            yield done
+            return
+        parts = _ChunkAssembler()
+        try:
+            for chunk in chunks:
+                text = parts.add(chunk)
+                if text:
+                    yield text
+        except MemosError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+        done = parts.completion()
+        if done.usage is None:  # the provider reports no usage when streaming: count it
+            done.usage = self._count_usage(messages, tools, done.text)
+        yield done
+
+    def _count_usage(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                     text: str) -> dict[str, int] | None:
+        try:
+            prompt = self.prompt_tokens(messages, tools=tools)
+            answer = self.count_tokens(text) if text else 0
+        except Exception:  # usage is a report: a counter that cannot read it leaves it out
+            return None
+        return {"prompt_tokens": prompt, "completion_tokens": answer,
+                "total_tokens": prompt + answer}
+
+    def _reports_stream_usage(self) -> bool:
+        try:
+            lm = _litellm()
+            model, provider, _, _ = lm.get_llm_provider(self.name)
+            supported = lm.get_supported_openai_params(model=model, custom_llm_provider=provider)
+        except Exception:
+            return False
+        return "stream_options" in (supported or [])
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _stripped(pieces: Iterable[str]) -> Iterator[str]:
+    """The pieces of ``"".join(pieces).strip()``, as early as possible: leading whitespace
+    is dropped, trailing whitespace is held back until more text follows it."""
+    started, held = False, ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = piece.rstrip()
+        if body:
+            yield held + body
+            held = piece[len(body):]
+        else:
+            held += piece
 
 
 @dataclass
@@ -161,7 +375,8 @@ class _BundledModel:
 
     :meth:`with_memory` gives a copy bound to one request's activation memory (a KV cache
     injected as the prefix, so the prompt holds only the turns after it) and parametric
-    memory (a LoRA adapter attached for the generation, detached afterwards).
+    memory (a LoRA adapter attached for the generation, detached afterwards). Tokens are
+    the backbone's own; usage counts the prompt (prefix included) and the generated tokens.
     """
 
     backbone: Any
@@ -175,22 +390,97 @@ class _BundledModel:
     def with_memory(self, *, activation: Any = None, adapter: Any = None) -> _BundledModel:
         return replace(self, activation=activation, adapter=adapter)
 
+    @property
+    def context_length(self) -> int:
+        return int(self.backbone.model.config.max_seq_len)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.backbone.encode(text))
+
+    def _prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if self.activation is not None:
+            from memos.memory.activation import render_turns
+
+            return list(self.backbone.encode(render_turns(self.backbone, turns)))
+        return list(self.backbone.encode(self.backbone.chat_prompt(turns)))
+
+    def _prefix_tokens(self) -> int:
+        return 0 if self.activation is None else int(self.activation.cache[0][0].shape[2])
+
+    def prompt_tokens(self, messages: list[dict[str, Any]], *,
+                      tools: list[dict[str, Any]] | None = None) -> int:
+        return self._prefix_tokens() + len(self._prompt_ids(messages))
+
+    def answer_tokens(self, max_tokens: int | None) -> int:
+        return max_tokens or self.default_max_tokens
+
     def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
                  max_tokens: int | None, temperature: float | None) -> Completion:
-        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
-        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens or self.default_max_tokens,
-                                  "temperature": temperature or 0.0}
-        with self.lock:  # one generation at a time: the model's routing state is shared
-            with self._adapter():
-                if self.activation is not None:
-                    from memos.memory.activation import render_turns
+        *_, done = self.stream(messages, tools=tools, max_tokens=max_tokens,
+                               temperature=temperature)
+        assert isinstance(done, Completion)
+        return done
 
-                    ids = self.backbone.encode(render_turns(self.backbone, turns))
-                    text = self.backbone.generate(ids, prefix_cache=self.activation.cache,
-                                                  **kwargs)
-                else:
-                    text = self.backbone.generate(self.backbone.chat_prompt(turns), **kwargs)
-        return Completion(text=text.strip())
+    def stream(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
+               max_tokens: int | None, temperature: float | None
+               ) -> Iterator[str | Completion]:
+        ids = self._prompt_ids(messages)
+        prompt = self._prefix_tokens() + len(ids)
+        new = self.answer_tokens(max_tokens)
+        if prompt + new > self.context_length:
+            raise PayloadTooLarge(
+                f"prompt ({prompt} tokens) plus max_tokens ({new}) exceeds the bundled "
+                f"model's context of {self.context_length} tokens",
+                details={"prompt_tokens": prompt, "max_tokens": new,
+                         "context_length": self.context_length})
+        return self._pieces(ids, prompt, max_new_tokens=new, temperature=temperature or 0.0)
+
+    def _pieces(self, ids: list[int], prompt: int, **kwargs: Any) -> Iterator[str | Completion]:
+        tokens: list[int] = []  # appended by the generating thread, read after it ends
+        parts: list[str] = []
+        for piece in _stripped(self._generate(ids, on_token=tokens.append, **kwargs)):
+            parts.append(piece)
+            yield piece
+        yield Completion(text="".join(parts), usage={
+            "prompt_tokens": prompt, "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens)})
+
+    def _generate(self, ids: list[int], **kwargs: Any) -> Iterator[str]:
+        """Text pieces of a generation that runs in its own thread under the model lock.
+
+        The lock is taken and released by that one thread, however the consumer's
+        iteration moves between threads (a streaming response pulls each piece from a
+        thread pool); closing the iterator stops the generation at the next piece.
+        """
+        pieces: queue.Queue[object] = queue.Queue()
+        stop = threading.Event()
+        prefix = None if self.activation is None else self.activation.cache
+
+        def run() -> None:
+            try:
+                with self.lock:  # one generation at a time: the routing state is shared
+                    if stop.is_set():
+                        return
+                    with self._adapter():
+                        for piece in self.backbone.stream(ids, prefix_cache=prefix, **kwargs):
+                            if stop.is_set():
+                                break
+                            pieces.put(piece)
+            except BaseException as exc:  # handed to the consumer, raised there
+                pieces.put(_Failed(exc))
+            finally:
+                pieces.put(_DONE)
+
+        threading.Thread(target=run, name="memos-bundled-generate", daemon=True).start()
+        try:
+            while (item := pieces.get()) is not _DONE:
+                if isinstance(item, _Failed):
+                    raise BackendUnavailable(f"the bundled model failed: {item.exc}",
+                                             details={"model": BUNDLED}) from item.exc
+                yield str(item)
+        finally:
+            stop.set()
 
     @contextmanager
     def _adapter(self) -> Iterator[None]:
@@ -238,10 +528,24 @@ TOOLS_PROMPT = (
     "memories below do not answer the question, add durable new facts the user tells you, "
     "and correct memories that turn out to be wrong."
 )
+NO_MEMORIES = "(none found)"
 
 
 def _dedupe(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
+
+
+@dataclass
+class _Turn:
+    """One prepared request: the bound model, the fitted prompt, what memory it shows."""
+
+    request: ChatRequest
+    model: ChatModel
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    backend: CubeBackend
+    unit_ids: list[str]
+    truncated: Truncation | None
 
 
 class Chat:
@@ -249,7 +553,9 @@ class Chat:
 
     ``completion`` is the litellm-compatible completion function (default
     ``litellm.completion``, imported on first use); ``bundled`` turns memory options into
-    the bundled :class:`ChatModel` (default: :class:`BundledLoader`).
+    the bundled :class:`ChatModel` (default: :class:`BundledLoader`). ``context_tokens`` is
+    the most tokens of plaintext memory a prompt gets (less when the model's context is
+    shorter).
     """
 
     def __init__(self, memos: MemCube, *, completion: Callable[..., Any] | None = None,
@@ -292,6 +598,12 @@ class Chat:
                 used.append(adapter.unit_id)
         return bind(activation=activation, adapter=adapter), used, activation is not None
 
+    def token_counter(self, model: str) -> TokenCounter:
+        """How ``model`` ("bundled" or a litellm name) counts a text's tokens."""
+        if model == BUNDLED:
+            return self.bundled(MemoryOptions()).count_tokens
+        return LiteLLMModel(model, self.completion).count_tokens
+
     def model_for(self, request: ChatRequest) -> ChatModel:
         if request.model == BUNDLED:
             return self.bundled(request.memory)
@@ -303,41 +615,147 @@ class Chat:
                 details={"model": request.model, "fields": [f"memory.{k}" for k in extra]})
         return LiteLLMModel(request.model, self.completion)
 
-    def answer(self, cube_id: str, request: ChatRequest, *, tenant: str) -> ChatResponse:
-        """One assistant turn: retrieve, run the tool loop, return the final text."""
-        model = self.model_for(request)
+    # ----------------------------------------------------------------- preparation
+    def _prepare(self, cube_id: str, request: ChatRequest, *, tenant: str) -> _Turn:
+        """Everything before the first model call; every request error is raised here."""
         self.memos.get_cube(cube_id, tenant=tenant)  # unknown cube: NotFound before any work
+        model = self.model_for(request)
         question = next(m.content for m in reversed(request.messages)
                         if m.role == "user" and m.content.strip())
         use_tools = model.supports_tools and request.max_tool_rounds > 0
         model, unit_ids, has_prefix = self._bind_memory(model, cube_id, request.memory,
                                                         tenant=tenant)
-        system = [SYSTEM_PROMPT]
-        if use_tools:
-            system.append(TOOLS_PROMPT)
-        if request.memory.plaintext:
-            ctx = self.memos.context(cube_id, ContextRequest(
-                query=question, max_tokens=self.context_tokens), tenant=tenant)
-            unit_ids += ctx.unit_ids
-            system.append("Memories (best first):\n" + (ctx.text or "(none found)"))
-        messages: list[dict[str, Any]] = []
-        if not has_prefix or request.memory.plaintext:  # a KV cache prefix is the system turn
-            messages.append({"role": "system", "content": "\n\n".join(system)})
-        messages += [m.model_dump() for m in request.messages]
+        tools = tool_schemas() if use_tools else None
+        system = [SYSTEM_PROMPT] + ([TOOLS_PROMPT] if use_tools else [])
+        plaintext = request.memory.plaintext
 
-        backend = CubeBackend(self.memos, cube_id, tenant)
-        schemas = tool_schemas() if use_tools else None
+        def prompt(memory: str) -> list[dict[str, Any]]:
+            parts = system + ([f"Memories (best first):\n{memory or NO_MEMORIES}"]
+                              if plaintext else [])
+            messages: list[dict[str, Any]] = []
+            if not has_prefix or plaintext:  # a KV cache prefix is the system turn
+                messages.append({"role": "system", "content": "\n\n".join(parts)})
+            return messages + [m.model_dump() for m in request.messages]
+
+        messages = prompt("")
+        limit = model.context_length
+        reserve = model.answer_tokens(request.max_tokens)
+        room = None
+        if limit is not None:
+            room = limit - reserve - model.prompt_tokens(messages, tools=tools)
+            if room < 0:
+                raise self._too_long(model, limit, reserve, messages, tools)
+        truncated = None
+        if plaintext:
+            found = self.memos.search(cube_id, SearchRequest(
+                query=question, top_k=ContextRequest.model_fields["top_k"].default),
+                tenant=tenant)
+            budget = self.context_tokens if room is None else min(self.context_tokens, room)
+            while True:
+                ctx = pack_context(found.hits, max_tokens=budget,
+                                   count_tokens=model.count_tokens)
+                messages = prompt(ctx.text)
+                over = 0 if limit is None else (
+                    model.prompt_tokens(messages, tools=tools) + reserve - limit)
+                if over <= 0 or budget == 0:
+                    break
+                budget = max(0, budget - over)  # joined lines can cost a little more
+            unit_ids += ctx.unit_ids
+            truncated = ctx.truncated
+        return _Turn(request=request, model=model, messages=messages, tools=tools,
+                     backend=CubeBackend(self.memos, cube_id, tenant), unit_ids=unit_ids,
+                     truncated=truncated)
+
+    @staticmethod
+    def _too_long(model: ChatModel, limit: int, reserve: int, messages: list[dict[str, Any]],
+                  tools: list[dict[str, Any]] | None) -> MemosError:
+        details = {"model": model.name, "context_length": limit, "max_tokens": reserve}
+        if reserve >= limit:
+            return InvalidInput(f"max_tokens ({reserve}) must be below the context of model "
+                                f"{model.name!r} ({limit} tokens)", details=details)
+        used = model.prompt_tokens(messages, tools=tools)
+        return PayloadTooLarge(
+            f"the conversation takes {used} tokens; with max_tokens ({reserve}) it exceeds "
+            f"the context of model {model.name!r} ({limit} tokens): shorten the messages or "
+            f"lower max_tokens", details={**details, "prompt_tokens": used})
+
+    # ----------------------------------------------------------------- answering
+    def answer(self, cube_id: str, request: ChatRequest, *, tenant: str) -> ChatResponse:
+        """One assistant turn: retrieve, fit, run the tool loop, return the whole answer."""
+        turn = self._prepare(cube_id, request, tenant=tenant)
+        *_, response = self._rounds(turn, stream=False)
+        assert isinstance(response, ChatResponse)
+        return response
+
+    def stream(self, cube_id: str, request: ChatRequest, *,
+               tenant: str) -> Iterator[ChatStreamEvent]:
+        """The turn as events: ``start``, ``delta``…, ``response`` (see the module docs).
+
+        Raises request errors (and a refused first model call) before returning.
+        """
+        turn = self._prepare(cube_id, request, tenant=tenant)
+        first = self._call(turn, turn.messages, offer=self._offer(turn, 0), stream=True)
+        return self._events(turn, first)
+
+    def _events(self, turn: _Turn, first: Iterator[str | Completion]
+                ) -> Iterator[ChatStreamEvent]:
+        yield ChatStreamEvent(event="start", model=turn.model.name,
+                              memory_unit_ids=_dedupe(turn.unit_ids), truncated=turn.truncated)
+        for item in self._rounds(turn, stream=True, first=first):
+            if isinstance(item, str):
+                yield ChatStreamEvent(event="delta", text=item)
+            else:
+                yield ChatStreamEvent(event="response", response=item)
+
+    @staticmethod
+    def _offer(turn: _Turn, rounds: int) -> list[dict[str, Any]] | None:
+        return turn.tools if rounds < turn.request.max_tool_rounds else None
+
+    @staticmethod
+    def _call(turn: _Turn, messages: list[dict[str, Any]], *, offer: list[dict[str, Any]] | None,
+              stream: bool) -> Iterator[str | Completion]:
+        r = turn.request
+        if stream:
+            return turn.model.stream(messages, tools=offer, max_tokens=r.max_tokens,
+                                     temperature=r.temperature)
+        return iter([turn.model.complete(messages, tools=offer, max_tokens=r.max_tokens,
+                                         temperature=r.temperature)])
+
+    def _rounds(self, turn: _Turn, *, stream: bool,
+                first: Iterator[str | Completion] | None = None
+                ) -> Iterator[str | ChatResponse]:
+        """The tool loop: text pieces of the reply as they come, then the response."""
+        messages = list(turn.messages)
+        unit_ids = list(turn.unit_ids)
         records: list[ToolCallRecord] = []
         usage: dict[str, int] | None = None
+        reply: list[str] = []
         rounds = 0
         while True:
-            offer = schemas if rounds < request.max_tool_rounds else None
-            done = model.complete(messages, tools=offer, max_tokens=request.max_tokens,
-                                  temperature=request.temperature)
+            offer = self._offer(turn, rounds)
+            items = first if first is not None and rounds == 0 else self._call(
+                turn, messages, offer=offer, stream=stream)
+            separate = bool(reply)  # a later round's text starts after a blank line
+            done: Completion | None = None
+            for item in items:
+                if isinstance(item, Completion):
+                    done = item
+                    continue
+                if stream and item:
+                    piece = ("\n\n" if separate else "") + item
+                    separate = False
+                    reply.append(piece)
+                    yield piece
+            if done is None:
+                raise BackendUnavailable(f"model {turn.model.name!r} ended without an answer",
+                                         details={"model": turn.model.name})
+            if not stream and done.text:
+                piece = ("\n\n" if separate else "") + done.text
+                reply.append(piece)
+                yield piece
             if done.usage:
                 usage = {k: (usage or {}).get(k, 0) + v for k, v in done.usage.items()}
             if not done.tool_calls or offer is None:
-                reply = done.text
                 break
             rounds += 1
             messages.append({"role": "assistant", "content": done.text or None, "tool_calls": [
@@ -345,14 +763,15 @@ class Chat:
                  "function": {"name": c.name, "arguments": c.arguments}}
                 for c in done.tool_calls]})
             for call in done.tool_calls:
-                result = run_tool(backend, call.name, call.arguments)
+                result = run_tool(turn.backend, call.name, call.arguments)
                 unit_ids += result_unit_ids(result)
                 records.append(ToolCallRecord(name=call.name, arguments=_arguments(call),
                                               result=result))
                 messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                  "content": json.dumps(result, default=str)})
-        return ChatResponse(reply=reply, model=model.name, memory_unit_ids=_dedupe(unit_ids),
-                            tool_calls=records, usage=usage)
+        yield ChatResponse(reply="".join(reply), model=turn.model.name,
+                           memory_unit_ids=_dedupe(unit_ids), tool_calls=records, usage=usage,
+                           truncated=turn.truncated)
 
 
 def _arguments(call: ToolCall) -> dict[str, Any] | str:
@@ -363,15 +782,21 @@ def _arguments(call: ToolCall) -> dict[str, Any] | str:
     return parsed if isinstance(parsed, dict) else call.arguments
 
 
-_CHUNK = re.compile(r"\S+\s*|\s+")
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def sse_events(response: ChatResponse, *, words_per_chunk: int = 4) -> Iterator[str]:
-    """The response as Server-Sent Events: ``event: delta`` with ``{"text": …}`` pieces whose
-    concatenation is the reply, then one ``event: response`` with the whole
-    :class:`ChatResponse` JSON."""
-    pieces = _CHUNK.findall(response.reply)
-    for start in range(0, len(pieces), words_per_chunk):
-        text = "".join(pieces[start:start + words_per_chunk])
-        yield f"event: delta\ndata: {json.dumps({'text': text})}\n\n"
-    yield f"event: response\ndata: {response.model_dump_json()}\n\n"
+def sse_events(events: Iterable[ChatStreamEvent]) -> Iterator[str]:
+    """Server-Sent Events for a streamed turn: ``event: <name>`` and one ``data:`` line of
+    JSON per event (:meth:`ChatStreamEvent.data`). A failure while iterating ends the stream
+    with ``event: error`` and the API's ``{"error": {"type", "message", "details"}}``."""
+    try:
+        for event in events:
+            yield _sse(event.event, event.data())
+    except MemosError as exc:
+        yield _sse("error", exc.to_dict())
+    except Exception as exc:  # the status line is gone: the error travels as an event
+        log.exception("chat stream failed", exc_info=exc)
+        yield _sse("error", {"error": {"type": "internal_error",
+                                       "message": "internal server error",
+                                       "details": {"exception": type(exc).__name__}}})

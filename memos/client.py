@@ -17,14 +17,21 @@ Model memory (bundled backbone): ``create_activation`` / ``list_activations`` /
 ``get_activation`` / ``refresh_activations``; ``create_adapter`` (a :class:`TrainingJob` to
 poll with ``adapter_job``, or the adapter with ``sync=True``) / ``list_adapters`` /
 ``get_adapter``; ``scheduler_state`` / ``scheduler_tick``; ``tools`` (the memory tools'
-OpenAI-style schemas). ``chat`` returns the whole answer (the route's ``stream`` option,
-Server-Sent Events, is for clients that render as they read).
+OpenAI-style schemas). ``chat`` returns the whole answer; ``chat_stream`` yields it as the
+model generates, as :class:`~memos.types.ChatStreamEvent` s — one ``start`` (citations,
+truncation), ``delta`` s (text), one ``response`` (the whole answer, usage included) — a
+sync iterator on :class:`MemosClient`, an async one on :class:`AsyncMemosClient`:
+
+>>> for event in client.chat_stream("demo", messages=[{"role": "user",  # doctest: +SKIP
+...                                                    "content": "Where do I live?"}]):
+...     print(event.text, end="", flush=True)
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -42,6 +49,7 @@ from memos.types import (
     AdapterPublic,
     ChatRequest,
     ChatResponse,
+    ChatStreamEvent,
     ContextResponse,
     CubeExport,
     CubePublic,
@@ -132,6 +140,42 @@ def _parse(response: httpx.Response, call: _Call[T]) -> T:
             cls = BackendUnavailable if response.status_code >= 500 else MemosError
             raise cls(f"HTTP {response.status_code}: {response.text[:200]}") from None
     return call.parse(response.json() if response.content else None)
+
+
+class _SSEDecoder:
+    """Server-Sent Events from the lines of a response: ``event`` and ``data`` fields (data
+    lines joined by newlines), comments and other fields ignored, a blank line ends one."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        """Take one line (without its ending); returns ``(event, data)`` when one is complete."""
+        if not line:
+            done = (self._event, "\n".join(self._data)) if self._data else None
+            self._event, self._data = "message", []
+            return done
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def _chat_event(event: str, data: str) -> ChatStreamEvent | None:
+    """One Server-Sent Event of ``/chat`` as a :class:`ChatStreamEvent`; an ``error`` event
+    raises the library's error class; an event this client does not know is skipped."""
+    payload = json.loads(data)
+    if event == "error":
+        err = payload.get("error") or {}
+        cls = ERROR_TYPES.get(str(err.get("type")), MemosError)
+        raise cls(err.get("message", "chat stream failed"), details=err.get("details"))
+    if event not in ("start", "delta", "response"):
+        return None
+    return ChatStreamEvent.from_wire(event, payload)
 
 
 class _Calls:
@@ -255,6 +299,15 @@ class _Calls:
         return _Call("POST", f"/v1/cubes/{cube_id}/chat", _model(ChatResponse), json=body)
 
     @staticmethod
+    def chat_stream(cube_id: str, messages: Sequence[Mapping[str, Any]], model: str,
+                    memory: MemoryOptions | Mapping[str, Any] | None,
+                    max_tool_rounds: int | None, max_tokens: int | None,
+                    temperature: float | None) -> _Call[None]:
+        call = _Calls.chat(cube_id, messages, model, memory, max_tool_rounds, max_tokens,
+                           temperature)
+        return _Call("POST", call.path, _none, json={**call.json, "stream": True})
+
+    @staticmethod
     def create_activation(cube_id: str, fields: Mapping[str, Any]) -> _Call[ActivationPublic]:
         return _Call("POST", f"/v1/cubes/{cube_id}/activations", _model(ActivationPublic),
                      json=_body(ActivationCreate, fields))
@@ -325,6 +378,22 @@ class MemosClient:
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
         return _parse(response, call)
+
+    def _stream(self, call: _Call[None]) -> Iterator[ChatStreamEvent]:
+        try:
+            with self._http.stream(call.method, call.path, json=call.json,
+                                   params=call.params or None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _parse(response, call)
+                decoder = _SSEDecoder()
+                for line in response.iter_lines():
+                    sse = decoder.feed(line)
+                    event = _chat_event(*sse) if sse else None
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
 
     def close(self) -> None:
         self._http.close()
@@ -412,6 +481,19 @@ class MemosClient:
         return self._send(_Calls.chat(cube_id, messages, model, memory, max_tool_rounds,
                                    max_tokens, temperature))
 
+    def chat_stream(self, cube_id: str, *, messages: Sequence[Mapping[str, Any]],
+                    model: str = BUNDLED,
+                    memory: MemoryOptions | Mapping[str, Any] | None = None,
+                    max_tool_rounds: int | None = None, max_tokens: int | None = None,
+                    temperature: float | None = None) -> Iterator[ChatStreamEvent]:
+        """:meth:`chat` as it is generated: a ``start`` event (``memory_unit_ids``,
+        ``truncated``), ``delta`` events (``text``), a ``response`` event (``response``,
+        usage included). Arguments are checked now; the request is sent when iteration
+        starts; error statuses and ``error`` events raise the library's error classes.
+        """
+        return self._stream(_Calls.chat_stream(cube_id, messages, model, memory,
+                                               max_tool_rounds, max_tokens, temperature))
+
     def create_activation(self, cube_id: str, *, unit_ids: Sequence[str] | None = None,
                           query: str | None = None, max_tokens: int | None = None,
                           top_k: int | None = None) -> ActivationPublic:
@@ -481,6 +563,22 @@ class AsyncMemosClient:
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
         return _parse(response, call)
+
+    async def _stream(self, call: _Call[None]) -> AsyncIterator[ChatStreamEvent]:
+        try:
+            async with self._http.stream(call.method, call.path, json=call.json,
+                                         params=call.params or None) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _parse(response, call)
+                decoder = _SSEDecoder()
+                async for line in response.aiter_lines():
+                    sse = decoder.feed(line)
+                    event = _chat_event(*sse) if sse else None
+                    if event is not None:
+                        yield event
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"cannot reach memos at {self._http.base_url}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -569,6 +667,15 @@ class AsyncMemosClient:
         ``activation``, ``parametric``); the reply and every memory unit it was shown."""
         return await self._send(_Calls.chat(cube_id, messages, model, memory, max_tool_rounds,
                                          max_tokens, temperature))
+
+    def chat_stream(self, cube_id: str, *, messages: Sequence[Mapping[str, Any]],
+                    model: str = BUNDLED,
+                    memory: MemoryOptions | Mapping[str, Any] | None = None,
+                    max_tool_rounds: int | None = None, max_tokens: int | None = None,
+                    temperature: float | None = None) -> AsyncIterator[ChatStreamEvent]:
+        """:meth:`MemosClient.chat_stream` as an async iterator (``async for``; not awaited)."""
+        return self._stream(_Calls.chat_stream(cube_id, messages, model, memory,
+                                               max_tool_rounds, max_tokens, temperature))
 
     async def create_activation(self, cube_id: str, *, unit_ids: Sequence[str] | None = None,
                                 query: str | None = None, max_tokens: int | None = None,

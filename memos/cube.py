@@ -35,7 +35,7 @@ from memos.jobs import Job, JobQueue, run_for_cube
 from memos.memory import queue_stale_rebuild
 from memos.public import message_public, unit_public
 from memos.retrieval import RouterCache
-from memos.search import Searcher, Timings, filter_conditions
+from memos.search import Searcher, Timings, TokenCounter, estimate_tokens, filter_conditions
 from memos.store.models import (
     CubeRow,
     LinkRow,
@@ -672,9 +672,11 @@ class MemCube:
         """The most relevant units for a query, best first (see :class:`memos.search.Searcher`)."""
         return self._searcher.search(cube_id, body, tenant=tenant, timings=timings)
 
-    def context(self, cube_id: str, body: ContextRequest, *, tenant: str) -> ContextResponse:
-        """Prompt-ready memory within a token budget, each line citing its unit id."""
-        return self._searcher.context(cube_id, body, tenant=tenant)
+    def context(self, cube_id: str, body: ContextRequest, *, tenant: str,
+                count_tokens: TokenCounter = estimate_tokens) -> ContextResponse:
+        """Prompt-ready memory within a token budget (as ``count_tokens`` counts), each line
+        citing its unit id."""
+        return self._searcher.context(cube_id, body, tenant=tenant, count_tokens=count_tokens)
 
     # ================================================================== misc
     def counts(self) -> dict[str, Any]:

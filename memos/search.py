@@ -9,8 +9,9 @@ non-active statuses, which the index does not hold). ``filter_conditions`` turns
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,21 +29,101 @@ from memos.types import (
     Filters,
     Granularity,
     Hit,
+    MemoryPublic,
+    ScoreKind,
     SearchMode,
     SearchRequest,
     SearchResponse,
     Status,
+    Truncation,
 )
 
 if TYPE_CHECKING:
     from memos.cube import MemCube
 
-__all__ = ["Searcher", "Timings", "filter_conditions", "needs_exact", "estimate_tokens"]
+__all__ = ["Searcher", "Timings", "filter_conditions", "needs_exact", "estimate_tokens",
+           "TokenCounter", "pack_context"]
+
+#: Tokens of a text as one model reads it (its tokenizer), or :func:`estimate_tokens`.
+TokenCounter = Callable[[str], int]
 
 
 def estimate_tokens(text: str) -> int:
-    """Rough token count of English text for budgeting (≈ 1.3 tokens per word)."""
-    return max(1, round(len(text.split()) * 1.3))
+    """Token estimate for budgets when no model is known: ``max(words × 1.3, chars / 4)``,
+    rounded up, at least 1.
+
+    Words × 1.3 fits English prose; characters / 4 (about four characters per BPE token)
+    keeps text without spaces — code, URLs, base64, one long run — from counting as a word.
+
+    >>> estimate_tokens("Ana adopted a dog named Pixel"), estimate_tokens("x" * 30_000)
+    (8, 7500)
+    """
+    return max(1, math.ceil(max(len(text.split()) * 1.3, len(text) / 4)))
+
+
+def _line_parts(unit: MemoryPublic) -> tuple[str, str, str]:
+    """A context line as head, text and tail: ``- {date }{speaker: }{text} [{id}]``."""
+    when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""
+    who = f"{unit.speaker}: " if unit.speaker else ""
+    return f"- {when}{who}", " ".join((unit.text or "").split()), f" [{unit.id}]"
+
+
+def _shorten(head: str, text: str, tail: str, room: int,
+             count_tokens: TokenCounter) -> tuple[str, int] | None:
+    """The line with ``text`` cut to its longest prefix for which the line, marked `` …``,
+    counts at most ``room`` tokens (binary search with the same counter, so the budget holds
+    for any tokenizer); ``None`` when not even the empty text fits."""
+    def line(n: int) -> str:
+        return f"{head}{text[:n]} …{tail}"
+
+    best = None
+    lo, hi = 0, len(text) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cost = count_tokens(line(mid))
+        if cost <= room:
+            best, lo = (line(mid), cost), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def pack_context(hits: Sequence[Hit], *, max_tokens: int,
+                 count_tokens: TokenCounter = estimate_tokens) -> ContextResponse:
+    """Prompt-ready lines for ``hits`` (best first) within ``max_tokens`` by ``count_tokens``.
+
+    Each line is ``- {date }{speaker: }{text} [{unit id}]``. Lines are taken in rank order;
+    one that does not fit the tokens left is dropped (a later, shorter one may still fit),
+    except the best line, which is shortened to the budget instead. Invariant:
+    ``tokens`` (the sum of the lines' counts) ``≤ max_tokens``; ``truncated`` lists what was
+    dropped or shortened (``None`` when every hit fit whole).
+    """
+    lines: list[str] = []
+    ids: list[str] = []
+    dropped: list[str] = []
+    shortened: list[str] = []
+    used = cut = 0
+    for hit in hits:
+        head, text, tail = _line_parts(hit.unit)
+        line = head + text + tail
+        cost = count_tokens(line)
+        if used + cost > max_tokens:
+            short = None if lines else _shorten(head, text, tail, max_tokens - used,
+                                                 count_tokens)
+            if short is None:
+                dropped.append(hit.unit.id)
+                cut += cost
+                continue
+            shortened.append(hit.unit.id)
+            cut += max(0, cost - short[1])
+            line, cost = short
+        lines.append(line)
+        ids.append(hit.unit.id)
+        used += cost
+    truncated = (Truncation(budget=max_tokens, dropped_unit_ids=dropped,
+                            shortened_unit_ids=shortened, tokens_cut=cut)
+                 if dropped or shortened else None)
+    return ContextResponse(text="\n".join(lines), unit_ids=ids, tokens=used, truncated=truncated)
 
 
 @dataclass
@@ -138,6 +219,7 @@ class Searcher:
                 router = {"weights": found.weights, "entropies": found.entropies}
                 self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
                 return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
+                                      score_kind=ScoreKind.router,
                                       took_ms=(time.perf_counter() - started) * 1000)
             conds = filter_conditions(body.filters)
             if needs_exact(body.filters):
@@ -150,7 +232,7 @@ class Searcher:
                         if body.explain else None) for row, score in pairs]
             timings.add("db", t)
         self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
-        return SearchResponse(hits=hits, mode=SearchMode.dense,
+        return SearchResponse(hits=hits, mode=SearchMode.dense, score_kind=ScoreKind.cosine,
                               took_ms=(time.perf_counter() - started) * 1000)
 
     @staticmethod
@@ -201,32 +283,12 @@ class Searcher:
         order = np.argsort(-scores)[:k]
         return [(rows[i], float(scores[i])) for i in order]
 
-    def context(self, cube_id: str, body: ContextRequest, *, tenant: str) -> ContextResponse:
-        """Prompt-ready memory: one line per unit, best first, each citing ``[unit id]``.
-
-        Lines are added until the next would exceed ``max_tokens`` (≈ 1.3 tokens per word).
+    def context(self, cube_id: str, body: ContextRequest, *, tenant: str,
+                count_tokens: TokenCounter = estimate_tokens) -> ContextResponse:
+        """Prompt-ready memory: one line per unit, best first, each citing ``[unit id]``,
+        within ``body.max_tokens`` as ``count_tokens`` counts them (default: the model-less
+        :func:`estimate_tokens`; chat passes its model's tokenizer). See :func:`pack_context`.
         """
         found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
                                                    filters=body.filters), tenant=tenant)
-        lines: list[str] = []
-        ids: list[str] = []
-        used = 0
-        for hit in found.hits:
-            unit = hit.unit
-            when = unit.valid_from.date().isoformat() + " " if unit.valid_from else ""
-            who = f"{unit.speaker}: " if unit.speaker else ""
-            text = " ".join((unit.text or "").split())
-            line = f"- {when}{who}{text} [{unit.id}]"
-            cost = estimate_tokens(line)
-            if used + cost > body.max_tokens:
-                if not lines:  # always give at least a truncated best line
-                    words = line.split()[: max(1, int(body.max_tokens / 1.3) - 2)]
-                    line = " ".join(words) + f" … [{unit.id}]"
-                    lines.append(line)
-                    ids.append(unit.id)
-                    used += estimate_tokens(line)
-                break
-            lines.append(line)
-            ids.append(unit.id)
-            used += cost
-        return ContextResponse(text="\n".join(lines), unit_ids=ids, tokens=used)
+        return pack_context(found.hits, max_tokens=body.max_tokens, count_tokens=count_tokens)

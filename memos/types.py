@@ -11,7 +11,16 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 #: Longest text accepted for one message or memory unit, in characters.
 MAX_TEXT_CHARS = 32_000
@@ -56,6 +65,19 @@ class SearchMode(str, Enum):
     auto = "auto"
     router = "router"
     dense = "dense"
+
+
+class ScoreKind(str, Enum):
+    """What a search hit's ``score`` measures.
+
+    ``cosine``: cosine similarity of the query and unit vectors, in [-1, 1] (dense mode).
+    ``router``: the multi-granularity router's fused score — a weighted sum of standardised
+    (z-scored) dense + BM25 channel scores plus time, speaker and association-graph terms;
+    unbounded (it can be negative) and comparable only within one response.
+    """
+
+    cosine = "cosine"
+    router = "router"
 
 
 class Role(str, Enum):
@@ -118,7 +140,7 @@ class MessagesIngest(BaseModel):
 
     session_id: str = Field(pattern=ID_PATTERN)
     messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH_MESSAGES)
-    sync: bool = Field(default=False, description="Build derived units (summaries, keywords, "
+    sync: StrictBool = Field(default=False, description="Build derived units (summaries, keywords, "
                        "facts) before returning instead of in a background job.")
 
 
@@ -147,14 +169,14 @@ class SpanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message_id: str
-    start: int | None = Field(default=None, ge=0, description="Character offset, inclusive.")
-    end: int | None = Field(default=None, ge=0, description="Character offset, exclusive.")
+    start: StrictInt | None = Field(default=None, ge=0, description="Character offset, inclusive.")
+    end: StrictInt | None = Field(default=None, ge=0, description="Character offset, exclusive.")
 
 
 class MemoryBase(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
     valid_from: datetime | None = Field(default=None, description="Event time: true from.")
     valid_to: datetime | None = Field(default=None, description="Event time: true until.")
 
@@ -186,7 +208,7 @@ class MemoryUpdate(BaseModel):
     text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
-    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    confidence: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     status: Status | None = Field(default=None, description="Only active/archived may be set.")
@@ -263,9 +285,9 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(max_length=MAX_TEXT_CHARS)
-    top_k: int = Field(default=10, ge=1, le=100)
+    top_k: StrictInt = Field(default=10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
-    explain: bool = False
+    explain: StrictBool = False
     mode: SearchMode = Field(
         default=SearchMode.auto,
         description="'router': multi-granularity (dense + BM25 per granularity, entropy "
@@ -281,7 +303,8 @@ class SearchRequest(BaseModel):
 
 class Hit(BaseModel):
     unit: MemoryPublic
-    score: float = Field(description="Higher is more relevant.")
+    score: float = Field(description="Higher is more relevant; the response's `score_kind` "
+                         "says what it measures.")
     explain: dict[str, Any] | None = None
 
 
@@ -290,18 +313,37 @@ class SearchResponse(BaseModel):
     sessions: list[Hit] = Field(default_factory=list,
                                 description="Router mode: the best sessions (session units).")
     mode: SearchMode = SearchMode.dense
+    score_kind: ScoreKind = Field(
+        default=ScoreKind.cosine, description="What every hit's score measures: 'cosine' "
+        "(dense mode: cosine similarity in [-1, 1]) or 'router' (router mode: a fused, "
+        "unbounded score comparable only within this response).")
     took_ms: float
     router: dict[str, Any] | None = Field(
-        default=None, description="Router mode: granularity weights and entropies.")
+        default=None, description="Router mode: the weight (non-negative, summing to 1) and "
+        "normalised entropy of each granularity channel: turn, context (a turn with its "
+        "neighbours), session, summary, keyword, and fact when the cube has facts.")
 
 
 class ContextRequest(BaseModel):
+    """Prompt-ready memory for ``query`` within ``max_tokens``.
+
+    With ``model`` ("bundled" or a litellm model name) the budget is counted with that
+    model's tokenizer, as ``/chat`` does; without one, by the documented estimate
+    :func:`memos.search.estimate_tokens`: ``max(words × 1.3, characters / 4)`` per line,
+    rounded up, so text without spaces is not undercounted.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(max_length=MAX_TEXT_CHARS)
-    max_tokens: int = Field(default=512, ge=16, le=32_000)
-    top_k: int = Field(default=20, ge=1, le=100)
+    max_tokens: StrictInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
+                                  "the lines: by `model`'s tokenizer, else by the estimate "
+                                  "max(words × 1.3, characters / 4).")
+    top_k: StrictInt = Field(default=20, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
+    model: str | None = Field(default=None, min_length=1, max_length=200, description="Count "
+                              "tokens with this model's tokenizer: 'bundled' or a litellm "
+                              "model name (default: the estimate).")
 
     @field_validator("query")
     @classmethod
@@ -309,10 +351,29 @@ class ContextRequest(BaseModel):
         return _nonblank(v, "query")
 
 
+class Truncation(BaseModel):
+    """What retrieved memory was cut to fit a token budget.
+
+    Lines are taken best first; one that does not fit is dropped, except the best line,
+    which is shortened instead (its text ends with `` …`` before the ``[unit id]``).
+    """
+
+    budget: int = Field(description="Tokens the memory lines could use.")
+    dropped_unit_ids: list[str] = Field(default_factory=list, description="Retrieved units "
+                                        "left out whole, best first.")
+    shortened_unit_ids: list[str] = Field(default_factory=list, description="Units whose "
+                                          "line was cut short to fit.")
+    tokens_cut: int = Field(default=0, description="Tokens of memory left out: dropped lines "
+                            "plus what was cut from shortened ones, by the same counter.")
+
+
 class ContextResponse(BaseModel):
     text: str = Field(description="Prompt-ready lines, each ending with its [unit id].")
     unit_ids: list[str]
-    tokens: int
+    tokens: int = Field(description="Sum of the lines' token counts (≤ max_tokens), by the "
+                        "request's `model` tokenizer or the estimate.")
+    truncated: Truncation | None = Field(default=None, description="What did not fit the "
+                                         "budget; null when every retrieved unit fit whole.")
 
 
 # --------------------------------------------------------------------------- chat
@@ -336,7 +397,7 @@ class MemoryOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    plaintext: bool = Field(default=True, description="Put retrieved plaintext memory, with "
+    plaintext: StrictBool = Field(default=True, description="Put retrieved plaintext memory, with "
                             "[unit id] citations, into the system prompt.")
     activation: str | None = Field(default=None, description="KV-cache memory: null, 'auto' "
                                    "or a unit id (bundled model only).")
@@ -351,11 +412,11 @@ class ChatRequest(BaseModel):
     model: str = Field(default=BUNDLED, min_length=1, max_length=200,
                        description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
-    stream: bool = Field(default=False, description="Answer as Server-Sent Events.")
-    max_tool_rounds: int = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
+    stream: StrictBool = Field(default=False, description="Answer as Server-Sent Events.")
+    max_tool_rounds: StrictInt = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
                                  "calls the model may make before it must answer (0: no tools).")
-    max_tokens: int | None = Field(default=None, ge=1, le=32_000)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_000)
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
 
     @field_validator("messages")
     @classmethod
@@ -378,8 +439,51 @@ class ChatResponse(BaseModel):
     memory_unit_ids: list[str] = Field(description="Every unit the model was shown: prompt "
                                        "context and tool results, first use first.")
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
-    usage: dict[str, int] | None = Field(default=None, description="Token counts summed over "
-                                         "every model call, when the model reports them.")
+    usage: dict[str, int] | None = Field(default=None, description="prompt_tokens, "
+                                         "completion_tokens, total_tokens summed over every "
+                                         "model call (the bundled model counts its own).")
+    truncated: Truncation | None = Field(default=None, description="Retrieved memory cut to "
+                                         "fit the model's context (prompt + max_tokens) and "
+                                         "the context budget; null when nothing was cut.")
+
+
+class ChatStreamEvent(BaseModel):
+    """One Server-Sent Event of a streamed chat (``stream: true``; SDK ``chat_stream``).
+
+    In order: one ``start`` (``model``, ``memory_unit_ids`` of the prompt's memory and
+    ``truncated``, sent before generation starts); ``delta`` events (``text``: the next
+    piece of the reply as the model generates it; the pieces concatenate to ``reply``);
+    one ``response`` (``response``: the whole :class:`ChatResponse`, ``usage`` included).
+    A failure after the start is an ``error`` event whose data is ``{"error": {...}}``;
+    the SDK raises it as the matching :class:`~memos.errors.MemosError`.
+    """
+
+    event: Literal["start", "delta", "response"]
+    text: str = Field(default="", description="delta: the next piece of the reply.")
+    model: str | None = Field(default=None, description="start: the answering model.")
+    memory_unit_ids: list[str] = Field(default_factory=list, description="start: the units "
+                                       "in the prompt (tool results come in the response).")
+    truncated: Truncation | None = Field(default=None, description="start: memory cut to fit.")
+    response: ChatResponse | None = Field(default=None, description="response: the whole "
+                                          "answer, with usage and tool calls.")
+
+    def data(self) -> dict[str, Any]:
+        """The event's wire data: what its ``data:`` line carries as JSON."""
+        if self.event == "delta":
+            return {"text": self.text}
+        if self.event == "start":
+            return self.model_dump(mode="json", include={"model", "memory_unit_ids",
+                                                         "truncated"})
+        if self.response is None:
+            raise ValueError("a response event carries the response")
+        return self.response.model_dump(mode="json")
+
+    @classmethod
+    def from_wire(cls, event: str, data: dict[str, Any]) -> ChatStreamEvent:
+        """The inverse of :meth:`data`, for ``event`` start, delta or response."""
+        if event == "response":
+            return cls(event="response", response=ChatResponse.model_validate(data))
+        return cls.model_validate({**data, "event": event})
 
 
 # --------------------------------------------------------------------------- model memory
@@ -391,9 +495,9 @@ class ActivationCreate(BaseModel):
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
     query: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
-    max_tokens: int = Field(default=1024, ge=16, le=8_000,
+    max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
-    top_k: int = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
+    top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ActivationCreate:
@@ -426,16 +530,17 @@ class AdapterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit_ids: list[str] = Field(min_length=1, max_length=2_000)
-    rank: int = Field(default=8, ge=1, le=64)
-    steps: int = Field(default=60, ge=1, le=5_000)
-    lr: float = Field(default=2e-3, gt=0, le=1.0)
-    n_layers: int = Field(default=12, ge=0, le=64, description="Adapt the top n blocks (0: all).")
+    rank: StrictInt = Field(default=8, ge=1, le=64)
+    steps: StrictInt = Field(default=60, ge=1, le=5_000)
+    lr: StrictFloat = Field(default=2e-3, gt=0, le=1.0)
+    n_layers: StrictInt = Field(default=12, ge=0, le=64,
+                                description="Adapt the top n blocks (0: all).")
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj", "o_proj"],
                                min_length=1)
-    rehearsal: float = Field(default=0.5, ge=0.0, le=4.0, description="Generic-text windows "
+    rehearsal: StrictFloat = Field(default=0.5, ge=0.0, le=4.0, description="Generic-text windows "
                              "mixed into training per fact example (0: none). Rehearsal keeps "
                              "the model's NLL on unrelated text flat.")
-    sync: bool = Field(default=False, description="Train inside the request (small jobs and "
+    sync: StrictBool = Field(default=False, description="Train inside the request (small jobs and "
                        "tests) instead of as a background `train_adapter` job.")
 
 
@@ -461,20 +566,20 @@ class SchedulerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pinned_tag: str = "pinned"
-    hot_min_retrievals: int = Field(default=5, ge=1, description="Search hits (summed over "
+    hot_min_retrievals: StrictInt = Field(default=5, ge=1, description="Search hits (summed over "
                                     "a memory's versions) that make a unit hot.")
-    activation_max_tokens: int = Field(default=1024, ge=16, le=8_000)
-    stable_after_s: float = Field(default=24 * 3600, ge=0)
-    stable_min_confidence: float = Field(default=0.8, ge=0, le=1)
-    adapter_min_facts: int = Field(default=5, ge=1)
-    adapter_steps: int = Field(default=60, ge=1)
-    adapter_rank: int = Field(default=8, ge=1, le=64)
-    rebuild_on_change: bool = Field(default=True, description="Recompile stale KV caches "
+    activation_max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000)
+    stable_after_s: StrictFloat = Field(default=24 * 3600, ge=0)
+    stable_min_confidence: StrictFloat = Field(default=0.8, ge=0, le=1)
+    adapter_min_facts: StrictInt = Field(default=5, ge=1)
+    adapter_steps: StrictInt = Field(default=60, ge=1)
+    adapter_rank: StrictInt = Field(default=8, ge=1, le=64)
+    rebuild_on_change: StrictBool = Field(default=True, description="Recompile stale KV caches "
                                     "(false: only archive them).")
-    tick_every_retrievals: int = Field(default=50, ge=0, description="Queue a tick after "
+    tick_every_retrievals: StrictInt = Field(default=50, ge=0, description="Queue a tick after "
                                        "this many new search hits in the cube (0: never "
                                        "automatically).")
-    history_size: int = Field(default=200, ge=1)
+    history_size: StrictInt = Field(default=200, ge=1)
 
 
 class Decision(BaseModel):
@@ -564,7 +669,7 @@ class CubeImport(BaseModel):
 
     id: str | None = Field(default=None, pattern=ID_PATTERN,
                            description="New cube id (default: the exported cube's id).")
-    new_ids: bool = Field(default=False, description="Give every unit a fresh id (needed "
+    new_ids: StrictBool = Field(default=False, description="Give every unit a fresh id (needed "
                           "when importing into the server the cube was exported from).")
     data: CubeExport
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,9 @@ from memos.index.faiss import FaissIndex
 from memos.index.pgvector import PgVectorIndex
 from memos.retrieval import RouterCache
 from memos.store.sql import Store
+
+# litellm fetches its model cost map from the network on import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 _PG_PROBLEM: list[str] = []
 

@@ -170,7 +170,7 @@ def test_bad_input_gets_clear_errors_and_writes_nothing(client: TestClient) -> N
 
     malformed = client.post("/v1/cubes/c1/search", content=b"{not json",
                             headers={"content-type": "application/json"})
-    err(malformed, 400, "invalid_input")
+    err(malformed, 422, "invalid_input")  # one status for every bad body
     err(client.post("/v1/cubes/c1/messages", json={"messages": CONVERSATION}), 422,
         "invalid_input")
     err(client.post("/v1/cubes/c1/search", json={"query": "   "}), 422, "invalid_input")

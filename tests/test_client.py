@@ -133,6 +133,51 @@ def test_sdk_chat_and_tools(sdk: MemosClient, client: TestClient) -> None:
                  memory={"activation": "auto"})
 
 
+def _streamed(**kwargs: Any) -> Any:
+    """A streaming completion (no network): OpenAI-style chunks, no usage reported."""
+    assert kwargs["stream"] is True
+    return iter([{"choices": [{"index": 0, "delta": {"content": piece}}]}
+                 for piece in ("Ben plays ", "the cello.")])
+
+
+def test_sdk_chat_stream(sdk: MemosClient, client: TestClient) -> None:
+    app: Any = client.app
+    app.state.chat = Chat(app.state.memos, completion=_streamed)
+    sdk.create_cube("ben")
+    fact = sdk.add_memory("ben", text="Ben plays the cello")
+    events = list(sdk.chat_stream("ben", messages=[{"role": "user", "content": "Ben?"}],
+                                  model="openai/gpt-4o-mini", max_tool_rounds=0))
+    assert [e.event for e in events] == ["start", "delta", "delta", "response"]
+    start, final = events[0], events[-1].response
+    assert start.model == "openai/gpt-4o-mini" and start.memory_unit_ids == [fact.id]
+    assert final is not None and final.reply == "Ben plays the cello."
+    assert "".join(e.text for e in events) == final.reply
+    assert final.usage is not None and final.usage["completion_tokens"] > 0  # counted
+    with pytest.raises(InvalidInput, match="user message"):  # checked at the call
+        sdk.chat_stream("ben", messages=[{"role": "system", "content": "hi"}])
+    with pytest.raises(NotFound):  # an error status, raised when iteration starts
+        next(iter(sdk.chat_stream("nobody", messages=[{"role": "user", "content": "hi"}])))
+
+
+async def test_async_sdk_chat_stream(client: TestClient) -> None:
+    app: Any = client.app
+    app.state.chat = Chat(app.state.memos, completion=_streamed)
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncMemosClient("http://testserver", transport=transport) as sdk:
+        await sdk.create_cube("ben")
+        fact = await sdk.add_memory("ben", text="Ben plays the cello")
+        events = [e async for e in sdk.chat_stream(
+            "ben", messages=[{"role": "user", "content": "Ben?"}], model="openai/gpt-4o-mini")]
+        assert [e.event for e in events] == ["start", "delta", "delta", "response"]
+        assert events[0].memory_unit_ids == [fact.id]
+        assert events[-1].response is not None
+        assert events[-1].response.reply == "Ben plays the cello."
+        with pytest.raises(NotFound):
+            async for _ in sdk.chat_stream("nobody", messages=[{"role": "user",
+                                                                "content": "hi"}]):
+                pass
+
+
 # --------------------------------------------------------------------------- model memory
 def _model_memory_app(client: TestClient, tmp_path: Path) -> Any:
     pytest.importorskip("torch", reason="torch is not installed (extra: backbone)")

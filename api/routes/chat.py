@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import MemosDep, TenantDep
-from memos.chat import Chat, sse_events
+from api.deps import ChatDep, TenantDep
+from memos.chat import sse_events
 from memos.tools import tool_schemas
 from memos.types import ChatRequest, ChatResponse
 
 router = APIRouter(tags=["chat"])
-
-
-def get_chat(request: Request, memos: MemosDep) -> Chat:
-    """The app's :class:`Chat`, built on first use (it caches the bundled model).
-
-    A test or an embedding application may set ``app.state.chat`` to its own ``Chat``.
-    """
-    chat: Chat | None = getattr(request.app.state, "chat", None)
-    if chat is None or chat.memos is not memos:
-        chat = request.app.state.chat = Chat(memos)
-    return chat
-
-
-ChatDep = Annotated[Chat, Depends(get_chat)]
 
 
 @router.get("/v1/tools")
@@ -37,17 +23,26 @@ def tools(_tenant: TenantDep) -> dict[str, list[dict[str, Any]]]:
 
 @router.post("/v1/cubes/{cube_id}/chat", response_model=ChatResponse, responses={
     200: {"content": {"text/event-stream": {}},
-          "description": "JSON, or with `stream: true` Server-Sent Events: `delta` events "
-                         "with reply pieces, then one `response` event with the JSON."}})
+          "description": "JSON, or with `stream: true` Server-Sent Events as the model "
+                         "generates: one `start` event (model, memory_unit_ids, truncated), "
+                         "`delta` events with reply text, one `response` event with the "
+                         "whole JSON (usage included); a later failure is an `error` event "
+                         "with the `{\"error\": {...}}` body."},
+    413: {"description": "The conversation alone does not fit the model's context."}})
 def chat(cube_id: str, body: ChatRequest, chat: ChatDep,
          tenant: TenantDep) -> ChatResponse | StreamingResponse:
     """Answer the conversation with the cube's memory (context, citations, memory tools).
 
-    The whole answer, tool loop included, is computed before the first byte is sent, so
-    every error is a proper status code even when streaming.
+    The prompt always fits the model's context: memory is cut to fit and ``truncated`` says
+    what was cut. With ``stream: true`` the tokens are sent as they are generated; every
+    request error (unknown cube, bad memory options, a conversation too long for the model,
+    a provider refusing the first call) is found before the first byte and keeps its status
+    code, and a failure after that arrives as an ``error`` event. This handler is sync, so
+    preparation runs in the thread pool; the response pulls each event from it too.
     """
-    response = chat.answer(cube_id, body, tenant=tenant)
     if body.stream:
-        return StreamingResponse(sse_events(response), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    return response
+        events = chat.stream(cube_id, body, tenant=tenant)
+        return StreamingResponse(sse_events(events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+    return chat.answer(cube_id, body, tenant=tenant)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import MemosDep, TenantDep
+from api.deps import ChatDep, MemosDep, TenantDep
 from memos.search import Timings
 from memos.types import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
@@ -24,7 +24,14 @@ def search(cube_id: str, body: SearchRequest, memos: MemosDep, tenant: TenantDep
 
 
 @router.post("/context", response_model=ContextResponse)
-def context(cube_id: str, body: ContextRequest, memos: MemosDep,
+def context(cube_id: str, body: ContextRequest, memos: MemosDep, chat: ChatDep,
             tenant: TenantDep) -> ContextResponse:
-    """Prompt-ready memory within ``max_tokens``; each line cites its ``[unit id]``."""
-    return memos.context(cube_id, body, tenant=tenant)
+    """Prompt-ready memory within ``max_tokens``; each line cites its ``[unit id]``.
+
+    Tokens are counted with ``model``'s tokenizer when one is named, else estimated.
+    """
+    if body.model is None:
+        return memos.context(cube_id, body, tenant=tenant)
+    memos.get_cube(cube_id, tenant=tenant)  # unknown cube: 404 before loading a model
+    return memos.context(cube_id, body, tenant=tenant,
+                         count_tokens=chat.token_counter(body.model))

@@ -7,7 +7,7 @@ pieces are always exactly the completion (without the stop sequence).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -80,6 +80,7 @@ def generate(
     stop_token_ids: Iterable[int] = (),
     seed: int | None = None,
     prefix_cache: KVCache | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """Stream the completion of ``prompt`` as text pieces.
 
@@ -87,7 +88,8 @@ def generate(
     cache (see :mod:`memos.backbone.model`) of tokens that precede ``prompt`` — e.g. a
     memory prefix prefilled once and saved — so ``prompt`` holds only the new tokens.
     Generation ends after ``max_new_tokens``, at a token in ``stop_token_ids`` (not
-    emitted), or at the first occurrence of a ``stop`` string (not emitted).
+    emitted), or at the first occurrence of a ``stop`` string (not emitted). ``on_token`` is
+    called with each generated token id (stop tokens excluded), e.g. to count usage exactly.
     """
     if max_new_tokens < 0:
         raise ValueError("max_new_tokens must be >= 0")
@@ -115,6 +117,8 @@ def generate(
         if tok in stop_ids:
             break
         out_ids.append(tok)
+        if on_token is not None:
+            on_token(tok)
         text = tokenizer.decode(out_ids, skip_special_tokens=False)
         cut = min(
             (i for i in (text.find(s, max(0, emitted - len(s))) for s in stops) if i >= 0),
