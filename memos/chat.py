@@ -25,7 +25,8 @@ is ``InvalidInput``.
 Token budgets are counted by the tokenizer of the model that reads the prompt
 (:meth:`ChatModel.count_tokens`: the backbone's own tokenizer, or ``litellm.token_counter``).
 The prompt plus the answer's ``max_tokens`` always fits the model's context: memory lines
-are dropped first, then the best line is shortened (:func:`memos.search.pack_context`), and
+are dropped first, then the best line is shortened
+(:func:`memos.retrieval.search.pack_context`), and
 ``ChatResponse.truncated`` says what was cut. When the conversation alone cannot fit, the
 request is ``PayloadTooLarge`` (413; ``InvalidInput`` when ``max_tokens`` alone exceeds it).
 
@@ -58,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from memos.errors import BackendUnavailable, InvalidInput, MemosError, PayloadTooLarge
 from memos.memory import BackboneProvider, ModelMemory
-from memos.search import TokenCounter, pack_context
+from memos.retrieval.search import TokenCounter, pack_context
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
 from memos.types import (
     BUNDLED,

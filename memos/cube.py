@@ -34,8 +34,14 @@ from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue, run_for_cube
 from memos.memory import queue_stale_rebuild
 from memos.public import message_public, unit_public
-from memos.retrieval import RouterCache
-from memos.search import Searcher, Timings, TokenCounter, estimate_tokens, filter_conditions
+from memos.retrieval.cache import RouterCache
+from memos.retrieval.search import (
+    Searcher,
+    Timings,
+    TokenCounter,
+    estimate_tokens,
+    filter_conditions,
+)
 from memos.store.models import (
     CubeRow,
     LinkRow,
@@ -669,7 +675,8 @@ class MemCube:
     # ================================================================== search
     def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
                timings: Timings | None = None) -> SearchResponse:
-        """The most relevant units for a query, best first (see :class:`memos.search.Searcher`)."""
+        """The most relevant units for a query, best first
+        (see :class:`memos.retrieval.search.Searcher`)."""
         return self._searcher.search(cube_id, body, tenant=tenant, timings=timings)
 
     def context(self, cube_id: str, body: ContextRequest, *, tenant: str,

@@ -329,7 +329,7 @@ class ContextRequest(BaseModel):
 
     With ``model`` ("bundled" or a litellm model name) the budget is counted with that
     model's tokenizer, as ``/chat`` does; without one, by the documented estimate
-    :func:`memos.search.estimate_tokens`: ``max(words × 1.3, characters / 4)`` per line,
+    :func:`memos.retrieval.search.estimate_tokens`: ``max(words × 1.3, characters / 4)`` per line,
     rounded up, so text without spaces is not undercounted.
     """
 

@@ -27,7 +27,7 @@ from memos.cube import MemCube
 from memos.embed import OnnxMiniLM
 from memos.index.faiss import FaissIndex
 from memos.index.pgvector import PgVectorIndex
-from memos.retrieval import RouterCache
+from memos.retrieval.cache import RouterCache
 from memos.store.sql import Store
 
 # litellm fetches its model cost map from the network on import unless told not to.

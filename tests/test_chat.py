@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from memos.chat import BundledLoader, Chat
 from memos.memory import BackboneProvider
-from memos.search import estimate_tokens
+from memos.retrieval.search import estimate_tokens
 from memos.tools import tool_schemas
 from memos.types import ChatRequest
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from memos.embed import HashingEmbedder
 from memos.granularity import gmm
-from memos.granularity.index import GranularIndex, IndexUnit, RouterConfig
 from memos.granularity.units import (
     SUMMARY_PROMPT_VERSION,
     TermStats,
@@ -20,6 +19,7 @@ from memos.granularity.units import (
     mmr_select,
 )
 from memos.lexical import Analyzer
+from memos.retrieval.granular_index import GranularIndex, IndexUnit, RouterConfig
 
 # ---------------------------------------------------------------------------- GMM accept
 BIMODAL = np.array([0.91, 0.89, 0.87, 0.86, 0.41, 0.39, 0.36, 0.33, 0.31, 0.30])

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memos.router import (
+from memos.retrieval.router import (
     confidence_weights,
     fuse,
     normalized_entropy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import ChatDep, MemosDep, TenantDep
-from memos.search import Timings
+from memos.retrieval.search import Timings
 from memos.types import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"])

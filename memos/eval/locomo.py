@@ -15,7 +15,7 @@ Methods, all over the same embeddings (all-MiniLM-L6-v2, :class:`memos.embed.Onn
   leave-one-conversation-out (for each conversation, the ``a`` with the best mean turn
   recall@5 on the *other* conversations), so no conversation is scored with a weight tuned
   on itself. With one conversation ``a = 0.5``.
-* ``router``: :class:`memos.granularity.index.GranularIndex` over turn, session, summary
+* ``router``: :class:`memos.retrieval.granular_index.GranularIndex` over turn, session, summary
   and keyword units with GMM association, entropy routing and PPR. Each turn carries its
   session's ``date_time`` as its timestamp, as a chat log stamps messages (the server path
   sends the same as the message timestamp), so a question naming a date can be matched.
@@ -236,7 +236,7 @@ class _TurnScorer:
         self.bm25.scores("warm up")  # build now, not inside the first timed query
 
     def search(self, question: str, *, top_k: int) -> Retrieval:
-        from memos.router import standardize
+        from memos.retrieval.router import standardize
 
         qv, emb_ms = (None, 0.0) if self.mode == "bm25" else self.queries.get(question)
         t, c = time.perf_counter(), time.process_time()
@@ -294,8 +294,8 @@ class RouterRetriever:
 
     def ingest(self, conversation: Conversation) -> None:
         from memos.eval.loaders import parse_locomo_time
-        from memos.granularity.index import GranularIndex, IndexUnit
         from memos.granularity.units import TermStats, derive_units
+        from memos.retrieval.granular_index import GranularIndex, IndexUnit
 
         if self.cluster:
             import sklearn.mixture  # noqa: F401  (a one-off ~1-5 s import, not ingest work)

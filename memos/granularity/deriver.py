@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from memos.cube import MemCube, content_hash
 from memos.granularity.units import TermStats, derive_units
 from memos.lexical import Analyzer
-from memos.retrieval import index_text
+from memos.retrieval.cache import index_text
 from memos.store.models import LinkRow, SpanRow, UnitRow, utcnow, vector_of
 
 DERIVED = ("summary", "keyword")

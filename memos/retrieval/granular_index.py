@@ -10,13 +10,14 @@ channel of its own.
 Search, for a query with text ``q`` and unit-norm vector ``v``:
 
 1. *Channels*, each fusing standardised dense (cosine) and BM25 scores
-   (:func:`memos.router.fuse`): ``turn``; ``context`` (a turn with its neighbours in the
+   (:func:`memos.retrieval.router.fuse`): ``turn``; ``context`` (a turn with its neighbours in the
    session, BM25 + mean vector, which resolves pronouns/ellipsis); ``session``, ``summary``,
    ``keyword`` (per session, copied down to its turns). The ``session`` channel's dense
    score is its best turn's cosine: the mean of a session's turn vectors sits near the
    centre of the conversation and is close to every query.
 2. *Router*: each channel's normalised entropy ``H/log N`` → weights
-   ``w ∝ prior · exp(-H/τ)`` (non-negative, sum 1; :func:`memos.router.confidence_weights`).
+   ``w ∝ prior · exp(-H/τ)`` (non-negative, sum 1;
+   :func:`memos.retrieval.router.confidence_weights`).
 3. ``score(t) = Σ_g w_g · channel_g(t)`` plus a speaker prior (a query naming exactly one
    known speaker favours that speaker's turns) and a time prior (a query naming a date,
    "on 9 November, 2022", "in July 2023", favours turns said near it:
@@ -56,7 +57,7 @@ import scipy.sparse as sp
 
 from memos.granularity import gmm
 from memos.lexical import Analyzer, BM25Index
-from memos.router import (
+from memos.retrieval.router import (
     confidence_weights,
     fuse,
     normalized_entropy,

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memos.granularity.gmm import Link
-from memos.granularity.index import GranularIndex, IndexUnit, SearchResult
 from memos.granularity.units import TermStats
+from memos.retrieval.granular_index import GranularIndex, IndexUnit, SearchResult
 from memos.store.models import CubeRow, LinkRow, SpanRow, UnitRow
 
 #: Granularities the router indexes (``cluster`` units are its own output, never input).
