@@ -27,8 +27,9 @@ from memos.cube import DERIVE_JOB, MemCube, open_cube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
 from memos.keys import KeyRing
-from memos.memory import BackboneProvider, BlobStore, ModelMemory, blob_root
+from memos.memory import BackboneProvider, ModelMemory
 from memos.scheduler import Scheduler
+from memos.store.blobs import BlobStore, blob_root
 from memos.types import SchedulerPolicy
 
 log = logging.getLogger("memos.api")

@@ -104,8 +104,9 @@ def bench_activation(bb: Any, *, prefix_tokens: int = 1024, repeats: int = 5,
     import torch
 
     from memos.backbone.prepare import HELDOUT_FILE, read_data_text
-    from memos.memory import BlobStore, model_fingerprint
+    from memos.memory import model_fingerprint
     from memos.memory.activation import greedy, prefill, render_prefix, render_turns
+    from memos.store.blobs import BlobStore
 
     lines = [ln.strip() for ln in read_data_text(HELDOUT_FILE).splitlines()
              if ln.strip() and not ln.startswith("#")]

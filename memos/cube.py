@@ -32,7 +32,6 @@ from memos.embed import Embedder
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue, run_for_cube
-from memos.memory import queue_stale_rebuild
 from memos.public import message_public, unit_public
 from memos.retrieval.cache import RouterCache
 from memos.retrieval.search import (
@@ -42,6 +41,7 @@ from memos.retrieval.search import (
     estimate_tokens,
     filter_conditions,
 )
+from memos.store.lineage import queue_stale_rebuild
 from memos.store.models import (
     CubeRow,
     LinkRow,

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from memos.cube import MemCube, content_hash
 from memos.extract import ExtractInput, Extractor, LLMExtractor, RulesExtractor
-from memos.memory import queue_stale_rebuild
+from memos.store.lineage import queue_stale_rebuild
 from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
 from memos.update import (
     Action,

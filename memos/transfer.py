@@ -31,8 +31,8 @@ from sqlalchemy import select
 
 from memos.cube import MemCube, content_hash
 from memos.errors import Conflict, InvalidInput
-from memos.memory import BlobStore, read_safetensors_metadata
 from memos.public import message_public
+from memos.store.blobs import BlobStore, read_safetensors_metadata
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.types import (
     CubeCreate,

@@ -20,7 +20,7 @@ from memos.backbone.generate import format_chat  # noqa: E402
 from memos.backbone.model import Llama, LlamaConfig  # noqa: E402
 from memos.errors import Conflict  # noqa: E402
 from memos.jobs import Worker  # noqa: E402
-from memos.memory import BackboneProvider, BlobStore, ModelMemory  # noqa: E402
+from memos.memory import BackboneProvider, ModelMemory  # noqa: E402
 from memos.memory.activation import (  # noqa: E402
     REBUILD_ACTIVATION_JOB,
     greedy,
@@ -28,6 +28,7 @@ from memos.memory.activation import (  # noqa: E402
     render_prefix,
     render_turns,
 )
+from memos.store.blobs import BlobStore  # noqa: E402
 from memos.types import ActivationCreate  # noqa: E402
 
 

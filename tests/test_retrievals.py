@@ -18,8 +18,9 @@ from sqlalchemy import select, text
 from memos.cube import MemCube
 from memos.errors import BackendUnavailable
 from memos.jobs import Worker
-from memos.memory import REBUILD_ACTIVATION_JOB, BackboneProvider, BlobStore, ModelMemory
+from memos.memory import REBUILD_ACTIVATION_JOB, BackboneProvider, ModelMemory
 from memos.scheduler import SCHEDULE_JOB, Scheduler
+from memos.store.blobs import BlobStore
 from memos.store.models import Base, JobRow, LinkRow, UnitRow, utcnow
 from memos.store.sql import Store
 from memos.types import CubeCreate, MemoryCreate, MemoryUpdate, SchedulerPolicy, SearchRequest

@@ -31,19 +31,21 @@ from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.jobs import run_for_cube
-from memos.memory import (
-    REBUILD_ACTIVATION_JOB,
-    STALE_REASON,
+from memos.memory.backbone import (
     BackboneProvider,
-    BlobStore,
     LanguageModel,
-    active_plaintext_units,
     check_fingerprint,
-    mark_stale,
     model_fingerprint,
+)
+from memos.memory.staleness import (
+    STALE_REASON,
+    active_plaintext_units,
+    mark_stale,
     model_unit_ids,
     source_rows,
 )
+from memos.store.blobs import BlobStore
+from memos.store.lineage import REBUILD_ACTIVATION_JOB
 from memos.store.models import LinkRow, UnitRow, utcnow
 from memos.types import (
     ActivationCreate,

@@ -37,18 +37,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
-from memos.memory import (
-    STALE_REASON,
+from memos.memory.backbone import (
     BackboneProvider,
-    BlobStore,
     LanguageModel,
-    active_plaintext_units,
     check_fingerprint,
-    mark_stale,
     model_fingerprint,
+)
+from memos.memory.staleness import (
+    STALE_REASON,
+    active_plaintext_units,
+    mark_stale,
     model_unit_ids,
     source_rows,
 )
+from memos.store.blobs import BlobStore
 from memos.store.models import LinkRow, UnitRow, utcnow
 from memos.types import AdapterCreate, AdapterPublic, TrainingJob
 
