@@ -88,14 +88,13 @@ def gguf_backbone() -> Any:
 
 
 def add_routes(client: TestClient, lm: Any, blobs: Path) -> ModelMemory:
-    """Give the app model memory over ``lm`` (and the routes, if create_app lacks them)."""
-    from api.routes import model_memory
+    """Give the app model memory over ``lm``, and a scheduler over it with the app's policy."""
+    from memos.scheduler import Scheduler
 
     app: Any = client.app
-    if not any(getattr(r, "path", "") == "/v1/cubes/{cube_id}/activations" for r in app.routes):
-        app.include_router(model_memory.router)
     mm = ModelMemory(app.state.memos, BackboneProvider(backbone=lm), BlobStore(blobs))
     app.state.model_memory = mm
+    app.state.scheduler = Scheduler(mm, app.state.scheduler.policy)
     return mm
 
 

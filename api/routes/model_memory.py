@@ -8,12 +8,9 @@ returned without tensors; payloads stay in the blob store.
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Depends, Request, status
-
-from api.deps import ModelMemoryDep, TenantDep
-from memos.scheduler import Scheduler
+from api.deps import ModelMemoryDep, SchedulerDep, TenantDep
 from memos.types import (
     ActivationCreate,
     ActivationPublic,
@@ -27,19 +24,6 @@ from memos.types import (
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["model memory"])
 
-
-
-
-def get_scheduler(request: Request, mm: ModelMemoryDep) -> Scheduler:
-    """``app.state.scheduler`` (set in the lifespan, with the configured default policy)
-    when it runs over this model memory, else one built over it."""
-    sched: Scheduler | None = getattr(request.app.state, "scheduler", None)
-    if sched is None or sched.mm is not mm:
-        sched = request.app.state.scheduler = Scheduler(mm)
-    return sched
-
-
-SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 
 
 @router.post("/activations", response_model=ActivationPublic,
