@@ -223,7 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 #: Commands loaded only when named: (module, function adding the command, top-level help).
 _LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "bench": ("memos.bench", "add_bench_command",
+    "bench": ("memos.bench.server", "add_bench_command",
               "ingest/search speed over HTTP; `bench model-memory`: KV cache and LoRA"),
     "mcp": ("memos.mcp_server", "add_mcp_command",
             "serve a cube's memory tools over MCP (stdio or streamable HTTP)"),

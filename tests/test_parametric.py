@@ -70,12 +70,12 @@ def test_training_lowers_the_loss_and_leaves_the_model_untouched() -> None:
     cfg = LoRAConfig(rank=4, alpha=8, n_layers=1)
 
     def loss(tensors: dict[str, torch.Tensor] | None) -> float:
-        from memos.bench_model import _nll
+        from memos.bench.model_memory import mean_nll
 
         if tensors is not None:
             attach(lm.model, tensors, cfg)
         try:
-            return _nll(lm.model, examples)
+            return mean_nll(lm.model, examples)
         finally:
             detach(lm.model)
 

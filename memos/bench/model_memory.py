@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_facts", "run_model_memory_bench", "add_model_memory_command", "format_report"]
+__all__ = ["make_facts", "mean_nll", "run_model_memory_bench", "add_model_memory_command",
+           "format_report"]
 
 _NAMES = ["Zorvan", "Quillia", "Brannoch", "Tesmira", "Okelu", "Vantrell", "Mirabeth", "Dostik",
           "Yelvane", "Corrigan", "Iskaro", "Phaedrix", "Lunetta", "Gavrosh", "Ubrecht",
@@ -58,7 +59,7 @@ def make_facts(n: int = 50, seed: int = 0) -> list[dict[str, str]]:
     return out
 
 
-def _nll(model: Any, seqs: list[tuple[list[int], int]]) -> float:
+def mean_nll(model: Any, seqs: list[tuple[list[int], int]]) -> float:
     """Mean NLL per target token (nats) of ``(ids, start)``: tokens ``start..`` are scored."""
     import torch
     import torch.nn.functional as F
@@ -162,7 +163,7 @@ def bench_parametric(bb: Any, *, n_facts: int = 50, steps: int = 100, rank: int 
     qa = {f["memory"]: [{"question": f["question"], "answer": f["answer"]}] for f in facts}
     statements = [(bb.encode(f["memory"]), 1) for f in facts]
     held = _heldout(bb, heldout_tokens)
-    base = {"facts_nll": _nll(bb.model, statements), "heldout_nll": _nll(bb.model, held),
+    base = {"facts_nll": mean_nll(bb.model, statements), "heldout_nll": mean_nll(bb.model, held),
             "qa_acc": _qa_acc(bb, facts)}
     cfg = LoRAConfig(rank=rank, alpha=2.0 * rank, n_layers=n_layers)
     examples = render_examples(bb, [(f["memory"], qa[f["memory"]]) for f in facts])
@@ -174,8 +175,8 @@ def bench_parametric(bb: Any, *, n_facts: int = 50, steps: int = 100, rank: int 
     train_s = time.perf_counter() - t
     attach(bb.model, tensors, cfg)
     try:
-        adapted = {"facts_nll": _nll(bb.model, statements), "heldout_nll": _nll(bb.model, held),
-                   "qa_acc": _qa_acc(bb, facts)}
+        adapted = {"facts_nll": mean_nll(bb.model, statements),
+                   "heldout_nll": mean_nll(bb.model, held), "qa_acc": _qa_acc(bb, facts)}
     finally:
         detach(bb.model)
     return {"n_facts": n_facts, "examples": len(examples), "steps": steps, "rank": rank,
