@@ -1,17 +1,18 @@
 """Answering with memory: a chat turn over a cube, by a litellm model or the bundled backbone.
 
-    Chat(memos, completion=litellm.completion, bundled=BundledLoader())
+    Chat(memos, completion=litellm_completion, bundled=BundledLoader())
         .answer(cube_id, ChatRequest, tenant=...)  → ChatResponse
         .stream(cube_id, ChatRequest, tenant=...)  → iterator of ChatStreamEvent
     sse_events(events)                              → Server-Sent Events text
 
-For a litellm model (any ``model`` but ``"bundled"``): the plaintext memory retrieved for
-the last user message goes into the system prompt, each line citing its ``[unit id]``; the
-memory tools of :mod:`memos.tools` are offered, and the tool calls the model makes are
-executed against the cube, up to ``max_tool_rounds`` rounds, before its final text is
-returned. ``memory_unit_ids`` lists every unit the model was shown: the prompt's context and
-every tool result. ``reply`` is all the text the model wrote, rounds separated by a blank
-line (usually only the last round writes any).
+For a litellm model (any ``model`` but ``"bundled"``; :class:`memos.llm.LiteLLMModel` owns
+everything litellm-specific: calls, retries, streamed chunks, token counts): the plaintext
+memory retrieved for the last user message goes into the system prompt, each line citing its
+``[unit id]``; the memory tools of :mod:`memos.tools` are offered, and the tool calls the
+model makes are executed against the cube, up to ``max_tool_rounds`` rounds, before its
+final text is returned. ``memory_unit_ids`` lists every unit the model was shown: the
+prompt's context and every tool result. ``reply`` is all the text the model wrote, rounds
+separated by a blank line (usually only the last round writes any).
 
 For ``"bundled"`` the model is the bundled MoE backbone (:mod:`memos.backbone`), behind the
 small :class:`ChatModel` protocol; it gets the same plaintext context but no tools, and
@@ -54,10 +55,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from memos.errors import BackendUnavailable, InvalidInput, MemosError, PayloadTooLarge
+from memos.llm import Completion, CompletionFn, LiteLLMModel, ToolCall, litellm_completion
 from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.search import TokenCounter, pack_context
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
@@ -77,10 +79,7 @@ if TYPE_CHECKING:
     from memos.cube import MemCube
 
 __all__ = [
-    "ToolCall",
-    "Completion",
     "ChatModel",
-    "LiteLLMModel",
     "BundledLoader",
     "Chat",
     "sse_events",
@@ -90,22 +89,6 @@ log = logging.getLogger("memos.chat")
 
 
 # --------------------------------------------------------------------------- models
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class Completion:
-    """One model answer: text, or tool calls to run before it answers again."""
-
-    text: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    usage: dict[str, int] | None = None
-
-
 class ChatModel(Protocol):
     """A chat model the server can answer with. ``messages`` are OpenAI-style dicts
     (``role`` system/user/assistant/tool); ``tools`` is ``None`` when the model
@@ -142,206 +125,6 @@ class ChatModel(Protocol):
     def stream(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
                max_tokens: int | None, temperature: float | None
                ) -> Iterator[str | Completion]: ...
-
-
-def _litellm() -> Any:
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
-    return litellm
-
-
-def _litellm_completion(**kwargs: Any) -> Any:
-    return _litellm().completion(**kwargs)
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    """Attribute or key: litellm returns objects, scripted test completions may return dicts."""
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def _usage(usage: Any) -> dict[str, int] | None:
-    if usage is None:
-        return None
-    return {k: int(_get(usage, k) or 0)
-            for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-def parse_completion(response: Any) -> Completion:
-    """A :class:`Completion` from an OpenAI/litellm-style chat completion response."""
-    message = _get(_get(response, "choices")[0], "message")
-    calls = []
-    for i, call in enumerate(_get(message, "tool_calls") or []):
-        function = _get(call, "function")
-        arguments = _get(function, "arguments")
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments or {})
-        calls.append(ToolCall(id=_get(call, "id") or f"call_{i}",
-                              name=_get(function, "name") or "", arguments=arguments))
-    return Completion(text=_get(message, "content") or "", tool_calls=calls,
-                      usage=_usage(_get(response, "usage")))
-
-
-class _ChunkAssembler:
-    """Collects OpenAI/litellm streaming chunks into one :class:`Completion`: content
-    deltas, tool-call deltas merged by ``index`` (arguments arrive in pieces), usage."""
-
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.calls: dict[int, dict[str, str]] = {}
-        self.usage: dict[str, int] | None = None
-
-    def add(self, chunk: Any) -> str:
-        """Take one chunk; returns its text delta ('' when it has none)."""
-        self.usage = _usage(_get(chunk, "usage")) or self.usage
-        choices = _get(chunk, "choices") or []
-        if not choices:
-            return ""
-        delta = _get(choices[0], "delta") or {}
-        for i, call in enumerate(_get(delta, "tool_calls") or []):
-            index = _get(call, "index")
-            slot = self.calls.setdefault(i if index is None else int(index),
-                                         {"id": "", "name": "", "arguments": ""})
-            function = _get(call, "function") or {}
-            slot["id"] = _get(call, "id") or slot["id"]
-            slot["name"] = _get(function, "name") or slot["name"]
-            slot["arguments"] += _get(function, "arguments") or ""
-        text = _get(delta, "content") or ""
-        self.text.append(text)
-        return str(text)
-
-    def completion(self) -> Completion:
-        calls = [ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
-                 for i, c in sorted(self.calls.items())]
-        return Completion(text="".join(self.text), tool_calls=calls, usage=self.usage)
-
-
-@dataclass
-class LiteLLMModel:
-    """Any litellm model (OpenAI, Anthropic, Ollama, …) through an injectable ``completion``.
-
-    Tokens are counted with ``litellm.token_counter`` (the model's tokenizer where litellm
-    knows it, else its default one); ``context_length`` is litellm's ``max_input_tokens``
-    for the model (``None`` when the model is not in litellm's map).
-    """
-
-    name: str
-    completion: Callable[..., Any] = _litellm_completion
-    supports_tools: bool = True
-
-    @property
-    def context_length(self) -> int | None:
-        try:
-            info = _litellm().get_model_info(self.name)
-        except Exception:  # not in litellm's map (or litellm missing): no known limit
-            return None
-        limit = info.get("max_input_tokens") or info.get("max_tokens")
-        return int(limit) if limit else None
-
-    def count_tokens(self, text: str) -> int:
-        return int(self._counter()(model=self.name, text=text))
-
-    def prompt_tokens(self, messages: list[dict[str, Any]], *,
-                      tools: list[dict[str, Any]] | None) -> int:
-        return int(self._counter()(model=self.name, messages=messages, tools=tools or None))
-
-    def answer_tokens(self, max_tokens: int | None) -> int:
-        return max_tokens or 0  # unset: the provider answers within what is left
-
-    def _counter(self) -> Callable[..., int]:
-        try:
-            return _litellm().token_counter  # type: ignore[no-any-return]
-        except ImportError as exc:
-            raise BackendUnavailable("litellm models need the `llm` extra "
-                                     "(pip install 'memos-memory[llm]')",
-                                     details={"model": self.name}) from exc
-
-    def _kwargs(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.name, "messages": messages}
-        if tools:
-            kwargs["tools"] = tools
-        if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
-        if temperature is not None:
-            kwargs["temperature"] = temperature
-        return kwargs
-
-    def _unavailable(self, exc: Exception) -> BackendUnavailable:
-        message = getattr(exc, "message", None) or str(exc)
-        return BackendUnavailable(f"model {self.name!r} failed: {message}",
-                                  details={"model": self.name, "exception": type(exc).__name__})
-
-    def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
-                 max_tokens: int | None, temperature: float | None) -> Completion:
-        try:
-            response = self.completion(**self._kwargs(messages, tools, max_tokens, temperature))
-        except Exception as exc:  # provider, network, auth, unknown model: all one boundary
-            raise self._unavailable(exc) from exc
-        try:
-            return parse_completion(response)
-        except (AttributeError, IndexError, KeyError, TypeError) as exc:
-            raise BackendUnavailable(f"model {self.name!r} returned an unreadable response",
-                                     details={"model": self.name}) from exc
-
-    def stream(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
-               max_tokens: int | None, temperature: float | None
-               ) -> Iterator[str | Completion]:
-        """Sends the request now (a refusal raises here) and returns the chunk reader."""
-        kwargs = self._kwargs(messages, tools, max_tokens, temperature)
-        kwargs["stream"] = True
-        if self._reports_stream_usage():
-            kwargs["stream_options"] = {"include_usage": True}
-        try:
-            chunks = self.completion(**kwargs)
-        except Exception as exc:
-            raise self._unavailable(exc) from exc
-        return self._read(chunks, messages, tools)
-
-    def _read(self, chunks: Any, messages: list[dict[str, Any]],
-              tools: list[dict[str, Any]] | None) -> Iterator[str | Completion]:
-        if _get(chunks, "choices") is not None:  # a provider that ignored stream=True
-            done = parse_completion(chunks)
-            if done.text:
-                yield done.text
-            yield done
-            return
-        parts = _ChunkAssembler()
-        try:
-            for chunk in chunks:
-                text = parts.add(chunk)
-                if text:
-                    yield text
-        except MemosError:
-            raise
-        except Exception as exc:
-            raise self._unavailable(exc) from exc
-        done = parts.completion()
-        if done.usage is None:  # the provider reports no usage when streaming: count it
-            done.usage = self._count_usage(messages, tools, done.text)
-        yield done
-
-    def _count_usage(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                     text: str) -> dict[str, int] | None:
-        try:
-            prompt = self.prompt_tokens(messages, tools=tools)
-            answer = self.count_tokens(text) if text else 0
-        except Exception:  # usage is a report: a counter that cannot read it leaves it out
-            return None
-        return {"prompt_tokens": prompt, "completion_tokens": answer,
-                "total_tokens": prompt + answer}
-
-    def _reports_stream_usage(self) -> bool:
-        try:
-            lm = _litellm()
-            model, provider, _, _ = lm.get_llm_provider(self.name)
-            supported = lm.get_supported_openai_params(model=model, custom_llm_provider=provider)
-        except Exception:
-            return False
-        return "stream_options" in (supported or [])
 
 
 class _Failed:
@@ -553,17 +336,18 @@ class Chat:
     """Answers chat requests over one service; collaborators come in through the constructor.
 
     ``completion`` is the litellm-compatible completion function (default
-    ``litellm.completion``, imported on first use); ``bundled`` turns memory options into
+    :func:`memos.llm.litellm_completion`: litellm imported on first use, transient failures
+    retried); ``bundled`` turns memory options into
     the bundled :class:`ChatModel` (default: :class:`BundledLoader`). ``context_tokens`` is
     the most tokens of plaintext memory a prompt gets (less when the model's context is
     shorter).
     """
 
-    def __init__(self, memos: MemCube, *, completion: Callable[..., Any] | None = None,
+    def __init__(self, memos: MemCube, *, completion: CompletionFn | None = None,
                  bundled: Callable[[MemoryOptions], ChatModel] | None = None,
                  context_tokens: int = 512) -> None:
         self.memos = memos
-        self.completion = completion or _litellm_completion
+        self.completion = completion or litellm_completion
         self.bundled = bundled or BundledLoader()
         self.context_tokens = context_tokens
         self._model_memory: ModelMemory | None = None

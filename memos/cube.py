@@ -14,11 +14,8 @@ the acknowledgement), then update the vector index, which is a cache of SQL.
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -53,6 +50,7 @@ from memos.store.models import (
     vector_of,
 )
 from memos.store.sql import Store
+from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import (
     ContextRequest,
     ContextResponse,
@@ -76,24 +74,12 @@ from memos.types import (
 )
 from memos.usage import RetrievalCounter
 
-__all__ = ["MemCube", "Deriver", "open_cube", "DERIVE_JOB", "content_hash"]
+__all__ = ["MemCube", "Deriver", "open_cube", "DERIVE_JOB"]
 
 DERIVE_JOB = "derive_session"
 
-#: ``publish(cube, remove=pks, add=pks, vectors=array)``: index changes of one write.
-Publish = Callable[..., None]
-
-
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-def content_hash(*parts: str | None) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update((part or "").encode())
-        h.update(b"\x1f")
-    return h.hexdigest()
 
 
 def turn_embedding_text(speaker: str | None, content: str) -> str:
@@ -129,20 +115,13 @@ class MemCube:
         self.jobs = JobQueue(store)
         #: called after a job is enqueued (the API wakes its worker with it)
         self.on_enqueue: Callable[[], None] | None = None
-        # One writer per process: commit + index update happen as one step, so the in-memory
-        # index never applies two commits out of order.
-        self._write_lock = threading.RLock()
+        #: rows, writes and their index changes; the router cache follows every write
+        self.units = UnitRepository(store, index, on_publish=self._route)
         #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
         self.retrievals = RetrievalCounter()
         self._searcher = Searcher(self)
 
     # ================================================================== cubes
-    def cube_row(self, session: Session, tenant: str, cube_id: str) -> CubeRow:
-        cube = session.get(CubeRow, cube_id)
-        if cube is None or cube.tenant != tenant:
-            raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
-        return cube
-
     def check_model(self, cube: CubeRow) -> None:
         if cube.embedding_model != self.embedder.name or cube.embedding_dim != self.embedder.dim:
             raise Conflict(
@@ -186,11 +165,12 @@ class MemCube:
 
     def get_cube(self, cube_id: str, *, tenant: str) -> CubePublic:
         with self.store.transaction() as session:
-            return self._cube_public(session, self.cube_row(session, tenant, cube_id))
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return self._cube_public(session, cube)
 
     def delete_cube(self, cube_id: str, *, tenant: str) -> None:
-        with self._write_lock, self.store.transaction() as session:
-            cube = self.cube_row(session, tenant, cube_id)
+        with self.units.locked(), self.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
             # explicit deletes keep PostgreSQL and SQLite identical.
             unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)
@@ -228,27 +208,6 @@ class MemCube:
                            details={"cube_id": cube_id, "memory_id": unit_id})
         return row
 
-    @contextmanager
-    def write(self) -> Iterator[tuple[Session, Publish]]:
-        """One write: a transaction, then its index changes, under the writer lock.
-
-        ``publish(cube, remove=…, add=…, vectors=…)`` inside the block registers index
-        changes; they are applied after the commit and before the lock is released, so the
-        in-memory indexes apply commits in commit order.
-        """
-        pending: list[tuple[CubeRow, Sequence[int], Sequence[int], np.ndarray | None]] = []
-
-        def publish(cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
-                    vectors: np.ndarray | None = None) -> None:
-            pending.append((cube, list(remove), list(add), vectors))
-
-        with self._write_lock:
-            with self.store.transaction() as session:
-                yield session, publish
-            for cube, remove, add, vectors in pending:
-                self.index.apply(cube, remove=remove, add=add, vectors=vectors)
-                self._route(cube, remove=remove, add=add)
-
     def _route(self, cube: CubeRow, *, remove: Sequence[int], add: Sequence[int]) -> None:
         """Keep the router cache current; persist the associations new units formed."""
         if self.router is None:
@@ -270,15 +229,6 @@ class MemCube:
                     session.add(LinkRow(cube_id=cube.id, src_pk=link.src, dst_pk=link.dst,
                                         type="associated", weight=link.weight, created_at=now))
 
-    def bump_index_version(self, cube: CubeRow) -> None:
-        cube.index_version = (cube.index_version or 0) + 1
-
-    @staticmethod
-    def set_tags(session: Session, row: UnitRow, tags: Iterable[str]) -> None:
-        session.execute(delete(TagRow).where(TagRow.unit_pk == row.pk))
-        for tag in dict.fromkeys(tags):
-            session.add(TagRow(unit_pk=row.pk, tag=tag))
-
     # ================================================================== ingest
     def ingest(self, cube_id: str, body: MessagesIngest, *, tenant: str) -> IngestResult:
         """Store messages, a ``turn`` unit per new message and refresh the session unit.
@@ -297,7 +247,7 @@ class MemCube:
     def _ingest_once(self, cube_id: str, body: MessagesIngest, *, tenant: str) -> IngestResult:
         now = utcnow()
         with self.store.transaction() as session:
-            cube = self.cube_row(session, tenant, cube_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.check_model(cube)
             known_ids = set(session.scalars(select(MessageRow.id).where(
                 MessageRow.cube_id == cube_id,
@@ -322,8 +272,8 @@ class MemCube:
         # Embed outside the write transaction so the SQLite write lock is held briefly.
         vectors = self.embed([turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
 
-        with self.write() as (session, publish):
-            cube = self.cube_row(session, tenant, cube_id)
+        with self.units.write() as (session, publish):
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             seq = session.scalar(select(func.max(MessageRow.seq)).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
             seq = -1 if seq is None else seq
@@ -335,14 +285,11 @@ class MemCube:
                     session_id=body.session_id, seq=seq, role=msg.role.value,
                     speaker=msg.speaker, content=msg.content, content_sha=sha,
                     timestamp=msg.timestamp, created_at=now)
-                unit_id = _new_id()
-                unit = UnitRow(
-                    id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
-                    kind="plaintext", granularity="turn", text=msg.content,
+                unit = new_unit(
+                    cube_id=cube_id, tenant=tenant, granularity="turn", text=msg.content,
                     content_sha=sha, session_id=body.session_id, speaker=msg.speaker,
-                    extractor="ingest", status="active", tags=[], meta={"role": msg.role.value,
-                                                                        "message_id": message.id},
-                    confidence=1.0, valid_from=msg.timestamp, created_at=now, embedding=vector)
+                    extractor="ingest", meta={"role": msg.role.value, "message_id": message.id},
+                    valid_from=msg.timestamp, created_at=now, embedding=vector)
                 messages.append(message)
                 units.append(unit)
             session.add_all(messages)
@@ -353,7 +300,7 @@ class MemCube:
                                     end=len(message.content)))
             session_unit, stale_pk = self._refresh_session_unit(
                 session, cube, body.session_id, tenant=tenant, now=now)
-            self.bump_index_version(cube)
+            self.units.bump_index_version(cube)
             if self.derivers and not body.sync:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
                 self.jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube_id,
@@ -414,11 +361,8 @@ class MemCube:
         times = [m.timestamp for m in messages if m.timestamp]
         stale_pk = None
         if unit is None:
-            unit_id = _new_id()
-            unit = UnitRow(id=unit_id, cube_id=cube.id, tenant=tenant, lineage_id=unit_id,
-                           version=1, kind="plaintext", granularity="session",
-                           session_id=session_id, extractor="ingest", status="active", tags=[],
-                           confidence=1.0, created_at=now)
+            unit = new_unit(cube_id=cube.id, tenant=tenant, granularity="session", text=None,
+                            session_id=session_id, extractor="ingest", created_at=now)
             session.add(unit)
         else:
             stale_pk = unit.pk
@@ -442,29 +386,26 @@ class MemCube:
         vector = (self._check_vector(body.embedding) if body.embedding is not None
                   else self.embed([body.text])[0])
         now = utcnow()
-        with self.write() as (session, publish):
-            cube = self.cube_row(session, tenant, cube_id)
+        with self.units.write() as (session, publish):
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.check_model(cube)
             spans = self._resolve_spans(session, cube_id, body)
             parents = self._resolve_units(session, cube_id, body.derived_from)
-            unit_id = _new_id()
-            row = UnitRow(
-                id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
-                kind="plaintext", granularity=body.granularity.value, text=body.text,
-                content_sha=content_hash(body.text), session_id=body.session_id,
-                speaker=body.speaker,
-                extractor=body.extractor, status="active", tags=list(dict.fromkeys(body.tags)),
+            row = new_unit(
+                cube_id=cube_id, tenant=tenant, granularity=body.granularity.value,
+                text=body.text, session_id=body.session_id, speaker=body.speaker,
+                extractor=body.extractor, tags=list(dict.fromkeys(body.tags)),
                 meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
                 valid_to=body.valid_to, created_at=now, embedding=vector)
             session.add(row)
             session.flush()
-            self.set_tags(session, row, row.tags)
+            self.units.set_tags(session, row, row.tags)
             for message_pk, start, end in spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk, start=start, end=end))
             for parent in parents:
                 session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=parent.pk,
                                     type="derived_from", weight=1.0, created_at=now))
-            self.bump_index_version(cube)
+            self.units.bump_index_version(cube)
             session.flush()
             public = unit_public(row)
             publish(cube, add=[row.pk], vectors=vector[None, :])
@@ -507,7 +448,7 @@ class MemCube:
 
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.store.transaction() as session:
-            self.cube_row(session, tenant, cube_id)
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             return unit_public(self._unit(session, cube_id, memory_id))
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
@@ -515,7 +456,7 @@ class MemCube:
         if not 1 <= limit <= 500 or offset < 0:
             raise InvalidInput("limit must be in [1, 500] and offset >= 0")
         with self.store.transaction() as session:
-            self.cube_row(session, tenant, cube_id)
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             where = [UnitRow.cube_id == cube_id, *filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
             rows = session.scalars(select(UnitRow).where(*where)
@@ -535,8 +476,8 @@ class MemCube:
                                "use DELETE to delete")
         vector = self.embed([body.text])[0] if body.text is not None else None
         now = utcnow()
-        with self.write() as (session, publish):
-            cube = self.cube_row(session, tenant, cube_id)
+        with self.units.write() as (session, publish):
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.check_model(cube)
             old = self._unit(session, cube_id, memory_id)
             if old.status == "superseded":
@@ -547,8 +488,8 @@ class MemCube:
             if old.kind != "plaintext":
                 raise InvalidInput(f"{old.kind} memories are rebuilt, not edited")
             new_id = _new_id()
-            row = UnitRow(
-                id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
+            row = new_unit(
+                unit_id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
                 version=old.version + 1, kind=old.kind, granularity=old.granularity,
                 text=body.text if body.text is not None else old.text,
                 content_sha=content_hash(body.text) if body.text is not None else old.content_sha,
@@ -565,7 +506,7 @@ class MemCube:
             old.status_reason = body.reason or f"superseded by {new_id}"
             session.add(row)
             session.flush()
-            self.set_tags(session, row, row.tags)
+            self.units.set_tags(session, row, row.tags)
             for span in session.scalars(select(SpanRow).where(SpanRow.unit_pk == old.pk)):
                 session.add(SpanRow(unit_pk=row.pk, message_pk=span.message_pk,
                                     start=span.start, end=span.end))
@@ -575,7 +516,7 @@ class MemCube:
                                     type="derived_from", weight=link.weight, created_at=now))
             session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=old.pk,
                                 type="supersedes", weight=1.0, created_at=now))
-            self.bump_index_version(cube)
+            self.units.bump_index_version(cube)
             session.flush()
             public = unit_public(row)
             if row.status == "active" and row.embedding is not None:
@@ -592,8 +533,8 @@ class MemCube:
                       purge: bool = False) -> None:
         """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
         now = utcnow()
-        with self.write() as (session, publish):
-            cube = self.cube_row(session, tenant, cube_id)
+        with self.units.write() as (session, publish):
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._unit(session, cube_id, memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
@@ -608,7 +549,7 @@ class MemCube:
                     version.deleted_at = version.deleted_at or now
             if purge:
                 session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
-            self.bump_index_version(cube)
+            self.units.bump_index_version(cube)
             publish(cube, remove=pks)
             queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
                                          changed=pks)
@@ -624,7 +565,7 @@ class MemCube:
         sees exactly what extraction produced.
         """
         with self.store.transaction() as session:
-            self.cube_row(session, tenant, cube_id)
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             rows = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
@@ -633,7 +574,7 @@ class MemCube:
 
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.store.transaction() as session:
-            self.cube_row(session, tenant, cube_id)
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._unit(session, cube_id, memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
@@ -644,7 +585,7 @@ class MemCube:
                    max_depth: int = 5) -> ProvenancePublic:
         """Source messages with cited spans, the derived-from chain and the unit's links."""
         with self.store.transaction() as session:
-            self.cube_row(session, tenant, cube_id)
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._unit(session, cube_id, memory_id)
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(

@@ -24,19 +24,23 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memos.cube import MemCube, content_hash
-from memos.extract import ExtractInput, Extractor, LLMExtractor, RulesExtractor
-from memos.store.lineage import queue_stale_rebuild
-from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
-from memos.update import (
+from memos.cube import MemCube
+from memos.extract import (
     Action,
     ActiveFact,
+    ExtractInput,
+    Extractor,
+    LLMExtractor,
     LLMUpdater,
     PlannedFact,
+    RulesExtractor,
     RulesUpdater,
     Updater,
     ingest_plan,
 )
+from memos.store.lineage import queue_stale_rebuild
+from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
+from memos.store.units import content_hash, new_unit
 
 
 class FactDeriver:
@@ -63,7 +67,8 @@ class FactDeriver:
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with cube.store.transaction() as session:
-            user_name = (cube.cube_row(session, tenant, cube_id).meta or {}).get("user_name")
+            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            user_name = (cube_row.meta or {}).get("user_name")
             messages = session.scalars(select(MessageRow).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
                 .order_by(MessageRow.seq)).all()
@@ -104,8 +109,8 @@ class FactDeriver:
         add_pks: list[int] = []
         add_vectors: list[np.ndarray] = []
         remove_pks: list[int] = []
-        with cube.write() as (session, publish):
-            cube_row = cube.cube_row(session, tenant, cube_id)
+        with cube.units.write() as (session, publish):
+            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             for p in planned:
                 fact = p.fact
                 if p.status == "noop":
@@ -123,8 +128,8 @@ class FactDeriver:
                         UnitRow.id == decision.target_fact_id, UnitRow.cube_id == cube_id,
                         UnitRow.status == "active"))
                 unit_id = ids.get(id(fact)) or uuid.uuid4().hex
-                row = UnitRow(
-                    id=unit_id, cube_id=cube_id, tenant=tenant,
+                row = new_unit(
+                    unit_id=unit_id, cube_id=cube_id, tenant=tenant,
                     lineage_id=target.lineage_id if target is not None else unit_id,
                     version=target.version + 1 if target is not None else 1,
                     kind="plaintext", granularity="fact", text=fact.text,
@@ -153,7 +158,7 @@ class FactDeriver:
                     add_pks.append(row.pk)
                     add_vectors.append(vector_of[id(p)])
             if add_pks or remove_pks:
-                cube.bump_index_version(cube_row)
+                cube.units.bump_index_version(cube_row)
                 publish(cube_row, remove=remove_pks, add=add_pks,
                         vectors=np.stack(add_vectors) if add_vectors else None)
             # superseded facts may feed a KV cache or an adapter: rebuild those

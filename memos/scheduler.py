@@ -101,7 +101,8 @@ class Scheduler:
 
     def _policy(self, cube_id: str, *, tenant: str) -> SchedulerPolicy:
         with self.cube.store.transaction() as session:
-            meta = dict(self.cube.cube_row(session, tenant, cube_id).meta or {})
+            row = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            meta = dict(row.meta or {})
         return self.policy_for(meta)
 
     # ---------------------------------------------------------------- retrieval counts
@@ -176,7 +177,7 @@ class Scheduler:
                   policy: SchedulerPolicy | None = None) -> list[str]:
         """Pinned or frequently retrieved active plaintext units, in compile order."""
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         return list(self.retrieval_counts(cube_id, policy=policy))
 
     def stable_facts(self, cube_id: str, *, tenant: str,
@@ -296,15 +297,15 @@ class Scheduler:
         return None, []
 
     def _archive(self, unit_id: str, *, reason: str) -> None:
-        with self.cube.write() as (session, _publish):
+        with self.cube.units.write() as (session, _publish):
             row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id))
             if row is not None and row.status == "active":
                 row.status, row.status_reason = "archived", reason
 
     def _record(self, cube_id: str, decisions: list[Decision], p: SchedulerPolicy, *,
                 tenant: str) -> None:
-        with self.cube.write() as (session, _publish):
-            cube: CubeRow = self.cube.cube_row(session, tenant, cube_id)
+        with self.cube.units.write() as (session, _publish):
+            cube: CubeRow = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             meta = dict(cube.meta or {})
             state = dict(meta.get("scheduler") or {})
             history = list(state.get("history") or [])
@@ -318,7 +319,7 @@ class Scheduler:
     def enqueue(self, cube_id: str, *, tenant: str) -> int:
         """Queue a tick for the cube (or return the id of the one already queued)."""
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             queued = session.scalar(select(JobRow.pk).where(
                 JobRow.kind == SCHEDULE_JOB, JobRow.cube_id == cube_id,
                 JobRow.status == "queued").limit(1))
@@ -365,7 +366,8 @@ class Scheduler:
         decision history (pending retrieval counts are flushed first)."""
         self.flush()
         with self.cube.store.transaction() as session:
-            meta = dict(self.cube.cube_row(session, tenant, cube_id).meta or {})
+            row = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            meta = dict(row.meta or {})
         p = self.policy_for(meta)
         sched = meta.get("scheduler") or {}
         counts = self.retrieval_counts(cube_id, policy=p)

@@ -1,18 +1,28 @@
-"""Dates named in a query, and how close a memory's time is to them.
+"""Dates: relative dates in what was said, calendar dates in what is asked.
 
-A question such as "What did Nate cook on 9 November, 2022?" or "Where did Joanna travel
-in July 2022?" names a period; the memory it asks about was said in or near that period.
-:func:`query_periods` finds absolute calendar references in the text (a day, a month, a
-year; a day or month without a year stands for that day or month in any year) and
-:func:`time_closeness` scores unit times against them: 1 inside a period, decaying with the
-distance outside it, on a scale proportional to the period's length (a day-level reference
-is sharper than a year-level one). Relative references ("last week") need the time the
-question was asked and are not parsed; neither are seasons ("summer"), whose boundaries
-differ by hemisphere and habit.
+The one date parser of memos, in two halves:
 
-Times are POSIX seconds (UTC). Higher closeness = nearer, in [0, 1]; an unknown time (NaN)
-scores 0.
+- **Statements** — :data:`TIME_EXPR` finds a time expression in a clause ("last week",
+  "yesterday", "three days ago", "on Friday", "in May 2023") and
+  :func:`resolve_relative_time` resolves it against when it was said into a closed interval
+  ``(valid_from, valid_to)`` of naive datetimes (``valid_to`` is the last microsecond of the
+  period) and the phrase a fact states it with. Extraction dates facts with it and the
+  faithfulness gate checks those dates with it.
+- **Queries** — a question such as "What did Nate cook on 9 November, 2022?" or "Where did
+  Joanna travel in July 2022?" names a period; the memory it asks about was said in or near
+  that period. :func:`query_periods` finds absolute calendar references in the text (a day,
+  a month, a year; a day or month without a year stands for that day or month in any year)
+  and :func:`time_closeness` scores unit times against them: 1 inside a period, decaying
+  with the distance outside it, on a scale proportional to the period's length (a day-level
+  reference is sharper than a year-level one). A query has no time it was said at, so
+  relative references ("last week") are not parsed there; neither are seasons ("summer"),
+  whose boundaries differ by hemisphere and habit.
 
+Query times are POSIX seconds (UTC). Higher closeness = nearer, in [0, 1]; an unknown time
+(NaN) scores 0. Pure: nothing here reads a clock.
+
+>>> resolve_relative_time("last week", datetime(2023, 5, 8))[2]
+'in the week of 2023-05-01'
 >>> [p.label for p in query_periods("What did Nate cook on 9 November, 2022?")]
 ['2022-11-09']
 >>> [p.label for p in query_periods("Which spot did Joanna visit in May?")]
@@ -26,12 +36,162 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
 
-__all__ = ["Period", "query_periods", "time_closeness"]
+__all__ = [
+    "NUMBER_WORDS",
+    "TIME_EXPR",
+    "resolve_relative_time",
+    "Period",
+    "query_periods",
+    "time_closeness",
+]
 
+
+# --------------------------------------------------------------------------- statements
+#: Spelled-out cardinals and their values: the one table of number words, for "three weeks
+#: ago" here and for the number check of :func:`memos.extract.text.numbers_in`.
+NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+}
+
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december"]
+_MONTH_RE = "|".join(_MONTH_NAMES)
+_WEEKDAY_RE = "|".join(_WEEKDAYS)
+_NUM_RE = r"\d+|" + "|".join(k for k in NUMBER_WORDS if k not in ("zero", "hundred"))
+#: A relative or calendar time expression in a statement ("last week", "three days ago",
+#: "on Friday", "in May 2023"); :func:`resolve_relative_time` turns a match into dates.
+TIME_EXPR = re.compile(
+    r"\b(?:(?:the\s+)?day\s+before\s+yesterday|yesterday|today|tonight|this\s+morning|"
+    r"this\s+afternoon|this\s+evening|tomorrow|(?:last|this|next)\s+(?:week|month|year|"
+    r"weekend|" + _WEEKDAY_RE + r")|(?:on\s+)?(?:" + _WEEKDAY_RE + r")|(?:" + _NUM_RE +
+    r"|a|an)\s+(?:day|week|month|year)s?\s+ago|(?:in|on|last|this|next)?\s*(?:" + _MONTH_RE +
+    r")(?:\s+\d{1,2}(?:st|nd|rd|th)?)?(?:,?\s+\d{4})?|in\s+\d{4})\b",
+    re.IGNORECASE)
+
+
+def _day(d: date) -> datetime:
+    return datetime.combine(d, time.min)
+
+
+def _span_days(start: date, days: int) -> tuple[datetime, datetime]:
+    return _day(start), _day(start + timedelta(days=days)) - timedelta(microseconds=1)
+
+
+def _month_start(d: date, months: int) -> date:
+    """The first day of the month ``months`` after (or, negative, before) ``d``'s month."""
+    years, month0 = divmod(d.month - 1 + months, 12)
+    return date(d.year + years, month0 + 1, 1)
+
+
+def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
+                          ) -> tuple[datetime, datetime, str] | None:
+    """Resolve a time expression against ``ref`` → ``(valid_from, valid_to, phrase)``.
+
+    ``past`` says whether the clause is in the past tense (it decides whether a bare
+    weekday means the last or the next one). ``phrase`` is how the fact text states it.
+
+    >>> resolve_relative_time("last week", datetime(2023, 5, 8))[2]
+    'in the week of 2023-05-01'
+    >>> resolve_relative_time("yesterday", datetime(2023, 5, 8))[2]
+    'on 2023-05-07'
+    """
+    e = re.sub(r"\s+", " ", expr.strip().lower())
+    today = ref.date()
+
+    def day(d: date) -> tuple[datetime, datetime, str]:
+        a, b = _span_days(d, 1)
+        return a, b, f"on {d.isoformat()}"
+
+    def week(d: date) -> tuple[datetime, datetime, str]:
+        monday = d - timedelta(days=d.weekday())
+        a, b = _span_days(monday, 7)
+        return a, b, f"in the week of {monday.isoformat()}"
+
+    def month(d: date) -> tuple[datetime, datetime, str]:
+        first = d.replace(day=1)
+        a = _day(first)
+        b = _day(_month_start(first, 1)) - timedelta(microseconds=1)
+        return a, b, f"in {first.strftime('%B %Y')}"
+
+    def year(y: int) -> tuple[datetime, datetime, str]:
+        return datetime(y, 1, 1), datetime(y + 1, 1, 1) - timedelta(microseconds=1), f"in {y}"
+
+    if e in ("yesterday",):
+        return day(today - timedelta(days=1))
+    if e in ("the day before yesterday", "day before yesterday"):
+        return day(today - timedelta(days=2))
+    if e in ("today", "tonight", "this morning", "this afternoon", "this evening"):
+        return day(today)
+    if e == "tomorrow":
+        return day(today + timedelta(days=1))
+    m = re.fullmatch(r"(last|this|next) (week|weekend|month|year)", e)
+    if m:
+        shift = {"last": -1, "this": 0, "next": 1}[m.group(1)]
+        unit = m.group(2)
+        if unit == "week":
+            return week(today + timedelta(weeks=shift))
+        if unit == "weekend":
+            saturday = today - timedelta(days=today.weekday()) + timedelta(days=5 + 7 * shift)
+            a, b = _span_days(saturday, 2)
+            return a, b, f"on the weekend of {saturday.isoformat()}"
+        if unit == "month":
+            return month(_month_start(today, shift))
+        return year(today.year + shift)
+    m = re.fullmatch(r"(?:(last|this|next|on) )?(" + _WEEKDAY_RE + ")", e)
+    if m:
+        target = _WEEKDAYS.index(m.group(2))
+        mode = m.group(1) or "on"
+        if mode == "last" or (mode == "on" and past):
+            delta = (today.weekday() - target) % 7 or 7
+            return day(today - timedelta(days=delta))
+        if mode == "this":
+            return day(today - timedelta(days=today.weekday()) + timedelta(days=target))
+        delta = (target - today.weekday()) % 7 or 7
+        return day(today + timedelta(days=delta))
+    m = re.fullmatch(r"(" + _NUM_RE + r"|a|an) (day|week|month|year)s? ago", e)
+    if m:
+        raw = m.group(1)
+        n = 1 if raw in ("a", "an") else int(raw) if raw.isdigit() else NUMBER_WORDS[raw]
+        unit = m.group(2)
+        if unit == "day":
+            return day(today - timedelta(days=n))
+        if unit == "week":
+            return week(today - timedelta(weeks=n))
+        if unit == "month":
+            return month(_month_start(today, -n))
+        return year(today.year - n)
+    m = re.fullmatch(r"in (\d{4})", e)
+    if m:
+        return year(int(m.group(1)))
+    m = re.fullmatch(r"(?:(in|on|last|this|next) )?(" + _MONTH_RE +
+                     r")(?: (\d{1,2})(?:st|nd|rd|th)?)?(?:,? (\d{4}))?", e)
+    if m:
+        mon = _MONTH_NAMES.index(m.group(2)) + 1
+        if m.group(4):
+            yr = int(m.group(4))
+        elif m.group(1) == "next" or (not past and m.group(1) != "last"):
+            yr = today.year if mon >= today.month else today.year + 1
+        else:
+            yr = today.year if mon <= today.month else today.year - 1
+        if m.group(3):
+            try:
+                return day(date(yr, mon, int(m.group(3))))
+            except ValueError:
+                return None
+        return month(date(yr, mon, 1))
+    return None
+
+
+# --------------------------------------------------------------------------- queries
 _DAY_S = 86400.0
 _MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
 _MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_abbr) if name})

@@ -29,11 +29,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from memos.cube import MemCube, content_hash
+from memos.cube import MemCube
 from memos.errors import Conflict, InvalidInput
 from memos.public import message_public
 from memos.store.blobs import BlobStore, read_safetensors_metadata
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
+from memos.store.units import content_hash, new_unit
 from memos.types import (
     CubeCreate,
     CubeExport,
@@ -58,7 +59,7 @@ def export_cube(memos: MemCube, cube_id: str, *, tenant: str,
     payloads in base64 (``Conflict`` if one is missing from the blob store)."""
     kinds = ["plaintext"] if blobs is None else ["plaintext", "activation", "parametric"]
     with memos.store.transaction() as session:
-        cube = memos.cube_row(session, tenant, cube_id)
+        cube = memos.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         messages = session.scalars(select(MessageRow).where(MessageRow.cube_id == cube_id)
                                    .order_by(MessageRow.session_id, MessageRow.seq)).all()
         message_ids = {m.pk: m.id for m in messages}
@@ -143,7 +144,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     current = fingerprint() if (model_units and fingerprint is not None) else None
     texts = [u.text for u in data.units if u.text is not None and u.kind is Kind.plaintext]
     vectors = iter(memos.embed(texts)) if texts else iter(())
-    with memos.write() as (session, _publish):
+    with memos.units.write() as (session, _publish):
         if session.get(CubeRow, cube_id) is not None:
             raise Conflict(f"cube {cube_id!r} already exists", details={"cube_id": cube_id})
         taken = session.scalars(select(UnitRow.id).where(UnitRow.id.in_(remap.values()))).all()
@@ -184,8 +185,9 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
                 if differ and status == "active":
                     status = "archived"
                     reason = f"built for another model ({', '.join(differ)} differ)"
-            row = UnitRow(
-                id=remap[u.id], cube_id=cube_id, tenant=tenant, lineage_id=lineages[u.lineage_id],
+            row = new_unit(
+                unit_id=remap[u.id], cube_id=cube_id, tenant=tenant,
+                lineage_id=lineages[u.lineage_id],
                 version=u.version, kind=u.kind.value, granularity=u.granularity.value,
                 text=u.text, content_sha=content_hash(u.text) if u.text is not None else None,
                 session_id=u.session_id, speaker=u.speaker, extractor=u.extractor,
@@ -198,7 +200,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
             session.add(row)
             session.flush()
             unit_pks[u.id] = row.pk
-            memos.set_tags(session, row, u.tags)
+            memos.units.set_tags(session, row, u.tags)
             for s in u.spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pks[s.message_id],
                                     start=s.start, end=s.end))

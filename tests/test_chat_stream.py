@@ -21,9 +21,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from memos.chat import Chat, Completion
+from memos.chat import Chat
 from memos.client import AsyncMemosClient, MemosClient
 from memos.errors import BackendUnavailable
+from memos.llm import Completion
 from memos.types import BUNDLED
 
 GATE_TIMEOUT = 10.0

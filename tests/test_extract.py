@@ -16,9 +16,9 @@ from memos.extract import (
     ExtractInput,
     LLMExtractor,
     RulesExtractor,
-    resolve_relative_time,
+    check,
 )
-from memos.gate import check
+from memos.temporal import resolve_relative_time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

@@ -140,7 +140,7 @@ def test_the_cube_user_name_supports_a_user_message_without_speaker(
 
 
 def test_a_fact_about_someone_nobody_mentioned_is_still_quarantined() -> None:
-    from memos.gate import check
+    from memos.extract import check
 
     assert check("Ana's dog Pixel loves the canal.", "My dog Pixel loves the canal.",
                  speakers=["Ana"]).supported

@@ -29,9 +29,16 @@ from memos.eval.halumem import (
     offline_answer,
     run_halumem,
 )
-from memos.extract import ExtractInput, RulesExtractor
-from memos.gate import check
-from memos.update import Action, ActiveFact, RulesUpdater, candidates_for, ingest_plan
+from memos.extract import (
+    Action,
+    ActiveFact,
+    ExtractInput,
+    RulesExtractor,
+    RulesUpdater,
+    candidates_for,
+    check,
+    ingest_plan,
+)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

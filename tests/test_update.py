@@ -7,11 +7,13 @@ import json
 import os
 from datetime import datetime
 
-from memos.extract import ExtractedFact, ExtractInput, RulesExtractor
-from memos.update import (
+from memos.extract import (
     Action,
     ActiveFact,
+    ExtractedFact,
+    ExtractInput,
     LLMUpdater,
+    RulesExtractor,
     RulesUpdater,
     candidates_for,
     ingest_plan,

@@ -40,18 +40,9 @@ from typing import Any, Protocol
 
 from memos.embed import Embedder
 from memos.errors import InvalidInput
-from memos.extract import (
-    _HYPOTHETICAL,
-    TIME_EXPR,
-    _litellm_completion,
-    content_tokens,
-    has_negation,
-    numbers_in,
-    parse_json_object,
-    response_text,
-    stem,
-)
-from memos.gate import check
+from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
+from memos.llm import CompletionFn, ask, parse_json_object
+from memos.temporal import TIME_EXPR
 
 __all__ = ["run_halumem", "OfflineJudge", "LLMJudge", "Judge", "Retrieved", "offline_answer",
            "LLMAnswerer", "add_halumem_commands", "extraction_metrics",
@@ -216,7 +207,7 @@ class OfflineJudge:
             score = 1
         else:
             score = 0
-        if score == 2 and _HYPOTHETICAL.search(memory) and not _HYPOTHETICAL.search(point):
+        if score == 2 and HYPOTHETICAL.search(memory) and not HYPOTHETICAL.search(point):
             score = 1
         return Match(score, f"coverage {cov:.2f}", wrong_key=wrong_key)
 
@@ -343,22 +334,20 @@ class LLMJudge:
 
     model: str
     completion_kwargs: dict[str, Any] = field(default_factory=dict)
-    completion: Callable[..., Any] | None = None
+    completion: CompletionFn | None = None
 
     @property
     def name(self) -> str:
         return f"llm:{self.model}"
 
     def _ask(self, system: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-        call = self.completion or _litellm_completion
         try:
-            response = call(model=self.model, messages=[
-                {"role": "system", "content": system},
-                {"role": "user", "content": json.dumps(payload, ensure_ascii=False)}],
-                **self.completion_kwargs)
+            reply = ask(self.completion, model=self.model, system=system,
+                        user=json.dumps(payload, ensure_ascii=False),
+                        options=self.completion_kwargs)
         except Exception:  # noqa: BLE001 - any provider failure is a failed judgement
             return None
-        return parse_json_object(response_text(response))
+        return parse_json_object(reply)
 
     def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match | None:
         out = self._ask(INTEGRITY_PROMPT, {"memory_point": point,
@@ -490,16 +479,13 @@ not contain the answer, reply exactly "unknown"."""
 class LLMAnswerer:
     model: str
     completion_kwargs: dict[str, Any] = field(default_factory=dict)
-    completion: Callable[..., Any] | None = None
+    completion: CompletionFn | None = None
 
     def __call__(self, question: str, retrieved: Sequence[Retrieved]) -> str:
         memories = "\n".join(f"- [{_recency(r) or 'undated'}] {r.text}" for r in retrieved)
-        call = self.completion or _litellm_completion
-        response = call(model=self.model, messages=[
-            {"role": "system", "content": ANSWER_PROMPT},
-            {"role": "user", "content": f"Memories:\n{memories}\n\nQuestion: {question}"}],
-            **self.completion_kwargs)
-        return response_text(response).strip()
+        return ask(self.completion, model=self.model, system=ANSWER_PROMPT,
+                   user=f"Memories:\n{memories}\n\nQuestion: {question}",
+                   options=self.completion_kwargs).strip()
 
 
 # --------------------------------------------------------------------------- metrics

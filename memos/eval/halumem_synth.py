@@ -35,7 +35,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from memos.extract import ExtractedFact, ExtractInput, Extractor, RulesExtractor
+from memos.extract import ExtractedFact, ExtractInput, Extractor, RulesExtractor, check
 
 __all__ = ["generate", "write_jsonl", "planted_facts", "PlantedFact", "TIME_FORMAT",
            "parse_time", "QUESTION_TYPES"]
@@ -668,8 +668,6 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - thin 
 def gate_rates(records: Sequence[dict[str, Any]], *, seed: int = 0) -> dict[str, float | int]:
     """How the faithfulness gate treats planted facts: the share of tampered (unsupported)
     facts it refuses and of untouched (supported) facts it lets through."""
-    from memos.gate import check
-
     planted = [p for r in records for p in planted_facts(r, seed=seed)]
     bad = [p for p in planted if not p.supported]
     good = [p for p in planted if p.supported]

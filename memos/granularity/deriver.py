@@ -17,11 +17,12 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from memos.cube import MemCube, content_hash
+from memos.cube import MemCube
 from memos.granularity.units import TermStats, derive_units
 from memos.lexical import Analyzer
 from memos.retrieval.cache import index_text
 from memos.store.models import LinkRow, SpanRow, UnitRow, utcnow, vector_of
+from memos.store.units import content_hash, new_unit
 
 DERIVED = ("summary", "keyword")
 
@@ -66,7 +67,7 @@ class GranularityDeriver:
     def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with cube.store.transaction() as session:
-            cube.cube_row(session, tenant, cube_id)
+            cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             turns = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == "turn", UnitRow.status == "active",
@@ -87,8 +88,8 @@ class GranularityDeriver:
         vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]
         message_of = dict(spans)
         now = utcnow()
-        with cube.write() as (session, publish):
-            cube_row = cube.cube_row(session, tenant, cube_id)
+        with cube.units.write() as (session, publish):
+            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             old = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
@@ -104,8 +105,8 @@ class GranularityDeriver:
             new_pks = []
             for draft, vector in zip(drafts, vectors):
                 unit_id = uuid.uuid4().hex
-                row = UnitRow(
-                    id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
+                row = new_unit(
+                    unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
                     kind="plaintext", granularity=draft.granularity, text=draft.text,
                     content_sha=content_hash(draft.text), session_id=session_id,
                     extractor=draft.extractor, status="active", tags=[],
@@ -123,6 +124,6 @@ class GranularityDeriver:
                         session.add(SpanRow(unit_pk=row.pk, message_pk=message_of[source],
                                             start=0, end=len(next(
                                                 t.text or "" for t in turns if t.pk == source))))
-            cube.bump_index_version(cube_row)
+            cube.units.bump_index_version(cube_row)
             publish(cube_row, remove=old_pks, add=new_pks,
                     vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))

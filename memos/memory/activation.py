@@ -47,6 +47,7 @@ from memos.memory.staleness import (
 from memos.store.blobs import BlobStore
 from memos.store.lineage import REBUILD_ACTIVATION_JOB
 from memos.store.models import LinkRow, UnitRow, utcnow
+from memos.store.units import new_unit
 from memos.types import (
     ActivationCreate,
     ActivationPublic,
@@ -217,11 +218,11 @@ class ActivationMemory:
         now = utcnow()
         unit_id = uuid.uuid4().hex
         lineage_id, version = lineage or (unit_id, 1)
-        with self.cube.write() as (session, _publish):
-            self.cube.cube_row(session, tenant, cube_id)
+        with self.cube.units.write() as (session, _publish):
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([s for s, _ in sources])))}
-            row = UnitRow(id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=lineage_id,
+            row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=lineage_id,
                           version=version, kind="activation", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t in sources), extractor="activation",
                           status="active", tags=[], payload_sha256=sha,
@@ -242,7 +243,7 @@ class ActivationMemory:
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> ActivationPublic:
         """The unit and its payload metadata (no tensors)."""
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             sources = [s.id for s in source_rows(self.cube, session, row)]
             meta = dict(row.payload_meta or {})
@@ -272,7 +273,7 @@ class ActivationMemory:
         """
 
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             status, reason = row.status, row.status_reason
             sources = source_rows(self.cube, session, row)
@@ -364,7 +365,7 @@ class ActivationMemory:
     def enqueue_rebuild(self, cube_id: str, *, tenant: str) -> int:
         """Queue a ``rebuild_activation`` job for the cube; returns the job id."""
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             job = self.cube.jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
                                          payload={"tenant": tenant})
             session.flush()

@@ -52,6 +52,7 @@ from memos.memory.staleness import (
 )
 from memos.store.blobs import BlobStore
 from memos.store.models import LinkRow, UnitRow, utcnow
+from memos.store.units import new_unit
 from memos.types import AdapterCreate, AdapterPublic, TrainingJob
 
 if TYPE_CHECKING:
@@ -345,7 +346,7 @@ class ParametricMemory:
         """Validate the sources now, train later in a ``train_adapter`` job."""
         self._facts(cube_id, body.unit_ids, tenant=tenant)
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             job = self.cube.jobs.enqueue(session, kind=TRAIN_ADAPTER_JOB, cube_id=cube_id,
                                          payload={"tenant": tenant,
                                                   "request": body.model_dump()})
@@ -407,11 +408,11 @@ class ParametricMemory:
         sha = self.blobs.put(tensors, meta)
         now = utcnow()
         unit_id = uuid.uuid4().hex
-        with self.cube.write() as (session, _publish):
-            self.cube.cube_row(session, tenant, cube_id)
+        with self.cube.units.write() as (session, _publish):
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([f[0] for f in facts])))}
-            row = UnitRow(id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id,
+            row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id,
                           version=1, kind="parametric", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t, _ in facts), extractor="lora",
                           status="active", tags=[], payload_sha256=sha,
@@ -440,7 +441,7 @@ class ParametricMemory:
 
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> AdapterPublic:
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             sources = [s.id for s in source_rows(self.cube, session, row)]
             meta = dict(row.payload_meta or {})
@@ -456,7 +457,7 @@ class ParametricMemory:
     def load(self, cube_id: str, unit_id: str, *, tenant: str) -> Adapter:
         """The verified adapter; ``Conflict`` when stale, archived or for another model."""
         with self.cube.store.transaction() as session:
-            self.cube.cube_row(session, tenant, cube_id)
+            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             status, reason = row.status, row.status_reason
             sources = source_rows(self.cube, session, row)

@@ -45,8 +45,8 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
     transaction (the rebuild job uses it to plan a replacement).
     """
     archived: list[str] = []
-    with cube.write() as (session, _publish):
-        cube.cube_row(session, tenant, cube_id)
+    with cube.units.write() as (session, _publish):
+        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         rows = session.scalars(select(UnitRow).where(
             UnitRow.cube_id == cube_id, UnitRow.kind.in_(list(kinds)),
             UnitRow.status == "active")).all()
@@ -70,7 +70,7 @@ def model_unit_ids(cube: MemCube, cube_id: str, kind: str, *, tenant: str,
     """Ids of the tenant's cube's units of ``kind`` (``activation`` or ``parametric``),
     active ones unless ``active_only`` is false, newest first."""
     with cube.store.transaction() as session:
-        cube.cube_row(session, tenant, cube_id)
+        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         query = select(UnitRow.id).where(UnitRow.cube_id == cube_id, UnitRow.kind == kind)
         if active_only:
             query = query.where(UnitRow.status == "active")
@@ -85,7 +85,7 @@ def active_plaintext_units(cube: MemCube, cube_id: str, unit_ids: Sequence[str],
     deleted id is :class:`NotFound`; any other unit is :class:`InvalidInput`."""
     ids = list(dict.fromkeys(unit_ids))
     with cube.store.transaction() as session:
-        cube.cube_row(session, tenant, cube_id)
+        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         rows = {r.id: r for r in session.scalars(select(UnitRow).where(
             UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
     out = []

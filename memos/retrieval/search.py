@@ -191,7 +191,7 @@ class Searcher:
         timings = timings or Timings()
         started = time.perf_counter()
         with self.service.store.transaction() as session:
-            cube = self.service.cube_row(session, tenant, cube_id)
+            cube = self.service.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.service.check_model(cube)
             t = timings.add("db", started)
             query = self.service.embed([body.query])[0]

@@ -15,7 +15,8 @@ checks; a fact is *supported* only when every check passes:
 5. **modality** — a hypothetical, wish or question in the source cannot support a plain
    statement ("If I were a pilot" does not support "Ana is a pilot").
 6. **time** — a resolved date needs a temporal expression in the source, and, when the
-   observation time is known, must equal what that expression resolves to.
+   observation time is known, must equal what that expression resolves to
+   (:func:`memos.temporal.resolve_relative_time`).
 7. **similarity** (only with an embedder) — cosine(fact, source) ≥ ``min_similarity``.
 
 ``score`` in [0, 1] is the evidence strength (word support, averaged with the embedding
@@ -42,18 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memos.embed import Embedder
-from memos.extract import (
-    _HYPOTHETICAL,
-    TIME_EXPR,
-    ExtractedFact,
-    _is_past,
-    content_tokens,
-    has_negation,
-    numbers_in,
-    resolve_relative_time,
-    stem,
-    words,
-)
+from memos.extract.clauses import HYPOTHETICAL
+from memos.extract.fact import ExtractedFact
+from memos.extract.text import content_tokens, has_negation, is_past, numbers_in, stem, words
+from memos.temporal import TIME_EXPR, resolve_relative_time
 
 __all__ = ["GateVerdict", "check", "MIN_SUPPORT", "MIN_SIMILARITY"]
 
@@ -154,10 +147,10 @@ def check(fact: ExtractedFact | str, source_text: str, *, embedder: Embedder | N
                         "affirmative") + " but the source is " + ("negated" if src_neg else
                                                                    "affirmative"))
 
-    hypothetical = _HYPOTHETICAL.search(source_text)
+    hypothetical = HYPOTHETICAL.search(source_text)
     question = source_text.strip().endswith("?")
-    checks["modality"] = not ((hypothetical and not _HYPOTHETICAL.search(text)) or question)
-    if hypothetical and not _HYPOTHETICAL.search(text):
+    checks["modality"] = not ((hypothetical and not HYPOTHETICAL.search(text)) or question)
+    if hypothetical and not HYPOTHETICAL.search(text):
         failures.append(f"source is hypothetical/irrealis ({hypothetical.group(0)!r}) but the "
                         "fact is stated as real")
     if question:
@@ -171,7 +164,7 @@ def check(fact: ExtractedFact | str, source_text: str, *, embedder: Embedder | N
             failures.append(f"date {time_text!r} has no time expression in the source")
         elif observed is not None and valid_from is not None:
             resolved = resolve_relative_time(expr.group(0), observed,
-                                             past=_is_past(source_text))
+                                             past=is_past(source_text))
             if resolved is not None and resolved[0].date() != valid_from.date():
                 checks["time"] = False
                 failures.append(f"{expr.group(0)!r} resolves to {resolved[2]!r}, not "

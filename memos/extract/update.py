@@ -1,6 +1,6 @@
 """Memory updating: ADD / UPDATE / DELETE / NOOP for a new fact against what is known.
 
-The updater is pure: given a new :class:`~memos.extract.ExtractedFact` and the active facts
+The updater is pure: given a new :class:`~memos.extract.fact.ExtractedFact` and the active facts
 that may concern the same thing (same subject and attribute, plus near neighbours by
 embedding — see :func:`candidates_for`), it returns a :class:`Decision`; the caller stores.
 
@@ -36,17 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from memos.embed import Embedder
-from memos.extract import (
-    ExtractedFact,
-    ExtractInput,
-    Extractor,
-    _litellm_completion,
-    content_tokens,
-    parse_json_object,
-    response_text,
-)
-from memos.gate import GateVerdict
-from memos.gate import check as gate_check
+from memos.extract.fact import ExtractedFact, ExtractInput, Extractor
+from memos.extract.gate import GateVerdict
+from memos.extract.gate import check as gate_check
+from memos.extract.text import content_tokens
+from memos.llm import CompletionFn, ask_json
 
 __all__ = [
     "Action",
@@ -281,7 +275,7 @@ class LLMUpdater:
 
     model: str
     completion_kwargs: dict[str, Any] = field(default_factory=dict)
-    completion: Callable[..., Any] | None = None
+    completion: CompletionFn | None = None
     fallback: RulesUpdater = field(default_factory=RulesUpdater)
     name: str = UPDATE_PROMPT_VERSION
 
@@ -290,13 +284,10 @@ class LLMUpdater:
         if rules.action is Action.NOOP and "older than" not in rules.reason:
             return rules
         existing = [{"id": c.id, "text": c.text} for c in candidates]
-        call = self.completion or _litellm_completion
-        response = call(model=self.model, messages=[
-            {"role": "system", "content": UPDATE_PROMPT},
-            {"role": "user", "content": json.dumps({"new": new.text, "existing": existing},
-                                                   ensure_ascii=False)},
-        ], **self.completion_kwargs)
-        payload = parse_json_object(response_text(response))
+        payload = ask_json(self.completion, model=self.model, system=UPDATE_PROMPT,
+                           user=json.dumps({"new": new.text, "existing": existing},
+                                           ensure_ascii=False),
+                           options=self.completion_kwargs)
         ids = {c.id for c in candidates}
         if payload is None:
             return replace(rules, reason=f"LLM answer unparseable; rules: {rules.reason}")

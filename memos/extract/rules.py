@@ -1,0 +1,496 @@
+"""The rules extractor: offline, deterministic facts from clause patterns.
+
+:class:`RulesExtractor` splits each user turn into sentences and clauses
+(:mod:`memos.extract.clauses`), drops greetings, questions, chit-chat, hypotheticals and
+reported speech, resolves first/second person to names ("I moved to Berlin" said by Ana →
+"Ana moved to Berlin"; "my sister" → "Ana's sister"), resolves relative dates against the
+message timestamp ("last week" on 2023-05-08 → the week of 2023-05-01, by
+:func:`memos.temporal.resolve_relative_time`) and types each fact as Persona / Event /
+Relationship memory with a normalised ``attribute`` key (job, employer, city, pet, hobby,
+partner, …; ``stmt:<verb>`` / ``event:<verb>`` when no rule names one) and its ``value``,
+so the updater can find "the same subject and attribute". Each fact's span is its clause.
+
+The same input always gives the same facts, byte for byte: the extractor reads no clock
+and no model; ``version`` names the rule set.
+
+>>> from datetime import datetime
+>>> msg = ExtractInput(id="m1", role="user", speaker="Ana", content="I moved to Berlin.",
+...                    timestamp=datetime(2023, 5, 8))
+>>> [(f.text, f.attribute, f.value) for f in RulesExtractor().extract([msg])]
+[('Ana moved to Berlin.', 'city', 'berlin')]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from memos.extract.clauses import (
+    ASSISTANT_BOILERPLATE,
+    DISCOURSE,
+    GREETING,
+    HYPOTHETICAL,
+    REPORTED,
+    Clause,
+    clauses,
+    sentences,
+)
+from memos.extract.fact import (
+    EVENT,
+    PERSONA,
+    RELATIONSHIP,
+    ExtractedFact,
+    ExtractInput,
+    MemoryType,
+)
+from memos.extract.text import IRREGULAR_PAST, content_tokens, has_negation, is_past, stem, words
+from memos.temporal import TIME_EXPR, resolve_relative_time
+
+__all__ = ["RulesExtractor"]
+
+_RELATIONS = ("sister", "brother", "mother", "mom", "mum", "father", "dad", "wife",
+              "husband", "partner", "boyfriend", "girlfriend", "fiance", "fiancee", "fiancé",
+              "fiancée", "son", "daughter", "friend", "best friend", "colleague", "coworker",
+              "co-worker", "boss", "roommate", "cousin", "aunt", "uncle", "grandmother",
+              "grandma", "grandfather", "grandpa", "niece", "nephew", "neighbor",
+              "neighbour", "manager", "mentor", "kid", "child", "parents", "twin")
+_REL_RE = "|".join(sorted((re.escape(r) for r in _RELATIONS), key=len, reverse=True))
+_SIBLING = {"sister", "brother", "twin"}
+_PARTNER = {"wife", "husband", "partner", "boyfriend", "girlfriend", "fiance", "fiancee",
+            "fiancé", "fiancée"}
+_PARENT = {"mother", "mom", "mum", "father", "dad", "parents"}
+_CHILD = {"son", "daughter", "kid", "child"}
+_PETS = ("dog", "cat", "puppy", "kitten", "parrot", "hamster", "rabbit", "bunny", "turtle",
+         "fish", "goldfish", "horse", "guinea pig", "lizard", "snake", "bird", "ferret")
+_PET_RE = "|".join(_PETS)
+_OCCUPATIONS = set("""
+nurse doctor teacher engineer developer programmer designer lawyer accountant chef cook
+pilot architect pharmacist dentist scientist researcher professor lecturer writer author
+journalist editor photographer artist musician painter carpenter electrician plumber
+mechanic firefighter officer police policeman policewoman paramedic therapist
+psychologist consultant analyst manager marketer salesperson cashier barista waiter
+waitress librarian veterinarian vet student farmer baker tailor translator interpreter
+entrepreneur founder ceo cto freelancer actor actress dancer coach trainer surgeon
+economist banker broker realtor agent driver clerk secretary assistant technician
+biologist chemist physicist mathematician statistician historian archaeologist
+geologist programmer tester administrator sysadmin officer soldier sailor
+""".split())
+_CAR_BRANDS = set("""toyota honda ford tesla bmw audi volkswagen vw mercedes subaru mazda
+nissan hyundai kia volvo chevrolet chevy jeep porsche fiat renault peugeot skoda lexus
+mini prius civic corolla""".split())
+_SINGLE_VALUED = {"job", "employer", "city", "age", "name", "partner", "car", "school",
+                  "hometown", "major"}
+
+_ADVERBS = set("""just recently really also actually finally still usually often always
+never absolutely totally currently now already sometimes mostly honestly truly
+definitely only even officially no longer""".split())
+_MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must",
+           "was", "had", "did", "used"}
+_THIRD = {"am": "is", "'m": "is", "have": "has", "'ve": "has", "do": "does", "don't": "doesn't",
+          "go": "goes", "were": "was", "are": "is", "'re": "is", "'ll": "will",
+          "haven't": "hasn't", "aren't": "isn't", "weren't": "wasn't"}
+
+
+def _third_person(verb: str) -> str:
+    low = verb.lower()
+    if low in _THIRD:
+        return _THIRD[low]
+    if low in _MODALS or low in IRREGULAR_PAST or low.endswith("ed") or "'" in low:
+        return verb
+    if re.search(r"(?:s|sh|ch|x|z|o)$", low):
+        return verb + "es"
+    if re.search(r"[^aeiou]y$", low):
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _clean(s: str) -> str:
+    s = re.sub(r"\s+", " ", s).strip(" ,;:-")
+    return re.sub(r"\s+([,.!?])", r"\1", s)
+
+
+# --------------------------------------------------------------------------- attribute rules
+# Each rule: (regex over the lower-cased predicate after the subject, attribute, type, negated).
+# The value is the named group ``v``; an attribute containing "{x}" is filled from group ``x``.
+_V = r"(?P<v>[^,.;!?]+?)"
+_END = (r"(?:\s+(?:now|fluently|too|again|lately|these days|a lot|as well|every day|"
+        r"full[- ]time|part[- ]time|(?:for|since) (?:\w+ )?(?:years?|months?|weeks?|days?|"
+        r"a while|ages|last year|childhood)|(?:when|since) i was [a-z ]+|by trade|"
+        r"by profession|a while (?:back|ago)|some time ago|recently|"
+        r"been doing it for [a-z ]+))*\s*(?:[,.;!?]|$)")
+_RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
+    (re.compile(p, re.IGNORECASE), a, t, n) for p, a, t, n in [
+        (r"^(?:no longer|don't|do not|doesn't|does not|am not|'m not|is not) work(?:s|ing)?"
+         r" (?:at|for) " + _V + _END, "employer", PERSONA, True),
+        (r"^(?:quit|left|resigned from|was fired from|got laid off from|got fired from)"
+         r" (?:my |his |her |the )?(?:job |position )?(?:at |with )?" + _V + _END,
+         "employer", PERSONA, True),
+        (r"^(?:am|'m|is|'s|was) no longer (?:a |an )?" + _V + _END, "job", PERSONA, True),
+        (r"^(?:no longer|don't|do not|doesn't) live(?:s)? in " + _V + _END,
+         "city", PERSONA, True),
+        (r"^(?:sold|gave away|got rid of) (?:my |his |her |our )?(?P<v>car|[^,.;!?]+ car)"
+         + _END, "car", PERSONA, True),
+        (r"^(?:broke up with|divorced|split up with|separated from) " + _V + _END,
+         "partner", RELATIONSHIP, True),
+        (r"^(?:stopped|gave up|quit|no longer (?:do|play|enjoy|practi[cs]e))"
+         r" (?P<v>\w+ing(?: [^,.;!?]+?)?|[^,.;!?]+?)" + _END, "hobby", PERSONA, True),
+        (r"^(?:don't|do not|doesn't|does not|never) (?:eat|eats|like|likes|enjoy|enjoys)"
+         r" " + _V + _END, "food_dislike", PERSONA, False),
+        (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
+         r"|has been working) as (?:a |an )?" + _V + r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?"
+         + _END, "job", PERSONA, False),
+        (r"^(?:got|landed|started|accepted|took) (?:a |my |her |his )?(?:new )?"
+         r"(?:job|position|role) as (?:a |an )?" + _V + r"(?: (?:at|for|with) "
+         r"(?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
+        (r"^(?:(?:work|works|am working|'m working|is working|have been working|"
+         r"'ve been working|has been working|started working|got a job|got a new job|"
+         r"landed a job|accepted a job|accepted an offer|started a new job|started a job)"
+         r" (?:at|for|with)|joined|switched to) " + _V + _END, "employer", PERSONA, False),
+        (r"^(?:am|'m|is|'s|was|became|have become|'ve become) (?:now )?(?:a |an )"
+         r"(?P<v>(?:[a-z-]+ ){0,2}(?:" + "|".join(sorted(_OCCUPATIONS)) + r"))"
+         r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
+        (r"^(?:live|lives|am living|'m living|is living|reside|resides|am based|'m based|"
+         r"is based|have lived|'ve lived|has lived|have been living|'ve been living|"
+         r"has been living) in " + _V + _END, "city", PERSONA, False),
+        (r"^(?:moved|relocated|have moved|'ve moved|has moved|am moving|'m moving|"
+         r"is moving|just moved) to " + _V + _END, "city", PERSONA, False),
+        (r"^(?:am|'m|is|'s) (?:originally )?from " + _V + _END, "hometown", PERSONA, False),
+        (r"^(?:grew up|was born|was raised) in " + _V + _END, "hometown", PERSONA, False),
+        (r"^(?:have|has|'ve got|got|adopted|rescued|bought) (?:a |an |two |three |"
+         r"another |new |a new )*(?P<kind>" + _PET_RE + r")(?:s)? (?:named|called) " + _V +
+         _END, "pet", PERSONA, False),
+        (r"^(?:have|has|'ve got|got|adopted|rescued) (?:a |an |another |a new )*"
+         r"(?P<v>" + _PET_RE + r")" + _END, "pet", PERSONA, False),
+        (r"^(?:am|'m|is|'s|got|have been|'ve been|has been) (?:married to|engaged to|"
+         r"dating|seeing|in a relationship with|together with) " + _V + _END,
+         "partner", RELATIONSHIP, False),
+        (r"^(?:have|has|'ve got) (?:a |an |two |three |one )?(?:younger |older |little |"
+         r"big |twin |baby )?(?P<rel>sister|brother|son|daughter|twin)s? (?:named|called) "
+         + _V + _END, "{rel}", RELATIONSHIP, False),
+        (r"^(?:drive|drives|am driving|'m driving|bought|got|own|owns|leased) "
+         r"(?:a |an |my |the )?(?:new |used |second-hand |brand new )?(?P<v>(?:[a-z0-9-]+ )"
+         r"{0,2}(?:" + "|".join(sorted(_CAR_BRANDS)) + r")(?: [a-z0-9-]+){0,2}|"
+         r"[a-z0-9- ]+ car)" + _END, "car", PERSONA, False),
+        (r"^(?:study|studies|am studying|'m studying|is studying|major in|majoring in|"
+         r"am majoring in|'m majoring in) " + _V + r" at (?P<school>[^,.;!?]+?)" + _END,
+         "school", PERSONA, False),
+        (r"^(?:go to|goes to|attend|attends|am attending|'m attending|study at|studies at|"
+         r"am studying at|'m studying at|am enrolled at|'m enrolled at|enrolled at|"
+         r"enrolled in|graduated from|got into|was accepted to|got accepted to|am a student at"
+         r"|'m a student at) " + _V + _END, "school", PERSONA, False),
+        (r"^(?:am|'m|is|'s|just turned|turned) (?P<v>\d{1,3}|[a-z]+ty(?:-[a-z]+)?)"
+         r"(?: years old| years of age)?" + _END, "age", PERSONA, False),
+        (r"^(?:am|'m|is) allergic to " + _V + _END, "allergy", PERSONA, False),
+        (r"^(?:am|'m|is) (?:a )?(?P<v>vegetarian|vegan|pescatarian)" + _END,
+         "diet", PERSONA, False),
+        (r"^(?:speak|speaks|am learning|'m learning|is learning|learned|learnt) "
+         r"(?P<v>(?:english|spanish|french|german|italian|portuguese|japanese|chinese|"
+         r"mandarin|korean|russian|arabic|hindi|dutch|swedish|polish|turkish|greek)"
+         r"(?: and [a-z]+)?)" + _END, "language", PERSONA, False),
+        (r"^(?:play|plays|am learning|'m learning|started playing|learned to play) "
+         r"(?:the )?(?P<v>guitar|piano|violin|drums|cello|flute|saxophone|trumpet|ukulele|"
+         r"bass|harp|clarinet)" + _END, "instrument", PERSONA, False),
+        (r"^(?:play|plays|started playing|took up|picked up|have taken up|'ve taken up|"
+         r"has taken up|got into|am into|'m into|is into|love|loves|enjoy|enjoys|like|likes|"
+         r"am obsessed with|'m obsessed with|is obsessed with|started|began) "
+         r"(?P<v>(?:playing |doing )?(?:[a-z]+ing|tennis|soccer|football|basketball|chess|"
+         r"yoga|pilates|golf|volleyball|baseball|badminton|karate|judo|pottery|photography|"
+         r"gardening|hiking|knitting|painting|climbing|surfing|skiing|cycling|running|"
+         r"swimming|boxing|crochet|origami|archery|fencing|rugby|cricket)"
+         r"(?: [a-z]+){0,3}?)" + _END, "hobby", PERSONA, False),
+        (r"^(?:love|loves|enjoy|enjoys|like|likes|adore|adores|am crazy about|'m crazy about"
+         r"|can't get enough of|crave|craves) (?:eating |to eat |cooking )?(?P<v>[a-z ]*?"
+         r"(?:food|cuisine|sushi|pizza|pasta|tacos|ramen|curry|noodles|burgers?|steak|"
+         r"dumplings|pho|paella|chocolate|ice cream|cake|salad|barbecue|bbq|dim sum|kimchi|"
+         r"falafel|hummus|cheese|seafood|tapas|biryani|pancakes|lasagna|risotto|"
+         r"burritos|gnocchi|croissants|bagels|kebab|goulash|schnitzel|lobster))" + _END, "food",
+         PERSONA, False),
+    ]
+]
+_FAVORITE = re.compile(r"^(?:favou?rite|fave) (?P<thing>[a-z]+(?: [a-z]+)?) (?:is|are|was) "
+                       + _V + _END, re.IGNORECASE)
+_NAME = re.compile(r"^(?:name is|name's) (?P<v>[A-Z][a-z]+(?: [A-Z][a-z]+)?)" + _END)
+_PERSONA_ATTRS = {"job", "employer", "city", "hometown", "pet", "hobby", "food", "car",
+                  "school", "age", "allergy", "diet", "language", "instrument", "name",
+                  "food_dislike"}
+
+
+def _memory_type(attribute: str, past: bool, has_time: bool) -> MemoryType:
+    if attribute in ("partner", "sibling", "parent", "child", "friend"):
+        return RELATIONSHIP
+    if attribute in _PERSONA_ATTRS or attribute.startswith("favorite_"):
+        return PERSONA
+    if past or has_time:
+        return EVENT
+    return PERSONA
+
+
+_SUBJECT = re.compile(
+    r"^(?:(?P<fp>i|we)\b(?P<contr>'m|'ve|'d|'ll|'re)?|(?:me and|my (?:" + _REL_RE +
+    r") and i)\b|(?:my|our) (?P<rel>" + _REL_RE + r")(?:,? (?P<relname>(?-i:[A-Z][a-z]+)),?)?"
+    r"(?=\s|'s)|(?P<own>my|our) (?=\w))", re.IGNORECASE)
+_INTENT = re.compile(
+    r"^(?:'d|would|could|should|might|may|want|wants|hope|hopes|plan to|need|needs|"
+    r"have to|'ll|will|am going to|'m going to|guess|think|feel|wonder|was wondering|"
+    r"don't know|do not know|wish)\b", re.IGNORECASE)
+
+
+_AUXILIARIES = frozenset("""m ve re s d ll am is are have has been was were do does did not
+n't don't didn't doesn't""".split())
+
+
+def _strip_adverbs(predicate: str) -> str:
+    toks = predicate.split(" ")
+    i = 0
+    while i < len(toks) and toks[i].lower() in _ADVERBS - {"no", "longer", "never"}:
+        i += 1
+    return " ".join(toks[i:])
+
+
+class RulesExtractor:
+    """Offline, deterministic extractor built from clause patterns (see the module doc).
+
+    Only turns whose role is ``user`` yield facts by default: assistant turns restate,
+    suggest and reassure, and a suggestion ("you could try pottery") is not a memory of the
+    user. ``include_assistant=True`` also extracts non-boilerplate first-person statements
+    of the assistant (subject: its speaker name or "the assistant").
+    """
+
+    name = "rules"
+    version = "rules/1"
+
+    def __init__(self, *, user_name: str | None = None, assistant_name: str | None = None,
+                 include_assistant: bool = False) -> None:
+        self.user_name = user_name
+        self.assistant_name = assistant_name
+        self.include_assistant = include_assistant
+
+    # -- public
+    def extract(self, messages: Sequence[ExtractInput], *,
+                session_time: datetime | None = None) -> list[ExtractedFact]:
+        facts: list[ExtractedFact] = []
+        previous: list[ExtractInput] = []
+        for msg in messages:
+            if msg.role == "user" or (self.include_assistant and msg.role == "assistant"):
+                facts.extend(self._extract_message(msg, session_time,
+                                                   self._addressee(msg, previous)))
+            previous.append(msg)
+        return facts
+
+    def _addressee(self, msg: ExtractInput, previous: Sequence[ExtractInput]) -> str | None:
+        """Who "you" is: the latest earlier speaker other than this one (in a conversation
+        between two people that is the other person; with an assistant, the assistant)."""
+        for prior in reversed(previous):
+            if (prior.speaker or prior.role) != (msg.speaker or msg.role):
+                if prior.role == "assistant":
+                    return self.assistant_name or (
+                        prior.speaker if prior.speaker and prior.speaker != "assistant"
+                        else None)
+                return prior.speaker
+        return None
+
+    # -- internals
+    def _names(self, msg: ExtractInput) -> tuple[str, str]:
+        """(name for first person, name for second person) in this message."""
+        user = self.user_name or "the user"
+        assistant = self.assistant_name or "the assistant"
+        if msg.role == "user":
+            return (msg.speaker or user), assistant
+        return (msg.speaker or assistant), user
+
+    def _extract_message(self, msg: ExtractInput, session_time: datetime | None,
+                         addressee: str | None = None) -> list[ExtractedFact]:
+        me, you = self._names(msg)
+        you = addressee or you
+        ref = msg.timestamp or session_time
+        out: list[ExtractedFact] = []
+        for sentence in sentences(msg.content):
+            if self._skip_sentence(sentence.text, msg.role):
+                continue
+            for clause in clauses(sentence):
+                fact = self._clause_fact(clause, msg, me, you, ref)
+                if fact is not None:
+                    out.append(fact)
+        return out
+
+    @staticmethod
+    def _skip_sentence(text: str, role: str) -> bool:
+        t = text.strip()
+        if t.endswith("?"):
+            return True
+        if role == "assistant" and ASSISTANT_BOILERPLATE.search(t):
+            return True
+        if HYPOTHETICAL.search(t):
+            return True
+        stripped = DISCOURSE.sub("", t)
+        if GREETING.match(stripped) and len(content_tokens(stripped)) < 3:
+            return True
+        return False
+
+    def _clause_fact(self, clause: Clause, msg: ExtractInput, me: str, you: str,
+                     ref: datetime | None) -> ExtractedFact | None:
+        text = clause.text.rstrip(".!?").strip()
+        if GREETING.match(text) and len(content_tokens(text)) < 3:
+            return None
+        # A leading time expression ("Last week, I ran …") or discourse marker is lifted off.
+        body = DISCOURSE.sub("", text)
+        time_match = TIME_EXPR.search(body)
+        time_expr = time_match.group(0).strip() if time_match else ""
+        if time_match and time_match.start() == 0:
+            body = DISCOURSE.sub("", body[time_match.end():].lstrip(" ,"))
+        subj = _SUBJECT.match(body)
+        if subj is None:
+            return None
+        predicate = body[subj.end():].strip()
+        if subj.group("contr"):
+            predicate = subj.group("contr") + " " + predicate
+        if not content_tokens(predicate):
+            return None
+        if REPORTED.search(predicate):
+            return None  # someone else's claim, or the speaker quoting one
+        if _INTENT.match(_strip_adverbs(predicate)) and not time_expr:
+            return None  # wishes, intentions and opinions are not facts
+        if time_expr and time_match and time_match.start() > 0:
+            predicate = _clean(re.sub(re.escape(time_expr), "", predicate, count=1,
+                                      flags=re.IGNORECASE))
+        past = is_past(predicate)
+        relation = subj.group("rel")
+        owned = subj.group("own")
+        if relation:  # "my sister (Mia) lives in Paris": a fact about someone else
+            rel = relation.lower()
+            rel_name = subj.group("relname")
+            subject = f"{me}'s {rel}" + (f" {rel_name}" if rel_name else "")
+            attribute, value, negated, mtype = self._attribute(predicate)
+            if rel_name and re.match(r"^(?:is|'s) (?:named|called)\b", predicate, re.I):
+                subject, attribute, value = me, self._relation_attr(rel), rel_name
+            elif not rel_name and re.match(r"^(?:is|'s) (?:named|called) (?-i:[A-Z])",
+                                           predicate, re.I):
+                subject, attribute = me, self._relation_attr(rel)
+                value = _clean(re.sub(r"^(?:is|'s) (?:named|called) ", "", predicate))
+            elif not rel_name and re.match(r"^(?:'s )?name is ", predicate, re.I):
+                subject, attribute = me, self._relation_attr(rel)
+                value = _clean(predicate.split("name is", 1)[1])
+            resolved_body = self._resolve_pronouns(predicate, me, you)
+            sentence = f"{me}'s {rel}" + (f" {rel_name}" if rel_name else "") + \
+                f" {resolved_body}"
+            mtype = RELATIONSHIP
+        elif owned:  # "my favorite food is sushi", "my birthday is in June"
+            attribute, value, negated, mtype = self._attribute(predicate)
+            if attribute.startswith(("stmt:", "event:")):
+                head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
+                attribute = stem(head.group(1)) if head else attribute
+                value = _clean(re.sub(r"^[\w ]*?\b(?:is|are|was|were)\b", "", predicate,
+                                      count=1))
+            subject = me
+            sentence = f"{me}'s {self._resolve_pronouns(predicate, me, you)}"
+        else:
+            subject = me
+            attribute, value, negated, mtype = self._attribute(_strip_adverbs(predicate))
+            sentence = f"{me} {self._resolve_pronouns(self._conjugate(predicate), me, you)}"
+        sentence = _clean(sentence)
+        valid_from = valid_to = None
+        time_text = ""
+        if time_expr and ref is not None:
+            resolved = resolve_relative_time(time_expr, ref, past=past)
+            if resolved is not None:
+                valid_from, valid_to, time_text = resolved
+                sentence = f"{sentence} {time_text}"
+        if valid_from is None and ref is not None and attribute in _SINGLE_VALUED | {"pet"}:
+            valid_from = ref  # a state change is taken to hold from the moment it was said
+        sentence = sentence[0].upper() + sentence[1:]
+        if not sentence.endswith((".", "!")):
+            sentence += "."
+        if mtype is None:
+            mtype = _memory_type(attribute, past, bool(time_text))
+        clause_low = clause.text.lower()
+        resolved_names = tuple(sorted(
+            {me} - {n for n in (me,) if n.lower() in msg.content.lower()}
+            | ({you} if re.search(r"\byour?s?\b", clause_low) else set())))
+        generic = attribute.startswith(("stmt:", "event:"))
+        return ExtractedFact(
+            text=sentence, subject=subject, attribute=attribute, value=value,
+            memory_type=mtype, source_message_id=msg.id, span=(clause.start, clause.end),
+            negated=negated or (has_negation(predicate) and attribute != "food_dislike"),
+            valid_from=valid_from, valid_to=valid_to, observed_at=msg.timestamp,
+            time_text=time_text, resolved_names=resolved_names, extractor=self.name,
+            extractor_version=self.version, confidence=0.8 if generic else 0.95)
+
+    @staticmethod
+    def _relation_attr(rel: str) -> str:
+        if rel in _SIBLING:
+            return "sibling"
+        if rel in _PARTNER:
+            return "partner"
+        if rel in _PARENT:
+            return "parent"
+        if rel in _CHILD:
+            return "child"
+        return rel.replace(" ", "_")
+
+    @staticmethod
+    def _attribute(predicate: str) -> tuple[str, str, bool, MemoryType | None]:
+        low = predicate.lower()
+        fav = _FAVORITE.match(re.sub(r"^(?:'s|is)\s+", "", low))
+        if fav:
+            return f"favorite_{fav.group('thing').replace(' ', '_')}", _clean(fav.group("v")), \
+                False, PERSONA
+        name = _NAME.match(predicate)
+        if name:
+            return "name", name.group("v"), False, PERSONA
+        for pattern, attribute, mtype, negated in _RULES:
+            m = pattern.match(low)
+            if m:
+                groups = m.groupdict()
+                value = _clean(groups.get("v") or "")
+                if "{rel}" in attribute:
+                    attribute = RulesExtractor._relation_attr(groups["rel"])
+                if attribute == "pet" and groups.get("kind"):
+                    value = f"{groups['kind']} {value}"
+                if attribute == "school" and groups.get("school"):
+                    value = _clean(groups["school"])
+                if not value:
+                    continue
+                value = re.sub(r"^(?:a|an|the|my|our|his|her) ", "", value)
+                value = re.sub(r"\s+(?:now|too|again|fluently|lately|these days)$", "", value)
+                return attribute, value, negated, mtype
+        # Generic fallback: the main verb names the attribute, the rest is the value.
+        toks = [w.lower() for w in words(predicate)]
+        toks = [t for t in toks if t not in _ADVERBS]
+        verb = next((t for t in toks if t not in _AUXILIARIES), "be")
+        rest = predicate.lower().split(verb, 1)[-1]
+        value = _clean(rest)
+        past = is_past(predicate)
+        prefix = "event" if past else "stmt"
+        return f"{prefix}:{stem(verb)}", value, False, None
+
+    @staticmethod
+    def _conjugate(predicate: str) -> str:
+        """Turn a first-person predicate into third person: "just love" → "just loves"."""
+        toks = predicate.split(" ")
+        for i, tok in enumerate(toks):
+            bare = tok.lower().strip(",")
+            if bare in _ADVERBS:
+                continue
+            if bare.startswith("'"):
+                toks[i] = {"'m": "is", "'ve": "has", "'re": "is", "'ll": "will",
+                           "'d": "had" if i + 1 < len(toks) and (
+                               toks[i + 1].endswith("ed") or toks[i + 1] in IRREGULAR_PAST)
+                           else "would"}.get(bare, tok)
+            else:
+                toks[i] = _third_person(tok)
+            break
+        return " ".join(toks)
+
+    @staticmethod
+    def _resolve_pronouns(text: str, me: str, you: str) -> str:
+        mapping = {"i": me, "me": me, "myself": me, "my": f"{me}'s", "mine": f"{me}'s",
+                   "we": me, "us": me, "our": f"{me}'s", "ours": f"{me}'s",
+                   "you": you, "your": f"{you}'s", "yours": f"{you}'s", "yourself": you,
+                   "i'm": f"{me} is", "i've": f"{me} has", "i'll": f"{me} will"}
+
+        def sub(m: re.Match[str]) -> str:
+            return mapping[m.group(0).lower()]
+
+        return re.sub(r"\b(?:i'm|i've|i'll|i|me|myself|my|mine|we|us|our|ours|you|your|"
+                      r"yours|yourself)\b", sub, text, flags=re.IGNORECASE)

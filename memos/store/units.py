@@ -1,0 +1,130 @@
+"""The unit repository: the one place that builds unit rows, finds a tenant's cube and
+publishes committed writes to the vector index.
+
+    units = UnitRepository(store, index)
+    with units.write() as (session, publish):
+        cube = units.cube_row(session, cube_id="ana", tenant="default")
+        row = new_unit(cube_id="ana", tenant="default", granularity="fact", text="…")
+        session.add(row)
+        session.flush()
+        units.bump_index_version(cube)
+        publish(cube, add=[row.pk], vectors=vector[None, :])
+
+Writes commit to SQL first (the commit is the acknowledgement); the index changes a write
+registered with ``publish`` are applied after the commit and before the writer lock is
+released, so the in-memory indexes apply commits in commit order. ``on_publish`` (the
+router cache's upkeep, set by :class:`memos.cube.MemCube`) runs after each applied change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from memos.errors import NotFound
+from memos.index import VectorIndex
+from memos.store.models import CubeRow, TagRow, UnitRow
+from memos.store.sql import Store
+
+__all__ = ["UnitRepository", "Publish", "new_unit", "content_hash"]
+
+#: ``publish(cube, remove=pks, add=pks, vectors=array)``: index changes of one write.
+Publish = Callable[..., None]
+
+
+def content_hash(*parts: str | None) -> str:
+    """sha256 over the parts, each terminated by a unit separator (``None`` counts as "")."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update((part or "").encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def new_unit(*, cube_id: str, tenant: str, granularity: str, text: str | None,
+             kind: str = "plaintext", unit_id: str | None = None, lineage_id: str | None = None,
+             version: int = 1, content_sha: str | None = None, **fields: Any) -> UnitRow:
+    """A new memory-unit row (not yet added to a session): the only place rows are built.
+
+    Defaults: a fresh hex id, its own lineage (version 1), ``content_sha`` of the text,
+    status ``active``, no tags, empty metadata, confidence 1. ``fields`` are the other
+    :class:`UnitRow` columns (``session_id``, ``speaker``, ``extractor``, ``status``,
+    ``meta``, ``valid_from``, ``created_at``, ``embedding``, ``payload_sha256`` …).
+    """
+    unit_id = unit_id or uuid.uuid4().hex
+    if content_sha is None and text is not None:
+        content_sha = content_hash(text)
+    fields.setdefault("status", "active")
+    fields.setdefault("tags", [])
+    fields.setdefault("meta", {})
+    fields.setdefault("confidence", 1.0)
+    return UnitRow(id=unit_id, cube_id=cube_id, tenant=tenant,
+                   lineage_id=lineage_id or unit_id, version=version, kind=kind,
+                   granularity=granularity, text=text, content_sha=content_sha, **fields)
+
+
+class UnitRepository:
+    """Rows of every cube over one store, and the vector index their writes keep current."""
+
+    def __init__(self, store: Store, index: VectorIndex, *,
+                 on_publish: Callable[..., None] | None = None) -> None:
+        self.store = store
+        self.index = index
+        #: ``on_publish(cube, remove=pks, add=pks)`` after each applied index change
+        self.on_publish = on_publish
+        # One writer per process: commit + index update happen as one step.
+        self._write_lock = threading.RLock()
+
+    def cube_row(self, session: Session, *, cube_id: str, tenant: str) -> CubeRow:
+        """The tenant's cube; another tenant's cube is :class:`NotFound`, like a missing one."""
+        cube = session.get(CubeRow, cube_id)
+        if cube is None or cube.tenant != tenant:
+            raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
+        return cube
+
+    @contextmanager
+    def write(self) -> Iterator[tuple[Session, Publish]]:
+        """One write: a transaction, then its index changes, under the writer lock.
+
+        ``publish(cube, remove=…, add=…, vectors=…)`` inside the block registers index
+        changes; they are applied after the commit, in order.
+        """
+        pending: list[tuple[CubeRow, Sequence[int], Sequence[int], np.ndarray | None]] = []
+
+        def publish(cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
+                    vectors: np.ndarray | None = None) -> None:
+            pending.append((cube, list(remove), list(add), vectors))
+
+        with self._write_lock:
+            with self.store.transaction() as session:
+                yield session, publish
+            for cube, remove, add, vectors in pending:
+                self.index.apply(cube, remove=remove, add=add, vectors=vectors)
+                if self.on_publish is not None:
+                    self.on_publish(cube, remove=remove, add=add)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writer lock (a cube deletion drops its index under it)."""
+        with self._write_lock:
+            yield
+
+    @staticmethod
+    def bump_index_version(cube: CubeRow) -> None:
+        """Mark the cube's indexes stale for other processes (they rebuild from SQL)."""
+        cube.index_version = (cube.index_version or 0) + 1
+
+    @staticmethod
+    def set_tags(session: Session, row: UnitRow, tags: Iterable[str]) -> None:
+        """Replace the unit's tag rows (the searchable copy of ``row.tags``)."""
+        session.execute(delete(TagRow).where(TagRow.unit_pk == row.pk))
+        for tag in dict.fromkeys(tags):
+            session.add(TagRow(unit_pk=row.pk, tag=tag))
