@@ -23,11 +23,12 @@ from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
 from memos.chat import BundledLoader, Chat
 from memos.config import Settings, get_settings
-from memos.cube import DERIVE_JOB, MemCube, open_cube
+from memos.cube import MemCube, open_cube
+from memos.derive import DERIVE_JOB
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
 from memos.keys import KeyRing
-from memos.memory import BackboneProvider, ModelMemory
+from memos.memory import BackboneProvider
 from memos.scheduler import Scheduler
 from memos.store.blobs import BlobStore, blob_root
 from memos.types import SchedulerPolicy
@@ -116,9 +117,10 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         app.state.requests = Counter()
         app.state.started = time.time()
         provider = BackboneProvider(settings.data_dir)
-        model_mem = ModelMemory(memos, provider, BlobStore(blob_root(settings.data_dir)))
+        model_mem = memos.model_memory(provider, BlobStore(blob_root(settings.data_dir)))
         app.state.model_memory = model_mem
-        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir, provider=provider))
+        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir, provider=provider),
+                              model_memory=model_mem)
         scheduler = Scheduler(model_mem, SchedulerPolicy(
             tick_every_retrievals=settings.scheduler_tick_every_retrievals))
         app.state.scheduler = scheduler
@@ -129,7 +131,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         worker = Worker(memos.jobs, handlers if settings.run_worker else {},
                         housekeeping=scheduler.housekeeping if flush_every > 0 else None,
                         housekeeping_seconds=flush_every)
-        memos.on_enqueue = worker.wake
+        memos.jobs.on_enqueue = worker.wake
         if settings.run_worker or flush_every > 0:
             worker.start()
         try:

@@ -62,6 +62,7 @@ from memos.errors import BackendUnavailable, InvalidInput, MemosError, PayloadTo
 from memos.llm import Completion, CompletionFn, LiteLLMModel, ToolCall, litellm_completion
 from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.search import TokenCounter, pack_context
+from memos.store.blobs import BlobStore, blob_root
 from memos.tools import CubeBackend, result_unit_ids, run_tool, tool_schemas
 from memos.types import (
     BUNDLED,
@@ -345,18 +346,22 @@ class Chat:
 
     def __init__(self, memos: MemCube, *, completion: CompletionFn | None = None,
                  bundled: Callable[[MemoryOptions], ChatModel] | None = None,
-                 context_tokens: int = 512) -> None:
+                 model_memory: ModelMemory | None = None, context_tokens: int = 512) -> None:
         self.memos = memos
         self.completion = completion or litellm_completion
         self.bundled = bundled or BundledLoader()
         self.context_tokens = context_tokens
-        self._model_memory: ModelMemory | None = None
+        self._model_memory = model_memory
 
     @property
     def model_memory(self) -> ModelMemory:
-        """Activation/parametric memory over the bundled loader's backbone."""
+        """Activation/parametric memory (given, or built on first use over the bundled
+        loader's backbone and data directory, so both share one model)."""
         if self._model_memory is None:
-            self._model_memory = ModelMemory.for_loader(self.memos, self.bundled)
+            data_dir = getattr(self.bundled, "data_dir", None)
+            provider = getattr(self.bundled, "provider", None) or BackboneProvider(data_dir)
+            self._model_memory = self.memos.model_memory(provider,
+                                                         BlobStore(blob_root(data_dir)))
         return self._model_memory
 
     def _bind_memory(self, model: ChatModel, cube_id: str, options: MemoryOptions, *,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, or_, select
@@ -25,10 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from memos.config import Settings
-from memos.embed import Embedder
-from memos.errors import Conflict, InvalidInput, NotFound
+from memos.derive import DERIVE_JOB, DeriveContext, Deriver
+from memos.embed import Embedder, embed_texts
+from memos.errors import Conflict, InvalidInput
 from memos.index import VectorIndex
 from memos.jobs import Job, JobQueue, run_for_cube
+from memos.memory import BackboneProvider, ModelMemory
 from memos.public import message_public, unit_public
 from memos.retrieval.cache import RouterCache
 from memos.retrieval.search import (
@@ -38,6 +40,7 @@ from memos.retrieval.search import (
     estimate_tokens,
     filter_conditions,
 )
+from memos.store.blobs import BlobStore
 from memos.store.lineage import queue_stale_rebuild
 from memos.store.models import (
     CubeRow,
@@ -74,9 +77,7 @@ from memos.types import (
 )
 from memos.usage import RetrievalCounter
 
-__all__ = ["MemCube", "Deriver", "open_cube", "DERIVE_JOB"]
-
-DERIVE_JOB = "derive_session"
+__all__ = ["MemCube", "open_cube"]
 
 def _new_id() -> str:
     return uuid.uuid4().hex
@@ -85,19 +86,6 @@ def _new_id() -> str:
 def turn_embedding_text(speaker: str | None, content: str) -> str:
     """What a turn's vector is computed from: the speaker's name, then the text."""
     return f"{speaker}: {content}" if speaker else content
-
-
-class Deriver(Protocol):
-    """Builds derived memory (summaries, keywords, facts, …) for one session after ingest.
-
-    Runs in the background job ``derive_session`` (or inline when the ingest asked for
-    ``sync``); must be idempotent, since a job can run again after a crash.
-    """
-
-    name: str
-
-    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
-                       tenant: str) -> None: ...
 
 
 class MemCube:
@@ -113,22 +101,16 @@ class MemCube:
         self.max_text_chars = max_text_chars
         self.derivers = list(derivers)
         self.jobs = JobQueue(store)
-        #: called after a job is enqueued (the API wakes its worker with it)
-        self.on_enqueue: Callable[[], None] | None = None
         #: rows, writes and their index changes; the router cache follows every write
         self.units = UnitRepository(store, index, on_publish=self._route)
         #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
         self.retrievals = RetrievalCounter()
-        self._searcher = Searcher(self)
+        self.searcher = Searcher(units=self.units, embedder=embedder, index=index,
+                                  router=router, retrievals=self.retrievals)
 
     # ================================================================== cubes
     def check_model(self, cube: CubeRow) -> None:
-        if cube.embedding_model != self.embedder.name or cube.embedding_dim != self.embedder.dim:
-            raise Conflict(
-                f"cube {cube.id!r} holds vectors of {cube.embedding_model!r} "
-                f"({cube.embedding_dim}-d); this server embeds with {self.embedder.name!r} "
-                f"({self.embedder.dim}-d)",
-                details={"cube_model": cube.embedding_model, "server_model": self.embedder.name})
+        self.units.check_embedder(cube, self.embedder)
 
     def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
         units = session.scalar(select(func.count()).select_from(UnitRow).where(
@@ -186,8 +168,7 @@ class MemCube:
 
     # ================================================================== helpers
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dim),
-                                                                       dtype=np.float32)
+        return embed_texts(self.embedder, texts)
 
     def _check_vector(self, vector: Sequence[float]) -> np.ndarray:
         arr = np.asarray(vector, dtype=np.float32)
@@ -199,14 +180,6 @@ class MemCube:
         if not np.all(np.isfinite(arr)) or not np.any(arr):
             raise InvalidInput("embedding must be finite and non-zero")
         return arr / np.linalg.norm(arr)
-
-    def _unit(self, session: Session, cube_id: str, unit_id: str) -> UnitRow:
-        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
-                                                   UnitRow.cube_id == cube_id))
-        if row is None or row.status == Status.deleted.value:
-            raise NotFound(f"memory {unit_id!r} not found in cube {cube_id!r}",
-                           details={"cube_id": cube_id, "memory_id": unit_id})
-        return row
 
     def _route(self, cube: CubeRow, *, remove: Sequence[int], add: Sequence[int]) -> None:
         """Keep the router cache current; persist the associations new units formed."""
@@ -317,14 +290,15 @@ class MemCube:
         if self.derivers:
             if body.sync:
                 self.derive_session(cube_id, body.session_id, tenant=tenant)
-            elif self.on_enqueue is not None:
-                self.on_enqueue()
+            else:
+                self.jobs.wake()
         return result
 
     def derive_session(self, cube_id: str, session_id: str, *, tenant: str) -> None:
         """Run every deriver for one session (what the ``derive_session`` job does)."""
+        ctx = DeriveContext(units=self.units, embedder=self.embedder, jobs=self.jobs)
         for deriver in self.derivers:
-            deriver.derive_session(self, cube_id=cube_id, session_id=session_id, tenant=tenant)
+            deriver.derive_session(ctx, cube_id=cube_id, session_id=session_id, tenant=tenant)
 
     def run_derive_job(self, job: Job, progress: Callable[[float], None]) -> None:
         run_for_cube(progress, lambda: self.derive_session(
@@ -449,7 +423,7 @@ class MemCube:
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.store.transaction() as session:
             self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            return unit_public(self._unit(session, cube_id, memory_id))
+            return unit_public(self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id))
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
                       limit: int = 50) -> MemoryPage:
@@ -479,7 +453,7 @@ class MemCube:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.check_model(cube)
-            old = self._unit(session, cube_id, memory_id)
+            old = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
             if old.status == "superseded":
                 current = session.scalar(select(UnitRow.id).where(
                     UnitRow.lineage_id == old.lineage_id, UnitRow.superseded_at.is_(None)))
@@ -525,8 +499,8 @@ class MemCube:
                 publish(cube, remove=[old.pk])
             queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
                                          changed=[old.pk])
-        if queued and self.on_enqueue is not None:
-            self.on_enqueue()
+        if queued:
+            self.jobs.wake()
         return public
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
@@ -535,7 +509,7 @@ class MemCube:
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._unit(session, cube_id, memory_id)
+            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
             pks = [v.pk for v in versions]
@@ -553,8 +527,8 @@ class MemCube:
             publish(cube, remove=pks)
             queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
                                          changed=pks)
-        if queued and self.on_enqueue is not None:
-            self.on_enqueue()
+        if queued:
+            self.jobs.wake()
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
                          granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
@@ -575,7 +549,7 @@ class MemCube:
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.store.transaction() as session:
             self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._unit(session, cube_id, memory_id)
+            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
                 .order_by(UnitRow.version)).all()
@@ -586,7 +560,7 @@ class MemCube:
         """Source messages with cited spans, the derived-from chain and the unit's links."""
         with self.store.transaction() as session:
             self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._unit(session, cube_id, memory_id)
+            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(
                 SpanRow.unit_pk == row.pk).order_by(MessageRow.session_id, MessageRow.seq)).all()
@@ -618,13 +592,19 @@ class MemCube:
                timings: Timings | None = None) -> SearchResponse:
         """The most relevant units for a query, best first
         (see :class:`memos.retrieval.search.Searcher`)."""
-        return self._searcher.search(cube_id, body, tenant=tenant, timings=timings)
+        return self.searcher.search(cube_id, body, tenant=tenant, timings=timings)
 
     def context(self, cube_id: str, body: ContextRequest, *, tenant: str,
                 count_tokens: TokenCounter = estimate_tokens) -> ContextResponse:
         """Prompt-ready memory within a token budget (as ``count_tokens`` counts), each line
         citing its unit id."""
-        return self._searcher.context(cube_id, body, tenant=tenant, count_tokens=count_tokens)
+        return self.searcher.context(cube_id, body, tenant=tenant, count_tokens=count_tokens)
+
+    # ================================================================== model memory
+    def model_memory(self, provider: BackboneProvider, blobs: BlobStore) -> ModelMemory:
+        """Activation and parametric memory over this cube's parts and ``provider``'s model."""
+        return ModelMemory(units=self.units, jobs=self.jobs, searcher=self.searcher,
+                           provider=provider, blobs=blobs)
 
     # ================================================================== misc
     def counts(self) -> dict[str, Any]:
@@ -659,8 +639,8 @@ def open_cube(settings: Settings) -> MemCube:
         embedder = OnnxMiniLM(batch_size=settings.embed_batch_size)
     else:
         raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
-    from memos.facts import FactDeriver
-    from memos.granularity.deriver import GranularityDeriver
+    from memos.derive.facts import FactDeriver
+    from memos.derive.granularity import GranularityDeriver
 
     derivers: list[Deriver] = [GranularityDeriver()]
     facts = FactDeriver.from_setting(settings.extractor)

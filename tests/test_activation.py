@@ -92,7 +92,7 @@ def add_routes(client: TestClient, lm: Any, blobs: Path) -> ModelMemory:
     from memos.scheduler import Scheduler
 
     app: Any = client.app
-    mm = ModelMemory(app.state.memos, BackboneProvider(backbone=lm), BlobStore(blobs))
+    mm = app.state.memos.model_memory(BackboneProvider(backbone=lm), BlobStore(blobs))
     app.state.model_memory = mm
     app.state.scheduler = Scheduler(mm, app.state.scheduler.policy)
     return mm
@@ -200,7 +200,7 @@ def test_source_change_marks_stale_and_job_rebuilds(client: TestClient, tmp_path
     client.delete(f"/v1/cubes/c1/memories/{ids[1]}")  # the queued job covers it: no second
     assert client.get("/v1/cubes/c1").json()["pending_jobs"] == 1
     # the background job rebuilds from the sources' current versions
-    ran = Worker(mm.cube.jobs, {REBUILD_ACTIVATION_JOB: mm.activations.run_rebuild_job})
+    ran = Worker(mm.jobs, {REBUILD_ACTIVATION_JOB: mm.activations.run_rebuild_job})
     assert ran.run_pending() == 1 and client.get("/v1/cubes/c1").json()["pending_jobs"] == 0
     listed = client.get("/v1/cubes/c1/activations").json()
     assert listed == []  # both depended on the deleted unit: archived, nothing to rebuild
@@ -224,8 +224,8 @@ def test_bundled_chat_answers_from_activation_memory(client: TestClient,
 
     app: Any = client.app
     mm = add_routes(client, gguf_backbone(), tmp_path / "blobs")
-    chat = Chat(app.state.memos, bundled=BundledLoader(tmp_path, provider=mm.provider))
-    chat._model_memory = mm  # routes and chat share one backbone and blob store
+    chat = Chat(app.state.memos, bundled=BundledLoader(tmp_path, provider=mm.provider),
+                model_memory=mm)  # routes and chat share one backbone and blob store
     app.state.chat = chat
     ids = _cube(client, ["Maria's favourite colour is green.", "Aisha lives in Lisbon."])
     unit = client.post("/v1/cubes/c1/activations", json={"unit_ids": ids}).json()["unit"]

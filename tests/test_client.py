@@ -205,7 +205,7 @@ def test_sdk_model_memory(sdk: MemosClient, client: TestClient, tmp_path: Path) 
     # adapters: a background job to poll, or inline
     job = sdk.create_adapter("c1", unit_ids=ids, rank=2, steps=2, n_layers=1)
     assert isinstance(job, TrainingJob) and job.status == "queued"
-    Worker(mm.cube.jobs, mm.handlers()).run_pending()
+    Worker(mm.jobs, mm.handlers()).run_pending()
     done = sdk.adapter_job("c1", job.job_id)
     assert done.status == "done" and done.unit_id
     inline = sdk.create_adapter("c1", unit_ids=ids[:1], rank=2, steps=2, n_layers=1,

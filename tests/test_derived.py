@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from memos.cube import MemCube
-from memos.granularity.deriver import GranularityDeriver
+from memos.derive.granularity import GranularityDeriver
 
 TURNS = ["I adopted a rescue dog named Pixel last week.", "That's lovely, what breed is Pixel?",
          "A border collie mix, very energetic, we go running by the canal.",

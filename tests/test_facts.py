@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from memos.cube import MemCube
-from memos.facts import FactDeriver
+from memos.derive.facts import FactDeriver
 
 SESSION_1 = [
     {"id": "m1", "role": "user", "speaker": "Ana",

@@ -106,7 +106,7 @@ def test_adapters_over_http_sync_and_as_a_job(client: TestClient, tmp_path: Path
     # as a background job, with progress
     job = client.post("/v1/cubes/c1/adapters", json=body).json()
     assert job["status"] == "queued" and job["unit_id"] is None
-    assert Worker(mm.cube.jobs, {TRAIN_ADAPTER_JOB: mm.adapters.run_train_job}).run_pending() == 1
+    assert Worker(mm.jobs, {TRAIN_ADAPTER_JOB: mm.adapters.run_train_job}).run_pending() == 1
     done = client.get(f"/v1/cubes/c1/adapters/jobs/{job['job_id']}").json()
     assert done["status"] == "done" and done["progress"] == 1.0 and done["unit_id"]
     # another model refuses it; a deleted source makes it stale

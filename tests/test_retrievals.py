@@ -48,7 +48,7 @@ def _search(service: MemCube, query: str, top_k: int = 1, cube_id: str = "c1") -
 
 def _model_memory(service: MemCube, tmp_path: Path, *, backbone: Any = None) -> ModelMemory:
     provider = BackboneProvider(tmp_path, backbone=backbone)
-    return ModelMemory(service, provider, BlobStore(tmp_path / "blobs"))
+    return service.model_memory(provider, BlobStore(tmp_path / "blobs"))
 
 
 def _derived(service: MemCube, cube_id: str, kind: str, sources: list[str]) -> str:
@@ -168,7 +168,7 @@ def test_changing_a_source_queues_the_rebuild_job(service: MemCube, tmp_path: Pa
     act = _derived(service, "c1", "activation", ids[:2])
     adapter = _derived(service, "c1", "parametric", [ids[1]])
     woken: list[int] = []
-    service.on_enqueue = lambda: woken.append(1)
+    service.jobs.on_enqueue = lambda: woken.append(1)
     service.update_memory("c1", ids[0], MemoryUpdate(text="Tom has a cat."), tenant="t")
     jobs = _jobs(service, REBUILD_ACTIVATION_JOB)
     assert [(j.cube_id, j.payload, j.status) for j in jobs] == [("c1", {"tenant": "t"},
@@ -199,7 +199,7 @@ def test_archiving_a_source_through_patch_queues_the_rebuild(client: TestClient)
 
 
 def test_an_extracted_update_queues_the_rebuild(service: MemCube, client: TestClient) -> None:
-    from memos.facts import FactDeriver
+    from memos.derive.facts import FactDeriver
 
     service.derivers = [FactDeriver()]
     client.post("/v1/cubes", json={"id": "a"})

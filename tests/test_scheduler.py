@@ -30,12 +30,12 @@ def test_scheduler_compiles_consolidates_rebuilds_and_records(client: TestClient
     first = sched.tick("c1", tenant="default")
     assert [d.action for d in first] == ["compile_activation", "train_adapter"]
     assert sorted(first[0].unit_ids) == sorted(pinned) and len(first[1].unit_ids) == 3
-    assert Worker(mm.cube.jobs, {TRAIN_ADAPTER_JOB: mm.adapters.run_train_job}).run_pending() == 1
+    assert Worker(mm.jobs, {TRAIN_ADAPTER_JOB: mm.adapters.run_train_job}).run_pending() == 1
     assert sched.tick("c1", tenant="default") == []  # nothing changed: nothing to do
     client.patch(f"/v1/cubes/c1/memories/{pinned[0]}", json={"text": "Tom has a cat."})
     job = sched.enqueue("c1", tenant="default")
-    assert Worker(mm.cube.jobs, {SCHEDULE_JOB: sched.run_job}).run_pending() == 1
-    assert mm.cube.jobs.get(job).status == "done"
+    assert Worker(mm.jobs, {SCHEDULE_JOB: sched.run_job}).run_pending() == 1
+    assert mm.jobs.get(job).status == "done"
     state = client.get("/v1/cubes/c1/scheduler").json()
     actions = [d["action"] for d in state["history"]]
     assert actions[:2] == ["compile_activation", "train_adapter"]
@@ -76,7 +76,7 @@ def test_retrieved_units_become_hot_compiled_and_rebuilt(client: TestClient,
     # and the replacement stays the scheduler's own (no second compile on the next tick)
     newer = client.patch(f"/v1/cubes/c1/memories/{dog}",
                          json={"text": "Tom has a dog named Rex."}).json()["id"]
-    assert Worker(mm.cube.jobs, sched.handlers()).run_pending() == 1
+    assert Worker(mm.jobs, sched.handlers()).run_pending() == 1
     rebuilt = sched.state("c1", tenant="default")
     assert rebuilt.history[-1].action == "rebuild_activation"
     assert rebuilt.hot_units == [pinned, newer] and rebuilt.retrievals[newer] == 3

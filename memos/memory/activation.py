@@ -1,6 +1,7 @@
 """Activation memory: plaintext units compiled once into a KV cache and injected as a prefix.
 
-    mem = ActivationMemory(cube, provider, BlobStore(data_dir / "blobs"))
+    mem = ActivationMemory(units=cube.units, jobs=cube.jobs, searcher=cube.searcher,
+                           provider=provider, blobs=BlobStore(data_dir / "blobs"))
     unit = mem.create(cube_id, ActivationCreate(unit_ids=[...]), tenant=t)   # prefill once
     act = mem.load(cube_id, unit.id, tenant=t)                              # checks fingerprint
     generate(model, tok, suffix_ids, prefix_cache=act.cache)                 # no recompute
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
-from memos.jobs import run_for_cube
+from memos.jobs import JobQueue, run_for_cube
 from memos.memory.backbone import (
     BackboneProvider,
     LanguageModel,
@@ -44,10 +45,11 @@ from memos.memory.staleness import (
     model_unit_ids,
     source_rows,
 )
+from memos.retrieval.search import Searcher
 from memos.store.blobs import BlobStore
 from memos.store.lineage import REBUILD_ACTIVATION_JOB
 from memos.store.models import LinkRow, UnitRow, utcnow
-from memos.store.units import new_unit
+from memos.store.units import UnitRepository, new_unit
 from memos.types import (
     ActivationCreate,
     ActivationPublic,
@@ -61,7 +63,6 @@ if TYPE_CHECKING:
     import torch
 
     from memos.backbone.model import KVCache
-    from memos.cube import MemCube
     from memos.jobs import Job
 
 __all__ = [
@@ -153,11 +154,14 @@ def greedy(model: Any, ids: Sequence[int], *, cache: KVCache | None = None,
 
 
 class ActivationMemory:
-    """Compile, load and refresh activation units of a :class:`~memos.cube.MemCube`."""
+    """Compile, load and refresh the activation units of every cube of ``units``; a
+    ``query`` selects its source units through ``searcher``."""
 
-    def __init__(self, cube: MemCube, provider: BackboneProvider, blobs: BlobStore, *,
-                 cache_size: int = 4) -> None:
-        self.cube = cube
+    def __init__(self, *, units: UnitRepository, jobs: JobQueue, searcher: Searcher,
+                 provider: BackboneProvider, blobs: BlobStore, cache_size: int = 4) -> None:
+        self.units = units
+        self.jobs = jobs
+        self.searcher = searcher
         self.provider = provider
         self.blobs = blobs
         self._loaded: OrderedDict[str, tuple[KVCache, list[int]]] = OrderedDict()
@@ -169,10 +173,10 @@ class ActivationMemory:
                        tenant: str) -> list[tuple[str, str]]:
         """``(unit id, text)`` of the plaintext units to compile, in prefix order."""
         if body.unit_ids is not None:
-            return [(row.id, row.text or "") for row in active_plaintext_units(
-                self.cube, cube_id, body.unit_ids, tenant=tenant)]
+            rows = active_plaintext_units(self.units, cube_id, body.unit_ids, tenant=tenant)
+            return [(row.id, row.text or "") for row in rows]
         assert body.query is not None
-        found = self.cube.search(cube_id, SearchRequest(
+        found = self.searcher.search(cube_id, SearchRequest(
             query=body.query, top_k=body.top_k, filters=Filters(kind=Kind.plaintext),
             mode=SearchMode.dense), tenant=tenant)
         return [(h.unit.id, h.unit.text or "") for h in found.hits if h.unit.text]
@@ -218,8 +222,8 @@ class ActivationMemory:
         now = utcnow()
         unit_id = uuid.uuid4().hex
         lineage_id, version = lineage or (unit_id, 1)
-        with self.cube.units.write() as (session, _publish):
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.write() as (session, _publish):
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([s for s, _ in sources])))}
             row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=lineage_id,
@@ -242,18 +246,18 @@ class ActivationMemory:
     # ---------------------------------------------------------------- read
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> ActivationPublic:
         """The unit and its payload metadata (no tensors)."""
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
-            sources = [s.id for s in source_rows(self.cube, session, row)]
+            sources = [s.id for s in source_rows(session, row)]
             meta = dict(row.payload_meta or {})
-        return ActivationPublic(unit=self.cube.get_memory(cube_id, unit_id, tenant=tenant),
+        return ActivationPublic(unit=self.units.get_public(cube_id=cube_id, unit_id=unit_id),
                                 payload_meta=meta, source_ids=sources,
                                 n_tokens=int(meta.get("n_tokens", 0)))
 
     def unit_ids(self, cube_id: str, *, tenant: str, active_only: bool = True) -> list[str]:
         """Ids of the cube's activation units, newest first."""
-        return model_unit_ids(self.cube, cube_id, "activation", tenant=tenant,
+        return model_unit_ids(self.units, cube_id, "activation", tenant=tenant,
                               active_only=active_only)
 
     @staticmethod
@@ -272,14 +276,14 @@ class ActivationMemory:
         the spot), archived, or was built for another model (fingerprint mismatch).
         """
 
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             status, reason = row.status, row.status_reason
-            sources = source_rows(self.cube, session, row)
+            sources = source_rows(session, row)
             sha, meta = row.payload_sha256, dict(row.payload_meta or {})
         if status == "active" and any(s.status != "active" for s in sources):
-            mark_stale(self.cube, cube_id, tenant=tenant, kinds=("activation",))
+            mark_stale(self.units, cube_id, tenant=tenant, kinds=("activation",))
             status, reason = "archived", STALE_REASON
         if status != "active":
             raise Conflict(f"activation memory {unit_id!r} is {status} ({reason}); rebuild it",
@@ -339,7 +343,7 @@ class ActivationMemory:
             plans.append((row.id, row.lineage_id, row.version,
                           [s.lineage_id for s in sources], keep))
 
-        archived = mark_stale(self.cube, cube_id, tenant=tenant, kinds=("activation",),
+        archived = mark_stale(self.units, cube_id, tenant=tenant, kinds=("activation",),
                               on_stale=plan)
         rebuilt: dict[str, str] = {}
         if rebuild:
@@ -355,7 +359,7 @@ class ActivationMemory:
 
     def _current_units(self, cube_id: str, lineages: Sequence[str]) -> list[str]:
         """The active version of each lineage, in the given order (gone ones dropped)."""
-        with self.cube.store.transaction() as session:
+        with self.units.store.transaction() as session:
             rows = session.execute(select(UnitRow.lineage_id, UnitRow.id).where(
                 UnitRow.cube_id == cube_id, UnitRow.lineage_id.in_(list(lineages)),
                 UnitRow.status == "active", UnitRow.kind == "plaintext")).all()
@@ -364,14 +368,13 @@ class ActivationMemory:
 
     def enqueue_rebuild(self, cube_id: str, *, tenant: str) -> int:
         """Queue a ``rebuild_activation`` job for the cube; returns the job id."""
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            job = self.cube.jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            job = self.jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
                                          payload={"tenant": tenant})
             session.flush()
             job_id = int(job.pk)
-        if self.cube.on_enqueue is not None:
-            self.cube.on_enqueue()
+        self.jobs.wake()
         return job_id
 
     def run_rebuild_job(self, job: Job, progress: Callable[[float], None]) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+from memos.jobs import JobQueue
 from memos.memory.backbone import BackboneProvider
-from memos.store.blobs import BlobStore, blob_root
+from memos.retrieval.search import Searcher
+from memos.store.blobs import BlobStore
 from memos.store.lineage import REBUILD_ACTIVATION_JOB
-
-if TYPE_CHECKING:
-    from memos.cube import MemCube
+from memos.store.units import UnitRepository
 
 __all__ = ["ModelMemory"]
 
@@ -18,26 +17,26 @@ __all__ = ["ModelMemory"]
 class ModelMemory:
     """Activation and parametric memory of one service, over one backbone and blob store.
 
-    ``handlers()`` are the job handlers to register with the API worker.
+    Built from the cube's parts (:meth:`memos.cube.MemCube.model_memory` does it):
+    the unit repository, the job queue, the searcher (an activation ``query`` selects its
+    sources through it; the scheduler reads its retrieval counts). ``handlers()`` are the
+    job handlers to register with the API worker.
     """
 
-    def __init__(self, cube: MemCube, provider: BackboneProvider, blobs: BlobStore) -> None:
+    def __init__(self, *, units: UnitRepository, jobs: JobQueue, searcher: Searcher,
+                 provider: BackboneProvider, blobs: BlobStore) -> None:
         from memos.memory.activation import ActivationMemory
         from memos.memory.parametric import ParametricMemory
 
-        self.cube = cube
+        self.units = units
+        self.jobs = jobs
+        self.searcher = searcher
         self.provider = provider
         self.blobs = blobs
-        self.activations = ActivationMemory(cube, provider, blobs)
-        self.adapters = ParametricMemory(cube, provider, blobs)
-
-    @classmethod
-    def for_loader(cls, cube: MemCube, loader: Any = None) -> ModelMemory:
-        """Share the backbone of a chat loader (:class:`memos.chat.BundledLoader`): its
-        ``provider`` and ``data_dir``, when it has them."""
-        data_dir = getattr(loader, "data_dir", None)
-        provider = getattr(loader, "provider", None) or BackboneProvider(data_dir)
-        return cls(cube, provider, BlobStore(blob_root(data_dir)))
+        self.activations = ActivationMemory(units=units, jobs=jobs, searcher=searcher,
+                                            provider=provider, blobs=blobs)
+        self.adapters = ParametricMemory(units=units, jobs=jobs, provider=provider,
+                                         blobs=blobs)
 
     def handlers(self) -> dict[str, Callable[..., None]]:
         from memos.memory.parametric import TRAIN_ADAPTER_JOB

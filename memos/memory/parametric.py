@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from memos.errors import Conflict, InvalidInput, NotFound
+from memos.jobs import JobQueue
 from memos.memory.backbone import (
     BackboneProvider,
     LanguageModel,
@@ -52,14 +53,13 @@ from memos.memory.staleness import (
 )
 from memos.store.blobs import BlobStore
 from memos.store.models import LinkRow, UnitRow, utcnow
-from memos.store.units import new_unit
+from memos.store.units import UnitRepository, new_unit
 from memos.types import AdapterCreate, AdapterPublic, TrainingJob
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-    from memos.cube import MemCube
     from memos.jobs import Job
 
 __all__ = [
@@ -326,17 +326,19 @@ class Adapter:
 
 
 class ParametricMemory:
-    """Train, load and attach parametric units of a :class:`~memos.cube.MemCube`."""
+    """Train, load and attach the parametric units of every cube of ``units``."""
 
-    def __init__(self, cube: MemCube, provider: BackboneProvider, blobs: BlobStore) -> None:
-        self.cube = cube
+    def __init__(self, *, units: UnitRepository, jobs: JobQueue, provider: BackboneProvider,
+                 blobs: BlobStore) -> None:
+        self.units = units
+        self.jobs = jobs
         self.provider = provider
         self.blobs = blobs
 
     def _facts(self, cube_id: str, unit_ids: Sequence[str], *,
                tenant: str) -> list[tuple[str, str, list[dict[str, str]]]]:
         out = []
-        for row in active_plaintext_units(self.cube, cube_id, unit_ids, tenant=tenant):
+        for row in active_plaintext_units(self.units, cube_id, unit_ids, tenant=tenant):
             qa = [p for p in (row.meta or {}).get("qa", [])
                   if isinstance(p, dict) and p.get("question") and p.get("answer")]
             out.append((row.id, row.text or "", qa))
@@ -345,24 +347,23 @@ class ParametricMemory:
     def enqueue_training(self, cube_id: str, body: AdapterCreate, *, tenant: str) -> TrainingJob:
         """Validate the sources now, train later in a ``train_adapter`` job."""
         self._facts(cube_id, body.unit_ids, tenant=tenant)
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            job = self.cube.jobs.enqueue(session, kind=TRAIN_ADAPTER_JOB, cube_id=cube_id,
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            job = self.jobs.enqueue(session, kind=TRAIN_ADAPTER_JOB, cube_id=cube_id,
                                          payload={"tenant": tenant,
                                                   "request": body.model_dump()})
             session.flush()
             job_id = int(job.pk)
-        if self.cube.on_enqueue is not None:
-            self.cube.on_enqueue()
+        self.jobs.wake()
         return self.job(cube_id, job_id, tenant=tenant)
 
     def job(self, cube_id: str, job_id: int, *, tenant: str) -> TrainingJob:
-        row = self.cube.jobs.get(job_id)
+        row = self.jobs.get(job_id)
         if row.cube_id != cube_id or row.kind != TRAIN_ADAPTER_JOB or \
                 row.payload.get("tenant") != tenant:
             raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
         unit_id = None
-        with self.cube.store.transaction() as session:
+        with self.units.store.transaction() as session:
             for uid, meta in session.execute(select(UnitRow.id, UnitRow.meta).where(
                     UnitRow.cube_id == cube_id, UnitRow.kind == "parametric")):
                 if (meta or {}).get("job_id") == job_id:
@@ -375,7 +376,7 @@ class ParametricMemory:
         body = AdapterCreate(**job.payload["request"])
         tenant = job.payload["tenant"]
         cube_id = job.cube_id or ""
-        with self.cube.store.transaction() as session:
+        with self.units.store.transaction() as session:
             for meta in session.scalars(select(UnitRow.meta).where(
                     UnitRow.cube_id == cube_id, UnitRow.kind == "parametric")):
                 if (meta or {}).get("job_id") == job.id:
@@ -408,8 +409,8 @@ class ParametricMemory:
         sha = self.blobs.put(tensors, meta)
         now = utcnow()
         unit_id = uuid.uuid4().hex
-        with self.cube.units.write() as (session, _publish):
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.write() as (session, _publish):
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([f[0] for f in facts])))}
             row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id,
@@ -440,30 +441,30 @@ class ParametricMemory:
         return row
 
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> AdapterPublic:
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
-            sources = [s.id for s in source_rows(self.cube, session, row)]
+            sources = [s.id for s in source_rows(session, row)]
             meta = dict(row.payload_meta or {})
-        return AdapterPublic(unit=self.cube.get_memory(cube_id, unit_id, tenant=tenant),
+        return AdapterPublic(unit=self.units.get_public(cube_id=cube_id, unit_id=unit_id),
                              payload_meta=meta, source_ids=sources)
 
     def unit_ids(self, cube_id: str, *, tenant: str, active_only: bool = True) -> list[str]:
         """Ids of the cube's adapters (active ones unless ``active_only`` is false),
         newest first."""
-        return model_unit_ids(self.cube, cube_id, "parametric", tenant=tenant,
+        return model_unit_ids(self.units, cube_id, "parametric", tenant=tenant,
                               active_only=active_only)
 
     def load(self, cube_id: str, unit_id: str, *, tenant: str) -> Adapter:
         """The verified adapter; ``Conflict`` when stale, archived or for another model."""
-        with self.cube.store.transaction() as session:
-            self.cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with self.units.store.transaction() as session:
+            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             row = self._row(session, cube_id, unit_id)
             status, reason = row.status, row.status_reason
-            sources = source_rows(self.cube, session, row)
+            sources = source_rows(session, row)
             sha, meta = row.payload_sha256, dict(row.payload_meta or {})
         if status == "active" and any(s.status != "active" for s in sources):
-            mark_stale(self.cube, cube_id, tenant=tenant, kinds=("parametric",))
+            mark_stale(self.units, cube_id, tenant=tenant, kinds=("parametric",))
             status, reason = "archived", STALE_REASON
         if status != "active":
             raise Conflict(f"parametric memory {unit_id!r} is {status} ({reason}); retrain it",
@@ -504,5 +505,5 @@ class ParametricMemory:
 
     def refresh(self, cube_id: str, *, tenant: str) -> list[str]:
         """Archive adapters whose source facts changed; returns their ids."""
-        return mark_stale(self.cube, cube_id, tenant=tenant, kinds=("parametric",))
+        return mark_stale(self.units, cube_id, tenant=tenant, kinds=("parametric",))
 

@@ -8,15 +8,13 @@ recompiles caches from the sources' current versions. Pure SQL: no torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
 from memos.errors import InvalidInput, NotFound
 from memos.store.models import LinkRow, UnitRow, utcnow
-
-if TYPE_CHECKING:
-    from memos.cube import MemCube
+from memos.store.units import UnitRepository
 
 __all__ = ["STALE_REASON", "source_rows", "mark_stale", "model_unit_ids",
            "active_plaintext_units"]
@@ -25,7 +23,7 @@ __all__ = ["STALE_REASON", "source_rows", "mark_stale", "model_unit_ids",
 STALE_REASON = "stale: source changed"
 
 
-def source_rows(cube: MemCube, session: Any, unit: UnitRow) -> list[UnitRow]:
+def source_rows(session: Any, unit: UnitRow) -> list[UnitRow]:
     """The units ``unit`` was derived from (its ``derived_from`` links), any status."""
     return list(session.scalars(select(UnitRow).join(LinkRow, LinkRow.dst_pk == UnitRow.pk)
                                 .where(LinkRow.src_pk == unit.pk,
@@ -33,7 +31,7 @@ def source_rows(cube: MemCube, session: Any, unit: UnitRow) -> list[UnitRow]:
                                 .order_by(LinkRow.pk)).all())
 
 
-def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
+def mark_stale(units: UnitRepository, cube_id: str, *, tenant: str,
                kinds: Sequence[str] = ("activation", "parametric"),
                on_stale: Callable[[UnitRow, list[UnitRow]], None] | None = None) -> list[str]:
     """Archive active model-memory units any of whose sources is no longer active.
@@ -45,14 +43,14 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
     transaction (the rebuild job uses it to plan a replacement).
     """
     archived: list[str] = []
-    with cube.units.write() as (session, _publish):
-        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+    with units.write() as (session, _publish):
+        units.cube_row(session, cube_id=cube_id, tenant=tenant)
         rows = session.scalars(select(UnitRow).where(
             UnitRow.cube_id == cube_id, UnitRow.kind.in_(list(kinds)),
             UnitRow.status == "active")).all()
         now = utcnow()
         for row in rows:
-            sources = source_rows(cube, session, row)
+            sources = source_rows(session, row)
             changed = [s.id for s in sources if s.status != "active"]
             if not changed:
                 continue
@@ -65,12 +63,12 @@ def mark_stale(cube: MemCube, cube_id: str, *, tenant: str,
     return archived
 
 
-def model_unit_ids(cube: MemCube, cube_id: str, kind: str, *, tenant: str,
+def model_unit_ids(units: UnitRepository, cube_id: str, kind: str, *, tenant: str,
                    active_only: bool = True) -> list[str]:
     """Ids of the tenant's cube's units of ``kind`` (``activation`` or ``parametric``),
     active ones unless ``active_only`` is false, newest first."""
-    with cube.store.transaction() as session:
-        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+    with units.store.transaction() as session:
+        units.cube_row(session, cube_id=cube_id, tenant=tenant)
         query = select(UnitRow.id).where(UnitRow.cube_id == cube_id, UnitRow.kind == kind)
         if active_only:
             query = query.where(UnitRow.status == "active")
@@ -78,14 +76,14 @@ def model_unit_ids(cube: MemCube, cube_id: str, kind: str, *, tenant: str,
                                                    UnitRow.pk.desc())))
 
 
-def active_plaintext_units(cube: MemCube, cube_id: str, unit_ids: Sequence[str], *,
+def active_plaintext_units(units: UnitRepository, cube_id: str, unit_ids: Sequence[str], *,
                            tenant: str) -> list[UnitRow]:
     """The units ``unit_ids`` (duplicates dropped, order kept) of the tenant's cube, each an
     active plaintext unit with text: the sources of a KV cache or an adapter. An unknown or
     deleted id is :class:`NotFound`; any other unit is :class:`InvalidInput`."""
     ids = list(dict.fromkeys(unit_ids))
-    with cube.store.transaction() as session:
-        cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+    with units.store.transaction() as session:
+        units.cube_row(session, cube_id=cube_id, tenant=tenant)
         rows = {r.id: r for r in session.scalars(select(UnitRow).where(
             UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
     out = []

@@ -13,16 +13,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from memos.embed import Embedder, embed_texts
 from memos.errors import InvalidInput
+from memos.index import VectorIndex
 from memos.public import unit_public
+from memos.retrieval.cache import RouterCache
 from memos.store.models import CubeRow, TagRow, UnitRow, vector_of
+from memos.store.units import UnitRepository
 from memos.types import (
     ContextRequest,
     ContextResponse,
@@ -37,9 +41,7 @@ from memos.types import (
     Status,
     Truncation,
 )
-
-if TYPE_CHECKING:
-    from memos.cube import MemCube
+from memos.usage import RetrievalCounter
 
 __all__ = ["Searcher", "Timings", "filter_conditions", "needs_exact", "estimate_tokens",
            "TokenCounter", "pack_context"]
@@ -176,10 +178,17 @@ def needs_exact(filters: Filters) -> bool:
 
 
 class Searcher:
-    """Search and context over one :class:`MemCube` (its store, index, router, embedder)."""
+    """Search and context over every cube of a unit repository: its rows, the vector index,
+    the router cache (``None``: dense only) and the embedder; hits are counted in
+    ``retrievals`` (the scheduler's "hot")."""
 
-    def __init__(self, service: MemCube) -> None:
-        self.service = service
+    def __init__(self, *, units: UnitRepository, embedder: Embedder, index: VectorIndex,
+                 router: RouterCache | None, retrievals: RetrievalCounter) -> None:
+        self.units = units
+        self.embedder = embedder
+        self.index = index
+        self.router = router
+        self.retrievals = retrievals
 
     def search(self, cube_id: str, body: SearchRequest, *, tenant: str,
                timings: Timings | None = None) -> SearchResponse:
@@ -190,18 +199,18 @@ class Searcher:
         """
         timings = timings or Timings()
         started = time.perf_counter()
-        with self.service.store.transaction() as session:
-            cube = self.service.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            self.service.check_model(cube)
+        with self.units.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            self.units.check_embedder(cube, self.embedder)
             t = timings.add("db", started)
-            query = self.service.embed([body.query])[0]
+            query = embed_texts(self.embedder, [body.query])[0]
             t = timings.add("embed", t)
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:
-                assert self.service.router is not None
+                assert self.router is not None
                 # Every granularity is evidence for the ranking; the granularity filter only
                 # selects which hits come back.
-                found = self.service.router.search(session, cube, body.query, query,
+                found = self.router.search(session, cube, body.query, query,
                                                    top_k=body.top_k, explain=body.explain)
                 t = timings.add("router", t)
                 rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
@@ -217,7 +226,7 @@ class Searcher:
                             for h in found.sessions if h.id in rows]
                 timings.add("db", t)
                 router = {"weights": found.weights, "entropies": found.entropies}
-                self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
+                self.retrievals.record(cube_id, [h.unit.id for h in hits])
                 return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
                                       score_kind=ScoreKind.router,
                                       took_ms=(time.perf_counter() - started) * 1000)
@@ -225,13 +234,13 @@ class Searcher:
             if needs_exact(body.filters):
                 pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
             else:
-                pairs = self.service.index.search(session, cube, query, body.top_k, conds)
+                pairs = self.index.search(session, cube, query, body.top_k, conds)
             t = timings.add("index", t)
             hits = [Hit(unit=unit_public(row), score=score,
                         explain={"granularity": row.granularity, "dense": score}
                         if body.explain else None) for row, score in pairs]
             timings.add("db", t)
-        self.service.retrievals.record(cube_id, [h.unit.id for h in hits])
+        self.retrievals.record(cube_id, [h.unit.id for h in hits])
         return SearchResponse(hits=hits, mode=SearchMode.dense, score_kind=ScoreKind.cosine,
                               took_ms=(time.perf_counter() - started) * 1000)
 
@@ -260,7 +269,7 @@ class Searcher:
     def _mode(self, session: Session, cube: CubeRow, body: SearchRequest) -> SearchMode:
         f = body.filters
         only_granularity = f.model_dump(exclude_defaults=True).keys() <= {"granularity"}
-        routable = (self.service.router is not None and only_granularity
+        routable = (self.router is not None and only_granularity
                     and (not f.granularity or Granularity.turn in f.granularity))
         if body.mode is SearchMode.router:
             if not routable:
@@ -268,8 +277,8 @@ class Searcher:
                                    "a granularity list that includes 'turn'")
             return SearchMode.router
         if body.mode is SearchMode.auto and routable:
-            assert self.service.router is not None
-            if self.service.router.usable(session, cube):
+            assert self.router is not None
+            if self.router.usable(session, cube):
                 return SearchMode.router
         return SearchMode.dense
 

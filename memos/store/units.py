@@ -26,13 +26,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from memos.errors import NotFound
+from memos.embed import Embedder
+from memos.errors import Conflict, NotFound
 from memos.index import VectorIndex
+from memos.public import unit_public
 from memos.store.models import CubeRow, TagRow, UnitRow
 from memos.store.sql import Store
+from memos.types import MemoryPublic
 
 __all__ = ["UnitRepository", "Publish", "new_unit", "content_hash"]
 
@@ -89,6 +92,31 @@ class UnitRepository:
         if cube is None or cube.tenant != tenant:
             raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
         return cube
+
+    @staticmethod
+    def unit_row(session: Session, *, cube_id: str, unit_id: str) -> UnitRow:
+        """A unit of the cube, any status but deleted (a deleted unit is :class:`NotFound`)."""
+        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
+                                                   UnitRow.cube_id == cube_id))
+        if row is None or row.status == "deleted":
+            raise NotFound(f"memory {unit_id!r} not found in cube {cube_id!r}",
+                           details={"cube_id": cube_id, "memory_id": unit_id})
+        return row
+
+    def get_public(self, *, cube_id: str, unit_id: str) -> MemoryPublic:
+        """The unit as the API shows it (:func:`unit_row`'s rules: deleted is not found)."""
+        with self.store.transaction() as session:
+            return unit_public(self.unit_row(session, cube_id=cube_id, unit_id=unit_id))
+
+    @staticmethod
+    def check_embedder(cube: CubeRow, embedder: Embedder) -> None:
+        """:class:`Conflict` unless the cube's vectors are ``embedder``'s (never mix models)."""
+        if cube.embedding_model != embedder.name or cube.embedding_dim != embedder.dim:
+            raise Conflict(
+                f"cube {cube.id!r} holds vectors of {cube.embedding_model!r} "
+                f"({cube.embedding_dim}-d); this server embeds with {embedder.name!r} "
+                f"({embedder.dim}-d)",
+                details={"cube_model": cube.embedding_model, "server_model": embedder.name})
 
     @contextmanager
     def write(self) -> Iterator[tuple[Session, Publish]]:

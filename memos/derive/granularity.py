@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from memos.cube import MemCube
+from memos.derive import DeriveContext
 from memos.granularity.units import TermStats, derive_units
 from memos.lexical import Analyzer
 from memos.retrieval.cache import index_text
@@ -64,10 +64,10 @@ class GranularityDeriver:
                     counted[name] = sha
         return stats
 
-    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
+    def derive_session(self, ctx: DeriveContext, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
-        with cube.store.transaction() as session:
-            cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with ctx.units.store.transaction() as session:
+            ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             turns = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity == "turn", UnitRow.status == "active",
@@ -84,12 +84,12 @@ class GranularityDeriver:
                     summary_turns=self.summary_turns, keywords=self.keywords,
                     analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
         missing = [d.text for d in drafts if d.vector is None]
-        embedded = iter(cube.embed(missing)) if missing else iter(())
+        embedded = iter(ctx.embed(missing)) if missing else iter(())
         vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]
         message_of = dict(spans)
         now = utcnow()
-        with cube.units.write() as (session, publish):
-            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with ctx.units.write() as (session, publish):
+            cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             old = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
@@ -124,6 +124,6 @@ class GranularityDeriver:
                         session.add(SpanRow(unit_pk=row.pk, message_pk=message_of[source],
                                             start=0, end=len(next(
                                                 t.text or "" for t in turns if t.pk == source))))
-            cube.units.bump_index_version(cube_row)
+            ctx.units.bump_index_version(cube_row)
             publish(cube_row, remove=old_pks, add=new_pks,
                     vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))

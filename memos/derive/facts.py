@@ -1,7 +1,7 @@
 """Fact memory: the deriver that turns a session's messages into ``fact`` units.
 
-extract (:mod:`memos.extract`) → faithfulness gate (:mod:`memos.gate`) → update decision
-(:mod:`memos.update`) → store, in one transaction per session:
+extract (:mod:`memos.extract.rules`) → faithfulness gate (:mod:`memos.extract.gate`) →
+update decision (:mod:`memos.extract.update`) → store, in one transaction per session:
 
 - supported facts become active ``fact`` units citing their source span;
 - unsupported ones are stored ``quarantined`` with the gate's reasons (never searchable);
@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memos.cube import MemCube
+from memos.derive import DeriveContext
 from memos.extract import (
     Action,
     ActiveFact,
@@ -44,7 +44,7 @@ from memos.store.units import content_hash, new_unit
 
 
 class FactDeriver:
-    """A :class:`memos.cube.Deriver` writing extracted facts for each ingested session."""
+    """A :class:`memos.derive.Deriver` writing extracted facts for each ingested session."""
 
     name = "facts"
 
@@ -64,10 +64,10 @@ class FactDeriver:
             return cls(LLMExtractor(model), LLMUpdater(model))
         raise ValueError(f"unknown extractor {value!r}: use 'rules', 'none' or 'llm:<model>'")
 
-    def derive_session(self, cube: MemCube, *, cube_id: str, session_id: str,
+    def derive_session(self, ctx: DeriveContext, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
-        with cube.store.transaction() as session:
-            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with ctx.units.store.transaction() as session:
+            cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             user_name = (cube_row.meta or {}).get("user_name")
             messages = session.scalars(select(MessageRow).where(
                 MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
@@ -96,12 +96,12 @@ class FactDeriver:
                               id_factory=lambda f: ids.setdefault(id(f), uuid.uuid4().hex))
         fresh = [p for p in planned if p.status != "noop"
                  and _key(p.fact.metadata(), p.fact.text) not in known]
-        vectors = cube.embed([p.fact.text for p in fresh])
-        self._store(cube, cube_id=cube_id, session_id=session_id, tenant=tenant,
+        vectors = ctx.embed([p.fact.text for p in fresh])
+        self._store(ctx, cube_id=cube_id, session_id=session_id, tenant=tenant,
                     planned=planned, fresh=fresh, vectors=vectors, ids=ids,
                     message_pks={m.id: m.pk for m in messages})
 
-    def _store(self, cube: MemCube, *, cube_id: str, session_id: str, tenant: str,
+    def _store(self, ctx: DeriveContext, *, cube_id: str, session_id: str, tenant: str,
                planned: Sequence[PlannedFact], fresh: Sequence[PlannedFact], vectors: np.ndarray,
                ids: dict[int, str], message_pks: dict[str, int]) -> None:
         now = utcnow()
@@ -109,8 +109,8 @@ class FactDeriver:
         add_pks: list[int] = []
         add_vectors: list[np.ndarray] = []
         remove_pks: list[int] = []
-        with cube.units.write() as (session, publish):
-            cube_row = cube.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        with ctx.units.write() as (session, publish):
+            cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             for p in planned:
                 fact = p.fact
                 if p.status == "noop":
@@ -158,14 +158,14 @@ class FactDeriver:
                     add_pks.append(row.pk)
                     add_vectors.append(vector_of[id(p)])
             if add_pks or remove_pks:
-                cube.units.bump_index_version(cube_row)
+                ctx.units.bump_index_version(cube_row)
                 publish(cube_row, remove=remove_pks, add=add_pks,
                         vectors=np.stack(add_vectors) if add_vectors else None)
             # superseded facts may feed a KV cache or an adapter: rebuild those
-            queued = queue_stale_rebuild(session, cube.jobs, cube_id=cube_id, tenant=tenant,
+            queued = queue_stale_rebuild(session, ctx.jobs, cube_id=cube_id, tenant=tenant,
                                          changed=remove_pks)
-        if queued and cube.on_enqueue is not None:
-            cube.on_enqueue()
+        if queued:
+            ctx.jobs.wake()
 
 
 def _key(meta: dict[str, Any] | None, text: str | None) -> tuple[str, tuple[int, ...], str]:
