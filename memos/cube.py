@@ -77,7 +77,11 @@ from memos.types import (
 )
 from memos.usage import RetrievalCounter
 
-__all__ = ["MemCube", "open_cube"]
+__all__ = [
+    "MemCube",
+    "open_cube",
+    "turn_embedding_text",
+]
 
 def _new_id() -> str:
     return uuid.uuid4().hex

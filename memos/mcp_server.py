@@ -29,7 +29,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -229,14 +229,3 @@ def add_mcp_command(subparsers: Any) -> None:
                    help=f"interface to bind with --http (default {DEFAULT_HOST}; the endpoint "
                         "has no authentication, so other interfaces expose the cube)")
     p.set_defaults(func=_cmd_mcp)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m memos.mcp_server ARGS`` is ``memos mcp ARGS`` (same errors, same codes)."""
-    from memos.cli import main as cli_main
-
-    return cli_main(["mcp", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

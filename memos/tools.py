@@ -55,6 +55,11 @@ __all__ = [
     "run_tool",
     "execute_tool",
     "result_unit_ids",
+    "SearchMemoryArgs",
+    "AddMemoryArgs",
+    "UpdateMemoryArgs",
+    "DeleteMemoryArgs",
+    "GetContextArgs",
 ]
 
 log = logging.getLogger("memos.tools")

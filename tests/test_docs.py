@@ -42,3 +42,20 @@ def test_readme_cli_lines_parse() -> None:
     for line in block.strip().splitlines():
         words = line.split()
         assert words[0] == "memos" and words[1] in names, line
+
+
+def test_readme_architecture_names_the_real_tree() -> None:
+    block = README.split("## Architecture", 1)[1].split("```", 2)[1]
+    named = []
+    for line in block.strip().splitlines():
+        column = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        for token in column.split():
+            if token.endswith((".py", "/")):  # "memos/x.py" or "api/" as is, "x.py" in memos/
+                bare = "/" not in token.rstrip("/") and token != "api/"
+                named.append("memos/" + token if bare else token)
+    assert len(named) > 20
+    missing = [p for p in named if not (ROOT / p).exists()]
+    assert not missing, f"README's architecture names paths that do not exist: {missing}"
+    packages = {p.name for p in (ROOT / "memos").iterdir() if (p / "__init__.py").exists()}
+    drawn = {p.rstrip("/").split("/")[-1] for p in named if p.endswith("/")}
+    assert packages - {"data"} <= drawn, f"packages missing from the drawing: {packages - drawn}"

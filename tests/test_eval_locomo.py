@@ -9,10 +9,10 @@ import json
 import pytest
 from conftest import SHARED_DATA, needs_shared
 
+from memos.eval.commands import add_eval_locomo_command
 from memos.eval.locomo import (
     EXCLUDED_NOTE,
     _read_conversation,
-    add_eval_locomo_command,
     load_locomo,
     parse_evidence,
     run_locomo,

@@ -130,7 +130,7 @@ async def test_mcp_server_over_stdio(memos_url: str) -> None:
     with MemosClient(memos_url) as sdk:
         sdk.create_cube("c")
     params = StdioServerParameters(command=sys.executable, env=_child_env(), args=[
-        "-m", "memos.mcp_server", "--cube", "c", "--base-url", memos_url])
+        "-m", "memos.cli", "mcp", "--cube", "c", "--base-url", memos_url])
     # stdio_client(params) rather than Client(params): the same on every mcp 2.x.
     async with Client(stdio_client(params), read_timeout_seconds=30) as mcp:
         assert mcp.server_info is not None and mcp.server_info.version == __version__

@@ -30,6 +30,13 @@ __all__ = [
     "decode_layout",
     "save_kv_cache",
     "load_kv_cache",
+    "RMSNorm",
+    "rope_tables",
+    "apply_rope",
+    "extend_kv",
+    "Attention",
+    "MLP",
+    "Block",
 ]
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]

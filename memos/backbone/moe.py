@@ -59,6 +59,11 @@ __all__ = [
     "prune_experts",
     "load_cv",
     "ffn_read_frac",
+    "select_experts",
+    "moe_layers",
+    "reset_stats",
+    "coactivation_groups",
+    "permute_neurons",
 ]
 
 

@@ -27,8 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_facts", "mean_nll", "run_model_memory_bench", "add_model_memory_command",
-           "format_report"]
+__all__ = [
+    "make_facts",
+    "mean_nll",
+    "run_model_memory_bench",
+    "add_model_memory_command",
+    "format_report",
+    "bench_activation",
+    "bench_parametric",
+]
 
 _NAMES = ["Zorvan", "Quillia", "Brannoch", "Tesmira", "Okelu", "Vantrell", "Mirabeth", "Dostik",
           "Yelvane", "Corrigan", "Iskaro", "Phaedrix", "Lunetta", "Gavrosh", "Ubrecht",

@@ -1,8 +1,19 @@
-"""``memos eval …`` subcommands, gathered from the evaluation modules."""
+"""``memos eval …`` subcommands: LoCoMo retrieval (and QA with ``--qa``), HaluMem.
+
+The evaluation modules below hold the work; this module only parses arguments, so
+:mod:`memos.eval.locomo` and :mod:`memos.eval.locomo_qa` never import each other's way up.
+"""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
+
+from memos.eval.locomo import Retriever, run_locomo, server_retriever_factory
+from memos.eval.locomo_qa import run_locomo_qa
+
+__all__ = ["add_eval_group", "add_eval_commands", "add_eval_locomo_command"]
 
 
 def add_eval_group(sub: Any) -> None:
@@ -13,14 +24,53 @@ def add_eval_group(sub: Any) -> None:
 
 
 def add_eval_commands(sub: Any) -> None:
-    try:
-        from memos.eval.locomo import add_eval_locomo_command
-    except ImportError:
-        pass
-    else:
-        add_eval_locomo_command(sub)
+    add_eval_locomo_command(sub)
     try:
         from memos.eval.halumem import add_halumem_commands
     except ImportError:
         return
     add_halumem_commands(sub)
+
+
+def add_eval_locomo_command(subparsers: Any, *,
+                            remote_factory: Callable[[str], Callable[[], Retriever]] | None = None
+                            ) -> argparse.ArgumentParser:
+    """Add ``locomo`` to an ``eval`` subparsers group; ``args.func(args)`` runs it.
+
+    ``remote_factory(base_url)`` must return a retriever factory for ``--base-url`` (the
+    SDK-backed retriever); without it ``--base-url`` is refused with a clear error.
+    """
+    p = subparsers.add_parser("locomo", help="LoCoMo evidence-retrieval evaluation")
+    p.add_argument("--data", required=True, help="path to a LoCoMo JSON file")
+    p.add_argument("--json", dest="json_path", default=None, help="write the report here")
+    p.add_argument("--conversations", default=None,
+                   help="comma-separated sample_ids (default: all)")
+    p.add_argument("--base-url", default=None,
+                   help="evaluate a running memos server instead of the in-library router")
+    p.add_argument("--max-questions", type=int, default=None,
+                   help="score at most this many questions per conversation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--qa", action="store_true",
+                   help="answer the questions from retrieved memory and score them (F1)")
+    p.add_argument("--answerer", default="offline",
+                   help="with --qa: 'offline' (extractive), 'bundled' or a litellm model")
+    p.add_argument("--top-k", type=int, default=10, help="with --qa: memories per question")
+
+    def _run(args: argparse.Namespace) -> int:
+        factory = None
+        if args.base_url:
+            factory = (remote_factory or server_retriever_factory)(args.base_url)
+        convs = args.conversations.split(",") if args.conversations else None
+        if args.qa:
+            run_locomo_qa(args.data, answerer=args.answerer, retriever_factory=factory,
+                          top_k=args.top_k, conversations=convs,
+                          max_questions=args.max_questions, json_path=args.json_path,
+                          progress=not args.no_progress)
+            return 0
+        run_locomo(args.data, conversations=convs, json_path=args.json_path,
+                   retriever_factory=factory, progress=not args.no_progress,
+                   max_questions=args.max_questions)
+        return 0
+
+    p.set_defaults(func=_run)
+    return p

@@ -44,9 +44,25 @@ from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, num
 from memos.llm import CompletionFn, ask, parse_json_object
 from memos.temporal import TIME_EXPR
 
-__all__ = ["run_halumem", "OfflineJudge", "LLMJudge", "Judge", "Retrieved", "offline_answer",
-           "LLMAnswerer", "add_halumem_commands", "extraction_metrics",
-           "load_jsonl", "print_report"]
+__all__ = [
+    "run_halumem",
+    "OfflineJudge",
+    "LLMJudge",
+    "Judge",
+    "Retrieved",
+    "offline_answer",
+    "LLMAnswerer",
+    "add_halumem_commands",
+    "extraction_metrics",
+    "load_jsonl",
+    "print_report",
+    "canon_dates",
+    "key_tokens",
+    "coverage",
+    "Match",
+    "make_judge",
+    "make_answerer",
+]
 
 #: Set by the application to build a client from ``--base-url`` (or None: in-process).
 

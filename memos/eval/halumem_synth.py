@@ -37,8 +37,19 @@ from typing import Any
 
 from memos.extract import ExtractedFact, ExtractInput, Extractor, RulesExtractor, check
 
-__all__ = ["generate", "write_jsonl", "planted_facts", "PlantedFact", "TIME_FORMAT",
-           "parse_time", "QUESTION_TYPES"]
+__all__ = [
+    "generate",
+    "write_jsonl",
+    "planted_facts",
+    "PlantedFact",
+    "TIME_FORMAT",
+    "parse_time",
+    "QUESTION_TYPES",
+    "user_name",
+    "dialogue_inputs",
+    "main",
+    "gate_rates",
+]
 
 TIME_FORMAT = "%b %d, %Y, %H:%M:%S"
 QUESTION_TYPES = ("Basic Fact Recall", "Dynamic Update", "Multi-hop Inference",

@@ -31,7 +31,6 @@ are never read: :func:`load_locomo` touches only ``sample_id``, ``conversation``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -51,11 +50,14 @@ __all__ = [
     "Conversation",
     "Retrieval",
     "Retriever",
+    "QueryEmbeddings",
     "load_locomo",
     "parse_evidence",
     "run_locomo",
-    "add_eval_locomo_command",
     "HYBRID_GRID",
+    "RouterRetriever",
+    "ServerRetriever",
+    "server_retriever_factory",
 ]
 
 HYBRID_GRID = (0.2, 0.35, 0.5, 0.65, 0.8)
@@ -197,7 +199,7 @@ def load_locomo(path: str | Path, *, conversations: Sequence[str] | None = None
 
 
 # ---------------------------------------------------------------------------- methods
-class _QueryEmbeddings:
+class QueryEmbeddings:
     """Embeds each question once; every dense method is charged the measured time."""
 
     def __init__(self, embedder: Any) -> None:
@@ -222,7 +224,7 @@ def _rank_sessions(turn_sessions: np.ndarray, order: np.ndarray) -> list[int]:
 class _TurnScorer:
     """flat / bm25 / hybrid over one conversation's turns (shares the turn vectors)."""
 
-    def __init__(self, mode: str, vectors: np.ndarray, queries: _QueryEmbeddings, *,
+    def __init__(self, mode: str, vectors: np.ndarray, queries: QueryEmbeddings, *,
                  alpha: float = 0.5) -> None:
         self.mode, self.vectors, self.queries, self.alpha = mode, vectors, queries, alpha
 
@@ -283,7 +285,7 @@ class RouterRetriever:
     (:func:`memos.granularity.units.derive_units`) and embeds the keyword text.
     """
 
-    def __init__(self, embedder: Any, queries: _QueryEmbeddings, *,
+    def __init__(self, embedder: Any, queries: QueryEmbeddings, *,
                  vectors: np.ndarray | None = None, probe_mass: float | None = None,
                  cluster: bool = False, config: Any = None) -> None:
         self.embedder, self.queries, self.vectors = embedder, queries, vectors
@@ -450,7 +452,7 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
     out = out or sys.stdout
     convs = load_locomo(data_path, conversations=conversations)
     embedder = embedder or default_embedder()
-    queries = _QueryEmbeddings(embedder)
+    queries = QueryEmbeddings(embedder)
     names = list(methods)
     grid_names = [f"hybrid@{a}" for a in HYBRID_GRID] if "hybrid" in names else []
     rows: dict[str, list[Row]] = {
@@ -656,61 +658,3 @@ def server_retriever_factory(base_url: str) -> Callable[[], Retriever]:
 
     client = MemosClient(base_url, timeout=600)
     return lambda: ServerRetriever(client)
-
-
-def add_eval_locomo_command(subparsers: Any, *,
-                            remote_factory: Callable[[str], Callable[[], Retriever]] | None = None
-                            ) -> argparse.ArgumentParser:
-    """Add ``locomo`` to an ``eval`` subparsers group; ``args.func(args)`` runs it.
-
-    ``remote_factory(base_url)`` must return a retriever factory for ``--base-url`` (the
-    SDK-backed retriever); without it ``--base-url`` is refused with a clear error.
-    """
-    p = subparsers.add_parser("locomo", help="LoCoMo evidence-retrieval evaluation")
-    p.add_argument("--data", required=True, help="path to a LoCoMo JSON file")
-    p.add_argument("--json", dest="json_path", default=None, help="write the report here")
-    p.add_argument("--conversations", default=None,
-                   help="comma-separated sample_ids (default: all)")
-    p.add_argument("--base-url", default=None,
-                   help="evaluate a running memos server instead of the in-library router")
-    p.add_argument("--max-questions", type=int, default=None,
-                   help="score at most this many questions per conversation")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--qa", action="store_true",
-                   help="answer the questions from retrieved memory and score them (F1)")
-    p.add_argument("--answerer", default="offline",
-                   help="with --qa: 'offline' (extractive), 'bundled' or a litellm model")
-    p.add_argument("--top-k", type=int, default=10, help="with --qa: memories per question")
-
-    def _run(args: argparse.Namespace) -> int:
-        factory = None
-        if args.base_url:
-            factory = (remote_factory or server_retriever_factory)(args.base_url)
-        convs = args.conversations.split(",") if args.conversations else None
-        if args.qa:
-            from memos.eval.locomo_qa import run_locomo_qa
-
-            run_locomo_qa(args.data, answerer=args.answerer, retriever_factory=factory,
-                          top_k=args.top_k, conversations=convs,
-                          max_questions=args.max_questions, json_path=args.json_path,
-                          progress=not args.no_progress)
-            return 0
-        run_locomo(args.data, conversations=convs, json_path=args.json_path,
-                   retriever_factory=factory, progress=not args.no_progress,
-                   max_questions=args.max_questions)
-        return 0
-
-    p.set_defaults(func=_run)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m memos.eval.locomo --data FILE [--json PATH] …``"""
-    parser = argparse.ArgumentParser(prog="memos eval")
-    add_eval_locomo_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["locomo", *(argv if argv is not None else sys.argv[1:])])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

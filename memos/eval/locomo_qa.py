@@ -156,7 +156,7 @@ def run_locomo_qa(data_path: str | Path, *, answerer: str | Answerer = "offline"
     from tqdm.auto import tqdm
 
     from memos.embed import default_embedder
-    from memos.eval.locomo import RouterRetriever, _QueryEmbeddings, load_locomo
+    from memos.eval.locomo import QueryEmbeddings, RouterRetriever, load_locomo
 
     answer = make_answerer(answerer) if isinstance(answerer, str) else answerer
     records = {r["sample_id"]: r for r in json.loads(Path(data_path).read_text())}
@@ -167,7 +167,7 @@ def run_locomo_qa(data_path: str | Path, *, answerer: str | Answerer = "offline"
     examples: list[dict[str, Any]] = []
     for conv in tqdm(convs, desc="locomo qa", disable=not progress):
         retriever = (retriever_factory() if retriever_factory is not None
-                     else RouterRetriever(embedder, _QueryEmbeddings(embedder)))
+                     else RouterRetriever(embedder, QueryEmbeddings(embedder)))
         retriever.ingest(conv)
         turn_of = {t.dia_id: t for t in conv.turns}
         date_of = {s.index: s.date_time for s in conv.sessions}

@@ -56,6 +56,7 @@ __all__ = [
     "UPDATE_PROMPT_VERSION",
     "PlannedFact",
     "ingest_plan",
+    "same_value",
 ]
 
 #: Attributes with one current value per subject; a new value supersedes the old one.

@@ -76,6 +76,7 @@ __all__ = [
     "render_examples",
     "rehearsal_examples",
     "train_lora",
+    "Adapter",
 ]
 
 TRAIN_ADAPTER_JOB = "train_adapter"
