@@ -21,17 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
-from memos.chat import BundledLoader, Chat
 from memos.config import Settings, get_settings
-from memos.cube import MemCube, open_cube
-from memos.derive import DERIVE_JOB
+from memos.cube import MemCube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
-from memos.keys import KeyRing
-from memos.memory import BackboneProvider
-from memos.scheduler import Scheduler
-from memos.store.blobs import BlobStore, blob_root
-from memos.types import SchedulerPolicy
+from memos.service import build_services
 
 log = logging.getLogger("memos.api")
 
@@ -111,21 +105,16 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        memos = service or open_cube(settings)
+        services = build_services(settings, cube=service)
+        memos, scheduler = services.cube, services.scheduler
         app.state.memos = memos
-        app.state.keys = KeyRing(memos.store, settings.static_keys())
+        app.state.keys = services.keys
+        app.state.model_memory = services.model_memory
+        app.state.chat = services.chat
+        app.state.scheduler = scheduler
         app.state.requests = Counter()
         app.state.started = time.time()
-        provider = BackboneProvider(settings.data_dir)
-        model_mem = memos.model_memory(provider, BlobStore(blob_root(settings.data_dir)))
-        app.state.model_memory = model_mem
-        app.state.chat = Chat(memos, bundled=BundledLoader(settings.data_dir, provider=provider),
-                              model_memory=model_mem)
-        scheduler = Scheduler(model_mem, SchedulerPolicy(
-            tick_every_retrievals=settings.scheduler_tick_every_retrievals))
-        app.state.scheduler = scheduler
-        handlers = {DERIVE_JOB: memos.run_derive_job, **model_mem.handlers(),
-                    **scheduler.handlers()}
+        handlers = services.handlers
         # With run_worker off the thread only keeps house: retrieval counts still reach SQL.
         flush_every = settings.retrieval_flush_seconds
         worker = Worker(memos.jobs, handlers if settings.run_worker else {},

@@ -1,0 +1,99 @@
+"""Wiring, in one place: a deployment's settings → every object the service runs on.
+
+    services = build_services(Settings())          # what `memos serve` runs
+    services.cube.search(...); services.chat.answer(...); services.handlers
+
+:func:`open_cube` opens the storage a deployment describes — SQLite + FAISS under
+``data_dir`` by default, PostgreSQL + pgvector when ``MEMOS_DATABASE_URL`` is set (the
+schema is upgraded first) — with the configured embedder, derivers and router cache.
+:func:`build_services` adds what runs over it: model memory over the lazily loaded bundled
+backbone, chat, the scheduler with the configured default policy, and the job handlers
+the worker registers. Each object is built once; the API keeps them on ``app.state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from memos.chat import BundledLoader, Chat
+from memos.config import Settings
+from memos.cube import MemCube
+from memos.derive import DERIVE_JOB, Deriver
+from memos.embed import Embedder, HashingEmbedder, OnnxMiniLM
+from memos.errors import InvalidInput
+from memos.index import VectorIndex
+from memos.keys import KeyRing
+from memos.memory import BackboneProvider, ModelMemory
+from memos.retrieval.cache import RouterCache
+from memos.scheduler import Scheduler
+from memos.store.blobs import BlobStore, blob_root
+from memos.store.sql import Store
+from memos.types import SchedulerPolicy
+
+__all__ = ["Services", "open_cube", "build_services"]
+
+
+def open_cube(settings: Settings) -> MemCube:
+    """The cube service over the storage ``settings`` describe (schema upgraded first)."""
+    from memos.derive.facts import FactDeriver
+    from memos.derive.granularity import GranularityDeriver
+    from memos.index.faiss import FaissIndex
+    from memos.index.pgvector import PgVectorIndex
+
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.upgrade()
+    index: VectorIndex
+    if store.is_postgres:
+        index = PgVectorIndex()
+    else:
+        index = FaissIndex(settings.data_dir / "index", store.session_factory,
+                           snapshot_every=settings.index_snapshot_every)
+    embedder: Embedder
+    if settings.embedder == "hashing":
+        embedder = HashingEmbedder()
+    elif settings.embedder == "minilm":
+        embedder = OnnxMiniLM(batch_size=settings.embed_batch_size)
+    else:
+        raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
+    derivers: list[Deriver] = [GranularityDeriver()]
+    facts = FactDeriver.from_setting(settings.extractor)
+    if facts is not None:
+        derivers.append(facts)
+    router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
+        else None
+    return MemCube(store=store, index=index, embedder=embedder,
+                   max_text_chars=settings.max_text_chars, derivers=derivers, router=router)
+
+
+@dataclass
+class Services:
+    """Everything one service process runs on, built once."""
+
+    cube: MemCube
+    keys: KeyRing
+    model_memory: ModelMemory
+    chat: Chat
+    scheduler: Scheduler
+
+    @property
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        """Job kind → handler, for the worker."""
+        return {DERIVE_JOB: self.cube.run_derive_job, **self.model_memory.handlers(),
+                **self.scheduler.handlers()}
+
+
+def build_services(settings: Settings, *, cube: MemCube | None = None) -> Services:
+    """The cube (``cube``, or :func:`open_cube`) and everything over it."""
+    cube = cube or open_cube(settings)
+    provider = BackboneProvider(settings.data_dir)
+    model_memory = cube.model_memory(provider, BlobStore(blob_root(settings.data_dir)))
+    chat = Chat(cube, bundled=BundledLoader(settings.data_dir, provider=provider),
+                model_memory=model_memory)
+    scheduler = Scheduler(model_memory, SchedulerPolicy(
+        tick_every_retrievals=settings.scheduler_tick_every_retrievals))
+    return Services(cube=cube, keys=KeyRing(cube.store, settings.static_keys()),
+                    model_memory=model_memory, chat=chat, scheduler=scheduler)
