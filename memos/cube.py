@@ -102,9 +102,6 @@ class MemCube:
         self.memories = Memories(units=self.units, embedder=embedder, jobs=self.jobs)
 
     # ================================================================== cubes
-    def check_model(self, cube: CubeRow) -> None:
-        self.units.check_embedder(cube, self.embedder)
-
     def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
         units = session.scalar(select(func.count()).select_from(UnitRow).where(
             UnitRow.cube_id == cube.id, UnitRow.status == "active")) or 0
