@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 
 import pytest
@@ -118,3 +119,22 @@ def test_cli_hook_parses_and_reports_an_unreachable_server(tmp_path):
     assert args.conversations == "conv-26" and callable(args.func)
     with pytest.raises(BackendUnavailable, match="cannot reach memos"):
         args.func(args)
+
+
+def test_the_shipped_method_ingests_and_searches_through_the_product(tmp_path):
+    """``shipped`` runs MemCube.ingest and MemCube.search in process: no ../shared needed."""
+    turns = [("Ana", "I moved to Berlin last spring."), ("Ben", "Nice! How is the city?"),
+             ("Ana", "My dog Pixel loves the canal."), ("Ben", "I started learning the cello.")]
+    data = tmp_path / "locomo.json"
+    data.write_text(json.dumps([{"sample_id": "conv-t", "conversation": {
+        "speaker_a": "Ana", "speaker_b": "Ben", "session_1_date_time": "1:56 pm on 8 May, 2023",
+        "session_1": [{"speaker": s, "dia_id": f"D1:{i}", "text": t}
+                      for i, (s, t) in enumerate(turns, 1)]},
+        "qa": [{"question": "What is the name of Ana's dog?", "answer": "Pixel",
+                "evidence": ["D1:3"], "category": 4},
+               {"question": "Which instrument is Ben learning?", "answer": "cello",
+                "evidence": ["D1:4"], "category": 4}]}]))
+    report = run_locomo(data, progress=False, methods=("router", "shipped"), out=io.StringIO())
+    shipped = report["methods"]["shipped"]
+    assert shipped["turn_recall@1"] == 100.0, shipped  # each answer's turn ranks first
+    assert report["ingest"]["shipped_ingest_s"] > 0

@@ -35,8 +35,10 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +53,8 @@ __all__ = [
     "Retrieval",
     "Retriever",
     "QueryEmbeddings",
+    "CubeClient",
+    "shipped_retriever_factory",
     "load_locomo",
     "parse_evidence",
     "run_locomo",
@@ -432,7 +436,8 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
                json_path: str | Path | None = None,
                retriever_factory: Callable[[], Retriever] | None = None,
                progress: bool = True, max_questions: int | None = None,
-               methods: Sequence[str] = ("flat", "bm25", "hybrid", "router", "router_probe"),
+               methods: Sequence[str] = ("flat", "bm25", "hybrid", "router", "router_probe",
+                                         "shipped"),
                embedder: Any = None, out: Any = None) -> dict[str, Any]:
     """Score the methods on LoCoMo; return (and optionally write) the report dict.
 
@@ -446,7 +451,7 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
 
     from memos.embed import default_embedder
 
-    known = {"flat", "bm25", "hybrid", "router", "router_probe", "bm25_sessions"}
+    known = {"flat", "bm25", "hybrid", "router", "router_probe", "bm25_sessions", "shipped"}
     if unknown := set(methods) - known:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(known)}")
     out = out or sys.stdout
@@ -458,51 +463,59 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
     rows: dict[str, list[Row]] = {
         m: [] for m in [n for n in names if n != "hybrid"] + grid_names}
     ingest: dict[str, Any] = {"turns": 0, "embed_ms": 0.0, "router_ms": 0.0,
-                              "router_detail_ms": {}}
+                              "shipped_ms": 0.0, "router_detail_ms": {}}
     dropped = skipped = 0
-    for conv in tqdm(convs, desc="locomo conversations", disable=not progress):
-        turns = conv.turns
-        t = time.perf_counter()
-        vecs = embedder.embed([x.text for x in turns])
-        ingest["embed_ms"] += (time.perf_counter() - t) * 1e3
-        ingest["turns"] += len(turns)
-        qs = [q for q in conv.questions if q.category in CATEGORIES and q.evidence]
-        skipped += sum(1 for q in conv.questions if q.category in CATEGORIES and not q.evidence)
-        dropped += conv.dropped_evidence
-        if max_questions is not None:
-            qs = qs[:max_questions]
-        retrievers: dict[str, Retriever] = {}
-        for m in rows:
-            if m in ("flat", "bm25"):
-                retrievers[m] = _TurnScorer(m, vecs, queries)
-            elif m.startswith("hybrid@"):
-                retrievers[m] = _TurnScorer("hybrid", vecs, queries, alpha=float(m[7:]))
-            elif m == "bm25_sessions":
-                retrievers[m] = _SessionBM25()
-            elif m == "router":
-                # clusters are maintained during ingest so their cost is in the ingest figure
-                retrievers[m] = (retriever_factory() if retriever_factory is not None
-                                 else RouterRetriever(embedder, queries, vectors=vecs,
-                                                      cluster=True))
-            elif m == "router_probe":
-                base = retrievers.get("router")
-                retrievers[m] = (_ProbeView(base, 0.9) if isinstance(base, RouterRetriever)
-                                 else RouterRetriever(embedder, queries, vectors=vecs,
-                                                      probe_mass=0.9))
-        for m, r in retrievers.items():
+    with ExitStack() as stack:
+        shipped = (stack.enter_context(shipped_retriever_factory()) if "shipped" in names
+                   else None)
+        for conv in tqdm(convs, desc="locomo conversations", disable=not progress):
+            turns = conv.turns
             t = time.perf_counter()
-            r.ingest(conv)
-            ms = (time.perf_counter() - t) * 1e3
-            if m == "router":
-                ingest["router_ms"] += ms
-                for k, v in getattr(r, "ingest_ms", {}).items():
-                    ingest["router_detail_ms"][k] = ingest["router_detail_ms"].get(k, 0) + v
-        for q in tqdm(qs, desc=f"{conv.sample_id} questions", leave=False,
-                      disable=not progress):
+            vecs = embedder.embed([x.text for x in turns])
+            ingest["embed_ms"] += (time.perf_counter() - t) * 1e3
+            ingest["turns"] += len(turns)
+            qs = [q for q in conv.questions if q.category in CATEGORIES and q.evidence]
+            skipped += sum(1 for q in conv.questions if q.category in CATEGORIES and not q.evidence)
+            dropped += conv.dropped_evidence
+            if max_questions is not None:
+                qs = qs[:max_questions]
+            retrievers: dict[str, Retriever] = {}
+            for m in rows:
+                if m in ("flat", "bm25"):
+                    retrievers[m] = _TurnScorer(m, vecs, queries)
+                elif m.startswith("hybrid@"):
+                    retrievers[m] = _TurnScorer("hybrid", vecs, queries, alpha=float(m[7:]))
+                elif m == "bm25_sessions":
+                    retrievers[m] = _SessionBM25()
+                elif m == "router":
+                    # clusters are maintained during ingest so their cost is in the ingest figure
+                    retrievers[m] = (retriever_factory() if retriever_factory is not None
+                                     else RouterRetriever(embedder, queries, vectors=vecs,
+                                                          cluster=True))
+                elif m == "router_probe":
+                    base = retrievers.get("router")
+                    retrievers[m] = (_ProbeView(base, 0.9) if isinstance(base, RouterRetriever)
+                                     else RouterRetriever(embedder, queries, vectors=vecs,
+                                                          probe_mass=0.9))
+                elif m == "shipped":
+                    assert shipped is not None
+                    retrievers[m] = shipped()
             for m, r in retrievers.items():
-                res = r.search(q.question, top_k=max(TURN_KS))
-                rows[m].append((conv.sample_id, q.category, _question_metrics(q, res),
-                                res.latency_ms, res.embed_ms, res.cpu_ms))
+                t = time.perf_counter()
+                r.ingest(conv)
+                ms = (time.perf_counter() - t) * 1e3
+                if m == "shipped":
+                    ingest["shipped_ms"] += ms
+                if m == "router":
+                    ingest["router_ms"] += ms
+                    for k, v in getattr(r, "ingest_ms", {}).items():
+                        ingest["router_detail_ms"][k] = ingest["router_detail_ms"].get(k, 0) + v
+            for q in tqdm(qs, desc=f"{conv.sample_id} questions", leave=False,
+                          disable=not progress):
+                for m, r in retrievers.items():
+                    res = r.search(q.question, top_k=max(TURN_KS))
+                    rows[m].append((conv.sample_id, q.category, _question_metrics(q, res),
+                                    res.latency_ms, res.embed_ms, res.cpu_ms))
     report: dict[str, Any] = {
         "dataset": str(data_path), "conversations": [c.sample_id for c in convs],
         "questions": len(next(iter(rows.values()))) if rows else 0,
@@ -544,6 +557,12 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
         "router_turns_per_s_incl_embedding": round(n_turns / max(emb_s + router_s, 1e-9), 1),
         "router_detail_ms": {k: round(v, 1) for k, v in detail.items()},
     }
+    if "shipped" in names:
+        # the product's own ingest, in process: embedding, session units, derivation, facts
+        shipped_s = ingest["shipped_ms"] / 1e3
+        report["ingest"]["shipped_ingest_s"] = round(shipped_s, 3)
+        report["ingest"]["shipped_turns_per_s_end_to_end"] = round(
+            n_turns / max(shipped_s, 1e-9), 1)
     if retriever_factory is not None:
         # A server ingests end to end (HTTP, embedding, derived units, facts): one figure.
         report["ingest"] = {
@@ -650,6 +669,51 @@ class ServerRetriever:
         sessions = [int(h.unit.session_id[1:]) for h in found.sessions
                     if h.unit.session_id and h.unit.session_id[1:].isdigit()]
         return Retrieval(turns=turns, sessions=sessions, latency_ms=latency)
+
+
+class CubeClient:
+    """The three SDK calls :class:`ServerRetriever` makes, answered by an in-process
+    :class:`~memos.cube.MemCube`: the shipped ingest (turns, session units, derivation and
+    facts, inline) and the shipped default search, without HTTP."""
+
+    def __init__(self, cube: Any, *, tenant: str = "default") -> None:
+        self.cube, self.tenant = cube, tenant
+
+    def create_cube(self, cube_id: str, *, name: str | None = None) -> Any:
+        from memos.types import CubeCreate
+
+        return self.cube.create_cube(CubeCreate(id=cube_id, name=name), tenant=self.tenant)
+
+    def add_messages(self, cube_id: str, *, session_id: str,
+                     messages: Sequence[dict[str, Any]], sync: bool = False) -> Any:
+        from memos.types import MessagesIngest
+
+        body = MessagesIngest.model_validate(
+            {"session_id": session_id, "messages": list(messages), "sync": sync})
+        return self.cube.ingest(cube_id, body, tenant=self.tenant)
+
+    def search(self, cube_id: str, *, query: str, top_k: int) -> Any:
+        from memos.types import SearchRequest
+
+        return self.cube.search(cube_id, SearchRequest(query=query, top_k=top_k),
+                                tenant=self.tenant)
+
+
+@contextmanager
+def shipped_retriever_factory() -> Iterator[Callable[[], Retriever]]:
+    """The ``shipped`` method: a fresh in-process service (SQLite + FAISS + router cache in a
+    temporary directory, default settings otherwise) that every conversation is ingested
+    into exactly as ``POST /messages`` would, and searched as ``POST /search`` would."""
+    from memos.config import Settings
+    from memos.service import open_cube
+
+    with tempfile.TemporaryDirectory(prefix="memos-locomo-") as tmp:
+        settings = Settings.model_validate({"data_dir": tmp, "MEMOS_DATABASE_URL": None})
+        cube = open_cube(settings)
+        try:
+            yield lambda: ServerRetriever(CubeClient(cube))
+        finally:
+            cube.store.dispose()
 
 
 def server_retriever_factory(base_url: str) -> Callable[[], Retriever]:
