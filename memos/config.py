@@ -25,7 +25,6 @@ class Settings(BaseSettings):
                           "'default'), or 'tenant:key' pairs.")
     embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
                           "(tests only).")
-    max_text_chars: int = 32_000
     embed_batch_size: int = 64
     extractor: str = Field(default="rules", description="Fact extraction after ingest: "
                            "'rules' (offline), 'none', or 'llm:<litellm model>'.")

@@ -83,13 +83,12 @@ class MemCube:
     """The MemCube service. Collaborators come in through the constructor."""
 
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
-                 max_text_chars: int = 32_000, derivers: Sequence[Deriver] = (),
+                 derivers: Sequence[Deriver] = (),
                  router: RouterCache | None = None) -> None:
         self.store = store
         self.index = index
         self.router = router
         self.embedder = embedder
-        self.max_text_chars = max_text_chars
         self.derivers = list(derivers)
         self.jobs = JobQueue(store)
         #: rows, writes and their index changes; the router cache follows every write

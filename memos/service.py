@@ -65,8 +65,8 @@ def open_cube(settings: Settings) -> MemCube:
         derivers.append(facts)
     router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
         else None
-    return MemCube(store=store, index=index, embedder=embedder,
-                   max_text_chars=settings.max_text_chars, derivers=derivers, router=router)
+    return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
+                   router=router)
 
 
 @dataclass

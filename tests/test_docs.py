@@ -59,3 +59,32 @@ def test_readme_architecture_names_the_real_tree() -> None:
     packages = {p.name for p in (ROOT / "memos").iterdir() if (p / "__init__.py").exists()}
     drawn = {p.rstrip("/").split("/")[-1] for p in named if p.endswith("/")}
     assert packages - {"data"} <= drawn, f"packages missing from the drawing: {packages - drawn}"
+
+
+def test_every_setting_and_environment_variable_is_in_the_config_table() -> None:
+    from memos.config import Settings
+
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(MEMOS_[A-Z_]+)`", table))
+    settings = {(f.alias or f"MEMOS_{name.upper()}") for name, f in Settings.model_fields.items()}
+    read = set()
+    for path in list((ROOT / "memos").rglob("*.py")) + list((ROOT / "api").rglob("*.py")):
+        read |= set(re.findall(r"\"(MEMOS_[A-Z_]+)\"", path.read_text()))
+    missing = sorted((settings | read) - documented)
+    assert not missing, f"not in the README's configuration table: {missing}"
+
+
+def test_every_router_channel_is_documented() -> None:
+    from memos.retrieval.cache import ROUTED
+
+    text = README.split("## Retrieval: several granularities, one router", 1)[1]
+    channels = text.split("The router's channels", 1)[1].split("\n\n", 1)[0]
+    for name in [*ROUTED, "context"]:
+        assert f"`{name}`" in channels, f"router channel {name!r} is not documented"
+
+
+def test_tests_read_shared_data_only_through_the_conftest_helper() -> None:
+    # A test that builds a path into ../shared itself fails on a clone without it.
+    offenders = [p.name for p in (ROOT / "tests").glob("test_*.py")
+                 if re.search(r"""["']shared["']|parents\[2\]""", p.read_text())]
+    assert not offenders, f"use conftest.needs_shared / SHARED_DATA instead: {offenders}"
