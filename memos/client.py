@@ -53,6 +53,7 @@ from memos.types import (
     ContextResponse,
     CubeExport,
     CubePublic,
+    DeletionReport,
     Filters,
     Health,
     IngestResult,
@@ -250,8 +251,9 @@ class _Calls:
                      _model(MemoryPublic), json=body)
 
     @staticmethod
-    def delete_memory(cube_id: str, memory_id: str, purge: bool) -> _Call[None]:
-        return _Call("DELETE", f"/v1/cubes/{cube_id}/memories/{memory_id}", _none,
+    def delete_memory(cube_id: str, memory_id: str, purge: bool) -> _Call[DeletionReport]:
+        return _Call("DELETE", f"/v1/cubes/{cube_id}/memories/{memory_id}",
+                     _model(DeletionReport),
                      params={"purge": "true"} if purge else {})
 
     @staticmethod
@@ -446,7 +448,8 @@ class MemosClient:
     def update_memory(self, cube_id: str, memory_id: str, **changes: Any) -> MemoryPublic:
         return self._send(_Calls.update_memory(cube_id, memory_id, changes))
 
-    def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
+    def delete_memory(self, cube_id: str, memory_id: str, *,
+                      purge: bool = False) -> DeletionReport:
         return self._send(_Calls.delete_memory(cube_id, memory_id, purge))
 
     def session_memories(self, cube_id: str, session_id: str, *,
@@ -633,7 +636,8 @@ class AsyncMemosClient:
     async def update_memory(self, cube_id: str, memory_id: str, **changes: Any) -> MemoryPublic:
         return await self._send(_Calls.update_memory(cube_id, memory_id, changes))
 
-    async def delete_memory(self, cube_id: str, memory_id: str, *, purge: bool = False) -> None:
+    async def delete_memory(self, cube_id: str, memory_id: str, *,
+                            purge: bool = False) -> DeletionReport:
         return await self._send(_Calls.delete_memory(cube_id, memory_id, purge))
 
     async def session_memories(self, cube_id: str, session_id: str, *,

@@ -61,6 +61,7 @@ from memos.types import (
     ContextResponse,
     CubeCreate,
     CubePublic,
+    DeletionReport,
     Filters,
     Granularity,
     IngestResult,
@@ -84,7 +85,7 @@ class MemCube:
 
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
                  derivers: Sequence[Deriver] = (),
-                 router: RouterCache | None = None) -> None:
+                 router: RouterCache | None = None, blobs: BlobStore | None = None) -> None:
         self.store = store
         self.index = index
         self.router = router
@@ -98,7 +99,10 @@ class MemCube:
         self.searcher = Searcher(units=self.units, embedder=embedder, index=index,
                                  router=router, retrievals=self.retrievals)
         self.ingester = Ingester(units=self.units, embedder=embedder, jobs=self.jobs)
-        self.memories = Memories(units=self.units, embedder=embedder, jobs=self.jobs)
+        #: payload files of model memory (what a purge erases with it); ``None``: none kept
+        self.blobs = blobs
+        self.memories = Memories(units=self.units, embedder=embedder, jobs=self.jobs,
+                                 blobs=blobs)
 
     # ================================================================== cubes
     def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
@@ -222,9 +226,10 @@ class MemCube:
         return self.memories.update_memory(cube_id, memory_id, body, tenant=tenant)
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
-                      purge: bool = False) -> None:
-        """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
-        self.memories.delete_memory(cube_id, memory_id, tenant=tenant, purge=purge)
+                      purge: bool = False) -> DeletionReport:
+        """Tombstone the memory (every version) and what derives from it alone; ``purge``
+        erases them from every store (:meth:`memos.memories.Memories.delete_memory`)."""
+        return self.memories.delete_memory(cube_id, memory_id, tenant=tenant, purge=purge)
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
                          granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:
@@ -252,7 +257,12 @@ class MemCube:
 
     # ================================================================== model memory
     def model_memory(self, provider: BackboneProvider, blobs: BlobStore) -> ModelMemory:
-        """Activation and parametric memory over this cube's parts and ``provider``'s model."""
+        """Activation and parametric memory over this cube's parts and ``provider``'s model
+        (``blobs`` must be the cube's blob store when it has one: a purge erases there)."""
+        if self.blobs is not None and self.blobs.root != blobs.root:
+            raise ValueError(f"model memory blobs {blobs.root} are not this cube's "
+                             f"{self.blobs.root}")
+        self.memories.blobs = self.memories.blobs or blobs
         return ModelMemory(units=self.units, jobs=self.jobs, searcher=self.searcher,
                            provider=provider, blobs=blobs)
 

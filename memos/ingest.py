@@ -2,7 +2,8 @@
 
 :class:`Ingester` stores the new messages of a session (idempotently: a message whose id,
 or whose role, speaker, content and timestamp within the session, is already stored is
-skipped), a ``turn`` unit per message (its vector from :func:`turn_embedding_text`) and
+skipped), a ``turn`` unit per message (its vector from
+:func:`memos.derive.session.turn_embedding_text`) and
 refreshes the session's ``session`` unit, in one write; with ``enqueue_derive`` the
 ``derive_session`` job is queued in the same transaction, so acknowledged messages always
 get derived. Embedding happens before the write, so the SQLite write lock is held briefly.
@@ -11,31 +12,25 @@ get derived. Embedding happens before the write, so the SQLite write lock is hel
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from memos.derive import DERIVE_JOB
+from memos.derive.session import refresh_session_unit, turn_embedding_text
 from memos.embed import Embedder, embed_texts
 from memos.errors import Conflict
 from memos.jobs import JobQueue
-from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow, vector_of
+from memos.store.models import MessageRow, SpanRow, utcnow, vector_of
 from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import IngestResult, MessagesIngest
 
-__all__ = ["Ingester", "turn_embedding_text"]
+__all__ = ["Ingester"]
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-def turn_embedding_text(speaker: str | None, content: str) -> str:
-    """What a turn's vector is computed from: the speaker's name, then the text."""
-    return f"{speaker}: {content}" if speaker else content
 
 
 class Ingester:
@@ -118,8 +113,10 @@ class Ingester:
             for message, unit in zip(messages, units):
                 session.add(SpanRow(unit_pk=unit.pk, message_pk=message.pk, start=0,
                                     end=len(message.content)))
-            session_unit, stale_pk = self._refresh_session_unit(
-                session, cube, body.session_id, tenant=tenant, now=now)
+            refreshed = refresh_session_unit(session, cube, body.session_id, tenant=tenant,
+                                             now=now, embedder=self.embedder)
+            session_unit, stale_pk = refreshed.unit, refreshed.stale_pk
+            assert session_unit is not None  # the session has the messages just added
             self.units.bump_index_version(cube)
             if enqueue_derive:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
@@ -135,55 +132,3 @@ class Ingester:
             publish(cube, remove=[stale_pk] if stale_pk is not None else [], add=new_pks,
                     vectors=new_vectors)
         return result
-
-
-    def _refresh_session_unit(self, session: Session, cube: CubeRow, session_id: str, *,
-                              tenant: str, now: datetime) -> tuple[UnitRow, int | None]:
-        """Rewrite the session's ``session`` unit: transcript text, spans, mean turn vector.
-
-        It is a derived unit, so it is refreshed in place rather than versioned; returns the
-        row and, when it existed before, its pk, whose old vector the index must drop.
-        """
-        messages = session.scalars(select(MessageRow).where(
-            MessageRow.cube_id == cube.id, MessageRow.session_id == session_id)
-            .order_by(MessageRow.seq)).all()
-        turns = session.execute(select(UnitRow.pk, UnitRow.embedding).where(
-            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
-            UnitRow.granularity == "turn", UnitRow.status == "active")).all()
-        lines, spans, offset = [], [], 0
-        for m in messages:
-            prefix = f"{m.speaker or m.role}: "
-            start = offset + len(prefix)
-            spans.append((m.pk, start, start + len(m.content)))
-            line = prefix + m.content
-            lines.append(line)
-            offset += len(line) + 1
-        text = "\n".join(lines)
-        vectors = [e for _, e in turns if e is not None]
-        mean = np.mean(vectors, axis=0) if vectors else embed_texts(self.embedder, [text])[0]
-        mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-        unit = session.scalar(select(UnitRow).where(
-            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
-            UnitRow.granularity == "session", UnitRow.status == "active"))
-        times = [m.timestamp for m in messages if m.timestamp]
-        stale_pk = None
-        if unit is None:
-            unit = new_unit(cube_id=cube.id, tenant=tenant, granularity="session", text=None,
-                            session_id=session_id, extractor="ingest", created_at=now)
-            session.add(unit)
-        else:
-            stale_pk = unit.pk
-            session.execute(delete(SpanRow).where(SpanRow.unit_pk == unit.pk))
-            session.execute(delete(LinkRow).where(LinkRow.src_pk == unit.pk,
-                                                  LinkRow.type == "derived_from"))
-        unit.text, unit.content_sha, unit.embedding = text, content_hash(text), mean
-        unit.meta = {"messages": len(messages)}
-        unit.valid_from = min(times) if times else None
-        unit.valid_to = max(times) if times else None
-        session.flush()
-        for message_pk, start, end in spans:
-            session.add(SpanRow(unit_pk=unit.pk, message_pk=message_pk, start=start, end=end))
-        for turn_pk, _ in turns:
-            session.add(LinkRow(cube_id=cube.id, src_pk=unit.pk, dst_pk=turn_pk,
-                                type="derived_from", weight=1.0, created_at=now))
-        return unit, stale_pk

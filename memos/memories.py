@@ -3,8 +3,10 @@ and the history, provenance and per-session views of them.
 
 Every method takes ``tenant`` (keyword-only): another tenant's cube is not found. A
 correction writes version n+1 and marks version n ``superseded``; a delete tombstones every
-version (``purge`` also erases text and vector); both queue the rebuild of model memory
-derived from what changed (:func:`memos.store.lineage.queue_stale_rebuild`).
+version (``purge`` erases instead); both queue the rebuild of model memory derived from what
+changed (:func:`memos.store.lineage.queue_stale_rebuild`). Deleting, correcting or purging a
+turn changes its message, and what was derived from the message follows
+(:mod:`memos.derive.sources`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ import uuid
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from memos.derive.session import turn_embedding_text
+from memos.derive.sources import (
+    SourceChange,
+    erase_model_memory,
+    erase_unit,
+    follow_source_change,
+)
 from memos.embed import Embedder, embed_texts
 from memos.errors import Conflict, InvalidInput
 from memos.jobs import JobQueue
 from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
+from memos.store.blobs import BlobStore
 from memos.store.lineage import queue_stale_rebuild
 from memos.store.models import LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import (
+    DeletionReport,
     Filters,
     Granularity,
     LinkPublic,
@@ -45,13 +56,35 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _turn_messages(session: Session, versions: Sequence[UnitRow]) -> list[MessageRow]:
+    """The messages the turn units among ``versions`` were ingested from."""
+    turn_pks = [v.pk for v in versions if v.granularity == "turn"]
+    if not turn_pks:
+        return []
+    return list(session.scalars(select(MessageRow).join(
+        SpanRow, SpanRow.message_pk == MessageRow.pk).where(
+        SpanRow.unit_pk.in_(turn_pks))).unique())
+
+
+def _merge(first: SourceChange, second: SourceChange) -> SourceChange:
+    """Both changes as one (the unit's own erasure, then what followed its source)."""
+    second.remove[:0] = first.remove
+    second.model_memory[:0] = first.model_memory
+    second.blobs |= first.blobs
+    second.rebuild_queued |= first.rebuild_queued
+    return second
+
+
 class Memories:
     """The memory units of every cube of a unit repository, one at a time."""
 
-    def __init__(self, *, units: UnitRepository, embedder: Embedder, jobs: JobQueue) -> None:
+    def __init__(self, *, units: UnitRepository, embedder: Embedder, jobs: JobQueue,
+                 blobs: BlobStore | None = None) -> None:
         self.units = units
         self.embedder = embedder
         self.jobs = jobs
+        #: where a purge deletes the payload files of the model memory it erases
+        self.blobs = blobs
 
     def _check_vector(self, vector: Sequence[float]) -> np.ndarray:
         arr = np.asarray(vector, dtype=np.float32)
@@ -156,7 +189,12 @@ class Memories:
         if body.status is not None and body.status not in (Status.active, Status.archived):
             raise InvalidInput("status may only be set to 'active' or 'archived'; "
                                "use DELETE to delete")
-        vector = embed_texts(self.embedder, [body.text])[0] if body.text is not None else None
+        with self.units.store.transaction() as session:
+            turn = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id) \
+                if body.text is not None else None
+            speaker = turn.speaker if turn is not None and turn.granularity == "turn" else None
+        vector = embed_texts(self.embedder, [turn_embedding_text(speaker, body.text)])[0] \
+            if body.text is not None else None
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
@@ -189,9 +227,14 @@ class Memories:
             session.add(row)
             session.flush()
             self.units.set_tags(session, row, row.tags)
+            corrected = _turn_messages(session, [old]) \
+                if body.text is not None and body.text != old.text else []
+            for message in corrected:  # a corrected turn corrects the record it came from
+                message.content = body.text or ""
             for span in session.scalars(select(SpanRow).where(SpanRow.unit_pk == old.pk)):
+                end = len(body.text or "") if corrected else span.end
                 session.add(SpanRow(unit_pk=row.pk, message_pk=span.message_pk,
-                                    start=span.start, end=span.end))
+                                    start=span.start, end=end))
             for link in session.scalars(select(LinkRow).where(LinkRow.src_pk == old.pk,
                                                               LinkRow.type == "derived_from")):
                 session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=link.dst_pk,
@@ -207,13 +250,26 @@ class Memories:
                 publish(cube, remove=[old.pk])
             queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
                                          changed=[old.pk])
-        if queued:
+            if corrected:
+                change = follow_source_change(
+                    session, cube=cube, tenant=tenant, messages=corrected,
+                    change_kind="corrected", units_changed=[old.pk], embedder=self.embedder,
+                    jobs=self.jobs, now=now)
+                publish(cube, remove=change.remove, add=[pk for pk, _ in change.add],
+                        vectors=change.vectors())
+        if queued or corrected:
             self.jobs.wake()
         return public
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
-                      purge: bool = False) -> None:
-        """Tombstone the memory (every version of it); ``purge`` also erases text and vector."""
+                      purge: bool = False) -> DeletionReport:
+        """Tombstone the memory (every version of it) and what derives from it alone.
+
+        A turn's message stops being a source (:func:`memos.derive.sources.follow_source_change`).
+        ``purge`` erases instead: text, vector, metadata and spans of every version, the
+        message content, derived units and model memory built from them, then the index
+        snapshot and SQL files are rewritten so no copy stays on disk.
+        """
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
@@ -221,22 +277,55 @@ class Memories:
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
             pks = [v.pk for v in versions]
+            messages = _turn_messages(session, versions)
+            change = SourceChange()
+            if purge:
+                erase_model_memory(session, pks, now, change)
             for version in versions:
                 if version.status != "superseded":
                     version.status, version.deleted_at = "deleted", now
                     version.status_reason = "deleted"
                 if purge:
-                    version.text, version.embedding, version.content_sha = None, None, None
-                    version.status, version.status_reason = "deleted", "purged"
-                    version.deleted_at = version.deleted_at or now
-            if purge:
-                session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
+                    sha = erase_unit(session, version, now)
+                    if sha:
+                        change.blobs.add(sha)
+            session.flush()
+            if messages:
+                change = _merge(change, follow_source_change(
+                    session, cube=cube, tenant=tenant, messages=messages,
+                    change_kind="purged" if purge else "deleted", units_changed=pks,
+                    embedder=self.embedder, jobs=self.jobs, now=now))
+            elif not purge:
+                change.rebuild_queued = queue_stale_rebuild(
+                    session, self.jobs, cube_id=cube_id, tenant=tenant, changed=pks)
             self.units.bump_index_version(cube)
-            publish(cube, remove=pks)
-            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
-                                         changed=pks)
-        if queued:
+            publish(cube, remove=[*pks, *change.remove], add=[pk for pk, _ in change.add],
+                    vectors=change.vectors(), erase=purge)
+        erased_from = []
+        if purge:
+            erased_from = ["sql", "vector_index"]
+            if self._delete_blobs(change.blobs):
+                erased_from.append("blobs")
+        if messages or change.rebuild_queued:
             self.jobs.wake()
+        return DeletionReport(
+            memory_id=memory_id, purged=purge, versions=len(versions),
+            messages=[m.id for m in messages], retired=change.retired,
+            restored=change.restored, sessions=change.sessions,
+            model_memory=change.model_memory, erased_from=erased_from)
+
+    def _delete_blobs(self, shas: set[str]) -> bool:
+        """Delete the payload files no unit refers to any more; whether any was deleted."""
+        if not shas:
+            return False
+        if self.blobs is None:
+            raise RuntimeError("purge erased model memory but this service has no blob store")
+        with self.units.store.transaction() as session:
+            kept = set(session.scalars(select(UnitRow.payload_sha256).where(
+                UnitRow.payload_sha256.in_(shas))))
+        for sha in shas - kept:
+            self.blobs.delete(sha)
+        return bool(shas - kept)
 
     def session_memories(self, cube_id: str, session_id: str, *, tenant: str,
                          granularity: Granularity = Granularity.fact) -> list[MemoryPublic]:

@@ -66,7 +66,7 @@ def open_cube(settings: Settings) -> MemCube:
     router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
         else None
     return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
-                   router=router)
+                   router=router, blobs=BlobStore(blob_root(settings.data_dir)))
 
 
 @dataclass
@@ -90,7 +90,8 @@ def build_services(settings: Settings, *, cube: MemCube | None = None) -> Servic
     """The cube (``cube``, or :func:`open_cube`) and everything over it."""
     cube = cube or open_cube(settings)
     provider = BackboneProvider(settings.data_dir)
-    model_memory = cube.model_memory(provider, BlobStore(blob_root(settings.data_dir)))
+    model_memory = cube.model_memory(provider,
+                                     cube.blobs or BlobStore(blob_root(settings.data_dir)))
     chat = Chat(cube, bundled=BundledLoader(settings.data_dir, provider=provider),
                 model_memory=model_memory)
     scheduler = Scheduler(model_memory, SchedulerPolicy(

@@ -238,6 +238,37 @@ class MemoryPublic(MemoryBase):
     superseded_at: datetime | None = None
 
 
+class DeletionReport(BaseModel):
+    """What deleting a memory changed; with ``purge``, what was erased and from where."""
+
+    memory_id: str
+    purged: bool
+    versions: int = Field(description="Versions of the memory tombstoned (or erased).")
+    messages: list[str] = Field(
+        default_factory=list,
+        description="Source messages of a deleted turn: no longer derived from (a purge "
+                    "also empties their content).")
+    retired: list[str] = Field(
+        default_factory=list,
+        description="Memories derived from the deleted source that cited nothing else "
+                    "(extracted facts, memories created with sources): deleted, or erased.")
+    restored: list[str] = Field(
+        default_factory=list,
+        description="Earlier versions current again because the version that replaced "
+                    "them was retired.")
+    sessions: list[str] = Field(
+        default_factory=list,
+        description="Sessions whose session unit was rewritten and whose summary, keywords "
+                    "and facts are derived again (a queued job).")
+    model_memory: list[str] = Field(
+        default_factory=list,
+        description="Activation and parametric units built from what a purge erased: "
+                    "erased with their payload files.")
+    erased_from: list[str] = Field(
+        default_factory=list,
+        description="Where a purge erased (e.g. 'sql', 'vector_index', 'blobs').")
+
+
 class MemoryPage(BaseModel):
     items: list[MemoryPublic]
     total: int

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, status
 
 from api.deps import MemosDep, TenantDep
 from memos.types import (
+    DeletionReport,
     Filters,
     Granularity,
     Kind,
@@ -63,12 +64,15 @@ def update_memory(cube_id: str, memory_id: str, body: MemoryUpdate, memos: Memos
     return memos.update_memory(cube_id, memory_id, body, tenant=tenant)
 
 
-@router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{memory_id}", response_model=DeletionReport)
 def delete_memory(cube_id: str, memory_id: str, memos: MemosDep, tenant: TenantDep,
-                  purge: bool = False) -> Response:
-    """Tombstone the memory; ``?purge=true`` also erases its text and embedding."""
-    memos.delete_memory(cube_id, memory_id, tenant=tenant, purge=purge)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+                  purge: bool = False) -> DeletionReport:
+    """Tombstone the memory (every version) and what was derived from it alone: deleting a
+    turn rewrites its session unit, re-derives summary, keywords and facts, and retires the
+    facts that cited only it. ``?purge=true`` erases all of that instead — text, vectors,
+    metadata, the message's content, model memory built from it — from SQL, the vector index
+    files and the blob store. The report says what changed and where."""
+    return memos.delete_memory(cube_id, memory_id, tenant=tenant, purge=purge)
 
 
 @router.get("/{memory_id}/history", response_model=list[MemoryPublic])

@@ -99,8 +99,8 @@ def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
 def embedder_ceiling(turns: list[tuple[str, str]], *, batch: int) -> float:
     """Texts/s of the default embedder alone on these turns, embedded as ingest embeds them
     (speaker prefix, one call per session): the most turns/s ingest could reach here."""
+    from memos.derive.session import turn_embedding_text
     from memos.embed import OnnxMiniLM
-    from memos.ingest import turn_embedding_text
 
     embedder = OnnxMiniLM()
     texts = [turn_embedding_text(who, text) for who, text in turns]

@@ -10,8 +10,9 @@ update decision (:mod:`memos.extract.update`) → store, in one transaction per 
   keeps every value;
 - NOOP (already known) records the extra source span on the existing fact.
 
-Idempotent: a fact already stored for the same source span and text (in any status) is
-skipped, so replaying a session, or a job re-run after a crash, changes nothing.
+Idempotent: a fact already stored for the same source span and text (in any status but
+retired by a correction of its source) is skipped, so replaying a session, or a job re-run
+after a crash, changes nothing. Deleted messages are never extracted from.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memos.derive import DeriveContext
+from memos.derive.sources import retired_by_correction
 from memos.extract import (
     Action,
     ActiveFact,
@@ -70,14 +72,16 @@ class FactDeriver:
             cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             user_name = (cube_row.meta or {}).get("user_name")
             messages = session.scalars(select(MessageRow).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == session_id)
-                .order_by(MessageRow.seq)).all()
+                MessageRow.cube_id == cube_id, MessageRow.session_id == session_id,
+                MessageRow.deleted_at.is_(None)).order_by(MessageRow.seq)).all()
             active_rows = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.granularity == "fact",
                 UnitRow.status == "active")).all()
+            # Facts retired because their source message was corrected are extracted anew
+            # from the corrected text; every other fact (deleted, quarantined…) is known.
             known = {_key(r.meta, r.text) for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
-                UnitRow.granularity == "fact"))}
+                UnitRow.granularity == "fact")) if not retired_by_correction(r)}
         if not messages:
             return
         # A user message without a speaker is the cube's user: ``metadata.user_name`` names

@@ -33,6 +33,9 @@ class VectorIndex(Protocol):
     def drop(self, cube_id: str) -> None:
         """Forget everything about a deleted cube."""
 
+    def compact(self, cube: CubeRow) -> None:
+        """Hold no trace of removed vectors, in memory or on disk (after a purge)."""
+
     def stats(self) -> dict[str, int]:
         """Vectors held and bytes on disk."""
         ...

@@ -208,6 +208,12 @@ class FaissIndex:
             for path in self._paths(cube_id):
                 path.unlink(missing_ok=True)
 
+    def compact(self, cube: CubeRow) -> None:
+        """Rebuild the cube's graph from SQL and rewrite its snapshot now: HNSW keeps removed
+        vectors as dead entries, and a purged vector must leave memory and disk."""
+        with self._lock:
+            self._cubes[cube.id] = self._rebuild(cube)
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             vectors = sum(s.index.ntotal for s in self._cubes.values())

@@ -49,6 +49,9 @@ class PgVectorIndex:
     def drop(self, cube_id: str) -> None:
         """Rows go with the cube (ON DELETE CASCADE)."""
 
+    def compact(self, cube: CubeRow) -> None:
+        """The vectors are the rows' column: a purge nulls it, ``Store.reclaim`` vacuums."""
+
     def stats(self) -> dict[str, int]:
         return {"vectors": -1, "bytes": 0}
 

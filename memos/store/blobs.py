@@ -94,6 +94,23 @@ class BlobStore:
                            details={"payload_sha256": sha256})
         return path.read_bytes()
 
+    def delete(self, sha256: str) -> None:
+        """Erase a payload (a purge): zeroed in place, then unlinked. Missing is fine.
+
+        Zeroing first is best effort below the file system (a copy-on-write file system or an
+        SSD may keep the old blocks); no file under the data directory holds it afterwards.
+        """
+        path = self.path(sha256)
+        if not path.is_file():
+            return
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            for start in range(0, size, 1 << 20):
+                f.write(bytes(min(1 << 20, size - start)))
+            f.flush()
+            os.fsync(f.fileno())
+        path.unlink()
+
     def get(self, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Tensors and metadata of a blob; ``NotFound``-like ``Conflict`` if it is missing."""
         from safetensors import safe_open

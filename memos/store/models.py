@@ -124,6 +124,9 @@ class MessageRow(Base):
     content_sha: Mapped[str] = mapped_column(String(64))
     timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set when the message's turn is deleted: kept (content and all) for the turn's history,
+    #: never derived from again. A purge also empties ``content`` (:mod:`memos.derive.sources`).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class UnitRow(Base):

@@ -7,6 +7,7 @@ and changed only by Alembic; :meth:`Store.upgrade` runs it programmatically.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memos.errors import BackendUnavailable
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -28,6 +31,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9); only an
     # OS crash or power loss can drop the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted and overwritten content is zeroed on disk, so a purge leaves no copy of the
+    # text in freed pages (memos.derive.sources; Store.reclaim empties the WAL after it).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -111,6 +117,27 @@ class Store:
             raise
         finally:
             session.close()
+
+    def reclaim(self) -> None:
+        """Leave no copy of erased rows on disk, after a purge committed.
+
+        SQLite (``secure_delete`` already zeroed the freed space): a ``TRUNCATE`` checkpoint
+        moves the WAL into the database file and empties it, since the WAL still holds the
+        pages as they were before the purge. PostgreSQL: ``VACUUM`` of the tables a purge
+        rewrites, so the old row versions are no longer readable (the freed space on disk is
+        PostgreSQL's to reuse).
+        """
+        if self.is_postgres:
+            with self.engine.connect() as connection:
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                for table in ("messages", "memory_units", "provenance_spans", "unit_tags",
+                              "unit_links"):
+                    connection.exec_driver_sql(f"VACUUM {table}")
+            return
+        with self.engine.connect() as connection:
+            busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+            if busy:  # a reader holds an old snapshot: its next checkpoint finishes the job
+                log.warning("purge: the WAL could not be emptied now (a reader is active)")
 
     def dispose(self) -> None:
         self.engine.dispose()

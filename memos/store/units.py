@@ -39,7 +39,8 @@ from memos.types import MemoryPublic
 
 __all__ = ["UnitRepository", "Publish", "new_unit", "content_hash"]
 
-#: ``publish(cube, remove=pks, add=pks, vectors=array)``: index changes of one write.
+#: ``publish(cube, remove=pks, add=pks, vectors=array, erase=False)``: index changes of one
+#: write.
 Publish = Callable[..., None]
 
 
@@ -123,21 +124,27 @@ class UnitRepository:
         """One write: a transaction, then its index changes, under the writer lock.
 
         ``publish(cube, remove=…, add=…, vectors=…)`` inside the block registers index
-        changes; they are applied after the commit, in order.
+        changes; they are applied after the commit, in order. ``erase=True`` (a purge) then
+        also compacts the cube's index and reclaims the store's freed space, so no copy of
+        what the write erased stays on disk.
         """
-        pending: list[tuple[CubeRow, Sequence[int], Sequence[int], np.ndarray | None]] = []
+        pending: list[tuple[CubeRow, Sequence[int], Sequence[int], np.ndarray | None, bool]] = []
 
         def publish(cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
-                    vectors: np.ndarray | None = None) -> None:
-            pending.append((cube, list(remove), list(add), vectors))
+                    vectors: np.ndarray | None = None, erase: bool = False) -> None:
+            pending.append((cube, list(remove), list(add), vectors, erase))
 
         with self._write_lock:
             with self.store.transaction() as session:
                 yield session, publish
-            for cube, remove, add, vectors in pending:
+            for cube, remove, add, vectors, erase in pending:
                 self.index.apply(cube, remove=remove, add=add, vectors=vectors)
+                if erase:
+                    self.index.compact(cube)
                 if self.on_publish is not None:
                     self.on_publish(cube, remove=remove, add=add)
+            if any(erase for *_, erase in pending):
+                self.store.reclaim()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
