@@ -144,8 +144,13 @@ class MemCube:
             return self._cube_public(session, cube)
 
     def delete_cube(self, cube_id: str, *, tenant: str) -> None:
+        """Delete the cube and everything in it, leaving no copy on disk: rows (zeroed by
+        SQLite's ``secure_delete``, then the WAL emptied), index files, payload blobs no other
+        cube shares."""
         with self.units.locked(), self.store.transaction() as session:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            payloads = set(session.scalars(select(UnitRow.payload_sha256).where(
+                UnitRow.cube_id == cube_id, UnitRow.payload_sha256.is_not(None))))
             # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
             # explicit deletes keep PostgreSQL and SQLite identical.
             unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)
@@ -158,6 +163,8 @@ class MemCube:
         self.index.drop(cube_id)
         if self.router is not None:
             self.router.drop(cube_id)
+        self.memories.delete_blobs(payloads)
+        self.store.reclaim()
 
     # ================================================================== helpers
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ turn changes its message, and what was derived from the message follows
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 
@@ -50,6 +51,8 @@ from memos.types import (
 )
 
 __all__ = ["Memories"]
+
+log = logging.getLogger(__name__)
 
 
 def _new_id() -> str:
@@ -304,7 +307,7 @@ class Memories:
         erased_from = []
         if purge:
             erased_from = ["sql", "vector_index"]
-            if self._delete_blobs(change.blobs):
+            if self.delete_blobs(change.blobs):
                 erased_from.append("blobs")
         if messages or change.rebuild_queued:
             self.jobs.wake()
@@ -314,12 +317,14 @@ class Memories:
             restored=change.restored, sessions=change.sessions,
             model_memory=change.model_memory, erased_from=erased_from)
 
-    def _delete_blobs(self, shas: set[str]) -> bool:
+    def delete_blobs(self, shas: set[str]) -> bool:
         """Delete the payload files no unit refers to any more; whether any was deleted."""
         if not shas:
             return False
-        if self.blobs is None:
-            raise RuntimeError("purge erased model memory but this service has no blob store")
+        if self.blobs is None:  # a cube built without one: its payloads are someone else's
+            log.warning("model memory was erased but this service has no blob store; "
+                        "%d payload file(s) left to their owner", len(shas))
+            return False
         with self.units.store.transaction() as session:
             kept = set(session.scalars(select(UnitRow.payload_sha256).where(
                 UnitRow.payload_sha256.in_(shas))))

@@ -213,3 +213,18 @@ def test_purge_erases_every_postgres_row(backend: str, service, settings: Settin
             message = session.scalar(select(MessageRow).where(MessageRow.session_id == "s1",
                                                               MessageRow.seq == 2))
             assert message.content == "" and message.deleted_at is not None
+
+
+def test_deleted_cube_leaves_no_copy_in_any_file(app_client, tmp_path: Path) -> None:
+    client = app_client
+    memos = client.app.state.memos  # type: ignore[attr-defined]
+    turns = _cube(client)
+    with memos.store.transaction() as session:
+        vector = session.scalar(select(UnitRow.embedding).where(
+            UnitRow.id == turns[SESSION_1[2]["content"]]))
+    memos.index.flush()
+    needles = _canary_needles([vector])
+    assert _files_containing(tmp_path, needles)
+    assert client.delete("/v1/cubes/c").status_code == 204
+    assert client.get("/v1/cubes").json() == []
+    assert _files_containing(tmp_path, needles) == []
