@@ -189,7 +189,7 @@ def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_
         for proc, url, log_path in servers:
             _wait_ready(proc, url, log_path)
         with MemosClient(servers[0][1]) as client:
-            client.create_cube("shared")
+            client.create_cube("together")
         barrier = threading.Barrier(12)
 
         def writer(url: str, name: str) -> None:
@@ -199,7 +199,7 @@ def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_
                     batch = [{"id": f"{name}-{b}-{j}", "role": "user",
                               "content": f"{name} says line {b}.{j}"} for j in range(10)]
                     try:
-                        result = client.add_messages("shared", session_id="s", messages=batch)
+                        result = client.add_messages("together", session_id="s", messages=batch)
                     except MemosError as exc:
                         errors.append(f"{name}: {exc}")
                         continue
@@ -222,7 +222,7 @@ def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_
     try:
         with store.transaction() as session:
             rows = session.execute(select(MessageRow.seq, MessageRow.id).where(
-                MessageRow.cube_id == "shared", MessageRow.session_id == "s")
+                MessageRow.cube_id == "together", MessageRow.session_id == "s")
                 .order_by(MessageRow.seq)).all()
     finally:
         store.dispose()
@@ -233,6 +233,36 @@ def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_
     for name in {m.rsplit("-", 2)[0] for m in acknowledged}:
         mine = [message_id for _, message_id in rows if message_id.startswith(name + "-")]
         assert mine == [f"{name}-{b}-{j}" for b in range(8) for j in range(10)]
+
+
+def test_a_second_server_on_one_data_directory_exits_1_naming_it_and_a_kill_9_frees_it(
+        tmp_path: Path) -> None:
+    env = {"MEMOS_EMBEDDER": "hashing", "MEMOS_EXTRACTOR": "none"}
+    first, url = _serve(tmp_path, env)
+    try:
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("MEMOS_")}
+        second = subprocess.run(
+            [sys.executable, "-m", "memos.cli", "serve", "--port", str(_port()),
+             "--data-dir", str(tmp_path)], env={**child_env, **env}, capture_output=True,
+            text=True, timeout=120)
+        assert second.returncode == 1
+        assert "Traceback" not in second.stderr and "memos 0.1.0 on" not in second.stdout
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"memos: the server did not start: Conflict: data directory {tmp_path.resolve()} "
+            f"is in use by another memos process (pid {first.pid}); stop it, or give this "
+            "one another --data-dir (MEMOS_DATA_DIR)")
+        with MemosClient(url) as client:  # the first one is unharmed
+            client.create_cube("still-mine")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    third, url = _serve(tmp_path, env)  # the dead holder's lock file does not block
+    try:
+        with MemosClient(url) as client:
+            assert [c.id for c in client.list_cubes()] == ["still-mine"]
+    finally:
+        third.kill()
+        third.wait(timeout=30)
 
 
 def test_cli_ingest_and_search_against_a_server(tmp_path: Path) -> None:
