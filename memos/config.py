@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class Settings(BaseSettings):
     database_url_override: str | None = Field(
         default=None, alias="MEMOS_DATABASE_URL",
         description="PostgreSQL (with pgvector) URL for scale-out; SQLite in data_dir if unset.")
+    durability: Literal["full", "normal"] = Field(
+        default="full", description="Embedded SQLite: 'full' (default) fsyncs every commit, "
+        "so an acknowledged write survives a power loss; 'normal' survives a process crash "
+        "but a power or OS failure can drop the last commits (ingest cost: see Benchmarks). "
+        "PostgreSQL follows its own server settings.")
     api_keys: str = Field(default="", description="Comma-separated static API keys (tenant "
                           "'default'), or 'tenant:key' pairs.")
     embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "

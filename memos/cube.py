@@ -149,8 +149,8 @@ class MemCube:
         cube shares."""
         with self.units.locked(), self.store.transaction() as session:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            payloads = set(session.scalars(select(UnitRow.payload_sha256).where(
-                UnitRow.cube_id == cube_id, UnitRow.payload_sha256.is_not(None))))
+            payloads = {sha for sha in session.scalars(select(UnitRow.payload_sha256).where(
+                UnitRow.cube_id == cube_id, UnitRow.payload_sha256.is_not(None))) if sha}
             # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
             # explicit deletes keep PostgreSQL and SQLite identical.
             unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from memos.derive import DERIVE_JOB
@@ -23,6 +23,7 @@ from memos.embed import Embedder, embed_texts
 from memos.errors import Conflict
 from memos.jobs import JobQueue
 from memos.store.models import MessageRow, SpanRow, utcnow, vector_of
+from memos.store.ordering import next_seq
 from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import IngestResult, MessagesIngest
 
@@ -89,12 +90,9 @@ class Ingester:
 
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            seq = session.scalar(select(func.max(MessageRow.seq)).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
-            seq = -1 if seq is None else seq
+            first = next_seq(session, cube_id=cube_id, session_id=body.session_id)
             messages, units = [], []
-            for (msg, sha), vector in zip(fresh, vectors):
-                seq += 1
+            for seq, ((msg, sha), vector) in enumerate(zip(fresh, vectors), start=first):
                 message = MessageRow(
                     id=msg.id or f"msg_{_new_id()}", cube_id=cube_id,
                     session_id=body.session_id, seq=seq, role=msg.role.value,

@@ -4,8 +4,9 @@
     services.cube.search(...); services.chat.answer(...); services.handlers
 
 :func:`open_cube` opens the storage a deployment describes — SQLite + FAISS under
-``data_dir`` by default, PostgreSQL + pgvector when ``MEMOS_DATABASE_URL`` is set (the
-schema is upgraded first) — with the configured embedder, derivers and router cache.
+``data_dir`` by default, locked to this process (:mod:`memos.store.lock`), or PostgreSQL
++ pgvector when ``MEMOS_DATABASE_URL`` is set (the schema is upgraded first) — with the
+configured embedder, derivers and router cache.
 :func:`build_services` adds what runs over it: model memory over the lazily loaded bundled
 backbone, chat, the scheduler with the configured default policy, and the job handlers
 the worker registers. Each object is built once; the API keeps them on ``app.state``.
@@ -29,6 +30,7 @@ from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.cache import RouterCache
 from memos.scheduler import Scheduler
 from memos.store.blobs import BlobStore, blob_root
+from memos.store.lock import DataDirLock
 from memos.store.sql import Store
 from memos.types import SchedulerPolicy
 
@@ -36,16 +38,29 @@ __all__ = ["Services", "open_cube", "build_services"]
 
 
 def open_cube(settings: Settings) -> MemCube:
-    """The cube service over the storage ``settings`` describe (schema upgraded first)."""
+    """The cube service over the storage ``settings`` describe (schema upgraded first).
+
+    An embedded data directory is locked to this process first (:class:`Conflict` if
+    another holds it); the lock is released with ``cube.store.dispose()``, or here if
+    anything after it fails.
+    """
+    # One process per embedded data directory: its FAISS indexes live in this process.
+    lock = DataDirLock.acquire(settings.data_dir) if settings.is_sqlite else None
+    store = Store(settings.database_url, durability=settings.durability, data_dir_lock=lock)
+    try:
+        store.upgrade()
+        return _cube_over(store, settings)
+    except BaseException:
+        store.dispose()
+        raise
+
+
+def _cube_over(store: Store, settings: Settings) -> MemCube:
     from memos.derive.facts import FactDeriver
     from memos.derive.granularity import GranularityDeriver
     from memos.index.faiss import FaissIndex
     from memos.index.pgvector import PgVectorIndex
 
-    if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.database_url)
-    store.upgrade()
     index: VectorIndex
     if store.is_postgres:
         index = PgVectorIndex()

@@ -76,7 +76,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 _TEMPLATE = "memos_template"
 
 
-def _pg_database(server: Any) -> str:
+def pg_database(server: Any) -> str:
     """A fresh, migrated database: copied from a template migrated once per session."""
     base = server.get_uri()
     if not getattr(server, "_memos_template_ready", False):
@@ -94,7 +94,7 @@ def build_service(backend: str, tmp_path: Path, embedder: Any, pg_server: Any) -
     if backend == "postgres":
         if pg_server is None:
             pytest.skip(f"PostgreSQL (pgserver) could not start: {_PG_PROBLEM}")
-        store = Store(_pg_database(pg_server))
+        store = Store(pg_database(pg_server))
         store.upgrade()  # a no-op on the migrated copy; kept so the test proves it is one
         return MemCube(store=store, index=PgVectorIndex(), embedder=embedder,
                        router=RouterCache())

@@ -1,5 +1,6 @@
-"""A real server process: restart persistence, and kill -9 during ingest loses nothing
-that was acknowledged."""
+"""A real server process: restart persistence, kill -9 during ingest loses nothing that was
+acknowledged (SQLite and PostgreSQL), and several server processes ingesting into one
+PostgreSQL session number its messages without a gap or a duplicate."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import pg_database
+from sqlalchemy import select
 
 from memos.client import MemosClient
 from memos.errors import BackendUnavailable, MemosError
+from memos.store.models import MessageRow
+from memos.store.sql import Store
 
 
 def _port() -> int:
@@ -24,27 +30,49 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(data_dir: Path, env_extra: dict[str, str] | None = None,
+           log_name: str = "server.log") -> tuple[subprocess.Popen[bytes], str, Path]:
     port = _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMOS_")}
-    with (data_dir / "server.log").open("ab") as log:
+    env.update(env_extra or {})
+    log_path = data_dir / log_name
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "memos.cli", "serve", "--port", str(port), "--data-dir",
              str(data_dir), "--log-level", "warning"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", log_path
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
     deadline = time.time() + 60
     with MemosClient(url, timeout=2) as client:
         while True:
             try:
                 client.health()
-                return proc, url
+                return
             except BackendUnavailable:
                 if proc.poll() is not None or time.time() > deadline:
                     proc.kill()
-                    out = (data_dir / "server.log").read_text()
-                    pytest.fail(f"server did not start:\n{out}")
+                    pytest.fail(f"server did not start:\n{log_path.read_text()}")
                 time.sleep(0.2)
+
+
+def _serve(data_dir: Path, env_extra: dict[str, str] | None = None
+           ) -> tuple[subprocess.Popen[bytes], str]:
+    proc, url, log_path = _start(data_dir, env_extra)
+    _wait_ready(proc, url, log_path)
+    return proc, url
+
+
+def _store_env(backend: str, pg_server: Any) -> dict[str, str]:
+    """The server's environment for ``backend``: SQLite in the data dir, or a fresh
+    PostgreSQL database."""
+    if backend == "sqlite":
+        return {}
+    if pg_server is None:
+        pytest.skip("PostgreSQL (pgserver) could not start")
+    return {"MEMOS_DATABASE_URL": pg_database(pg_server)}
 
 
 def test_restart_keeps_everything(tmp_path: Path) -> None:
@@ -73,8 +101,11 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
         proc.wait(timeout=30)
 
 
-def test_kill_9_during_ingest_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    proc, url = _serve(tmp_path)
+def test_kill_9_during_ingest_loses_no_acknowledged_message_and_a_resend_stores_nothing_twice(
+        backend: str, tmp_path: Path, pg_server: Any) -> None:
+    env = _store_env(backend, pg_server)
+    proc, url = _serve(tmp_path, env)
+    sent: list[tuple[str, list[dict[str, str]]]] = []
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -86,6 +117,7 @@ def test_kill_9_during_ingest_loses_no_acknowledged_message(tmp_path: Path) -> N
                 batch = [{"id": f"m{i}-{j}", "role": "user", "speaker": "Zoe",
                           "content": f"Entry {i}.{j}: today I planted {j} tulips."}
                          for j in range(20)]
+                sent.append((f"s{i}", batch))
                 try:
                     client.add_messages("k", session_id=f"s{i}", messages=batch)
                 except MemosError:
@@ -104,30 +136,133 @@ def test_kill_9_during_ingest_loses_no_acknowledged_message(tmp_path: Path) -> N
     thread.join(timeout=30)
     assert len(acknowledged) >= 100
 
-    proc, url = _serve(tmp_path)
+    proc, url = _serve(tmp_path, env)
     try:
         with MemosClient(url) as client:
-            page = client.list_memories("k", filters={"granularity": ["turn"]}, limit=1)
-            assert page.total >= len(acknowledged)
-            stored = set()
-            offset = 0
-            while True:
-                items = client.list_memories("k", filters={"granularity": ["turn"]},
-                                             offset=offset, limit=500).items
-                if not items:
-                    break
-                stored.update(m.metadata["message_id"] for m in items)
-                offset += len(items)
-            assert set(acknowledged) <= stored
+            assert set(acknowledged) <= _stored_turns(client, "k")
             # The index was rebuilt or caught up: the newest acknowledged turn is searchable.
             last = acknowledged[-1]
             session, j = last[1:].split("-")
             hits = client.search("k", query=f"Entry {session}.{j}: today I planted {j} tulips.",
                                  top_k=3, filters={"granularity": ["turn"]}).hits
             assert any(h.unit.metadata["message_id"] == last for h in hits)
+            # A client that never saw its answers sends everything again: nothing doubles.
+            for session_id, batch in sent:
+                result = client.add_messages("k", session_id=session_id, messages=batch)
+                if batch[0]["id"] in acknowledged:
+                    assert result.messages_stored == 0
+            every_id = {m["id"] for _, batch in sent for m in batch}
+            assert _stored_turns(client, "k") == every_id
+            page = client.list_memories("k", filters={"granularity": ["turn"]}, limit=1)
+            assert page.total == len(every_id)
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def _stored_turns(client: MemosClient, cube_id: str) -> set[str]:
+    stored: set[str] = set()
+    offset = 0
+    while True:
+        items = client.list_memories(cube_id, filters={"granularity": ["turn"]},
+                                     offset=offset, limit=500).items
+        if not items:
+            return stored
+        stored.update(m.metadata["message_id"] for m in items)
+        offset += len(items)
+
+
+def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_exactly(
+        tmp_path: Path, pg_server: Any) -> None:
+    """3 processes x 4 concurrent writers x 8 batches of 10 messages into one session: every
+    acknowledged message stored once, seq exactly 0..n-1, no request failed."""
+    if pg_server is None:
+        pytest.skip("PostgreSQL (pgserver) could not start")
+    database_url = pg_database(pg_server)
+    # Stateless PostgreSQL workers may share a data directory (no lock is taken for them).
+    env = {"MEMOS_DATABASE_URL": database_url, "MEMOS_EMBEDDER": "hashing",
+           "MEMOS_EXTRACTOR": "none", "MEMOS_RUN_WORKER": "false"}
+    servers = [_start(tmp_path, env, log_name=f"server{n}.log") for n in range(3)]
+    errors: list[str] = []
+    acknowledged: list[str] = []
+    try:
+        for proc, url, log_path in servers:
+            _wait_ready(proc, url, log_path)
+        with MemosClient(servers[0][1]) as client:
+            client.create_cube("together")
+        barrier = threading.Barrier(12)
+
+        def writer(url: str, name: str) -> None:
+            with MemosClient(url, timeout=60) as client:
+                barrier.wait()
+                for b in range(8):
+                    batch = [{"id": f"{name}-{b}-{j}", "role": "user",
+                              "content": f"{name} says line {b}.{j}"} for j in range(10)]
+                    try:
+                        result = client.add_messages("together", session_id="s", messages=batch)
+                    except MemosError as exc:
+                        errors.append(f"{name}: {exc}")
+                        continue
+                    if result.messages_stored != len(batch):
+                        errors.append(f"{name}: stored {result.messages_stored} of {len(batch)}")
+                    acknowledged.extend(m["id"] for m in batch)
+
+        threads = [threading.Thread(target=writer, args=(url, f"p{n}w{t}"))
+                   for n, (_, url, _) in enumerate(servers) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        for proc, _, _ in servers:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert errors == []
+    store = Store(database_url)
+    try:
+        with store.transaction() as session:
+            rows = session.execute(select(MessageRow.seq, MessageRow.id).where(
+                MessageRow.cube_id == "together", MessageRow.session_id == "s")
+                .order_by(MessageRow.seq)).all()
+    finally:
+        store.dispose()
+    assert len(acknowledged) == 3 * 4 * 8 * 10
+    assert sorted(message_id for _, message_id in rows) == sorted(acknowledged)
+    assert [seq for seq, _ in rows] == list(range(len(acknowledged)))
+    # each writer's batches keep their order within the session
+    for name in {m.rsplit("-", 2)[0] for m in acknowledged}:
+        mine = [message_id for _, message_id in rows if message_id.startswith(name + "-")]
+        assert mine == [f"{name}-{b}-{j}" for b in range(8) for j in range(10)]
+
+
+def test_a_second_server_on_one_data_directory_exits_1_naming_it_and_a_kill_9_frees_it(
+        tmp_path: Path) -> None:
+    env = {"MEMOS_EMBEDDER": "hashing", "MEMOS_EXTRACTOR": "none"}
+    first, url = _serve(tmp_path, env)
+    try:
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("MEMOS_")}
+        second = subprocess.run(
+            [sys.executable, "-m", "memos.cli", "serve", "--port", str(_port()),
+             "--data-dir", str(tmp_path)], env={**child_env, **env}, capture_output=True,
+            text=True, timeout=120)
+        assert second.returncode == 1
+        assert "Traceback" not in second.stderr and "memos 0.1.0 on" not in second.stdout
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"memos: the server did not start: Conflict: data directory {tmp_path.resolve()} "
+            f"is in use by another memos process (pid {first.pid}); stop it, or give this "
+            "one another --data-dir (MEMOS_DATA_DIR)")
+        with MemosClient(url) as client:  # the first one is unharmed
+            client.create_cube("still-mine")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    third, url = _serve(tmp_path, env)  # the dead holder's lock file does not block
+    try:
+        with MemosClient(url) as client:
+            assert [c.id for c in client.list_cubes()] == ["still-mine"]
+    finally:
+        third.kill()
+        third.wait(timeout=30)
 
 
 def test_cli_ingest_and_search_against_a_server(tmp_path: Path) -> None:

@@ -109,7 +109,8 @@ class MessageRow(Base):
     __table_args__ = (
         UniqueConstraint("cube_id", "id", name="uq_messages_cube_id"),
         UniqueConstraint("cube_id", "session_id", "content_sha", name="uq_messages_content"),
-        Index("ix_messages_session", "cube_id", "session_id", "seq"),
+        # A message's place in its session; allocated by memos.store.ordering (migration 0004).
+        Index("ix_messages_session", "cube_id", "session_id", "seq", unique=True),
     )
 
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),

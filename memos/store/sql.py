@@ -1,8 +1,17 @@
 """The SQL store: engine set-up, schema upgrades and transactions.
 
-SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on;
-PostgreSQL needs the pgvector extension (migration 0001 enables it). The schema is created
-and changed only by Alembic; :meth:`Store.upgrade` runs it programmatically.
+SQLite (the embedded default) runs in WAL mode with a busy timeout and foreign keys on, at
+the configured durability (``MEMOS_DURABILITY``):
+
+- ``full`` (default): ``synchronous=FULL`` — every commit is fsynced before it returns,
+  so an acknowledged write survives a process crash, an OS crash and a power loss.
+- ``normal``: ``synchronous=NORMAL`` — the WAL is fsynced only at checkpoints: a commit
+  survives a process crash (kill -9), but an OS crash or power loss can drop the last
+  commits (never corrupting the database).
+
+PostgreSQL needs the pgvector extension (migration 0001 enables it); its durability is the
+server's (``fsync``, ``synchronous_commit``). The schema is created and changed only by
+Alembic; :meth:`Store.upgrade` runs it programmatically.
 """
 
 from __future__ import annotations
@@ -10,8 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
@@ -19,18 +29,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memos.errors import BackendUnavailable
+from memos.store.lock import DataDirLock
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
+Durability = Literal["full", "normal"]
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, durability: Durability) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9); only an
-    # OS crash or power loss can drop the last commits.
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
     # Deleted and overwritten content is zeroed on disk, so a purge leaves no copy of the
     # text in freed pages (memos.derive.sources; Store.reclaim empties the WAL after it).
     cursor.execute("PRAGMA secure_delete=ON")
@@ -54,12 +65,20 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
 class Store:
     """Owns the engine and hands out transactions.
 
+    ``durability`` applies to SQLite (see the module docstring). ``data_dir_lock``, when
+    given, is the embedded data directory's lock; the store holds it until :meth:`dispose`.
+
     >>> store = Store("sqlite:///:memory:")  # doctest: +SKIP
     >>> with store.transaction() as session: ...
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durability: Durability = "full",
+                 data_dir_lock: DataDirLock | None = None) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.url = url
+        self.durability = durability
+        self._data_dir_lock = data_dir_lock
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
         kwargs: dict[str, Any] = {"future": True}
         if self.dialect == "sqlite":
@@ -70,7 +89,7 @@ class Store:
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
         self.engine: Engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", partial(_sqlite_pragmas, durability=durability))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session_factory(self) -> Session:
@@ -140,4 +159,7 @@ class Store:
                 log.warning("purge: the WAL could not be emptied now (a reader is active)")
 
     def dispose(self) -> None:
+        """Close every connection and release the data directory's lock, if held."""
         self.engine.dispose()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
