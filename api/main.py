@@ -19,12 +19,14 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.middleware import BodyLimit, InternalErrorAsJson
 from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
 from memos.config import Settings, get_settings
 from memos.cube import MemCube
 from memos.errors import InvalidInput, MemosError, PayloadTooLarge
 from memos.jobs import Worker
+from memos.limits import Limits
 from memos.service import build_services
 
 log = logging.getLogger("memos.api")
@@ -155,15 +157,13 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = {"error": {"type": kind, "message": str(exc.detail), "details": {}}}
-        return JSONResponse(body, status_code=exc.status_code)
+        # The headers carry what the status needs, e.g. ``Allow`` on a 405.
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        body = {"error": {"type": "internal_error", "message": "internal server error",
-                          "details": {"exception": type(exc).__name__}}}
-        return JSONResponse(body, status_code=500)
-
+    # Innermost first: the JSON 500, then the body limit, then the counter, which so sees
+    # every status the client gets.
+    app.add_middleware(InternalErrorAsJson)
+    app.add_middleware(BodyLimit, limits=Limits.from_settings(settings))
     app.add_middleware(_RequestCounter)
 
     app.include_router(system.router)

@@ -25,6 +25,7 @@ from memos.embed import Embedder, HashingEmbedder, OnnxMiniLM
 from memos.errors import InvalidInput
 from memos.index import VectorIndex
 from memos.keys import KeyRing
+from memos.limits import Limits
 from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.cache import RouterCache
 from memos.scheduler import Scheduler
@@ -66,7 +67,7 @@ def open_cube(settings: Settings) -> MemCube:
     router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
         else None
     return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
-                   router=router)
+                   router=router, limits=Limits.from_settings(settings))
 
 
 @dataclass

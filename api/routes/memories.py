@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from api.deps import MemosDep, TenantDep
+from api.responses import ERRORS
 from memos.types import (
+    MAX_INT,
     Filters,
     Granularity,
     Kind,
@@ -20,7 +22,8 @@ from memos.types import (
     Status,
 )
 
-router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"],
+                   responses=ERRORS)
 
 
 @router.post("", response_model=MemoryPublic, status_code=status.HTTP_201_CREATED)
@@ -41,7 +44,7 @@ def list_memories(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     as_of: datetime | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:
     """List units, oldest first. ``as_of`` answers "what did the cube hold then"."""
