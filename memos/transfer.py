@@ -159,11 +159,9 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     are verified and stored there); ``fingerprint()`` gives the running model's fingerprint
     (None when there is no bundled model), asked only when such units are imported."""
     data = body.data
-    cube_id = body.id or data.cube.id
-    if cube_id is None:
-        raise InvalidInput("give an id for the imported cube")
-    memos.limits.check_import(data)
+    cube_id = body.id or data.cube.id or f"cube_{uuid.uuid4().hex[:16]}"
     _check_unique(data)
+    memos.limits.check_import(data)
     remap = {u.id: (uuid.uuid4().hex if body.new_ids else u.id) for u in data.units}
     lineages = {u.lineage_id: remap.get(u.lineage_id, u.lineage_id) for u in data.units}
     model_units = [u for u in data.units if u.kind is not Kind.plaintext]

@@ -56,6 +56,16 @@ class Status(str, Enum):
     deleted = "deleted"
 
 
+class ListedStatus(str, Enum):
+    """The statuses a list or search may filter on: every status but ``deleted``, whose
+    units are never listed."""
+
+    active = "active"
+    superseded = "superseded"
+    archived = "archived"
+    quarantined = "quarantined"
+
+
 class LinkType(str, Enum):
     derived_from = "derived_from"
     associated = "associated"
@@ -202,7 +212,12 @@ class MemoryCreate(MemoryBase):
     derived_from: list[str] = Field(default_factory=list)
     extractor: str = Field(default="user", max_length=200)
     embedding: list[float] | None = Field(
-        default=None, description="Optional precomputed vector of the cube's embedding model.")
+        default=None, json_schema_extra={"anyOf": [{"type": "array", "items": {
+            "type": "number", "minimum": -1e300, "maximum": 1e300},
+            "contains": {"not": {"const": 0}}}, {"type": "null"}]},
+        description="Optional precomputed vector of the cube's embedding model: as many "
+        "values as the model has dimensions (the server's schema states the number), "
+        "not all zero.")
 
     @field_validator("text")
     @classmethod
@@ -211,9 +226,12 @@ class MemoryCreate(MemoryBase):
 
 
 class MemoryUpdate(BaseModel):
-    """A patch: the given fields change, in a new version; the old version is superseded."""
+    """A patch: the given fields change, in a new version; the old version is superseded.
+    At least one field besides ``reason`` must be given."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [name]} for name in ("text", "tags", "metadata", "confidence",
+                                          "valid_from", "valid_to", "status")]})
 
     text: str | None = Field(default=None, json_schema_extra={"anyOf": [
         {"type": "string", **NONBLANK}, {"type": "null"}]})
@@ -279,12 +297,19 @@ class ProvenancePublic(BaseModel):
 
 
 # --------------------------------------------------------------------------- search
+#: JSON Schema of the rule :func:`memos.retrieval.search.filter_conditions` applies:
+#: ``as_of`` (the units active then) takes no status filter other than ``active``.
+_AS_OF_TAKES_NO_STATUS = {"if": {"properties": {"as_of": {"type": "string"}},
+                                 "required": ["as_of"]},
+                          "then": {"properties": {"status": {"enum": [None, "active"]}}}}
+
+
 class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_AS_OF_TAKES_NO_STATUS)
 
     kind: Kind | None = None
     granularity: list[Granularity] | None = None
-    status: Status | None = None
+    status: ListedStatus | None = None
     session_id: str | None = None
     tags: list[str] | None = Field(default=None, description="Units carrying all these tags.")
     created_after: datetime | None = None
@@ -292,8 +317,21 @@ class Filters(BaseModel):
     as_of: datetime | None = Field(default=None, description="What the cube held at this time.")
 
 
+#: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
+#: ``mode: router`` ranks turns, so its filters may hold only a granularity list with ``turn``.
+_ROUTER_TAKES_NO_FILTERS = {
+    "if": {"properties": {"mode": {"const": "router"}}, "required": ["mode"]},
+    "then": {"properties": {"filters": {
+        "properties": {
+            **{name: {"type": "null"} for name in ("kind", "status", "session_id", "tags",
+                                                   "created_after", "created_before",
+                                                   "as_of")},
+            "granularity": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0},
+                                      {"type": "array", "contains": {"const": "turn"}}]}}}}}}
+
+
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ROUTER_TAKES_NO_FILTERS)
 
     query: str = Field(json_schema_extra=NONBLANK,
                        description="At most MEMOS_MAX_QUERY_CHARS characters.")
@@ -421,7 +459,10 @@ class MemoryOptions(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000, json_schema_extra={
+        "contains": {"properties": {"role": {"const": "user"}, "content": NONBLANK},
+                     "required": ["role", "content"]}},
+        description="At least one user message with non-blank content.")
     model: str = Field(default=BUNDLED, min_length=1, max_length=200,
                        description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
@@ -504,7 +545,9 @@ class ActivationCreate(BaseModel):
     """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
     units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"properties": {"unit_ids": {"type": "array"}}, "required": ["unit_ids"]},
+        {"properties": {"query": {"type": "string"}}, "required": ["query"]}]})
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
     query: str | None = Field(default=None, min_length=1)
@@ -681,7 +724,8 @@ class CubeImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(default=None, pattern=ID_PATTERN,
-                           description="New cube id (default: the exported cube's id).")
+                           description="New cube id (default: the exported cube's id, "
+                           "else a generated one).")
     new_ids: StrictBool = Field(default=False, description="Give every unit a fresh id (needed "
                           "when importing into the server the cube was exported from).")
     data: CubeExport

@@ -14,12 +14,12 @@ from memos.types import (
     Filters,
     Granularity,
     Kind,
+    ListedStatus,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
     MemoryUpdate,
     ProvenancePublic,
-    Status,
 )
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"],
@@ -38,7 +38,7 @@ def list_memories(
     cube_id: str, memos: MemosDep, tenant: TenantDep,
     kind: Kind | None = None,
     granularity: Annotated[list[Granularity] | None, Query()] = None,
-    status_: Annotated[Status | None, Query(alias="status")] = None,
+    status_: Annotated[ListedStatus | None, Query(alias="status")] = None,
     session_id: str | None = None,
     tags: Annotated[list[str] | None, Query(alias="tag")] = None,
     created_after: datetime | None = None,
