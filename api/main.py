@@ -18,13 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
+from api.middleware import BodyLimit, InternalErrorAsJson
 from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
 from memos.config import Settings, get_settings
 from memos.cube import MemCube
-from memos.errors import InvalidInput, MemosError, PayloadTooLarge
+from memos.errors import InvalidInput, MemosError
 from memos.jobs import Worker
+from memos.limits import Limits
 from memos.service import build_services
 
 log = logging.getLogger("memos.api")
@@ -60,16 +63,11 @@ class _RequestCounter:
 
 
 def _validation_error(exc: RequestValidationError, content_type: str | None) -> MemosError:
-    """One status for every bad body: 422 (413 for over-long text), with a message that
-    names the field, or says what is wrong with the body as a whole."""
+    """One status for every request the schema refuses: 422, with a message that names the
+    field, or says what is wrong with the body as a whole. (413 is for the deployment's
+    limits, :mod:`memos.limits`, which the schema does not fix.)"""
     errors = exc.errors()
     details = {"errors": _plain(errors)}
-    too_long = [e for e in errors if e.get("type") == "string_too_long"]
-    if too_long:
-        limit = (too_long[0].get("ctx") or {}).get("max_length")
-        where = ".".join(str(p) for p in too_long[0].get("loc", ()))
-        return PayloadTooLarge(f"{where} is longer than the limit of {limit} characters",
-                               details={"max_chars": limit, "field": where})
     if any(e.get("type") == "json_invalid" for e in errors):
         first = next(e for e in errors if e.get("type") == "json_invalid")
         where = (first.get("ctx") or {}).get("error", "")
@@ -89,6 +87,23 @@ def _validation_error(exc: RequestValidationError, content_type: str | None) -> 
                                 details={**details, "content_type": content_type})
     where = ".".join(str(p) for p in first.get("loc", ()))
     return InvalidInput(f"{where}: {first.get('msg', 'invalid request')}", details=details)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods ``path`` answers, for a 405's ``Allow``: those the OpenAPI schema gives
+    the most specific path template that matches (literal segments win, so
+    ``/activations/refresh`` is POST although ``/activations/{unit_id}`` matches it too).
+    Starlette's own ``Allow`` names only the first route that matched."""
+    templates = getattr(app.state, "path_templates", None)
+    if templates is None:
+        templates = [(compile_path(template)[0], len(compile_path(template)[2]),
+                      sorted(m.upper() for m in ops))
+                     for template, ops in app.openapi()["paths"].items()]
+        app.state.path_templates = templates
+    matching = [(params, methods) for regex, params, methods in templates
+                if regex.match(path)]
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({m for params, methods in matching if params == fewest for m in methods})
 
 
 def _plain(errors: Any) -> list[dict[str, Any]]:
@@ -152,19 +167,36 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         return JSONResponse(err.to_dict(), status_code=err.status_code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8)
+            err = InvalidInput(f"the request body could not be read as JSON: {exc.detail}")
+            return JSONResponse(err.to_dict(), status_code=err.status_code)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = {"error": {"type": kind, "message": str(exc.detail), "details": {}}}
-        return JSONResponse(body, status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        body = {"error": {"type": "internal_error", "message": "internal server error",
-                          "details": {"exception": type(exc).__name__}}}
-        return JSONResponse(body, status_code=500)
-
+    # Innermost first: the JSON 500, then the body limit, then the counter, which so sees
+    # every status the client gets.
+    app.add_middleware(InternalErrorAsJson)
+    app.add_middleware(BodyLimit, limits=Limits.from_settings(settings))
     app.add_middleware(_RequestCounter)
+
+    openapi = app.openapi
+
+    def openapi_with_dimensions() -> dict[str, Any]:
+        """The schema, stating the embedding length this server's model takes (known once
+        the lifespan has opened the service)."""
+        schema = openapi()
+        memos = getattr(app.state, "memos", None)
+        if memos is not None:
+            vector = schema["components"]["schemas"]["MemoryCreate"]["properties"]["embedding"]
+            vector["anyOf"][0].update(minItems=memos.embedder.dim, maxItems=memos.embedder.dim)
+        return schema
+
+    app.openapi = openapi_with_dimensions  # type: ignore[method-assign]
 
     app.include_router(system.router)
     app.include_router(cubes.router)

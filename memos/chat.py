@@ -408,6 +408,7 @@ class Chat:
     # ----------------------------------------------------------------- preparation
     def _prepare(self, cube_id: str, request: ChatRequest, *, tenant: str) -> _Turn:
         """Everything before the first model call; every request error is raised here."""
+        self.memos.limits.check_chat(request)
         self.memos.get_cube(cube_id, tenant=tenant)  # unknown cube: NotFound before any work
         model = self.model_for(request)
         question = next(m.content for m in reversed(request.messages)
@@ -437,8 +438,11 @@ class Chat:
                 raise self._too_long(model, limit, reserve, messages, tools)
         truncated = None
         if plaintext:
+            # A user message may be longer than a search query may be; the embedder reads
+            # only the first few hundred tokens anyway.
+            query = question[:self.memos.limits.max_query_chars]
             found = self.memos.search(cube_id, SearchRequest(
-                query=question, top_k=ContextRequest.model_fields["top_k"].default),
+                query=query, top_k=ContextRequest.model_fields["top_k"].default),
                 tenant=tenant)
             budget = self.context_tokens if room is None else min(self.context_tokens, room)
             while True:

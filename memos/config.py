@@ -51,6 +51,25 @@ class Settings(BaseSettings):
         default=10_000, description="Write the FAISS snapshot after this many index changes "
         "(grows with the index, so persistence stays O(1) amortised per write).")
 
+    # Request limits (memos.limits.Limits): each is named, with its value, in its error.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Bytes "
+                                "of one request body (import excepted), counted as it is read.")
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Bytes "
+                                  "of one cube import body.")
+    max_text_chars: int = Field(default=32_000, ge=1, description="Characters "
+                                "of one message, memory text or chat message.")
+    max_query_chars: int = Field(default=4_000, ge=1, description="Characters "
+                                 "of one search, context or activation query.")
+    max_messages_per_request: int = Field(default=5_000, ge=1,
+                                          description="Messages in one ingest request.")
+    max_request_chars: int = Field(default=1_000_000, ge=1, description=""
+                                   "Characters of all messages of one ingest request together.")
+    max_tags: int = Field(default=64, ge=0, description="Tags on one memory unit.")
+    max_tag_chars: int = Field(default=200, ge=1, le=200, description="Characters of one "
+                               "tag (at most 200, the width of the tags column).")
+    max_metadata_bytes: int = Field(default=64 * 1024, ge=2, description=""
+                                    "Bytes of one metadata object as compact JSON.")
+
     @property
     def database_url(self) -> str:
         if self.database_url_override:

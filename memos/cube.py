@@ -35,6 +35,7 @@ from memos.errors import Conflict
 from memos.index import VectorIndex
 from memos.ingest import Ingester
 from memos.jobs import Job, JobQueue, run_for_cube
+from memos.limits import Limits
 from memos.memories import Memories
 from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.cache import RouterCache
@@ -85,8 +86,11 @@ class MemCube:
 
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
                  derivers: Sequence[Deriver] = (),
-                 router: RouterCache | None = None, blobs: BlobStore | None = None) -> None:
+                 router: RouterCache | None = None, blobs: BlobStore | None = None,
+                 limits: Limits = Limits()) -> None:
         self.store = store
+        #: request limits every write and query is checked against (memos.limits)
+        self.limits = limits
         self.index = index
         self.router = router
         self.embedder = embedder
@@ -115,6 +119,7 @@ class MemCube:
                           pending_jobs=self.jobs.pending(cube.id))
 
     def create_cube(self, body: CubeCreate, *, tenant: str) -> CubePublic:
+        self.limits.check_cube(body)
         cube_id = body.id or f"cube_{uuid.uuid4().hex[:16]}"
         try:
             with self.store.transaction() as session:
@@ -196,6 +201,7 @@ class MemCube:
         """Store a session's new messages as turn units and refresh its session unit
         (:class:`memos.ingest.Ingester`); then derive it inline (``sync``) or in the queued
         ``derive_session`` job."""
+        self.limits.check_ingest(body)
         result = self.ingester.ingest(cube_id, body, tenant=tenant,
                                       enqueue_derive=bool(self.derivers) and not body.sync)
         if self.derivers and result.messages_stored:
@@ -217,6 +223,7 @@ class MemCube:
 
     # ================================================================== memories
     def create_memory(self, cube_id: str, body: MemoryCreate, *, tenant: str) -> MemoryPublic:
+        self.limits.check_memory(body)
         return self.memories.create_memory(cube_id, body, tenant=tenant)
 
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
@@ -230,6 +237,7 @@ class MemCube:
     def update_memory(self, cube_id: str, memory_id: str, body: MemoryUpdate, *,
                       tenant: str) -> MemoryPublic:
         """Write a new version; the old one is kept, marked superseded, in the history."""
+        self.limits.check_memory(body)
         return self.memories.update_memory(cube_id, memory_id, body, tenant=tenant)
 
     def delete_memory(self, cube_id: str, memory_id: str, *, tenant: str,
@@ -254,12 +262,14 @@ class MemCube:
                timings: Timings | None = None) -> SearchResponse:
         """The most relevant units for a query, best first
         (see :class:`memos.retrieval.search.Searcher`)."""
+        self.limits.check_query(body.query)
         return self.searcher.search(cube_id, body, tenant=tenant, timings=timings)
 
     def context(self, cube_id: str, body: ContextRequest, *, tenant: str,
                 count_tokens: TokenCounter = estimate_tokens) -> ContextResponse:
         """Prompt-ready memory within a token budget (as ``count_tokens`` counts), each line
         citing its unit id."""
+        self.limits.check_query(body.query)
         return self.searcher.context(cube_id, body, tenant=tenant, count_tokens=count_tokens)
 
     # ================================================================== model memory

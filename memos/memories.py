@@ -90,15 +90,19 @@ class Memories:
         self.blobs = blobs
 
     def _check_vector(self, vector: Sequence[float]) -> np.ndarray:
-        arr = np.asarray(vector, dtype=np.float32)
+        """The unit vector of ``vector``, normalised in float64 (scaled by its largest value
+        first, so neither tiny nor huge values under- or overflow)."""
+        arr = np.asarray(vector, dtype=np.float64)
         if arr.ndim != 1 or arr.shape[0] != self.embedder.dim:
             raise InvalidInput(
                 f"embedding has {arr.shape[0] if arr.ndim == 1 else arr.shape} values; this "
                 f"cube's model {self.embedder.name!r} has {self.embedder.dim} dimensions",
                 details={"expected_dim": self.embedder.dim})
-        if not np.all(np.isfinite(arr)) or not np.any(arr):
+        peak = float(np.max(np.abs(arr)))
+        if not np.isfinite(peak) or peak == 0:
             raise InvalidInput("embedding must be finite and non-zero")
-        return arr / np.linalg.norm(arr)
+        arr = arr / peak
+        return (arr / np.linalg.norm(arr)).astype(np.float32)
 
     def create_memory(self, cube_id: str, body: MemoryCreate, *, tenant: str) -> MemoryPublic:
         vector = (self._check_vector(body.embedding) if body.embedding is not None

@@ -26,6 +26,7 @@ from memos.embed import Embedder, HashingEmbedder, OnnxMiniLM
 from memos.errors import InvalidInput
 from memos.index import VectorIndex
 from memos.keys import KeyRing
+from memos.limits import Limits
 from memos.memory import BackboneProvider, ModelMemory
 from memos.retrieval.cache import RouterCache
 from memos.scheduler import Scheduler
@@ -81,7 +82,8 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
     router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
         else None
     return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
-                   router=router, blobs=BlobStore(blob_root(settings.data_dir)))
+                   router=router, blobs=BlobStore(blob_root(settings.data_dir)),
+                   limits=Limits.from_settings(settings))
 
 
 @dataclass

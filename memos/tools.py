@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from memos.errors import InvalidInput, MemosError
 from memos.types import (
-    MAX_TEXT_CHARS,
     ContextRequest,
     ContextResponse,
     Filters,
@@ -80,7 +79,7 @@ class _Args(BaseModel):
 
 
 class SearchMemoryArgs(_Args):
-    query: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+    query: str = Field(min_length=1,
                        description="What to look for, in natural language.")
     top_k: int = Field(default=5, ge=1, le=100, description="How many memories to return.")
     granularity: Granularity | None = Field(
@@ -93,15 +92,15 @@ class SearchMemoryArgs(_Args):
 
 
 class AddMemoryArgs(_Args):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+    text: str = Field(min_length=1,
                       description="The fact to remember, as one self-contained sentence.")
-    tags: list[str] = Field(default_factory=list, max_length=64,
+    tags: list[str] = Field(default_factory=list,
                             description="Optional labels for filtering later.")
 
 
 class UpdateMemoryArgs(_Args):
     memory_id: str = Field(min_length=1, description="Id of the memory to correct.")
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+    text: str = Field(min_length=1,
                       description="The corrected text; the old version stays in the history.")
 
 
@@ -110,7 +109,7 @@ class DeleteMemoryArgs(_Args):
 
 
 class GetContextArgs(_Args):
-    query: str = Field(min_length=1, max_length=MAX_TEXT_CHARS,
+    query: str = Field(min_length=1,
                        description="What the context is for, in natural language.")
     max_tokens: int = Field(default=512, ge=16, le=32_000,
                             description="Token budget of the returned context.")

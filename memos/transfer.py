@@ -124,6 +124,34 @@ def _check_payload(unit: ExportedUnit) -> bytes:
     return data
 
 
+def _check_unique(data: CubeExport) -> None:
+    """``InvalidInput`` naming the first id (or key) the document holds twice: what the
+    store's unique constraints would otherwise refuse halfway through the write."""
+    keys: dict[str, list[tuple[str, Any]]] = {
+        "message id": [(m.id, m.id) for m in data.messages],
+        "message (session_id, seq)": [(f"{m.session_id}#{m.seq}", (m.session_id, m.seq))
+                                      for m in data.messages],
+        "message content in a session": [
+            (m.id, (m.session_id, content_hash(m.role.value, m.speaker, m.content,
+                                               m.timestamp.isoformat() if m.timestamp
+                                               else None)))
+            for m in data.messages],
+        "unit id": [(u.id, u.id) for u in data.units],
+        "unit (lineage_id, version)": [(f"{u.lineage_id} v{u.version}",
+                                        (u.lineage_id, u.version)) for u in data.units],
+        "link (source_id, target_id, type)": [
+            (f"{lk.source_id} -> {lk.target_id} ({lk.type.value})",
+             (lk.source_id, lk.target_id, lk.type)) for lk in data.links],
+    }
+    for what, items in keys.items():
+        seen: set[Any] = set()
+        for name, key in items:
+            if key in seen:
+                raise InvalidInput(f"the export holds {what} {name!r} twice",
+                                   details={"duplicate": name, "field": what})
+            seen.add(key)
+
+
 def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
                 blobs: BlobStore | None = None,
                 fingerprint: Callable[[], dict[str, str] | None] | None = None) -> CubePublic:
@@ -131,9 +159,9 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     are verified and stored there); ``fingerprint()`` gives the running model's fingerprint
     (None when there is no bundled model), asked only when such units are imported."""
     data = body.data
-    cube_id = body.id or data.cube.id
-    if cube_id is None:
-        raise InvalidInput("give an id for the imported cube")
+    cube_id = body.id or data.cube.id or f"cube_{uuid.uuid4().hex[:16]}"
+    _check_unique(data)
+    memos.limits.check_import(data)
     remap = {u.id: (uuid.uuid4().hex if body.new_ids else u.id) for u in data.units}
     lineages = {u.lineage_id: remap.get(u.lineage_id, u.lineage_id) for u in data.units}
     model_units = [u for u in data.units if u.kind is not Kind.plaintext]

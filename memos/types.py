@@ -22,10 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-#: Longest text accepted for one message or memory unit, in characters.
-MAX_TEXT_CHARS = 32_000
-#: Most messages accepted in one ingest call.
-MAX_BATCH_MESSAGES = 5_000
+#: Largest integer any field or parameter accepts: what a 64-bit database column holds.
+MAX_INT = 2**63 - 1
+
+#: JSON Schema for a text that must hold a non-whitespace character (the validators refuse
+#: blank text; the pattern makes the schema say so). Sizes are deployment limits
+#: (:mod:`memos.limits`), checked by the service, so they are not fixed in these schemas.
+NONBLANK = {"pattern": r"\S"}
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -51,6 +54,16 @@ class Status(str, Enum):
     archived = "archived"
     quarantined = "quarantined"
     deleted = "deleted"
+
+
+class ListedStatus(str, Enum):
+    """The statuses a list or search may filter on: every status but ``deleted``, whose
+    units are never listed."""
+
+    active = "active"
+    superseded = "superseded"
+    archived = "archived"
+    quarantined = "quarantined"
 
 
 class LinkType(str, Enum):
@@ -126,7 +139,8 @@ class MessageIn(BaseModel):
                            description="Stable message id; re-sending it creates nothing new.")
     role: Role = Role.user
     speaker: str | None = Field(default=None, max_length=200)
-    content: str = Field(max_length=MAX_TEXT_CHARS)
+    content: str = Field(json_schema_extra=NONBLANK, description="At most "
+                         "MEMOS_MAX_TEXT_CHARS characters.")
     timestamp: datetime | None = None
 
     @field_validator("content")
@@ -139,19 +153,21 @@ class MessagesIngest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str = Field(pattern=ID_PATTERN)
-    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_BATCH_MESSAGES)
+    messages: list[MessageIn] = Field(min_length=1, description="At most "
+                                      "MEMOS_MAX_MESSAGES_PER_REQUEST messages, "
+                                      "MEMOS_MAX_REQUEST_CHARS characters together.")
     sync: StrictBool = Field(default=False, description="Build derived units (summaries, keywords, "
                        "facts) before returning instead of in a background job.")
 
 
 class MessagePublic(BaseModel):
-    id: str
-    session_id: str
+    id: str = Field(min_length=1, max_length=128)
+    session_id: str = Field(min_length=1, max_length=128)
     role: Role
-    speaker: str | None = None
+    speaker: str | None = Field(default=None, max_length=200)
     content: str
     timestamp: datetime | None = None
-    seq: int
+    seq: int = Field(ge=0, le=MAX_INT)
     created_at: datetime
 
 
@@ -169,13 +185,16 @@ class SpanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message_id: str
-    start: StrictInt | None = Field(default=None, ge=0, description="Character offset, inclusive.")
-    end: StrictInt | None = Field(default=None, ge=0, description="Character offset, exclusive.")
+    start: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
+                                    description="Character offset, inclusive.")
+    end: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
+                                  description="Character offset, exclusive.")
 
 
 class MemoryBase(BaseModel):
-    tags: list[str] = Field(default_factory=list, max_length=64)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, description="At most MEMOS_MAX_TAGS.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="At most "
+                                     "MEMOS_MAX_METADATA_BYTES as JSON.")
     confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
     valid_from: datetime | None = Field(default=None, description="Event time: true from.")
     valid_to: datetime | None = Field(default=None, description="Event time: true until.")
@@ -184,7 +203,8 @@ class MemoryBase(BaseModel):
 class MemoryCreate(MemoryBase):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(max_length=MAX_TEXT_CHARS)
+    text: str = Field(json_schema_extra=NONBLANK,
+                      description="At most MEMOS_MAX_TEXT_CHARS characters.")
     granularity: Granularity = Granularity.fact
     session_id: str | None = Field(default=None, pattern=ID_PATTERN)
     speaker: str | None = Field(default=None, max_length=200)
@@ -192,7 +212,12 @@ class MemoryCreate(MemoryBase):
     derived_from: list[str] = Field(default_factory=list)
     extractor: str = Field(default="user", max_length=200)
     embedding: list[float] | None = Field(
-        default=None, description="Optional precomputed vector of the cube's embedding model.")
+        default=None, json_schema_extra={"anyOf": [{"type": "array", "items": {
+            "type": "number", "minimum": -1e300, "maximum": 1e300},
+            "contains": {"not": {"const": 0}}}, {"type": "null"}]},
+        description="Optional precomputed vector of the cube's embedding model: as many "
+        "values as the model has dimensions (the server's schema states the number), "
+        "not all zero.")
 
     @field_validator("text")
     @classmethod
@@ -201,11 +226,15 @@ class MemoryCreate(MemoryBase):
 
 
 class MemoryUpdate(BaseModel):
-    """A patch: the given fields change, in a new version; the old version is superseded."""
+    """A patch: the given fields change, in a new version; the old version is superseded.
+    At least one field besides ``reason`` must be given."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [name]} for name in ("text", "tags", "metadata", "confidence",
+                                          "valid_from", "valid_to", "status")]})
 
-    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    text: str | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string", **NONBLANK}, {"type": "null"}]})
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
     confidence: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)
@@ -299,12 +328,19 @@ class ProvenancePublic(BaseModel):
 
 
 # --------------------------------------------------------------------------- search
+#: JSON Schema of the rule :func:`memos.retrieval.search.filter_conditions` applies:
+#: ``as_of`` (the units active then) takes no status filter other than ``active``.
+_AS_OF_TAKES_NO_STATUS = {"if": {"properties": {"as_of": {"type": "string"}},
+                                 "required": ["as_of"]},
+                          "then": {"properties": {"status": {"enum": [None, "active"]}}}}
+
+
 class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_AS_OF_TAKES_NO_STATUS)
 
     kind: Kind | None = None
     granularity: list[Granularity] | None = None
-    status: Status | None = None
+    status: ListedStatus | None = None
     session_id: str | None = None
     tags: list[str] | None = Field(default=None, description="Units carrying all these tags.")
     created_after: datetime | None = None
@@ -312,10 +348,24 @@ class Filters(BaseModel):
     as_of: datetime | None = Field(default=None, description="What the cube held at this time.")
 
 
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
+#: ``mode: router`` ranks turns, so its filters may hold only a granularity list with ``turn``.
+_ROUTER_TAKES_NO_FILTERS = {
+    "if": {"properties": {"mode": {"const": "router"}}, "required": ["mode"]},
+    "then": {"properties": {"filters": {
+        "properties": {
+            **{name: {"type": "null"} for name in ("kind", "status", "session_id", "tags",
+                                                   "created_after", "created_before",
+                                                   "as_of")},
+            "granularity": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0},
+                                      {"type": "array", "contains": {"const": "turn"}}]}}}}}}
 
-    query: str = Field(max_length=MAX_TEXT_CHARS)
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ROUTER_TAKES_NO_FILTERS)
+
+    query: str = Field(json_schema_extra=NONBLANK,
+                       description="At most MEMOS_MAX_QUERY_CHARS characters.")
     top_k: StrictInt = Field(default=10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     explain: StrictBool = False
@@ -366,7 +416,8 @@ class ContextRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(max_length=MAX_TEXT_CHARS)
+    query: str = Field(json_schema_extra=NONBLANK,
+                       description="At most MEMOS_MAX_QUERY_CHARS characters.")
     max_tokens: StrictInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
                                   "the lines: by `model`'s tokenizer, else by the estimate "
                                   "max(words × 1.3, characters / 4).")
@@ -416,7 +467,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=MAX_TEXT_CHARS)
+    content: str = Field(description="At most MEMOS_MAX_TEXT_CHARS characters.")
 
 
 class MemoryOptions(BaseModel):
@@ -439,7 +490,10 @@ class MemoryOptions(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1_000, json_schema_extra={
+        "contains": {"properties": {"role": {"const": "user"}, "content": NONBLANK},
+                     "required": ["role", "content"]}},
+        description="At least one user message with non-blank content.")
     model: str = Field(default=BUNDLED, min_length=1, max_length=200,
                        description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
@@ -522,10 +576,12 @@ class ActivationCreate(BaseModel):
     """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
     units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"properties": {"unit_ids": {"type": "array"}}, "required": ["unit_ids"]},
+        {"properties": {"query": {"type": "string"}}, "required": ["query"]}]})
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
-    query: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
+    query: str | None = Field(default=None, min_length=1)
     max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
     top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
@@ -646,8 +702,8 @@ class SchedulerTick(BaseModel):
 # --------------------------------------------------------------------------- export / keys
 class ExportedSpan(BaseModel):
     message_id: str
-    start: int
-    end: int
+    start: int = Field(ge=0, le=MAX_INT)
+    end: int = Field(ge=0, le=MAX_INT)
 
 
 class ExportedUnit(BaseModel):
@@ -655,20 +711,20 @@ class ExportedUnit(BaseModel):
     server embeds with its own model). Activation and parametric units are exported only
     when asked (``include_payloads``), with their safetensors payload in base64."""
 
-    id: str
-    lineage_id: str
-    version: int
+    id: str = Field(min_length=1, max_length=64)
+    lineage_id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1, le=MAX_INT)
     kind: Kind
     granularity: Granularity
     text: str | None
-    session_id: str | None = None
-    speaker: str | None = None
-    extractor: str
+    session_id: str | None = Field(default=None, max_length=128)
+    speaker: str | None = Field(default=None, max_length=200)
+    extractor: str = Field(max_length=200)
     status: Status
     status_reason: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = 1.0
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     created_at: datetime
@@ -699,7 +755,8 @@ class CubeImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(default=None, pattern=ID_PATTERN,
-                           description="New cube id (default: the exported cube's id).")
+                           description="New cube id (default: the exported cube's id, "
+                           "else a generated one).")
     new_ids: StrictBool = Field(default=False, description="Give every unit a fresh id (needed "
                           "when importing into the server the cube was exported from).")
     data: CubeExport

@@ -182,7 +182,7 @@ def test_bad_input_gets_clear_errors_and_writes_nothing(client: TestClient) -> N
     err(client.post("/v1/cubes/ghost/search", json={"query": "x"}), 404, "not_found")
     msg = err(client.post("/v1/cubes/c1/memories", json={"text": "x" * 40_000}), 413,
               "payload_too_large")
-    assert "32000" in msg
+    assert "32,000" in msg and "MEMOS_MAX_TEXT_CHARS" in msg
     msg = err(client.post("/v1/cubes/c1/memories", json={"text": "x", "embedding": [0.1] * 5}),
               422, "invalid_input")
     assert "384" in msg
@@ -248,7 +248,7 @@ def test_export_then_import_keeps_history_and_provenance(client: TestClient) -> 
     assert data["format"] == "memos.cube.v1" and len(data["messages"]) == 3
     # Same server: ids are taken, so a plain import is a conflict; new_ids remaps them.
     r = client.post("/v1/cubes/import", json={"id": "c2", "data": data})
-    assert r.status_code == 409
+    assert r.status_code == 409, r.text
     r = client.post("/v1/cubes/import", json={"id": "c2", "data": data, "new_ids": True})
     assert r.status_code == 201, r.text
     hits = client.post("/v1/cubes/c2/search", json={

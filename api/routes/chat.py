@@ -8,11 +8,12 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.deps import ChatDep, TenantDep
+from api.responses import ERRORS
 from memos.chat import sse_events
 from memos.tools import tool_schemas
 from memos.types import ChatRequest, ChatResponse
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=ERRORS)
 
 
 @router.get("/v1/tools")

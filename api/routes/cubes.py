@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.deps import MemosDep, ModelMemoryDep, TenantDep
+from api.responses import ERRORS
 from memos.memory import model_fingerprint
 from memos.transfer import export_cube, import_cube
 from memos.types import (
@@ -18,7 +19,7 @@ from memos.types import (
     MessagesIngest,
 )
 
-router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
+router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=ERRORS)
 
 
 @router.post("", response_model=CubePublic, status_code=status.HTTP_201_CREATED)

@@ -8,20 +8,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import MemosDep, TenantDep
+from api.responses import ERRORS
 from memos.types import (
+    MAX_INT,
     DeletionReport,
     Filters,
     Granularity,
     Kind,
+    ListedStatus,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
     MemoryUpdate,
     ProvenancePublic,
-    Status,
 )
 
-router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"],
+                   responses=ERRORS)
 
 
 @router.post("", response_model=MemoryPublic, status_code=status.HTTP_201_CREATED)
@@ -36,13 +39,13 @@ def list_memories(
     cube_id: str, memos: MemosDep, tenant: TenantDep,
     kind: Kind | None = None,
     granularity: Annotated[list[Granularity] | None, Query()] = None,
-    status_: Annotated[Status | None, Query(alias="status")] = None,
+    status_: Annotated[ListedStatus | None, Query(alias="status")] = None,
     session_id: str | None = None,
     tags: Annotated[list[str] | None, Query(alias="tag")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     as_of: datetime | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:
     """List units, oldest first. ``as_of`` answers "what did the cube hold then"."""

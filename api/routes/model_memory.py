@@ -8,10 +8,14 @@ returned without tensors; payloads stay in the blob store.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 
 from api.deps import ModelMemoryDep, SchedulerDep, TenantDep
+from api.responses import ERRORS
 from memos.types import (
+    MAX_INT,
     ActivationCreate,
     ActivationPublic,
     ActivationRefresh,
@@ -22,7 +26,8 @@ from memos.types import (
     TrainingJob,
 )
 
-router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["model memory"])
+router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["model memory"],
+                   responses=ERRORS)
 
 
 
@@ -81,8 +86,8 @@ def list_adapters(cube_id: str, mm: ModelMemoryDep, tenant: TenantDep,
 
 
 @router.get("/adapters/jobs/{job_id}", response_model=TrainingJob)
-def adapter_job(cube_id: str, job_id: int, mm: ModelMemoryDep,
-                tenant: TenantDep) -> TrainingJob:
+def adapter_job(cube_id: str, job_id: Annotated[int, Path(ge=1, le=MAX_INT)],
+                mm: ModelMemoryDep, tenant: TenantDep) -> TrainingJob:
     """Status and progress of a training job; ``unit_id`` once the adapter is stored."""
     return mm.adapters.job(cube_id, job_id, tenant=tenant)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import ChatDep, MemosDep, TenantDep
+from api.responses import ERRORS
 from memos.retrieval.search import Timings
 from memos.types import ContextRequest, ContextResponse, SearchRequest, SearchResponse
 
-router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"])
+router = APIRouter(prefix="/v1/cubes/{cube_id}", tags=["search"], responses=ERRORS)
 
 
 @router.post("/search", response_model=SearchResponse)

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from api.deps import MemosDep, TenantDep
+from api.responses import ERRORS, HEALTH_ERRORS
 from memos import __version__
 from memos.types import Health
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, responses=HEALTH_ERRORS)
 def healthz(memos: MemosDep) -> Health:
     """Liveness and readiness: the database answers and the index is loaded."""
     memos.counts()
@@ -22,7 +23,7 @@ def healthz(memos: MemosDep) -> Health:
                   index=memos.index.name)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)
 def metrics(request: Request, memos: MemosDep, _tenant: TenantDep) -> str:
     counts = memos.counts()
     lines = [

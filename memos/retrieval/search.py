@@ -153,9 +153,7 @@ def filter_conditions(filters: Filters) -> list[ColumnElement[bool]]:
                   or_(UnitRow.deleted_at.is_(None), UnitRow.deleted_at > t),
                   UnitRow.status.in_(["active", "superseded", "deleted", "archived"]),
                   UnitRow.text.is_not(None)]
-    else:
-        if filters.status == Status.deleted:
-            raise InvalidInput("deleted memories are never listed")
+    else:  # Filters.status cannot be deleted: deleted units are never listed
         conds.append(UnitRow.status == (filters.status or Status.active).value)
     if filters.kind is not None:
         conds.append(UnitRow.kind == filters.kind.value)
