@@ -22,4 +22,4 @@ def unit_public(row: UnitRow) -> MemoryPublic:
 def message_public(row: MessageRow) -> MessagePublic:
     return MessagePublic(id=row.id, session_id=row.session_id, role=Role(row.role),
                          speaker=row.speaker, content=row.content, timestamp=row.timestamp,
-                         seq=row.seq, created_at=row.created_at)
+                         seq=row.seq, created_at=row.created_at, deleted_at=row.deleted_at)

@@ -187,11 +187,14 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
         session.flush()
         message_pks: dict[str, int] = {}
         for m in data.messages:
+            purged = m.deleted_at is not None and not m.content
+            sha = f"purged:{uuid.uuid4().hex}" if purged else content_hash(
+                m.role.value, m.speaker, m.content,
+                m.timestamp.isoformat() if m.timestamp else None)
             message = MessageRow(id=m.id, cube_id=cube_id, session_id=m.session_id, seq=m.seq,
-                             role=m.role.value, speaker=m.speaker, content=m.content,
-                             content_sha=content_hash(m.role.value, m.speaker, m.content,
-                                              m.timestamp.isoformat() if m.timestamp else None),
-                             timestamp=m.timestamp, created_at=m.created_at)
+                                 role=m.role.value, speaker=m.speaker, content=m.content,
+                                 content_sha=sha, timestamp=m.timestamp,
+                                 created_at=m.created_at, deleted_at=m.deleted_at)
             session.add(message)
             session.flush()
             message_pks[m.id] = message.pk

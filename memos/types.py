@@ -169,6 +169,9 @@ class MessagePublic(BaseModel):
     timestamp: datetime | None = None
     seq: int = Field(ge=0, le=MAX_INT)
     created_at: datetime
+    deleted_at: datetime | None = Field(
+        default=None, description="When the message's turn was deleted: no longer a source "
+                                  "of derived memory (a purge also empties the content).")
 
 
 class IngestResult(BaseModel):

@@ -228,3 +228,64 @@ def test_deleted_cube_leaves_no_copy_in_any_file(app_client, tmp_path: Path) -> 
     assert client.delete("/v1/cubes/c").status_code == 204
     assert client.get("/v1/cubes").json() == []
     assert _files_containing(tmp_path, needles) == []
+
+
+def test_a_cube_with_purged_turns_exports_and_imports(app_client) -> None:
+    client = app_client
+    turns = _cube(client)
+    for content in (SESSION_1[0]["content"], SESSION_1[2]["content"]):  # two in one session
+        assert client.delete(f"/v1/cubes/c/memories/{turns[content]}",
+                             params={"purge": "true"}).status_code == 200
+    data = client.get("/v1/cubes/c/export").json()
+    purged = [m for m in data["messages"] if m["deleted_at"]]
+    assert len(purged) == 2 and {m["content"] for m in purged} == {""}
+    r = client.post("/v1/cubes/import", json={"id": "c2", "data": data, "new_ids": True})
+    assert r.status_code == 201, r.text
+    again = client.get("/v1/cubes/c2/export").json()["messages"]
+    assert sorted(bool(m["deleted_at"]) for m in again) == [False, False, False, True, True]
+
+
+class _PurgeWhileEmbedding:
+    """The cube's embedder, purging a unit the first time a deriver embeds: the deriver has
+    read the session, the purge commits, then the deriver writes."""
+
+    def __init__(self, client: TestClient, memory_id: str) -> None:
+        self.client, self.memory_id = client, memory_id
+        self.inner = client.app.state.memos.embedder  # type: ignore[attr-defined]
+        self.name, self.dim = self.inner.name, self.inner.dim
+        self.purged = False
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not self.purged:
+            self.purged = True
+            r = self.client.delete(f"/v1/cubes/c/memories/{self.memory_id}",
+                                   params={"purge": "true"})
+            assert r.status_code == 200, r.text
+        return self.inner.embed(texts)
+
+
+@pytest.mark.parametrize("deriver_name", ["granularity", "facts"])
+def test_a_derive_job_that_read_before_a_purge_writes_nothing_of_it(
+        tmp_path: Path, deriver_name: str) -> None:
+    from memos.derive import DeriveContext
+
+    settings = Settings(data_dir=tmp_path, run_worker=False, retrieval_flush_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        memos = client.app.state.memos  # type: ignore[attr-defined]
+        client.post("/v1/cubes", json={"id": "c", "metadata": {"user_name": "Ana"}})
+        r = client.post("/v1/cubes/c/messages", json={"session_id": "s1",
+                                                      "messages": SESSION_1})
+        turn_id = r.json()["unit_ids"][2]  # the passport turn; derivation not run yet
+        deriver = next(d for d in memos.derivers if d.name == deriver_name)
+        ctx = DeriveContext(units=memos.units, jobs=memos.jobs,
+                            embedder=_PurgeWhileEmbedding(client, turn_id))
+        deriver.derive_session(ctx, cube_id="c", session_id="s1", tenant=DEFAULT_TENANT)
+        assert ctx.embedder.purged  # type: ignore[attr-defined]
+        with memos.store.transaction() as session:
+            texts = session.scalars(select(UnitRow.text).where(UnitRow.text.is_not(None)))
+            assert not [t for t in texts if CANARY.lower() in t.lower()]
+        # The job the purge queued derives the session from what is left.
+        memos.derive_session("c", "s1", tenant=DEFAULT_TENANT)
+        kinds = {u["granularity"] for u in client.get(
+            "/v1/cubes/c/memories", params={"limit": 100}).json()["items"]}
+        assert {"summary", "keyword", "fact"} <= kinds

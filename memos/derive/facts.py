@@ -103,11 +103,13 @@ class FactDeriver:
         vectors = ctx.embed([p.fact.text for p in fresh])
         self._store(ctx, cube_id=cube_id, session_id=session_id, tenant=tenant,
                     planned=planned, fresh=fresh, vectors=vectors, ids=ids,
-                    message_pks={m.id: m.pk for m in messages})
+                    message_pks={m.id: m.pk for m in messages},
+                    read={m.pk: m.content for m in messages})
 
     def _store(self, ctx: DeriveContext, *, cube_id: str, session_id: str, tenant: str,
                planned: Sequence[PlannedFact], fresh: Sequence[PlannedFact], vectors: np.ndarray,
-               ids: dict[int, str], message_pks: dict[str, int]) -> None:
+               ids: dict[int, str], message_pks: dict[str, int],
+               read: dict[int, str]) -> None:
         now = utcnow()
         vector_of = {id(p): v for p, v in zip(fresh, vectors)}
         add_pks: list[int] = []
@@ -115,6 +117,13 @@ class FactDeriver:
         remove_pks: list[int] = []
         with ctx.units.write() as (session, publish):
             cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            live = {pk: content for pk, content in session.execute(select(
+                MessageRow.pk, MessageRow.content).where(
+                MessageRow.pk.in_(list(read)), MessageRow.deleted_at.is_(None)))}
+            if live != read:
+                # A source message was deleted, corrected or purged since it was read: the
+                # change queued this session's next job, which extracts from what is there.
+                return
             for p in planned:
                 fact = p.fact
                 if p.status == "noop":

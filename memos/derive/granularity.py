@@ -16,6 +16,7 @@ import uuid
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from memos.derive import DeriveContext
 from memos.granularity.units import TermStats, derive_units
@@ -69,9 +70,7 @@ class GranularityDeriver:
         with ctx.units.store.transaction() as session:
             ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             turns = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
-                UnitRow.granularity == "turn", UnitRow.status == "active",
-                UnitRow.embedding.is_not(None)).order_by(UnitRow.pk)).all()
+                *_turn_conditions(cube_id, session_id)).order_by(UnitRow.pk)).all()
             if not turns:
                 return
             spans = session.execute(select(SpanRow.unit_pk, SpanRow.message_pk).where(
@@ -88,8 +87,13 @@ class GranularityDeriver:
         vectors = [d.vector if d.vector is not None else next(embedded) for d in drafts]
         message_of = dict(spans)
         now = utcnow()
+        read = [(t.pk, t.content_sha) for t in turns]
         with ctx.units.write() as (session, publish):
             cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            if _active_turns(session, cube_id, session_id) != read:
+                # A turn was deleted, corrected or purged since it was read: never write what
+                # derives from the old state (the change queued this session's next job).
+                return
             old = session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
                 UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
@@ -127,3 +131,16 @@ class GranularityDeriver:
             ctx.units.bump_index_version(cube_row)
             publish(cube_row, remove=old_pks, add=new_pks,
                     vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
+
+
+def _turn_conditions(cube_id: str, session_id: str) -> list[ColumnElement[bool]]:
+    return [UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+            UnitRow.granularity == "turn", UnitRow.status == "active",
+            UnitRow.embedding.is_not(None)]
+
+
+def _active_turns(session: Session, cube_id: str, session_id: str) -> list[tuple[int, str | None]]:
+    """(pk, content hash) of the session's active turns, in pk order."""
+    return [(pk, sha) for pk, sha in session.execute(select(UnitRow.pk, UnitRow.content_sha)
+                                                     .where(*_turn_conditions(cube_id, session_id))
+                                                     .order_by(UnitRow.pk))]

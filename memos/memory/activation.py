@@ -226,6 +226,12 @@ class ActivationMemory:
             self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([s for s, _ in sources])))}
+            changed = [s for s, text in sources if s not in src or src[s].status != "active"
+                       or (src[s].text or "") != text]
+            if changed:  # deleted, corrected or purged while compiling: never store it
+                self.blobs.delete(sha)
+                raise Conflict(f"{len(changed)} source memories changed while the cache was "
+                               "compiled; compile again", details={"changed_ids": changed})
             row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=lineage_id,
                           version=version, kind="activation", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t in sources), extractor="activation",

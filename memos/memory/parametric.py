@@ -414,6 +414,12 @@ class ParametricMemory:
             self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
                 UnitRow.cube_id == cube_id, UnitRow.id.in_([f[0] for f in facts])))}
+            changed = [i for i, text, _ in facts if i not in src or src[i].status != "active"
+                       or (src[i].text or "") != text]
+            if changed:  # deleted, corrected or purged while training: never store it
+                self.blobs.delete(sha)
+                raise Conflict(f"{len(changed)} source memories changed while the adapter was "
+                               "trained; train again", details={"changed_ids": changed})
             row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id,
                           version=1, kind="parametric", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t, _ in facts), extractor="lora",
