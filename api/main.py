@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.local_only import LocalOnlyGuard
 from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
 from memos.config import Settings, get_settings
@@ -165,6 +166,8 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         return JSONResponse(body, status_code=500)
 
     app.add_middleware(_RequestCounter)
+    # Outermost, so a refused remote client reaches nothing, not even the request counts.
+    app.add_middleware(LocalOnlyGuard)
 
     app.include_router(system.router)
     app.include_router(cubes.router)
