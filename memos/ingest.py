@@ -69,10 +69,10 @@ class Ingester:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
             known_ids = set(session.scalars(select(MessageRow.id).where(
-                MessageRow.cube_id == cube_id,
+                MessageRow.cube_key == cube.key,
                 MessageRow.id.in_([m.id for m in body.messages if m.id]))))
             known_shas = set(session.scalars(select(MessageRow.content_sha).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id)))
+                MessageRow.cube_key == cube.key, MessageRow.session_id == body.session_id)))
         fresh = []
         for msg in body.messages:
             sha = content_hash(msg.role.value, msg.speaker, msg.content,
@@ -95,18 +95,18 @@ class Ingester:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             seq = session.scalar(select(func.max(MessageRow.seq)).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id))
+                MessageRow.cube_key == cube.key, MessageRow.session_id == body.session_id))
             seq = -1 if seq is None else seq
             messages, units = [], []
             for (msg, sha), vector in zip(fresh, vectors):
                 seq += 1
                 message = MessageRow(
-                    id=msg.id or f"msg_{_new_id()}", cube_id=cube_id,
+                    id=msg.id or f"msg_{_new_id()}", cube_key=cube.key,
                     session_id=body.session_id, seq=seq, role=msg.role.value,
                     speaker=msg.speaker, content=msg.content, content_sha=sha,
                     timestamp=msg.timestamp, created_at=now)
                 unit = new_unit(
-                    cube_id=cube_id, tenant=tenant, granularity="turn", text=msg.content,
+                    cube=cube, granularity="turn", text=msg.content,
                     content_sha=sha, session_id=body.session_id, speaker=msg.speaker,
                     extractor="ingest", meta={"role": msg.role.value, "message_id": message.id},
                     valid_from=msg.timestamp, created_at=now, embedding=vector)
@@ -123,7 +123,7 @@ class Ingester:
             self.units.bump_index_version(cube)
             if enqueue_derive:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
-                self.jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube_id,
+                self.jobs.enqueue(session, kind=DERIVE_JOB, cube_key=cube.key,
                                   payload={"session_id": body.session_id, "tenant": tenant})
             session.flush()
             new_pks = [u.pk for u in units] + [session_unit.pk]
@@ -145,10 +145,10 @@ class Ingester:
         row and, when it existed before, its pk, whose old vector the index must drop.
         """
         messages = session.scalars(select(MessageRow).where(
-            MessageRow.cube_id == cube.id, MessageRow.session_id == session_id)
+            MessageRow.cube_key == cube.key, MessageRow.session_id == session_id)
             .order_by(MessageRow.seq)).all()
         turns = session.execute(select(UnitRow.pk, UnitRow.embedding).where(
-            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+            UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
             UnitRow.granularity == "turn", UnitRow.status == "active")).all()
         lines, spans, offset = [], [], 0
         for m in messages:
@@ -163,12 +163,12 @@ class Ingester:
         mean = np.mean(vectors, axis=0) if vectors else embed_texts(self.embedder, [text])[0]
         mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         unit = session.scalar(select(UnitRow).where(
-            UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+            UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
             UnitRow.granularity == "session", UnitRow.status == "active"))
         times = [m.timestamp for m in messages if m.timestamp]
         stale_pk = None
         if unit is None:
-            unit = new_unit(cube_id=cube.id, tenant=tenant, granularity="session", text=None,
+            unit = new_unit(cube=cube, granularity="session", text=None,
                             session_id=session_id, extractor="ingest", created_at=now)
             session.add(unit)
         else:
@@ -184,6 +184,6 @@ class Ingester:
         for message_pk, start, end in spans:
             session.add(SpanRow(unit_pk=unit.pk, message_pk=message_pk, start=start, end=end))
         for turn_pk, _ in turns:
-            session.add(LinkRow(cube_id=cube.id, src_pk=unit.pk, dst_pk=turn_pk,
+            session.add(LinkRow(cube_key=cube.key, src_pk=unit.pk, dst_pk=turn_pk,
                                 type="derived_from", weight=1.0, created_at=now))
         return unit, stale_pk

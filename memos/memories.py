@@ -22,7 +22,7 @@ from memos.jobs import JobQueue
 from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
 from memos.store.lineage import queue_stale_rebuild
-from memos.store.models import LinkRow, MessageRow, SpanRow, UnitRow, utcnow
+from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import (
     Filters,
@@ -71,10 +71,10 @@ class Memories:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
-            spans = self._resolve_spans(session, cube_id, body)
-            parents = self._resolve_units(session, cube_id, body.derived_from)
+            spans = self._resolve_spans(session, cube, body)
+            parents = self._resolve_units(session, cube, body.derived_from)
             row = new_unit(
-                cube_id=cube_id, tenant=tenant, granularity=body.granularity.value,
+                cube=cube, granularity=body.granularity.value,
                 text=body.text, session_id=body.session_id, speaker=body.speaker,
                 extractor=body.extractor, tags=list(dict.fromkeys(body.tags)),
                 meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
@@ -85,21 +85,21 @@ class Memories:
             for message_pk, start, end in spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk, start=start, end=end))
             for parent in parents:
-                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=parent.pk,
+                session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=parent.pk,
                                     type="derived_from", weight=1.0, created_at=now))
             self.units.bump_index_version(cube)
             session.flush()
-            public = unit_public(row)
+            public = unit_public(row, cube.id)
             publish(cube, add=[row.pk], vectors=vector[None, :])
         return public
 
-    def _resolve_spans(self, session: Session, cube_id: str,
+    def _resolve_spans(self, session: Session, cube: CubeRow,
                        body: MemoryCreate) -> list[tuple[int, int, int]]:
         if not body.sources:
             return []
         ids = {s.message_id for s in body.sources}
         found = {m.id: m for m in session.scalars(select(MessageRow).where(
-            MessageRow.cube_id == cube_id, MessageRow.id.in_(ids)))}
+            MessageRow.cube_key == cube.key, MessageRow.id.in_(ids)))}
         missing = sorted(ids - found.keys())
         if missing:
             raise InvalidInput(f"unknown source message ids: {missing}",
@@ -117,10 +117,11 @@ class Memories:
             spans.append((message.pk, start, end))
         return spans
 
-    def _resolve_units(self, session: Session, cube_id: str, ids: Sequence[str]) -> list[UnitRow]:
+    def _resolve_units(self, session: Session, cube: CubeRow,
+                       ids: Sequence[str]) -> list[UnitRow]:
         if not ids:
             return []
-        rows = session.scalars(select(UnitRow).where(UnitRow.cube_id == cube_id,
+        rows = session.scalars(select(UnitRow).where(UnitRow.cube_key == cube.key,
                                                      UnitRow.id.in_(set(ids)))).all()
         missing = sorted(set(ids) - {r.id for r in rows})
         if missing:
@@ -130,21 +131,23 @@ class Memories:
 
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            return unit_public(self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id))
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return unit_public(self.units.unit_row(session, cube=cube, unit_id=memory_id),
+                               cube.id)
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
                       limit: int = 50) -> MemoryPage:
         if not 1 <= limit <= 500 or offset < 0:
             raise InvalidInput("limit must be in [1, 500] and offset >= 0")
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            where = [UnitRow.cube_id == cube_id, *filter_conditions(filters)]
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            where = [UnitRow.cube_key == cube.key, *filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
             rows = session.scalars(select(UnitRow).where(*where)
                                    .order_by(UnitRow.created_at, UnitRow.pk)
                                    .offset(offset).limit(limit)).all()
-            return MemoryPage(items=[unit_public(r) for r in rows], total=total, offset=offset,
+            return MemoryPage(items=[unit_public(r, cube.id) for r in rows], total=total,
+                              offset=offset,
                               limit=limit)
 
     def update_memory(self, cube_id: str, memory_id: str, body: MemoryUpdate, *,
@@ -161,17 +164,18 @@ class Memories:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
-            old = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            old = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             if old.status == "superseded":
                 current = session.scalar(select(UnitRow.id).where(
-                    UnitRow.lineage_id == old.lineage_id, UnitRow.superseded_at.is_(None)))
+                    UnitRow.cube_key == cube.key, UnitRow.lineage_id == old.lineage_id,
+                    UnitRow.superseded_at.is_(None)))
                 raise Conflict(f"memory {memory_id!r} was superseded; update the current "
                                f"version {current!r}", details={"current_id": current})
             if old.kind != "plaintext":
                 raise InvalidInput(f"{old.kind} memories are rebuilt, not edited")
             new_id = _new_id()
             row = new_unit(
-                unit_id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
+                unit_id=new_id, cube=cube, lineage_id=old.lineage_id,
                 version=old.version + 1, kind=old.kind, granularity=old.granularity,
                 text=body.text if body.text is not None else old.text,
                 content_sha=content_hash(body.text) if body.text is not None else old.content_sha,
@@ -194,19 +198,18 @@ class Memories:
                                     start=span.start, end=span.end))
             for link in session.scalars(select(LinkRow).where(LinkRow.src_pk == old.pk,
                                                               LinkRow.type == "derived_from")):
-                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=link.dst_pk,
+                session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=link.dst_pk,
                                     type="derived_from", weight=link.weight, created_at=now))
-            session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=old.pk,
+            session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=old.pk,
                                 type="supersedes", weight=1.0, created_at=now))
             self.units.bump_index_version(cube)
             session.flush()
-            public = unit_public(row)
+            public = unit_public(row, cube.id)
             if row.status == "active" and row.embedding is not None:
                 publish(cube, remove=[old.pk], add=[row.pk], vectors=row.embedding[None, :])
             else:
                 publish(cube, remove=[old.pk])
-            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
-                                         changed=[old.pk])
+            queued = queue_stale_rebuild(session, self.jobs, cube=cube, changed=[old.pk])
         if queued:
             self.jobs.wake()
         return public
@@ -217,9 +220,9 @@ class Memories:
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
-                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_key == cube.key)).all()
             pks = [v.pk for v in versions]
             for version in versions:
                 if version.status != "superseded":
@@ -233,8 +236,7 @@ class Memories:
                 session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(pks)))
             self.units.bump_index_version(cube)
             publish(cube, remove=pks)
-            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
-                                         changed=pks)
+            queued = queue_stale_rebuild(session, self.jobs, cube=cube, changed=pks)
         if queued:
             self.jobs.wake()
 
@@ -247,28 +249,28 @@ class Memories:
         sees exactly what extraction produced.
         """
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             rows = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
                 UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
                 .order_by(UnitRow.created_at, UnitRow.pk)).all()
-            return [unit_public(r) for r in rows]
+            return [unit_public(r, cube.id) for r in rows]
 
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
-                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_key == cube.key)
                 .order_by(UnitRow.version)).all()
-            return [unit_public(v) for v in versions]
+            return [unit_public(v, cube.id) for v in versions]
 
     def provenance(self, cube_id: str, memory_id: str, *, tenant: str,
                    max_depth: int = 5) -> ProvenancePublic:
         """Source messages with cited spans, the derived-from chain and the unit's links."""
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(
                 SpanRow.unit_pk == row.pk).order_by(MessageRow.session_id, MessageRow.seq)).all()
@@ -292,5 +294,7 @@ class Memories:
                 UnitRow.pk.in_({x for lr in link_rows for x in (lr.src_pk, lr.dst_pk)}))).all())
             links = [LinkPublic(source_id=pk_to_id[lr.src_pk], target_id=pk_to_id[lr.dst_pk],
                                 type=LinkType(lr.type), weight=lr.weight) for lr in link_rows]
-            return ProvenancePublic(unit=unit_public(row), extractor=row.extractor, sources=sources,
-                                    derived_from=[unit_public(p) for p in chain], links=links)
+            return ProvenancePublic(unit=unit_public(row, cube.id), extractor=row.extractor,
+                                    sources=sources,
+                                    derived_from=[unit_public(p, cube.id) for p in chain],
+                                    links=links)

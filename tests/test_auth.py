@@ -32,8 +32,9 @@ def test_keys_isolate_tenants(service: MemCube, tmp_path: Path) -> None:
             "session_id": "s", "messages": [{"content": "hi"}]}).status_code == 404
         assert client.delete("/v1/cubes/secret", headers=b).status_code == 404
         assert client.get("/v1/cubes", headers=b).json() == []
-        # Same id in another tenant is a different cube namespace? No: ids are global.
-        assert client.post("/v1/cubes", json={"id": "secret"}, headers=b).status_code == 409
+        # Cube ids are each tenant's own namespace: B gets its own "secret", learning nothing.
+        assert client.post("/v1/cubes", json={"id": "secret"}, headers=b).status_code == 201
+        assert client.get("/v1/cubes/secret", headers=b).json()["units"] == 0
         assert client.get("/metrics").status_code == 401
 
 
