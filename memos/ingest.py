@@ -119,7 +119,7 @@ class Ingester:
                 session.add(SpanRow(unit_pk=unit.pk, message_pk=message.pk, start=0,
                                     end=len(message.content)))
             session_unit, stale_pk = self._refresh_session_unit(
-                session, cube, body.session_id, tenant=tenant, now=now)
+                session, cube, body.session_id, now=now)
             self.units.bump_index_version(cube)
             if enqueue_derive:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
@@ -138,7 +138,7 @@ class Ingester:
 
 
     def _refresh_session_unit(self, session: Session, cube: CubeRow, session_id: str, *,
-                              tenant: str, now: datetime) -> tuple[UnitRow, int | None]:
+                              now: datetime) -> tuple[UnitRow, int | None]:
         """Rewrite the session's ``session`` unit: transcript text, spans, mean turn vector.
 
         It is a derived unit, so it is refreshed in place rather than versioned; returns the

@@ -104,11 +104,6 @@ class UnitRepository:
         return cube
 
     @staticmethod
-    def cube_by_key(session: Session, key: str | None) -> CubeRow | None:
-        """The cube of an internal key (a job's), or None once the cube is deleted."""
-        return None if key is None else session.get(CubeRow, key)
-
-    @staticmethod
     def unit_row(session: Session, *, cube: CubeRow, unit_id: str) -> UnitRow:
         """A unit of the cube, any status but deleted (a deleted unit is :class:`NotFound`)."""
         row = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube.key,
