@@ -28,6 +28,12 @@ def get_tenant(request: Request,
     return keys.tenant_for(authorization)
 
 
+def require_admin(request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> None:
+    keys: KeyRing = request.app.state.keys
+    keys.require_admin(authorization)
+
+
 def get_model_memory(request: Request) -> ModelMemory:
     return request.app.state.model_memory  # type: ignore[no-any-return]
 
@@ -42,6 +48,9 @@ def get_chat(request: Request) -> Chat:
 
 MemosDep = Annotated[MemCube, Depends(get_cube_service)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+#: a server-wide route: an admin key (``MEMOS_ADMIN_KEYS``), or no key at all on a server
+#: that has none
+AdminDep = Annotated[None, Depends(require_admin)]
 ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ChatDep = Annotated[Chat, Depends(get_chat)]

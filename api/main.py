@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from api.local_only import LocalOnlyGuard
 from api.middleware import BodyLimit, InternalErrorAsJson
 from api.routes import chat, cubes, memories, model_memory, search, system
 from memos import __version__
@@ -183,6 +184,8 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     app.add_middleware(InternalErrorAsJson)
     app.add_middleware(BodyLimit, limits=Limits.from_settings(settings))
     app.add_middleware(_RequestCounter)
+    # Outermost, so a refused remote client reaches nothing, not even the request counts.
+    app.add_middleware(LocalOnlyGuard)
 
     openapi = app.openapi
 

@@ -60,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.database_url)
     store.upgrade()
-    auth = KeyRing(store, settings.static_keys()).auth_enabled()
+    auth = KeyRing(store, settings.static_keys(),
+                   admin_keys=settings.admin_key_list()).auth_enabled()
     store.dispose()
     host = args.host
     if not auth and host not in ("127.0.0.1", "localhost", "::1"):
@@ -104,7 +105,7 @@ def _keyring(args: argparse.Namespace) -> Any:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.database_url)
     store.upgrade()
-    return KeyRing(store, settings.static_keys())
+    return KeyRing(store, settings.static_keys(), admin_keys=settings.admin_key_list())
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:

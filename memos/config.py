@@ -29,6 +29,8 @@ class Settings(BaseSettings):
         "PostgreSQL follows its own server settings.")
     api_keys: str = Field(default="", description="Comma-separated static API keys (tenant "
                           "'default'), or 'tenant:key' pairs.")
+    admin_keys: str = Field(default="", description="Comma-separated operator keys for the "
+                            "server-wide routes (/metrics); they open no tenant's cubes.")
     embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
                           "(tests only).")
     embed_batch_size: int = 64
@@ -90,6 +92,10 @@ class Settings(BaseSettings):
             tenant, sep, key = item.rpartition(":")
             keys[key] = tenant if sep else "default"
         return keys
+
+    def admin_key_list(self) -> list[str]:
+        """The keys given in ``MEMOS_ADMIN_KEYS``."""
+        return [key for key in (part.strip() for part in self.admin_keys.split(",")) if key]
 
 
 @lru_cache

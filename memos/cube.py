@@ -56,7 +56,7 @@ from memos.store.models import (
     utcnow,
 )
 from memos.store.sql import Store
-from memos.store.units import UnitRepository
+from memos.store.units import UnitRepository, new_cube_key
 from memos.types import (
     ContextRequest,
     ContextResponse,
@@ -112,22 +112,25 @@ class MemCube:
     # ================================================================== cubes
     def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
         units = session.scalar(select(func.count()).select_from(UnitRow).where(
-            UnitRow.cube_id == cube.id, UnitRow.status == "active")) or 0
+            UnitRow.cube_key == cube.key, UnitRow.status == "active")) or 0
         return CubePublic(id=cube.id, name=cube.name, description=cube.description,
                           tenant=cube.tenant, embedding_model=cube.embedding_model,
                           embedding_dim=cube.embedding_dim, metadata=dict(cube.meta or {}),
                           created_at=cube.created_at, units=units,
-                          pending_jobs=self.jobs.pending(cube.id))
+                          pending_jobs=self.jobs.pending(cube.key))
 
     def create_cube(self, body: CubeCreate, *, tenant: str) -> CubePublic:
+        """A new cube of the tenant; :class:`Conflict` only when *this tenant* has one of
+        that id (ids of other tenants' cubes are another namespace)."""
         self.limits.check_cube(body)
         cube_id = body.id or f"cube_{uuid.uuid4().hex[:16]}"
         try:
             with self.store.transaction() as session:
-                if session.get(CubeRow, cube_id) is not None:
+                if session.scalar(select(CubeRow.key).where(CubeRow.tenant == tenant,
+                                                            CubeRow.id == cube_id)):
                     raise Conflict(f"cube {cube_id!r} already exists",
                                    details={"cube_id": cube_id})
-                cube = CubeRow(id=cube_id, tenant=tenant, name=body.name,
+                cube = CubeRow(key=new_cube_key(), id=cube_id, tenant=tenant, name=body.name,
                                description=body.description, meta=body.metadata,
                                embedding_model=self.embedder.name,
                                embedding_dim=self.embedder.dim, index_version=0,
@@ -156,19 +159,20 @@ class MemCube:
         with self.units.locked(), self.store.transaction() as session:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             payloads = {sha for sha in session.scalars(select(UnitRow.payload_sha256).where(
-                UnitRow.cube_id == cube_id, UnitRow.payload_sha256.is_not(None))) if sha}
+                UnitRow.cube_key == cube.key, UnitRow.payload_sha256.is_not(None))) if sha}
             # Children first: SQLite honours ON DELETE CASCADE only with foreign_keys=ON, and
             # explicit deletes keep PostgreSQL and SQLite identical.
-            unit_pks = select(UnitRow.pk).where(UnitRow.cube_id == cube_id)
+            key = cube.key
+            unit_pks = select(UnitRow.pk).where(UnitRow.cube_key == key)
             session.execute(delete(SpanRow).where(SpanRow.unit_pk.in_(unit_pks)))
             session.execute(delete(TagRow).where(TagRow.unit_pk.in_(unit_pks)))
-            session.execute(delete(LinkRow).where(LinkRow.cube_id == cube_id))
-            session.execute(delete(UnitRow).where(UnitRow.cube_id == cube_id))
-            session.execute(delete(MessageRow).where(MessageRow.cube_id == cube_id))
+            session.execute(delete(LinkRow).where(LinkRow.cube_key == key))
+            session.execute(delete(UnitRow).where(UnitRow.cube_key == key))
+            session.execute(delete(MessageRow).where(MessageRow.cube_key == key))
             session.delete(cube)
-        self.index.drop(cube_id)
+        self.index.drop(key)
         if self.router is not None:
-            self.router.drop(cube_id)
+            self.router.drop(key)
         self.memories.delete_blobs(payloads)
         self.store.reclaim()
 
@@ -194,7 +198,7 @@ class MemCube:
             for link in links:
                 if (link.src, link.dst) not in have:
                     have.add((link.src, link.dst))
-                    session.add(LinkRow(cube_id=cube.id, src_pk=link.src, dst_pk=link.dst,
+                    session.add(LinkRow(cube_key=cube.key, src_pk=link.src, dst_pk=link.dst,
                                         type="associated", weight=link.weight, created_at=now))
 
     # ================================================================== ingest

@@ -3,6 +3,8 @@
     MemosError
     ├── InvalidInput        (400/422: bad request body, empty query, top_k out of range, …)
     ├── Unauthorized        (401: missing or unknown API key)
+    ├── Forbidden           (403: a tenant key on an admin route; a remote client of a
+    │                        server that has no API keys)
     ├── NotFound            (404: unknown cube, unit, job; also another tenant's cube)
     ├── Conflict            (409: cube already exists, version race, fingerprint mismatch)
     ├── PayloadTooLarge     (413: text over the configured limit)
@@ -21,6 +23,7 @@ __all__ = [
     "MemosError",
     "InvalidInput",
     "Unauthorized",
+    "Forbidden",
     "NotFound",
     "Conflict",
     "PayloadTooLarge",
@@ -56,6 +59,11 @@ class Unauthorized(MemosError):
     error_type = "unauthorized"
 
 
+class Forbidden(MemosError):
+    status_code = 403
+    error_type = "forbidden"
+
+
 class NotFound(MemosError):
     status_code = 404
     error_type = "not_found"
@@ -79,6 +87,6 @@ class BackendUnavailable(MemosError):
 #: wire ``type`` → class, used by the client to raise the same classes as the library.
 ERROR_TYPES: dict[str, type[MemosError]] = {
     cls.error_type: cls
-    for cls in (MemosError, InvalidInput, Unauthorized, NotFound, Conflict, PayloadTooLarge,
-                BackendUnavailable)
+    for cls in (MemosError, InvalidInput, Unauthorized, Forbidden, NotFound, Conflict,
+                PayloadTooLarge, BackendUnavailable)
 }

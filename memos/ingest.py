@@ -65,10 +65,10 @@ class Ingester:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
             known_ids = set(session.scalars(select(MessageRow.id).where(
-                MessageRow.cube_id == cube_id,
+                MessageRow.cube_key == cube.key,
                 MessageRow.id.in_([m.id for m in body.messages if m.id]))))
             known_shas = set(session.scalars(select(MessageRow.content_sha).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == body.session_id)))
+                MessageRow.cube_key == cube.key, MessageRow.session_id == body.session_id)))
         fresh = []
         for msg in body.messages:
             sha = content_hash(msg.role.value, msg.speaker, msg.content,
@@ -90,16 +90,16 @@ class Ingester:
 
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            first = next_seq(session, cube_id=cube_id, session_id=body.session_id)
+            first = next_seq(session, cube_key=cube.key, session_id=body.session_id)
             messages, units = [], []
             for seq, ((msg, sha), vector) in enumerate(zip(fresh, vectors), start=first):
                 message = MessageRow(
-                    id=msg.id or f"msg_{_new_id()}", cube_id=cube_id,
+                    id=msg.id or f"msg_{_new_id()}", cube_key=cube.key,
                     session_id=body.session_id, seq=seq, role=msg.role.value,
                     speaker=msg.speaker, content=msg.content, content_sha=sha,
                     timestamp=msg.timestamp, created_at=now)
                 unit = new_unit(
-                    cube_id=cube_id, tenant=tenant, granularity="turn", text=msg.content,
+                    cube=cube, granularity="turn", text=msg.content,
                     content_sha=sha, session_id=body.session_id, speaker=msg.speaker,
                     extractor="ingest", meta={"role": msg.role.value, "message_id": message.id},
                     valid_from=msg.timestamp, created_at=now, embedding=vector)
@@ -111,14 +111,14 @@ class Ingester:
             for message, unit in zip(messages, units):
                 session.add(SpanRow(unit_pk=unit.pk, message_pk=message.pk, start=0,
                                     end=len(message.content)))
-            refreshed = refresh_session_unit(session, cube, body.session_id, tenant=tenant,
-                                             now=now, embedder=self.embedder)
+            refreshed = refresh_session_unit(session, cube, body.session_id, now=now,
+                                             embedder=self.embedder)
             session_unit, stale_pk = refreshed.unit, refreshed.stale_pk
             assert session_unit is not None  # the session has the messages just added
             self.units.bump_index_version(cube)
             if enqueue_derive:
                 # Enqueued in the ingest transaction: acknowledged messages always get derived.
-                self.jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube_id,
+                self.jobs.enqueue(session, kind=DERIVE_JOB, cube_key=cube.key,
                                   payload={"session_id": body.session_id, "tenant": tenant})
             session.flush()
             new_pks = [u.pk for u in units] + [session_unit.pk]

@@ -9,7 +9,8 @@ retried with exponential back-off, then marked ``failed`` with its error.
 
     queue = JobQueue(store)
     with store.transaction() as session:
-        queue.enqueue(session, kind="derive_session", cube_id="c", payload={"session_id": "s"})
+        queue.enqueue(session, kind="derive_session", cube_key=cube.key,
+                      payload={"session_id": "s"})
     Worker(queue, {"derive_session": handler}).run_pending()
 """
 
@@ -29,7 +30,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos.errors import NotFound
-from memos.store.models import JobRow, utcnow
+from memos.store.models import CubeRow, JobRow, utcnow
 from memos.store.sql import Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ __all__ = ["Job", "JobQueue", "Worker", "Handler", "run_for_cube"]
 class Job:
     id: int
     kind: str
+    #: the cube's public id (its tenant is ``payload["tenant"]``); None for a job of no
+    #: cube, or of a cube deleted since it was queued
     cube_id: str | None
     payload: dict[str, Any]
     attempts: int
@@ -73,10 +76,11 @@ class JobQueue:
         if self.on_enqueue is not None:
             self.on_enqueue()
 
-    def enqueue(self, session: Session, *, kind: str, cube_id: str | None,
+    def enqueue(self, session: Session, *, kind: str, cube_key: str | None,
                 payload: Mapping[str, Any]) -> JobRow:
-        """Add a job inside the caller's transaction (committed with the caller's write)."""
-        row = JobRow(kind=kind, cube_id=cube_id, payload=dict(payload), status="queued",
+        """Add a job inside the caller's transaction (committed with the caller's write);
+        ``cube_key`` is the cube's internal key (:attr:`CubeRow.key`)."""
+        row = JobRow(kind=kind, cube_key=cube_key, payload=dict(payload), status="queued",
                      attempts=0, progress=0.0, run_after=utcnow(), created_at=utcnow())
         session.add(row)
         return row
@@ -106,10 +110,16 @@ class JobQueue:
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     return None
                 session.refresh(row)
-                return Job(row.pk, row.kind, row.cube_id, dict(row.payload), row.attempts)
+                return self._job(session, row)
             row.status, row.locked_by, row.locked_at = "running", worker_id, now
             row.attempts += 1
-            return Job(row.pk, row.kind, row.cube_id, dict(row.payload), row.attempts)
+            return self._job(session, row)
+
+    @staticmethod
+    def _job(session: Session, row: JobRow) -> Job:
+        cube = None if row.cube_key is None else session.get(CubeRow, row.cube_key)
+        return Job(row.pk, row.kind, None if cube is None else cube.id, dict(row.payload),
+                   row.attempts)
 
     def progress(self, job_id: int, fraction: float) -> None:
         with self.store.transaction() as session:
@@ -137,15 +147,16 @@ class JobQueue:
         with self.store.transaction() as session:
             row = session.get(JobRow, job_id)
             if row is None:
-                raise NotFound(f"job {job_id} not found")
+                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
             return row
 
-    def pending(self, cube_id: str | None = None) -> int:
+    def pending(self, cube_key: str | None = None) -> int:
+        """Queued and running jobs, of one cube (by internal key) or of all."""
         with self.store.transaction() as session:
             query = select(func.count()).select_from(JobRow).where(
                 JobRow.status.in_(["queued", "running"]))
-            if cube_id is not None:
-                query = query.where(JobRow.cube_id == cube_id)
+            if cube_key is not None:
+                query = query.where(JobRow.cube_key == cube_key)
             return int(session.scalar(query) or 0)
 
 

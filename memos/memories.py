@@ -33,7 +33,7 @@ from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
 from memos.store.blobs import BlobStore
 from memos.store.lineage import queue_stale_rebuild
-from memos.store.models import LinkRow, MessageRow, SpanRow, UnitRow, utcnow
+from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
 from memos.store.units import UnitRepository, content_hash, new_unit
 from memos.types import (
     DeletionReport,
@@ -111,10 +111,10 @@ class Memories:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
-            spans = self._resolve_spans(session, cube_id, body)
-            parents = self._resolve_units(session, cube_id, body.derived_from)
+            spans = self._resolve_spans(session, cube, body)
+            parents = self._resolve_units(session, cube, body.derived_from)
             row = new_unit(
-                cube_id=cube_id, tenant=tenant, granularity=body.granularity.value,
+                cube=cube, granularity=body.granularity.value,
                 text=body.text, session_id=body.session_id, speaker=body.speaker,
                 extractor=body.extractor, tags=list(dict.fromkeys(body.tags)),
                 meta=body.metadata, confidence=body.confidence, valid_from=body.valid_from,
@@ -125,21 +125,21 @@ class Memories:
             for message_pk, start, end in spans:
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk, start=start, end=end))
             for parent in parents:
-                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=parent.pk,
+                session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=parent.pk,
                                     type="derived_from", weight=1.0, created_at=now))
             self.units.bump_index_version(cube)
             session.flush()
-            public = unit_public(row)
+            public = unit_public(row, cube.id)
             publish(cube, add=[row.pk], vectors=vector[None, :])
         return public
 
-    def _resolve_spans(self, session: Session, cube_id: str,
+    def _resolve_spans(self, session: Session, cube: CubeRow,
                        body: MemoryCreate) -> list[tuple[int, int, int]]:
         if not body.sources:
             return []
         ids = {s.message_id for s in body.sources}
         found = {m.id: m for m in session.scalars(select(MessageRow).where(
-            MessageRow.cube_id == cube_id, MessageRow.id.in_(ids)))}
+            MessageRow.cube_key == cube.key, MessageRow.id.in_(ids)))}
         missing = sorted(ids - found.keys())
         if missing:
             raise InvalidInput(f"unknown source message ids: {missing}",
@@ -157,10 +157,11 @@ class Memories:
             spans.append((message.pk, start, end))
         return spans
 
-    def _resolve_units(self, session: Session, cube_id: str, ids: Sequence[str]) -> list[UnitRow]:
+    def _resolve_units(self, session: Session, cube: CubeRow,
+                       ids: Sequence[str]) -> list[UnitRow]:
         if not ids:
             return []
-        rows = session.scalars(select(UnitRow).where(UnitRow.cube_id == cube_id,
+        rows = session.scalars(select(UnitRow).where(UnitRow.cube_key == cube.key,
                                                      UnitRow.id.in_(set(ids)))).all()
         missing = sorted(set(ids) - {r.id for r in rows})
         if missing:
@@ -170,21 +171,23 @@ class Memories:
 
     def get_memory(self, cube_id: str, memory_id: str, *, tenant: str) -> MemoryPublic:
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            return unit_public(self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id))
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return unit_public(self.units.unit_row(session, cube=cube, unit_id=memory_id),
+                               cube.id)
 
     def list_memories(self, cube_id: str, filters: Filters, *, tenant: str, offset: int = 0,
                       limit: int = 50) -> MemoryPage:
         if not 1 <= limit <= 500 or offset < 0:
             raise InvalidInput("limit must be in [1, 500] and offset >= 0")
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            where = [UnitRow.cube_id == cube_id, *filter_conditions(filters)]
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            where = [UnitRow.cube_key == cube.key, *filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
             rows = session.scalars(select(UnitRow).where(*where)
                                    .order_by(UnitRow.created_at, UnitRow.pk)
                                    .offset(offset).limit(limit)).all()
-            return MemoryPage(items=[unit_public(r) for r in rows], total=total, offset=offset,
+            return MemoryPage(items=[unit_public(r, cube.id) for r in rows], total=total,
+                              offset=offset,
                               limit=limit)
 
     def update_memory(self, cube_id: str, memory_id: str, body: MemoryUpdate, *,
@@ -197,7 +200,8 @@ class Memories:
             raise InvalidInput("status may only be set to 'active' or 'archived'; "
                                "use DELETE to delete")
         with self.units.store.transaction() as session:
-            turn = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id) \
+            turn = self.units.unit_row(session, cube=self.units.cube_row(
+                session, cube_id=cube_id, tenant=tenant), unit_id=memory_id) \
                 if body.text is not None else None
             speaker = turn.speaker if turn is not None and turn.granularity == "turn" else None
         vector = embed_texts(self.embedder, [turn_embedding_text(speaker, body.text)])[0] \
@@ -206,17 +210,18 @@ class Memories:
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             self.units.check_embedder(cube, self.embedder)
-            old = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            old = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             if old.status == "superseded":
                 current = session.scalar(select(UnitRow.id).where(
-                    UnitRow.lineage_id == old.lineage_id, UnitRow.superseded_at.is_(None)))
+                    UnitRow.cube_key == cube.key, UnitRow.lineage_id == old.lineage_id,
+                    UnitRow.superseded_at.is_(None)))
                 raise Conflict(f"memory {memory_id!r} was superseded; update the current "
                                f"version {current!r}", details={"current_id": current})
             if old.kind != "plaintext":
                 raise InvalidInput(f"{old.kind} memories are rebuilt, not edited")
             new_id = _new_id()
             row = new_unit(
-                unit_id=new_id, cube_id=cube_id, tenant=old.tenant, lineage_id=old.lineage_id,
+                unit_id=new_id, cube=cube, lineage_id=old.lineage_id,
                 version=old.version + 1, kind=old.kind, granularity=old.granularity,
                 text=body.text if body.text is not None else old.text,
                 content_sha=content_hash(body.text) if body.text is not None else old.content_sha,
@@ -244,22 +249,21 @@ class Memories:
                                     start=span.start, end=end))
             for link in session.scalars(select(LinkRow).where(LinkRow.src_pk == old.pk,
                                                               LinkRow.type == "derived_from")):
-                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=link.dst_pk,
+                session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=link.dst_pk,
                                     type="derived_from", weight=link.weight, created_at=now))
-            session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=old.pk,
+            session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=old.pk,
                                 type="supersedes", weight=1.0, created_at=now))
             self.units.bump_index_version(cube)
             session.flush()
-            public = unit_public(row)
+            public = unit_public(row, cube.id)
             if row.status == "active" and row.embedding is not None:
                 publish(cube, remove=[old.pk], add=[row.pk], vectors=row.embedding[None, :])
             else:
                 publish(cube, remove=[old.pk])
-            queued = queue_stale_rebuild(session, self.jobs, cube_id=cube_id, tenant=tenant,
-                                         changed=[old.pk])
+            queued = queue_stale_rebuild(session, self.jobs, cube=cube, changed=[old.pk])
             if corrected:
                 change = follow_source_change(
-                    session, cube=cube, tenant=tenant, messages=corrected,
+                    session, cube=cube, messages=corrected,
                     change_kind="corrected", units_changed=[old.pk], embedder=self.embedder,
                     jobs=self.jobs, now=now)
                 publish(cube, remove=change.remove, add=[pk for pk, _ in change.add],
@@ -280,9 +284,9 @@ class Memories:
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
-                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)).all()
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_key == cube.key)).all()
             pks = [v.pk for v in versions]
             messages = _turn_messages(session, versions)
             change = SourceChange()
@@ -299,12 +303,12 @@ class Memories:
             session.flush()
             if messages:
                 change = _merge(change, follow_source_change(
-                    session, cube=cube, tenant=tenant, messages=messages,
+                    session, cube=cube, messages=messages,
                     change_kind="purged" if purge else "deleted", units_changed=pks,
                     embedder=self.embedder, jobs=self.jobs, now=now))
             elif not purge:
-                change.rebuild_queued = queue_stale_rebuild(
-                    session, self.jobs, cube_id=cube_id, tenant=tenant, changed=pks)
+                change.rebuild_queued = queue_stale_rebuild(session, self.jobs, cube=cube,
+                                                            changed=pks)
             self.units.bump_index_version(cube)
             publish(cube, remove=[*pks, *change.remove], add=[pk for pk, _ in change.add],
                     vectors=change.vectors(), erase=purge)
@@ -345,28 +349,28 @@ class Memories:
         sees exactly what extraction produced.
         """
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             rows = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
                 UnitRow.granularity == granularity.value, UnitRow.status != "deleted")
                 .order_by(UnitRow.created_at, UnitRow.pk)).all()
-            return [unit_public(r) for r in rows]
+            return [unit_public(r, cube.id) for r in rows]
 
     def history(self, cube_id: str, memory_id: str, *, tenant: str) -> list[MemoryPublic]:
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
-                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_id == cube_id)
+                UnitRow.lineage_id == row.lineage_id, UnitRow.cube_key == cube.key)
                 .order_by(UnitRow.version)).all()
-            return [unit_public(v) for v in versions]
+            return [unit_public(v, cube.id) for v in versions]
 
     def provenance(self, cube_id: str, memory_id: str, *, tenant: str,
                    max_depth: int = 5) -> ProvenancePublic:
         """Source messages with cited spans, the derived-from chain and the unit's links."""
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self.units.unit_row(session, cube_id=cube_id, unit_id=memory_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             spans = session.execute(select(SpanRow, MessageRow).join(
                 MessageRow, MessageRow.pk == SpanRow.message_pk).where(
                 SpanRow.unit_pk == row.pk).order_by(MessageRow.session_id, MessageRow.seq)).all()
@@ -390,5 +394,7 @@ class Memories:
                 UnitRow.pk.in_({x for lr in link_rows for x in (lr.src_pk, lr.dst_pk)}))).all())
             links = [LinkPublic(source_id=pk_to_id[lr.src_pk], target_id=pk_to_id[lr.dst_pk],
                                 type=LinkType(lr.type), weight=lr.weight) for lr in link_rows]
-            return ProvenancePublic(unit=unit_public(row), extractor=row.extractor, sources=sources,
-                                    derived_from=[unit_public(p) for p in chain], links=links)
+            return ProvenancePublic(unit=unit_public(row, cube.id), extractor=row.extractor,
+                                    sources=sources,
+                                    derived_from=[unit_public(p, cube.id) for p in chain],
+                                    links=links)

@@ -8,9 +8,10 @@ from memos.types import Granularity, Kind, MemoryPublic, MessagePublic, Role, St
 __all__ = ["unit_public", "message_public"]
 
 
-def unit_public(row: UnitRow) -> MemoryPublic:
+def unit_public(row: UnitRow, cube_id: str) -> MemoryPublic:
+    """``row`` of the cube whose public id is ``cube_id`` (rows hold its internal key)."""
     return MemoryPublic(
-        id=row.id, cube_id=row.cube_id, lineage_id=row.lineage_id, version=row.version,
+        id=row.id, cube_id=cube_id, lineage_id=row.lineage_id, version=row.version,
         kind=Kind(row.kind), granularity=Granularity(row.granularity), text=row.text,
         session_id=row.session_id, speaker=row.speaker, status=Status(row.status),
         status_reason=row.status_reason,

@@ -80,7 +80,8 @@ class Scheduler:
         self.mm = mm
         self.policy = policy or SchedulerPolicy()
         self._lock = threading.Lock()
-        self._since_tick: Counter[str] = Counter()  # new hits per cube since its last tick
+        # new hits per cube (by internal key) since its last tick
+        self._since_tick: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- policy
     def policy_for(self, meta: Mapping[str, Any] | None) -> SchedulerPolicy:
@@ -128,15 +129,15 @@ class Scheduler:
                 self._since_tick.clear()  # nothing could be compiled or trained anyway
             return []
         with self.mm.units.store.transaction() as session:
-            cubes = {c.id: (c.tenant, dict(c.meta or {})) for c in session.scalars(
-                select(CubeRow).where(CubeRow.id.in_(list(due))))}
+            cubes = {c.key: (c.id, c.tenant, dict(c.meta or {})) for c in session.scalars(
+                select(CubeRow).where(CubeRow.key.in_(list(due))))}
         jobs = []
-        for cube_id, hits in due.items():
-            if cube_id not in cubes:
+        for key, hits in due.items():
+            if key not in cubes:
                 with self._lock:
-                    self._since_tick.pop(cube_id, None)
+                    self._since_tick.pop(key, None)
                 continue
-            tenant, meta = cubes[cube_id]
+            cube_id, tenant, meta = cubes[key]
             try:
                 every = self.policy_for(meta).tick_every_retrievals
             except InvalidInput as exc:
@@ -145,23 +146,24 @@ class Scheduler:
             if every and hits >= every:
                 jobs.append(self.enqueue(cube_id, tenant=tenant))
                 with self._lock:
-                    self._since_tick[cube_id] -= hits
+                    self._since_tick[key] -= hits
         return jobs
 
     # ---------------------------------------------------------------- selection
-    def retrieval_counts(self, cube_id: str, *,
+    def retrieval_counts(self, cube_id: str, *, tenant: str,
                          policy: SchedulerPolicy | None = None) -> dict[str, int]:
         """Hot units (active plaintext id → search hits summed over the memory's versions),
         in compile order: pinned first, then most retrieved; ties by age."""
         p = policy or self.policy
         with self.mm.units.store.transaction() as session:
+            key = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
             sums = dict(session.execute(
                 select(UnitRow.lineage_id, func.sum(UnitRow.retrievals)).where(
-                    UnitRow.cube_id == cube_id, UnitRow.kind == "plaintext",
+                    UnitRow.cube_key == key, UnitRow.kind == "plaintext",
                     UnitRow.retrievals > 0).group_by(UnitRow.lineage_id)).all())
             frequent = [lin for lin, n in sums.items() if int(n) >= p.hot_min_retrievals]
             active = select(UnitRow.id, UnitRow.lineage_id, UnitRow.pk).where(
-                UnitRow.cube_id == cube_id, UnitRow.kind == "plaintext",
+                UnitRow.cube_key == key, UnitRow.kind == "plaintext",
                 UnitRow.status == "active")
             pinned = session.execute(active.join(TagRow, TagRow.unit_pk == UnitRow.pk)
                                      .where(TagRow.tag == p.pinned_tag)).all()
@@ -175,9 +177,7 @@ class Scheduler:
     def hot_units(self, cube_id: str, *, tenant: str,
                   policy: SchedulerPolicy | None = None) -> list[str]:
         """Pinned or frequently retrieved active plaintext units, in compile order."""
-        with self.mm.units.store.transaction() as session:
-            self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-        return list(self.retrieval_counts(cube_id, policy=policy))
+        return list(self.retrieval_counts(cube_id, tenant=tenant, policy=policy))
 
     def stable_facts(self, cube_id: str, *, tenant: str,
                      policy: SchedulerPolicy | None = None) -> list[str]:
@@ -185,13 +185,14 @@ class Scheduler:
         p = policy or self.policy
         cutoff = utcnow() - timedelta(seconds=p.stable_after_s)
         with self.mm.units.store.transaction() as session:
+            key = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
             covered: set[str] = set()
             for meta in session.scalars(select(UnitRow.meta).where(
-                    UnitRow.cube_id == cube_id, UnitRow.kind == "parametric",
+                    UnitRow.cube_key == key, UnitRow.kind == "parametric",
                     UnitRow.status == "active")):
                 covered.update((meta or {}).get("sources", []))
             rows = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.kind == "plaintext",
+                UnitRow.cube_key == key, UnitRow.kind == "plaintext",
                 UnitRow.granularity == "fact", UnitRow.status == "active",
                 UnitRow.created_at <= cutoff,
                 UnitRow.confidence >= p.stable_min_confidence).order_by(UnitRow.pk)).all()
@@ -203,18 +204,20 @@ class Scheduler:
         """Apply the policy once; returns (and records) the decisions taken."""
         self.flush()
         p = self._policy(cube_id, tenant=tenant)
+        with self.mm.units.store.transaction() as session:
+            key = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
         with self._lock:
-            self._since_tick.pop(cube_id, None)
+            self._since_tick.pop(key, None)
         decisions = self._rebuild(cube_id, p, tenant=tenant)
-        hot = self._fit(cube_id, list(self.retrieval_counts(cube_id, policy=p)), p,
-                        tenant=tenant)
-        previous, held = self._scheduled_activation(cube_id)
+        hot = self._fit(cube_id, list(self.retrieval_counts(cube_id, tenant=tenant, policy=p)),
+                        p, tenant=tenant)
+        previous, held = self._scheduled_activation(key)
         if hot and sorted(hot) != sorted(held):
             built = self.mm.activations.create(cube_id, ActivationCreate(
                 unit_ids=hot, max_tokens=8_000), tenant=tenant, unit_meta={"scheduled": True})
             result: dict[str, Any] = {"unit_id": built.unit.id, "n_tokens": built.n_tokens}
             if previous is not None:
-                self._archive(previous, reason=f"replaced by scheduled activation "
+                self._archive(key, previous, reason=f"replaced by scheduled activation "
                                                f"{built.unit.id}")
                 result["replaced"] = previous
             decisions.append(Decision(
@@ -285,19 +288,20 @@ class Scheduler:
             chosen.pop()
         return chosen
 
-    def _scheduled_activation(self, cube_id: str) -> tuple[str | None, list[str]]:
+    def _scheduled_activation(self, cube_key: str) -> tuple[str | None, list[str]]:
         """The newest active activation unit the scheduler built, and its sources."""
         with self.mm.units.store.transaction() as session:
             for row in session.scalars(select(UnitRow).where(
-                    UnitRow.cube_id == cube_id, UnitRow.kind == "activation",
+                    UnitRow.cube_key == cube_key, UnitRow.kind == "activation",
                     UnitRow.status == "active").order_by(UnitRow.pk.desc())):
                 if (row.meta or {}).get("scheduled"):
                     return row.id, list((row.meta or {}).get("sources", []))
         return None, []
 
-    def _archive(self, unit_id: str, *, reason: str) -> None:
+    def _archive(self, cube_key: str, unit_id: str, *, reason: str) -> None:
         with self.mm.units.write() as (session, _publish):
-            row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id))
+            row = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube_key,
+                                                       UnitRow.id == unit_id))
             if row is not None and row.status == "active":
                 row.status, row.status_reason = "archived", reason
 
@@ -318,13 +322,13 @@ class Scheduler:
     def enqueue(self, cube_id: str, *, tenant: str) -> int:
         """Queue a tick for the cube (or return the id of the one already queued)."""
         with self.mm.units.store.transaction() as session:
-            self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            cube = self.mm.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             queued = session.scalar(select(JobRow.pk).where(
-                JobRow.kind == SCHEDULE_JOB, JobRow.cube_id == cube_id,
+                JobRow.kind == SCHEDULE_JOB, JobRow.cube_key == cube.key,
                 JobRow.status == "queued").limit(1))
             if queued is not None:
                 return int(queued)
-            job = self.mm.jobs.enqueue(session, kind=SCHEDULE_JOB, cube_id=cube_id,
+            job = self.mm.jobs.enqueue(session, kind=SCHEDULE_JOB, cube_key=cube.key,
                                          payload={"tenant": tenant})
             session.flush()
             job_id = int(job.pk)
@@ -368,7 +372,7 @@ class Scheduler:
             meta = dict(row.meta or {})
         p = self.policy_for(meta)
         sched = meta.get("scheduler") or {}
-        counts = self.retrieval_counts(cube_id, policy=p)
+        counts = self.retrieval_counts(cube_id, tenant=tenant, policy=p)
         return SchedulerState(
             policy=p, activations=self.mm.activations.unit_ids(cube_id, tenant=tenant),
             adapters=self.mm.adapters.unit_ids(cube_id, tenant=tenant),

@@ -114,5 +114,6 @@ def build_services(settings: Settings, *, cube: MemCube | None = None) -> Servic
                 model_memory=model_memory)
     scheduler = Scheduler(model_memory, SchedulerPolicy(
         tick_every_retrievals=settings.scheduler_tick_every_retrievals))
-    return Services(cube=cube, keys=KeyRing(cube.store, settings.static_keys()),
-                    model_memory=model_memory, chat=chat, scheduler=scheduler)
+    keys = KeyRing(cube.store, settings.static_keys(), admin_keys=settings.admin_key_list())
+    return Services(cube=cube, keys=keys, model_memory=model_memory, chat=chat,
+                    scheduler=scheduler)

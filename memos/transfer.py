@@ -34,7 +34,7 @@ from memos.errors import Conflict, InvalidInput
 from memos.public import message_public
 from memos.store.blobs import BlobStore, read_safetensors_metadata
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
-from memos.store.units import content_hash, new_unit
+from memos.store.units import content_hash, new_cube_key, new_unit
 from memos.types import (
     CubeCreate,
     CubeExport,
@@ -60,11 +60,11 @@ def export_cube(memos: MemCube, cube_id: str, *, tenant: str,
     kinds = ["plaintext"] if blobs is None else ["plaintext", "activation", "parametric"]
     with memos.store.transaction() as session:
         cube = memos.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-        messages = session.scalars(select(MessageRow).where(MessageRow.cube_id == cube_id)
+        messages = session.scalars(select(MessageRow).where(MessageRow.cube_key == cube.key)
                                    .order_by(MessageRow.session_id, MessageRow.seq)).all()
         message_ids = {m.pk: m.id for m in messages}
         units = [u for u in session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.kind.in_(kinds))
+            UnitRow.cube_key == cube.key, UnitRow.kind.in_(kinds))
             .order_by(UnitRow.created_at, UnitRow.pk)).all()
             if u.kind == "plaintext" or u.status == "active"]
         unit_ids = {u.pk: u.id for u in units}
@@ -74,7 +74,7 @@ def export_cube(memos: MemCube, cube_id: str, *, tenant: str,
                 message_id=message_ids[span.message_pk], start=span.start, end=span.end))
         links = [LinkPublic(source_id=unit_ids[lr.src_pk], target_id=unit_ids[lr.dst_pk],
                             type=LinkType(lr.type), weight=lr.weight)
-                 for lr in session.scalars(select(LinkRow).where(LinkRow.cube_id == cube_id))
+                 for lr in session.scalars(select(LinkRow).where(LinkRow.cube_key == cube.key))
                  if lr.src_pk in unit_ids and lr.dst_pk in unit_ids]
         return CubeExport(
             cube=CubeCreate(id=cube.id, name=cube.name, description=cube.description,
@@ -173,27 +173,27 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     texts = [u.text for u in data.units if u.text is not None and u.kind is Kind.plaintext]
     vectors = iter(memos.embed(texts)) if texts else iter(())
     with memos.units.write() as (session, _publish):
-        if session.get(CubeRow, cube_id) is not None:
+        # Unit and message ids are unique within their cube, and this cube is new: ids that
+        # exist in other cubes (any tenant's) neither collide nor show.
+        if session.scalar(select(CubeRow.key).where(CubeRow.tenant == tenant,
+                                                    CubeRow.id == cube_id)):
             raise Conflict(f"cube {cube_id!r} already exists", details={"cube_id": cube_id})
-        taken = session.scalars(select(UnitRow.id).where(UnitRow.id.in_(remap.values()))).all()
-        if taken:
-            raise Conflict(f"{len(taken)} unit ids already exist on this server; import "
-                           "with new_ids=true", details={"example_id": taken[0]})
-        session.add(CubeRow(id=cube_id, tenant=tenant, name=data.cube.name,
-                            description=data.cube.description, meta=data.cube.metadata,
-                            embedding_model=memos.embedder.name,
-                            embedding_dim=memos.embedder.dim, index_version=1,
-                            created_at=utcnow()))
+        cube = CubeRow(key=new_cube_key(), id=cube_id, tenant=tenant, name=data.cube.name,
+                       description=data.cube.description, meta=data.cube.metadata,
+                       embedding_model=memos.embedder.name,
+                       embedding_dim=memos.embedder.dim, index_version=1,
+                       created_at=utcnow())
+        session.add(cube)
         session.flush()
         message_pks: dict[str, int] = {}
         for m in data.messages:
             purged = m.deleted_at is not None and not m.content
-            sha = f"purged:{uuid.uuid4().hex}" if purged else content_hash(
+            message_sha = f"purged:{uuid.uuid4().hex}" if purged else content_hash(
                 m.role.value, m.speaker, m.content,
                 m.timestamp.isoformat() if m.timestamp else None)
-            message = MessageRow(id=m.id, cube_id=cube_id, session_id=m.session_id, seq=m.seq,
-                                 role=m.role.value, speaker=m.speaker, content=m.content,
-                                 content_sha=sha, timestamp=m.timestamp,
+            message = MessageRow(id=m.id, cube_key=cube.key, session_id=m.session_id,
+                                 seq=m.seq, role=m.role.value, speaker=m.speaker,
+                                 content=m.content, content_sha=message_sha, timestamp=m.timestamp,
                                  created_at=m.created_at, deleted_at=m.deleted_at)
             session.add(message)
             session.flush()
@@ -217,8 +217,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
                     status = "archived"
                     reason = f"built for another model ({', '.join(differ)} differ)"
             row = new_unit(
-                unit_id=remap[u.id], cube_id=cube_id, tenant=tenant,
-                lineage_id=lineages[u.lineage_id],
+                unit_id=remap[u.id], cube=cube, lineage_id=lineages[u.lineage_id],
                 version=u.version, kind=u.kind.value, granularity=u.granularity.value,
                 text=u.text, content_sha=content_hash(u.text) if u.text is not None else None,
                 session_id=u.session_id, speaker=u.speaker, extractor=u.extractor,
@@ -237,7 +236,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
                                     start=s.start, end=s.end))
         for link in data.links:
             if link.source_id in unit_pks and link.target_id in unit_pks:
-                session.add(LinkRow(cube_id=cube_id, src_pk=unit_pks[link.source_id],
+                session.add(LinkRow(cube_key=cube.key, src_pk=unit_pks[link.source_id],
                                     dst_pk=unit_pks[link.target_id], type=link.type.value,
                                     weight=link.weight, created_at=utcnow()))
     # The new cube's index is built from SQL on its first search.

@@ -758,10 +758,10 @@ class CubeImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(default=None, pattern=ID_PATTERN,
-                           description="New cube id (default: the exported cube's id, "
-                           "else a generated one).")
-    new_ids: StrictBool = Field(default=False, description="Give every unit a fresh id (needed "
-                          "when importing into the server the cube was exported from).")
+                           description="New cube id (default: the exported cube's id).")
+    new_ids: StrictBool = Field(default=False, description="Give every unit a fresh id (ids "
+                          "are unique per cube, so importing never needs it; use it to tell "
+                          "the copy's units from the original's).")
     data: CubeExport
 
 

@@ -3,7 +3,7 @@
 Search must stay read-only and fast, so a hit is counted in memory (a dict under a lock:
 microseconds per search) and the counts reach SQL later, in one batched statement,
 
-    UPDATE memory_units SET retrievals = retrievals + :n WHERE id = :id   -- executemany
+    UPDATE memory_units SET retrievals = retrievals + :n WHERE pk = :pk   -- executemany
 
 run by :meth:`RetrievalCounter.flush` from the API's background loop every few seconds,
 before each scheduler tick and at shutdown. The increment is relative, so any number of API
@@ -12,8 +12,8 @@ updates. A process that dies loses at most the counts since its last flush: they
 scheduler's "hot" heuristic, they are not a ledger.
 
     counter = RetrievalCounter()
-    counter.record("cube", ["u1", "u2"])      # on the search path
-    counter.flush(store)                       # → {"cube": 2}; rows updated in one batch
+    counter.record(cube.key, [17, 42])        # unit row keys, on the search path
+    counter.flush(store)                       # → {cube.key: 2}; rows updated in one batch
 """
 
 from __future__ import annotations
@@ -36,17 +36,18 @@ class RetrievalCounter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._units: Counter[str] = Counter()
+        self._units: Counter[int] = Counter()
         self._cubes: Counter[str] = Counter()
 
-    def record(self, cube_id: str, unit_ids: Iterable[str]) -> None:
-        """Count one retrieval of each unit (a search hit). No I/O."""
-        ids = list(unit_ids)
-        if not ids:
+    def record(self, cube_key: str, unit_pks: Iterable[int]) -> None:
+        """Count one retrieval of each unit (a search hit), by row key (``UnitRow.pk``) and
+        the cube's internal key. No I/O."""
+        pks = list(unit_pks)
+        if not pks:
             return
         with self._lock:
-            self._units.update(ids)
-            self._cubes[cube_id] += len(ids)
+            self._units.update(pks)
+            self._cubes[cube_key] += len(pks)
 
     def pending(self) -> int:
         """Distinct units with counts not yet flushed."""
@@ -55,19 +56,20 @@ class RetrievalCounter:
 
     def flush(self, store: Store) -> dict[str, int]:
         """Add the pending counts to SQL in one batched UPDATE; returns the hits flushed per
-        cube. On a database error the counts are put back (and the error raised)."""
+        cube (by internal key). On a database error the counts are put back (and the error
+        raised)."""
         with self._lock:
             units, cubes = self._units, self._cubes
             self._units, self._cubes = Counter(), Counter()
         if not units:
             return {}
         table = cast(Table, UnitRow.__table__)
-        statement = (update(table).where(table.c.id == bindparam("unit_id"))
+        statement = (update(table).where(table.c.pk == bindparam("unit_pk"))
                      .values(retrievals=table.c.retrievals + bindparam("hits")))
         try:
             with store.transaction() as session:
-                session.execute(statement, [{"unit_id": uid, "hits": n}
-                                            for uid, n in sorted(units.items())])
+                session.execute(statement, [{"unit_pk": pk, "hits": n}
+                                            for pk, n in sorted(units.items())])
         except BaseException:
             with self._lock:
                 self._units.update(units)

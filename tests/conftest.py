@@ -40,6 +40,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 _MISSING_SHARED: set[str] = set()
 
 
+def cube_key(service: MemCube, cube_id: str, *, tenant: str = "default") -> str:
+    """The internal key of the tenant's cube: what its rows, jobs, caches and index files
+    are keyed by (the API never shows it)."""
+    with service.store.transaction() as session:
+        return service.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
+
+
 def needs_shared(*parts: str) -> pytest.MarkDecorator:
     """Skip unless ``../shared/data/<parts>`` exists, naming the file, and say so at the end."""
     path = SHARED_DATA.joinpath(*parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import cube_key
 from fastapi.testclient import TestClient
 
 from memos.cube import MemCube
@@ -56,17 +57,18 @@ def test_term_stats_follow_session_changes_incrementally(service: MemCube,
                               "Lena visits from Lisbon."]):
         client.post("/v1/cubes/tf/messages", json={"session_id": f"s{s}", "sync": True,
                     "messages": [{"role": "user", "content": text}]})
-    stats, _ = deriver._stats["tf"]
+    stats, _ = deriver._stats[cube_key(service, "tf")]
     assert stats.n_docs == 3 and stats.df["canal"] == 2
     # An appended turn changes session s2's text: only that session is recounted.
     client.post("/v1/cubes/tf/messages", json={"session_id": "s2", "sync": True,
                 "messages": [{"role": "user", "content": "We walked along the canal."}]})
     assert stats.df["canal"] == 3 and stats.df["lisbon"] == 1
-    # A deleted cube's sessions leave the counts at its next derivation under the same id.
+    # A cube created anew under a deleted one's id counts from zero.
     client.delete("/v1/cubes/tf")
     client.post("/v1/cubes", json={"id": "tf"})
     client.post("/v1/cubes/tf/messages", json={"session_id": "s9", "sync": True,
                 "messages": [{"role": "user", "content": "A new start."}]})
+    stats, _ = deriver._stats[cube_key(service, "tf")]
     assert stats.n_docs == 1 and "canal" not in stats.df
 
 

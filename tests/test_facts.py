@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import cube_key
 from fastapi.testclient import TestClient
 
 from memos.cube import MemCube
@@ -110,10 +111,10 @@ def test_background_job_derives_after_ingest(service: MemCube, tmp_path) -> None
         r = client.post("/v1/cubes/a/messages", json={"session_id": "s1",
                                                        "messages": SESSION_1})
         assert r.status_code == 201
-        assert _facts(client, "s1") == [] and service.jobs.pending("a") == 1
+        assert _facts(client, "s1") == [] and service.jobs.pending(cube_key(service, "a")) == 1
         Worker(service.jobs, {"derive_session": service.run_derive_job}).run_pending()
         assert any(f["text"] == "Ana lives in Berlin." for f in _facts(client, "s1"))
-        assert service.jobs.pending("a") == 0
+        assert service.jobs.pending(cube_key(service, "a")) == 0
 
 
 def test_the_speaker_supports_facts_about_themselves(service: MemCube,

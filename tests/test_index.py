@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cube_key
 
 from memos.cube import MemCube
 from memos.embed import HashingEmbedder
@@ -44,7 +45,8 @@ def test_snapshot_is_reused_when_fresh(tmp_path: Path) -> None:
     svc = _service(tmp_path)
     _fill(svc, 5)
     svc = _reopen(tmp_path, svc)
-    stamp = json.loads((tmp_path / "index" / "c.json").read_text())
+    stamp = json.loads((tmp_path / "index" / f"{cube_key(svc, 'c', tenant='t')}.json")
+                       .read_text())
     assert stamp["ntotal"] == 5
     assert _top(svc, "topic3") == "memory number 3 about topic3"
 
@@ -54,7 +56,8 @@ def test_damaged_snapshot_is_rebuilt_from_sql(tmp_path: Path, damage: str) -> No
     svc = _service(tmp_path)
     ids = _fill(svc, 5)
     svc = _reopen(tmp_path, svc)
-    index_file, stamp_file = tmp_path / "index" / "c.faiss", tmp_path / "index" / "c.json"
+    key = cube_key(svc, "c", tenant="t")
+    index_file, stamp_file = tmp_path / "index" / f"{key}.faiss", tmp_path / "index" / f"{key}.json"
     if damage == "missing":
         index_file.unlink()
     elif damage == "corrupt":

@@ -15,7 +15,7 @@ from memos.store.models import JobRow, utcnow
 def _enqueue(queue: JobQueue, n: int, kind: str = "echo") -> None:
     with queue.store.transaction() as session:
         for i in range(n):
-            queue.enqueue(session, kind=kind, cube_id=None, payload={"i": i})
+            queue.enqueue(session, kind=kind, cube_key=None, payload={"i": i})
 
 
 def test_each_job_runs_exactly_once_across_workers(service: MemCube) -> None:

@@ -56,7 +56,7 @@ def test_migration_0004_renumbers_duplicates_by_seq_then_insertion_and_forbids_n
                 _insert(conn, message_id, "tied", seq)
             for message_id, seq in [("p", 0), ("q", 7)]:  # no tie: numbers are kept
                 _insert(conn, message_id, "clean", seq)
-        store.upgrade()
+        store.upgrade("0004")
         assert store.current_revision() == "0004"
         with store.engine.connect() as conn:
             assert _order(conn, "tied") == [(0, "z"), (1, "b"), (2, "a"), (3, "c"), (4, "d"),

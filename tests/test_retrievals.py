@@ -21,7 +21,7 @@ from memos.jobs import Worker
 from memos.memory import REBUILD_ACTIVATION_JOB, BackboneProvider, ModelMemory
 from memos.scheduler import SCHEDULE_JOB, Scheduler
 from memos.store.blobs import BlobStore
-from memos.store.models import Base, JobRow, LinkRow, UnitRow, utcnow
+from memos.store.models import Base, CubeRow, JobRow, LinkRow, UnitRow, utcnow
 from memos.store.sql import Store
 from memos.types import CubeCreate, MemoryCreate, MemoryUpdate, SchedulerPolicy, SearchRequest
 from memos.usage import RetrievalCounter
@@ -33,6 +33,17 @@ TEXTS = ["Tom has a dog named Biscuit.", "Aisha lives in Lisbon.",
 def _cube(service: MemCube, cube_id: str = "c1", **meta: Any) -> list[str]:
     service.create_cube(CubeCreate(id=cube_id, metadata=meta), tenant="t")
     return [service.create_memory(cube_id, MemoryCreate(text=t), tenant="t").id for t in TEXTS]
+
+
+def _cube_row(service: MemCube, cube_id: str = "c1") -> CubeRow:
+    """The cube of that id (one tenant per test here): its internal key is what its rows
+    and jobs carry."""
+    with service.store.transaction() as session:
+        return session.scalars(select(CubeRow).where(CubeRow.id == cube_id)).one()
+
+
+def _key(service: MemCube, cube_id: str = "c1") -> str:
+    return _cube_row(service, cube_id).key
 
 
 def _counts(service: MemCube) -> dict[str, int]:
@@ -54,15 +65,17 @@ def _model_memory(service: MemCube, tmp_path: Path, *, backbone: Any = None) -> 
 def _derived(service: MemCube, cube_id: str, kind: str, sources: list[str]) -> str:
     """An active activation/parametric row linked ``derived_from`` the sources."""
     uid = uuid.uuid4().hex
+    cube = _cube_row(service, cube_id)
     with service.store.transaction() as session:
-        row = UnitRow(id=uid, cube_id=cube_id, tenant="t", lineage_id=uid, version=1,
+        row = UnitRow(id=uid, cube_key=cube.key, tenant=cube.tenant, lineage_id=uid, version=1,
                       kind=kind, granularity="cluster", text="x", extractor=kind,
                       status="active", tags=[], meta={"sources": sources}, confidence=1.0,
                       created_at=utcnow())
         session.add(row)
         session.flush()
-        for pk in session.scalars(select(UnitRow.pk).where(UnitRow.id.in_(sources))):
-            session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=pk,
+        for pk in session.scalars(select(UnitRow.pk).where(UnitRow.cube_key == cube.key,
+                                                           UnitRow.id.in_(sources))):
+            session.add(LinkRow(cube_key=row.cube_key, src_pk=row.pk, dst_pk=pk,
                                 type="derived_from", weight=1.0, created_at=utcnow()))
     return uid
 
@@ -80,7 +93,7 @@ def test_search_counts_in_memory_and_flush_adds_in_one_batch(service: MemCube) -
     assert hits[:2] == [ids[0], ids[0]] and hits[2] == ids[1]
     assert set(_counts(service).values()) == {0}  # nothing written on the search path
     assert service.retrievals.pending() == len(set(hits)) == 3
-    assert service.retrievals.flush(service.store) == {"c1": 4}
+    assert service.retrievals.flush(service.store) == {_key(service): 4}
     counts = _counts(service)
     assert counts[ids[0]] == 2 and counts[ids[1]] >= 1 and sum(counts.values()) == 4
     assert service.retrievals.flush(service.store) == {}  # nothing pending: no statement
@@ -91,7 +104,7 @@ def test_search_counts_in_memory_and_flush_adds_in_one_batch(service: MemCube) -
 
 def test_flush_keeps_the_counts_when_the_database_fails(tmp_path: Path) -> None:
     counter = RetrievalCounter()
-    counter.record("c", ["a", "b", "a"])
+    counter.record("c", [1, 2, 1])
     broken = Store(f"sqlite:///{tmp_path}/missing/dir/x.db")
     with pytest.raises(BackendUnavailable):
         counter.flush(broken)
@@ -137,7 +150,8 @@ def test_housekeeping_queues_a_tick_after_enough_new_hits(service: MemCube,
     _search(service, "Aisha")
     _search(service, "Aisha", cube_id="quiet")
     jobs = sched.housekeeping()
-    assert len(jobs) == 1 and [j.cube_id for j in _jobs(service, SCHEDULE_JOB)] == ["c1"]
+    assert len(jobs) == 1
+    assert [j.cube_key for j in _jobs(service, SCHEDULE_JOB)] == [_key(service)]
     for _ in range(4):
         _search(service, "Peter")
     assert sched.housekeeping() == jobs  # the queued tick is not queued twice
@@ -164,15 +178,15 @@ def test_changing_a_source_queues_the_rebuild_job(service: MemCube, tmp_path: Pa
     ids = _cube(service)
     service.update_memory("c1", ids[2], MemoryUpdate(text="Peter is allergic to cats."),
                           tenant="t")
-    assert service.jobs.pending("c1") == 0  # no dependents: no job
+    assert service.jobs.pending(_key(service)) == 0  # no dependents: no job
     act = _derived(service, "c1", "activation", ids[:2])
     adapter = _derived(service, "c1", "parametric", [ids[1]])
     woken: list[int] = []
     service.jobs.on_enqueue = lambda: woken.append(1)
     service.update_memory("c1", ids[0], MemoryUpdate(text="Tom has a cat."), tenant="t")
     jobs = _jobs(service, REBUILD_ACTIVATION_JOB)
-    assert [(j.cube_id, j.payload, j.status) for j in jobs] == [("c1", {"tenant": "t"},
-                                                                 "queued")]
+    assert [(j.cube_key, j.payload, j.status) for j in jobs] == [
+        (_key(service), {"tenant": "t"}, "queued")]
     assert woken == [1]
     service.delete_memory("c1", ids[1], tenant="t")
     assert len(_jobs(service, REBUILD_ACTIVATION_JOB)) == 1  # one queued job covers both
@@ -216,7 +230,7 @@ def test_an_extracted_update_queues_the_rebuild(service: MemCube, client: TestCl
                     "messages": [{"role": "user", "speaker": "Ana", "content": content,
                                   "timestamp": at}]})
     assert client.get(f"/v1/cubes/a/memories/{berlin['id']}").json()["status"] == "superseded"
-    assert [j.cube_id for j in _jobs(service, REBUILD_ACTIVATION_JOB)] == ["a"]
+    assert [j.cube_key for j in _jobs(service, REBUILD_ACTIVATION_JOB)] == [_key(service, "a")]
 
 
 # --------------------------------------------------------------------------- schema
@@ -232,9 +246,7 @@ def _fresh_url(backend: str, tmp_path: Path, pg_server: Any) -> str:
 
 def test_migration_0002_adds_the_column_and_matches_the_models(
         backend: str, tmp_path: Path, pg_server: Any) -> None:
-    from alembic import command
     from alembic.autogenerate import compare_metadata
-    from alembic.config import Config
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
@@ -260,11 +272,7 @@ def test_migration_0002_adds_the_column_and_matches_the_models(
             # what `alembic check` verifies: the migrations give exactly the models' schema
             context = MigrationContext.configure(conn, opts={"include_object": include_object})
             assert compare_metadata(context, Base.metadata) == []
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with store.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0001")
+        store.downgrade("0001")
         assert store.current_revision() == "0001"
     finally:
         store.dispose()

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from memos.client import MemosClient
 from memos.errors import BackendUnavailable, MemosError
-from memos.store.models import MessageRow
+from memos.store.models import CubeRow, MessageRow
 from memos.store.sql import Store
 
 
@@ -221,8 +221,9 @@ def test_three_server_processes_ingesting_into_one_postgresql_session_number_it_
     store = Store(database_url)
     try:
         with store.transaction() as session:
-            rows = session.execute(select(MessageRow.seq, MessageRow.id).where(
-                MessageRow.cube_id == "together", MessageRow.session_id == "s")
+            rows = session.execute(select(MessageRow.seq, MessageRow.id).join(
+                CubeRow, CubeRow.key == MessageRow.cube_key).where(
+                CubeRow.id == "together", MessageRow.session_id == "s")
                 .order_by(MessageRow.seq)).all()
     finally:
         store.dispose()

@@ -1,4 +1,4 @@
-"""``/healthz`` (no auth) and ``/metrics`` (Prometheus text format)."""
+"""``/healthz`` (no auth) and ``/metrics`` (Prometheus text format, admin keys only)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from api.deps import MemosDep, TenantDep
+from api.deps import AdminDep, MemosDep
 from api.responses import ERRORS, HEALTH_ERRORS
 from memos import __version__
 from memos.types import Health
@@ -24,7 +24,10 @@ def healthz(memos: MemosDep) -> Health:
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)
-def metrics(request: Request, memos: MemosDep, _tenant: TenantDep) -> str:
+def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> str:
+    """Server-wide counts of every tenant, so an admin key's (``MEMOS_ADMIN_KEYS``) only; a
+    tenant's key gets 403. Open while the server has no key (it then answers only its own
+    machine)."""
     counts = memos.counts()
     lines = [
         "# TYPE memos_units gauge", f"memos_units {counts['units']}",

@@ -41,7 +41,7 @@ from memos.extract import (
     ingest_plan,
 )
 from memos.store.lineage import queue_stale_rebuild
-from memos.store.models import LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
+from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, TagRow, UnitRow, utcnow
 from memos.store.units import content_hash, new_unit
 
 
@@ -72,15 +72,15 @@ class FactDeriver:
             cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             user_name = (cube_row.meta or {}).get("user_name")
             messages = session.scalars(select(MessageRow).where(
-                MessageRow.cube_id == cube_id, MessageRow.session_id == session_id,
+                MessageRow.cube_key == cube_row.key, MessageRow.session_id == session_id,
                 MessageRow.deleted_at.is_(None)).order_by(MessageRow.seq)).all()
             active_rows = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.granularity == "fact",
+                UnitRow.cube_key == cube_row.key, UnitRow.granularity == "fact",
                 UnitRow.status == "active")).all()
             # Facts retired because their source message was corrected are extracted anew
             # from the corrected text; every other fact (deleted, quarantined…) is known.
             known = {_key(r.meta, r.text) for r in session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.cube_key == cube_row.key, UnitRow.session_id == session_id,
                 UnitRow.granularity == "fact")) if not retired_by_correction(r)}
         if not messages:
             return
@@ -128,8 +128,8 @@ class FactDeriver:
                 fact = p.fact
                 if p.status == "noop":
                     if p.decision and p.decision.target_fact_id:
-                        _add_source(session, p.decision.target_fact_id, fact.source_message_id,
-                                    fact.span, message_pks)
+                        _add_source(session, cube_row, p.decision.target_fact_id,
+                                    fact.source_message_id, fact.span, message_pks)
                     continue
                 if id(p) not in vector_of:
                     continue  # stored by an earlier run of this session
@@ -138,11 +138,11 @@ class FactDeriver:
                 if p.status == "active" and decision and decision.action in (
                         Action.UPDATE, Action.DELETE) and decision.target_fact_id:
                     target = session.scalar(select(UnitRow).where(
-                        UnitRow.id == decision.target_fact_id, UnitRow.cube_id == cube_id,
+                        UnitRow.id == decision.target_fact_id, UnitRow.cube_key == cube_row.key,
                         UnitRow.status == "active"))
                 unit_id = ids.get(id(fact)) or uuid.uuid4().hex
                 row = new_unit(
-                    unit_id=unit_id, cube_id=cube_id, tenant=tenant,
+                    unit_id=unit_id, cube=cube_row,
                     lineage_id=target.lineage_id if target is not None else unit_id,
                     version=target.version + 1 if target is not None else 1,
                     kind="plaintext", granularity="fact", text=fact.text,
@@ -164,7 +164,7 @@ class FactDeriver:
                     target.status, target.superseded_at = "superseded", now
                     target.valid_to = decision.valid_to or fact.valid_from or now
                     target.status_reason = f"{decision.action.value.lower()}: {decision.reason}"
-                    session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=target.pk,
+                    session.add(LinkRow(cube_key=cube_row.key, src_pk=row.pk, dst_pk=target.pk,
                                         type="supersedes", weight=1.0, created_at=now))
                     remove_pks.append(target.pk)
                 if p.status == "active":
@@ -175,8 +175,7 @@ class FactDeriver:
                 publish(cube_row, remove=remove_pks, add=add_pks,
                         vectors=np.stack(add_vectors) if add_vectors else None)
             # superseded facts may feed a KV cache or an adapter: rebuild those
-            queued = queue_stale_rebuild(session, ctx.jobs, cube_id=cube_id, tenant=tenant,
-                                         changed=remove_pks)
+            queued = queue_stale_rebuild(session, ctx.jobs, cube=cube_row, changed=remove_pks)
         if queued:
             ctx.jobs.wake()
 
@@ -191,10 +190,11 @@ def _memory_tag(memory_type: object) -> str:
     return str(value).split()[0].lower()  # "Persona Memory" → "persona"
 
 
-def _add_source(session: Session, target_id: str, message_id: str, span: tuple[int, int],
-                message_pks: dict[str, int]) -> None:
+def _add_source(session: Session, cube: CubeRow, target_id: str, message_id: str,
+                span: tuple[int, int], message_pks: dict[str, int]) -> None:
     message_pk = message_pks.get(message_id)
-    target = session.scalar(select(UnitRow).where(UnitRow.id == target_id))
+    target = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube.key,
+                                                  UnitRow.id == target_id))
     if message_pk is None or target is None:
         return
     exists = session.scalar(select(SpanRow.pk).where(

@@ -40,16 +40,16 @@ class GranularityDeriver:
         self._stats: dict[str, tuple[TermStats, dict[str, str | None]]] = {}
         self._lock = threading.RLock()
 
-    def _term_stats(self, session: Session, cube_id: str) -> TermStats:
-        """The cube's :class:`TermStats`, brought up to date with its session units (call
-        with ``self._lock`` held)."""
+    def _term_stats(self, session: Session, cube_key: str) -> TermStats:
+        """The :class:`TermStats` of the cube whose internal key is ``cube_key``, brought up
+        to date with its session units (call with ``self._lock`` held)."""
         current: dict[str, str | None] = {
             key: sha for key, sha in session.execute(select(
                 UnitRow.session_id, UnitRow.content_sha).where(
-                UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+                UnitRow.cube_key == cube_key, UnitRow.granularity == "session",
                 UnitRow.status == "active", UnitRow.session_id.is_not(None)))
             if key is not None}
-        stats, counted = self._stats.setdefault(cube_id, (TermStats(), {}))
+        stats, counted = self._stats.setdefault(cube_key, (TermStats(), {}))
         for key in set(counted) - set(current):
             stats.remove(key)
             del counted[key]
@@ -57,7 +57,7 @@ class GranularityDeriver:
         for start in range(0, len(changed), 500):
             for name, text, sha in session.execute(select(
                     UnitRow.session_id, UnitRow.text, UnitRow.content_sha).where(
-                    UnitRow.cube_id == cube_id, UnitRow.granularity == "session",
+                    UnitRow.cube_key == cube_key, UnitRow.granularity == "session",
                     UnitRow.status == "active",
                     UnitRow.session_id.in_(changed[start:start + 500]))):
                 if name is not None:
@@ -68,9 +68,9 @@ class GranularityDeriver:
     def derive_session(self, ctx: DeriveContext, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with ctx.units.store.transaction() as session:
-            ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            key = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
             turns = session.scalars(select(UnitRow).where(
-                *_turn_conditions(cube_id, session_id)).order_by(UnitRow.pk)).all()
+                *_turn_conditions(key, session_id)).order_by(UnitRow.pk)).all()
             if not turns:
                 return
             spans = session.execute(select(SpanRow.unit_pk, SpanRow.message_pk).where(
@@ -79,7 +79,7 @@ class GranularityDeriver:
                 drafts = [d for d in derive_units(
                     [t.pk for t in turns], [index_text(t) for t in turns],
                     np.stack([vector_of(t) for t in turns]),
-                    stats=self._term_stats(session, cube_id), session_key=session_id,
+                    stats=self._term_stats(session, key), session_key=session_id,
                     summary_turns=self.summary_turns, keywords=self.keywords,
                     analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
         missing = [d.text for d in drafts if d.vector is None]
@@ -90,12 +90,12 @@ class GranularityDeriver:
         read = [(t.pk, t.content_sha) for t in turns]
         with ctx.units.write() as (session, publish):
             cube_row = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            if _active_turns(session, cube_id, session_id) != read:
+            if _active_turns(session, cube_row.key, session_id) != read:
                 # A turn was deleted, corrected or purged since it was read: never write what
                 # derives from the old state (the change queued this session's next job).
                 return
             old = session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+                UnitRow.cube_key == cube_row.key, UnitRow.session_id == session_id,
                 UnitRow.granularity.in_(DERIVED), UnitRow.kind == "plaintext")).all()
             if sorted((o.granularity, o.text) for o in old if o.status == "active") == sorted(
                     (d.granularity, d.text) for d in drafts):
@@ -110,7 +110,7 @@ class GranularityDeriver:
             for draft, vector in zip(drafts, vectors):
                 unit_id = uuid.uuid4().hex
                 row = new_unit(
-                    unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id, version=1,
+                    unit_id=unit_id, cube=cube_row, lineage_id=unit_id, version=1,
                     kind="plaintext", granularity=draft.granularity, text=draft.text,
                     content_sha=content_hash(draft.text), session_id=session_id,
                     extractor=draft.extractor, status="active", tags=[],
@@ -122,7 +122,7 @@ class GranularityDeriver:
                 new_pks.append(row.pk)
                 link_type = "summarizes" if draft.granularity == "summary" else "derived_from"
                 for source in draft.sources:
-                    session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=source,
+                    session.add(LinkRow(cube_key=cube_row.key, src_pk=row.pk, dst_pk=source,
                                         type=link_type, weight=1.0, created_at=now))
                     if draft.granularity == "summary" and source in message_of:
                         session.add(SpanRow(unit_pk=row.pk, message_pk=message_of[source],
@@ -133,14 +133,15 @@ class GranularityDeriver:
                     vectors=np.stack([np.asarray(v, dtype=np.float32) for v in vectors]))
 
 
-def _turn_conditions(cube_id: str, session_id: str) -> list[ColumnElement[bool]]:
-    return [UnitRow.cube_id == cube_id, UnitRow.session_id == session_id,
+def _turn_conditions(cube_key: str, session_id: str) -> list[ColumnElement[bool]]:
+    return [UnitRow.cube_key == cube_key, UnitRow.session_id == session_id,
             UnitRow.granularity == "turn", UnitRow.status == "active",
             UnitRow.embedding.is_not(None)]
 
 
-def _active_turns(session: Session, cube_id: str, session_id: str) -> list[tuple[int, str | None]]:
+def _active_turns(session: Session, cube_key: str,
+                  session_id: str) -> list[tuple[int, str | None]]:
     """(pk, content hash) of the session's active turns, in pk order."""
     return [(pk, sha) for pk, sha in session.execute(select(UnitRow.pk, UnitRow.content_sha)
-                                                     .where(*_turn_conditions(cube_id, session_id))
+                                                     .where(*_turn_conditions(cube_key, session_id))
                                                      .order_by(UnitRow.pk))]

@@ -35,17 +35,17 @@ class SessionUnitChange:
     stale_pk: int | None
 
 
-def refresh_session_unit(session: Session, cube: CubeRow, session_id: str, *, tenant: str,
+def refresh_session_unit(session: Session, cube: CubeRow, session_id: str, *,
                          now: datetime, embedder: Embedder) -> SessionUnitChange:
     """Rewrite the session's ``session`` unit from its live messages and active turns."""
     messages = session.scalars(select(MessageRow).where(
-        MessageRow.cube_id == cube.id, MessageRow.session_id == session_id,
+        MessageRow.cube_key == cube.key, MessageRow.session_id == session_id,
         MessageRow.deleted_at.is_(None)).order_by(MessageRow.seq)).all()
     turns = session.execute(select(UnitRow.pk, UnitRow.embedding).where(
-        UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+        UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
         UnitRow.granularity == "turn", UnitRow.status == "active")).all()
     unit = session.scalar(select(UnitRow).where(
-        UnitRow.cube_id == cube.id, UnitRow.session_id == session_id,
+        UnitRow.cube_key == cube.key, UnitRow.session_id == session_id,
         UnitRow.granularity == "session", UnitRow.status == "active"))
     stale_pk = unit.pk if unit is not None else None
     if unit is not None:
@@ -72,7 +72,7 @@ def refresh_session_unit(session: Session, cube: CubeRow, session_id: str, *, te
     mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
     times = [m.timestamp for m in messages if m.timestamp]
     if unit is None:
-        unit = new_unit(cube_id=cube.id, tenant=tenant, granularity="session", text=None,
+        unit = new_unit(cube=cube, granularity="session", text=None,
                         session_id=session_id, extractor="ingest", created_at=now)
         session.add(unit)
     unit.text, unit.content_sha, unit.embedding = text, content_hash(text), mean
@@ -83,6 +83,6 @@ def refresh_session_unit(session: Session, cube: CubeRow, session_id: str, *, te
     for message_pk, start, end in spans:
         session.add(SpanRow(unit_pk=unit.pk, message_pk=message_pk, start=start, end=end))
     for turn_pk, _ in turns:
-        session.add(LinkRow(cube_id=cube.id, src_pk=unit.pk, dst_pk=turn_pk,
+        session.add(LinkRow(cube_key=cube.key, src_pk=unit.pk, dst_pk=turn_pk,
                             type="derived_from", weight=1.0, created_at=now))
     return SessionUnitChange(unit=unit, stale_pk=stale_pk)

@@ -106,7 +106,7 @@ def erase_model_memory(session: Session, pks: Collection[int], now: datetime,
             change.blobs.add(sha)
 
 
-def follow_source_change(session: Session, *, cube: CubeRow, tenant: str,
+def follow_source_change(session: Session, *, cube: CubeRow,
                          messages: Sequence[MessageRow], change_kind: Change,
                          units_changed: Sequence[int], embedder: Embedder, jobs: JobQueue,
                          now: datetime) -> SourceChange:
@@ -127,7 +127,7 @@ def follow_source_change(session: Session, *, cube: CubeRow, tenant: str,
     sources = {m.pk: m.id for m in messages}
 
     citing = session.scalars(select(UnitRow).join(SpanRow, SpanRow.unit_pk == UnitRow.pk).where(
-        SpanRow.message_pk.in_(message_pks), UnitRow.cube_id == cube.id,
+        SpanRow.message_pk.in_(message_pks), UnitRow.cube_key == cube.key,
         UnitRow.granularity.not_in(("turn", *SESSION_DERIVED)))).unique().all()
     retire = [row for row in citing if not _cites_live_message(session, row, message_pks)]
     retired_pks = {row.pk for row in retire}
@@ -136,14 +136,13 @@ def follow_source_change(session: Session, *, cube: CubeRow, tenant: str,
 
     session_ids = sorted({m.session_id for m in messages})
     derived = session.scalars(select(UnitRow).where(
-        UnitRow.cube_id == cube.id, UnitRow.session_id.in_(session_ids),
+        UnitRow.cube_key == cube.key, UnitRow.session_id.in_(session_ids),
         UnitRow.granularity.in_(("summary", "keyword")), UnitRow.kind == "plaintext")).all()
     gone = [*units_changed, *retired_pks, *(d.pk for d in derived)]
     if change_kind == "purged":
         erase_model_memory(session, gone, now, change)
     else:
-        change.rebuild_queued = queue_stale_rebuild(session, jobs, cube_id=cube.id,
-                                                    tenant=tenant, changed=gone)
+        change.rebuild_queued = queue_stale_rebuild(session, jobs, cube=cube, changed=gone)
 
     for row in citing:
         if row.pk not in retired_pks and change_kind == "purged":
@@ -181,14 +180,14 @@ def follow_source_change(session: Session, *, cube: CubeRow, tenant: str,
         session.delete(row)
     session.flush()
     for session_id in session_ids:
-        refreshed = refresh_session_unit(session, cube, session_id, tenant=tenant, now=now,
+        refreshed = refresh_session_unit(session, cube, session_id, now=now,
                                          embedder=embedder)
         if refreshed.stale_pk is not None:
             change.remove.append(refreshed.stale_pk)
         if refreshed.unit is not None and refreshed.unit.embedding is not None:
             change.add.append((refreshed.unit.pk, refreshed.unit.embedding))
-        jobs.enqueue(session, kind=DERIVE_JOB, cube_id=cube.id,
-                     payload={"session_id": session_id, "tenant": tenant})
+        jobs.enqueue(session, kind=DERIVE_JOB, cube_key=cube.key,
+                     payload={"session_id": session_id, "tenant": cube.tenant})
         change.sessions.append(session_id)
     session.flush()
     return change

@@ -30,7 +30,7 @@ class VectorIndex(Protocol):
         """Up to ``k`` ``(row, score)`` pairs, best first; score = inner product (cosine)."""
         ...
 
-    def drop(self, cube_id: str) -> None:
+    def drop(self, cube_key: str) -> None:
         """Forget everything about a deleted cube."""
 
     def compact(self, cube: CubeRow) -> None:

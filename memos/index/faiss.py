@@ -7,7 +7,7 @@ every candidate is re-checked and re-scored exactly against its SQL row, so dead
 vectors can cost recall slack but never return a deleted unit or a wrong score; the graph is
 rebuilt from SQL once dead entries outnumber live ones.
 
-Each cube's index lives in memory and is snapshotted to ``<data_dir>/index/<cube>.faiss``
+Each cube's index lives in memory and is snapshotted to ``<data_dir>/index/<cube key>.faiss``
 with ``faiss.write_index`` (no pickle) next to a JSON stamp naming the cube's
 ``index_version`` and the embedding model it holds. Every index-changing write bumps
 ``cubes.index_version`` in the same SQL transaction, so a snapshot that is missing, corrupt,
@@ -59,12 +59,12 @@ class _CubeIndex:
     dead: int = 0
 
 
-def searchable(cube_id: str | None) -> list[ColumnElement[bool]]:
+def searchable(cube_key: str | None) -> list[ColumnElement[bool]]:
     """The SQL conditions that define which units an index holds (in any cube when
-    ``cube_id`` is None)."""
+    ``cube_key`` is None)."""
     conds = [UnitRow.status == "active", UnitRow.kind == "plaintext",
              UnitRow.embedding.is_not(None)]
-    return conds if cube_id is None else [UnitRow.cube_id == cube_id, *conds]
+    return conds if cube_key is None else [UnitRow.cube_key == cube_key, *conds]
 
 
 class FaissIndex:
@@ -83,31 +83,31 @@ class FaissIndex:
         faiss.omp_set_num_threads(1)
 
     # ------------------------------------------------------------------ loading
-    def _paths(self, cube_id: str) -> tuple[Path, Path]:
-        return self.directory / f"{cube_id}.faiss", self.directory / f"{cube_id}.json"
+    def _paths(self, cube_key: str) -> tuple[Path, Path]:
+        return self.directory / f"{cube_key}.faiss", self.directory / f"{cube_key}.json"
 
     def _get(self, cube: CubeRow) -> _CubeIndex:
-        state = self._cubes.get(cube.id)
+        state = self._cubes.get(cube.key)
         if state is None:
             state = self._load(cube) or self._rebuild(cube)
-            self._cubes[cube.id] = state
+            self._cubes[cube.key] = state
         return state
 
     def _load(self, cube: CubeRow) -> _CubeIndex | None:
-        index_path, stamp_path = self._paths(cube.id)
+        index_path, stamp_path = self._paths(cube.key)
         if not index_path.exists() or not stamp_path.exists():
             return None
         try:
             stamp = json.loads(stamp_path.read_text())
             index = faiss.read_index(str(index_path))
         except (OSError, ValueError, RuntimeError) as exc:
-            log.warning("index snapshot for cube %s is unreadable (%s); rebuilding", cube.id, exc)
+            log.warning("index snapshot for cube %s is unreadable (%s); rebuilding", cube.key, exc)
             return None
         fresh = (stamp.get("index_version") == cube.index_version
                  and stamp.get("embedding_model") == cube.embedding_model
                  and stamp.get("ntotal") == index.ntotal and index.d == cube.embedding_dim)
         if not fresh:
-            log.info("index snapshot for cube %s is stale; rebuilding", cube.id)
+            log.info("index snapshot for cube %s is stale; rebuilding", cube.key)
             return None
         if not isinstance(index, faiss.IndexIDMap2):
             return None
@@ -118,7 +118,7 @@ class FaissIndex:
         index = _new_index(cube.embedding_dim)
         with self._sessions() as session:
             rows = session.execute(
-                select(UnitRow.pk, UnitRow.embedding).where(*searchable(cube.id))
+                select(UnitRow.pk, UnitRow.embedding).where(*searchable(cube.key))
             ).all()
         if rows:
             pks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -126,11 +126,11 @@ class FaissIndex:
             index.add_with_ids(vectors, pks)
         state = _CubeIndex(index, version=cube.index_version,
                            changes_since_snapshot=len(rows) or 1)
-        self._snapshot(cube.id, state, cube.embedding_model)
+        self._snapshot(cube.key, state, cube.embedding_model)
         return state
 
-    def _snapshot(self, cube_id: str, state: _CubeIndex, model: str) -> None:
-        index_path, stamp_path = self._paths(cube_id)
+    def _snapshot(self, cube_key: str, state: _CubeIndex, model: str) -> None:
+        index_path, stamp_path = self._paths(cube_key)
         tmp_index, tmp_stamp = index_path.with_suffix(".faiss.tmp"), stamp_path.with_suffix(".tmp")
         faiss.write_index(state.index, str(tmp_index))
         tmp_stamp.write_text(json.dumps({"index_version": state.version, "ntotal":
@@ -146,7 +146,7 @@ class FaissIndex:
         state.version = max(state.version, cube.index_version)
         state.changes_since_snapshot += changes
         if state.changes_since_snapshot >= max(self._snapshot_every, state.size_at_snapshot):
-            self._snapshot(cube.id, state, cube.embedding_model)
+            self._snapshot(cube.key, state, cube.embedding_model)
 
     # ------------------------------------------------------------------ protocol
     def apply(self, cube: CubeRow, *, remove: Sequence[int] = (), add: Sequence[int] = (),
@@ -159,7 +159,7 @@ class FaissIndex:
                 return
             state.dead += len(remove)
             if state.dead > max(1000, state.index.ntotal // 2):
-                self._cubes[cube.id] = self._rebuild(cube)
+                self._cubes[cube.key] = self._rebuild(cube)
                 return
             if len(add):
                 state.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
@@ -181,13 +181,13 @@ class FaissIndex:
             with self._lock:
                 _, ids = state.index.search(query, want, params=params)
             candidates = {int(i) for i in ids[0] if i >= 0}
-            # The cube is checked here, not in SQL: given ``cube_id = ?``, SQLite plans the
+            # The cube is checked here, not in SQL: given ``cube_key = ?``, SQLite plans the
             # lookup through ix_units_cube_status and scans every active unit of the cube
             # (O(cube size)) instead of fetching the candidates by primary key.
-            found = [(pk, vector) for pk, cube_id, vector in session.execute(select(
-                UnitRow.pk, UnitRow.cube_id, UnitRow.embedding).where(
+            found = [(pk, vector) for pk, cube_key, vector in session.execute(select(
+                UnitRow.pk, UnitRow.cube_key, UnitRow.embedding).where(
                 UnitRow.pk.in_(candidates), *searchable(None), *conditions))
-                if cube_id == cube.id and vector is not None]
+                if cube_key == cube.key and vector is not None]
             # Over-fetch until the post-filter leaves k hits or the whole index was scanned.
             if len(found) >= k or want >= total:
                 break
@@ -202,10 +202,10 @@ class FaissIndex:
             UnitRow.pk.in_(best), *searchable(None))).all()
         return sorted(((r, best[r.pk]) for r in rows), key=lambda pair: -pair[1])
 
-    def drop(self, cube_id: str) -> None:
+    def drop(self, cube_key: str) -> None:
         with self._lock:
-            self._cubes.pop(cube_id, None)
-            for path in self._paths(cube_id):
+            self._cubes.pop(cube_key, None)
+            for path in self._paths(cube_key):
                 path.unlink(missing_ok=True)
 
     def compact(self, cube: CubeRow) -> None:
@@ -222,8 +222,8 @@ class FaissIndex:
 
     def flush(self) -> None:
         with self._lock, self._sessions() as session:
-            for cube_id, state in self._cubes.items():
-                cube = session.get(CubeRow, cube_id)
+            for cube_key, state in self._cubes.items():
+                cube = session.get(CubeRow, cube_key)
                 if cube is not None and state.changes_since_snapshot:
-                    self._snapshot(cube_id, state, cube.embedding_model)
+                    self._snapshot(cube_key, state, cube.embedding_model)
 

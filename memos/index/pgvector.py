@@ -40,13 +40,13 @@ class PgVectorIndex:
         session.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, k * 4)}"))
         rows = session.execute(
             select(UnitRow, cast(-distance, Float))
-            .where(*searchable(cube.id), func.vector_dims(UnitRow.embedding) == dim, *conditions)
+            .where(*searchable(cube.key), func.vector_dims(UnitRow.embedding) == dim, *conditions)
             .order_by(distance)
             .limit(k)
         ).all()
         return [(row, float(score)) for row, score in rows]
 
-    def drop(self, cube_id: str) -> None:
+    def drop(self, cube_key: str) -> None:
         """Rows go with the cube (ON DELETE CASCADE)."""
 
     def compact(self, cube: CubeRow) -> None:

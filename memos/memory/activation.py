@@ -48,7 +48,7 @@ from memos.memory.staleness import (
 from memos.retrieval.search import Searcher
 from memos.store.blobs import BlobStore
 from memos.store.lineage import REBUILD_ACTIVATION_JOB
-from memos.store.models import LinkRow, UnitRow, utcnow
+from memos.store.models import CubeRow, LinkRow, UnitRow, utcnow
 from memos.store.units import UnitRepository, new_unit
 from memos.types import (
     ActivationCreate,
@@ -223,16 +223,16 @@ class ActivationMemory:
         unit_id = uuid.uuid4().hex
         lineage_id, version = lineage or (unit_id, 1)
         with self.units.write() as (session, _publish):
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.id.in_([s for s, _ in sources])))}
+                UnitRow.cube_key == cube.key, UnitRow.id.in_([s for s, _ in sources])))}
             changed = [s for s, text in sources if s not in src or src[s].status != "active"
                        or (src[s].text or "") != text]
             if changed:  # deleted, corrected or purged while compiling: never store it
                 self.blobs.delete(sha)
                 raise Conflict(f"{len(changed)} source memories changed while the cache was "
                                "compiled; compile again", details={"changed_ids": changed})
-            row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=lineage_id,
+            row = new_unit(unit_id=unit_id, cube=cube, lineage_id=lineage_id,
                           version=version, kind="activation", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t in sources), extractor="activation",
                           status="active", tags=[], payload_sha256=sha,
@@ -244,7 +244,7 @@ class ActivationMemory:
             session.flush()
             for source_id, _ in sources:
                 if source_id in src:
-                    session.add(LinkRow(cube_id=cube_id, src_pk=row.pk,
+                    session.add(LinkRow(cube_key=cube.key, src_pk=row.pk,
                                         dst_pk=src[source_id].pk, type="derived_from",
                                         weight=1.0, created_at=now))
         return self.get(cube_id, unit_id, tenant=tenant)
@@ -253,11 +253,12 @@ class ActivationMemory:
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> ActivationPublic:
         """The unit and its payload metadata (no tensors)."""
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._row(session, cube_id, unit_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self._row(session, cube, unit_id)
             sources = [s.id for s in source_rows(session, row)]
             meta = dict(row.payload_meta or {})
-        return ActivationPublic(unit=self.units.get_public(cube_id=cube_id, unit_id=unit_id),
+        return ActivationPublic(unit=self.units.get_public(cube_id=cube_id, tenant=tenant,
+                                                           unit_id=unit_id),
                                 payload_meta=meta, source_ids=sources,
                                 n_tokens=int(meta.get("n_tokens", 0)))
 
@@ -267,11 +268,11 @@ class ActivationMemory:
                               active_only=active_only)
 
     @staticmethod
-    def _row(session: Any, cube_id: str, unit_id: str) -> UnitRow:
-        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
-                                                   UnitRow.cube_id == cube_id))
+    def _row(session: Any, cube: CubeRow, unit_id: str) -> UnitRow:
+        row = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube.key,
+                                                   UnitRow.id == unit_id))
         if row is None or row.status == "deleted" or row.kind != "activation":
-            raise NotFound(f"activation memory {unit_id!r} not found in cube {cube_id!r}",
+            raise NotFound(f"activation memory {unit_id!r} not found in cube {cube.id!r}",
                            details={"memory_id": unit_id})
         return row
 
@@ -283,8 +284,8 @@ class ActivationMemory:
         """
 
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._row(session, cube_id, unit_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self._row(session, cube, unit_id)
             status, reason = row.status, row.status_reason
             sources = source_rows(session, row)
             sha, meta = row.payload_sha256, dict(row.payload_meta or {})
@@ -354,7 +355,7 @@ class ActivationMemory:
         rebuilt: dict[str, str] = {}
         if rebuild:
             for old_id, lineage_id, version, lineages, keep in plans:
-                current = self._current_units(cube_id, lineages)
+                current = self._current_units(cube_id, lineages, tenant=tenant)
                 if not current:
                     continue
                 new = self.create(cube_id, ActivationCreate(unit_ids=current, max_tokens=8_000),
@@ -363,11 +364,13 @@ class ActivationMemory:
                 rebuilt[old_id] = new.unit.id
         return {"archived": archived, "rebuilt": rebuilt}
 
-    def _current_units(self, cube_id: str, lineages: Sequence[str]) -> list[str]:
+    def _current_units(self, cube_id: str, lineages: Sequence[str], *,
+                       tenant: str) -> list[str]:
         """The active version of each lineage, in the given order (gone ones dropped)."""
         with self.units.store.transaction() as session:
+            key = self.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
             rows = session.execute(select(UnitRow.lineage_id, UnitRow.id).where(
-                UnitRow.cube_id == cube_id, UnitRow.lineage_id.in_(list(lineages)),
+                UnitRow.cube_key == key, UnitRow.lineage_id.in_(list(lineages)),
                 UnitRow.status == "active", UnitRow.kind == "plaintext")).all()
         by_lineage = dict(rows)
         return [by_lineage[lin] for lin in lineages if lin in by_lineage]
@@ -375,8 +378,8 @@ class ActivationMemory:
     def enqueue_rebuild(self, cube_id: str, *, tenant: str) -> int:
         """Queue a ``rebuild_activation`` job for the cube; returns the job id."""
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            job = self.jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            job = self.jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_key=cube.key,
                                          payload={"tenant": tenant})
             session.flush()
             job_id = int(job.pk)

@@ -52,7 +52,7 @@ from memos.memory.staleness import (
     source_rows,
 )
 from memos.store.blobs import BlobStore
-from memos.store.models import LinkRow, UnitRow, utcnow
+from memos.store.models import CubeRow, JobRow, LinkRow, UnitRow, utcnow
 from memos.store.units import UnitRepository, new_unit
 from memos.types import AdapterCreate, AdapterPublic, TrainingJob
 
@@ -349,8 +349,8 @@ class ParametricMemory:
         """Validate the sources now, train later in a ``train_adapter`` job."""
         self._facts(cube_id, body.unit_ids, tenant=tenant)
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            job = self.jobs.enqueue(session, kind=TRAIN_ADAPTER_JOB, cube_id=cube_id,
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            job = self.jobs.enqueue(session, kind=TRAIN_ADAPTER_JOB, cube_key=cube.key,
                                          payload={"tenant": tenant,
                                                   "request": body.model_dump()})
             session.flush()
@@ -359,14 +359,16 @@ class ParametricMemory:
         return self.job(cube_id, job_id, tenant=tenant)
 
     def job(self, cube_id: str, job_id: int, *, tenant: str) -> TrainingJob:
-        row = self.jobs.get(job_id)
-        if row.cube_id != cube_id or row.kind != TRAIN_ADAPTER_JOB or \
-                row.payload.get("tenant") != tenant:
-            raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
-        unit_id = None
+        """A training job of the cube. A job of another cube or tenant is :class:`NotFound`
+        exactly like one that does not exist (same message, same details)."""
         with self.units.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = session.get(JobRow, job_id)
+            if row is None or row.cube_key != cube.key or row.kind != TRAIN_ADAPTER_JOB:
+                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+            unit_id = None
             for uid, meta in session.execute(select(UnitRow.id, UnitRow.meta).where(
-                    UnitRow.cube_id == cube_id, UnitRow.kind == "parametric")):
+                    UnitRow.cube_key == cube.key, UnitRow.kind == "parametric")):
                 if (meta or {}).get("job_id") == job_id:
                     unit_id = uid
         return TrainingJob(job_id=job_id, status=row.status, progress=row.progress,
@@ -377,12 +379,13 @@ class ParametricMemory:
         body = AdapterCreate(**job.payload["request"])
         tenant = job.payload["tenant"]
         cube_id = job.cube_id or ""
-        with self.units.store.transaction() as session:
-            for meta in session.scalars(select(UnitRow.meta).where(
-                    UnitRow.cube_id == cube_id, UnitRow.kind == "parametric")):
-                if (meta or {}).get("job_id") == job.id:
-                    return
         try:
+            with self.units.store.transaction() as session:
+                cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+                for meta in session.scalars(select(UnitRow.meta).where(
+                        UnitRow.cube_key == cube.key, UnitRow.kind == "parametric")):
+                    if (meta or {}).get("job_id") == job.id:
+                        return
             self.train(cube_id, body, tenant=tenant, progress=progress, job_id=job.id)
         except NotFound:
             return  # cube or sources deleted meanwhile
@@ -411,16 +414,16 @@ class ParametricMemory:
         now = utcnow()
         unit_id = uuid.uuid4().hex
         with self.units.write() as (session, _publish):
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             src = {r.id: r for r in session.scalars(select(UnitRow).where(
-                UnitRow.cube_id == cube_id, UnitRow.id.in_([f[0] for f in facts])))}
+                UnitRow.cube_key == cube.key, UnitRow.id.in_([f[0] for f in facts])))}
             changed = [i for i, text, _ in facts if i not in src or src[i].status != "active"
                        or (src[i].text or "") != text]
             if changed:  # deleted, corrected or purged while training: never store it
                 self.blobs.delete(sha)
                 raise Conflict(f"{len(changed)} source memories changed while the adapter was "
                                "trained; train again", details={"changed_ids": changed})
-            row = new_unit(unit_id=unit_id, cube_id=cube_id, tenant=tenant, lineage_id=unit_id,
+            row = new_unit(unit_id=unit_id, cube=cube, lineage_id=unit_id,
                           version=1, kind="parametric", granularity="cluster",
                           text="\n".join(f"- {t}" for _, t, _ in facts), extractor="lora",
                           status="active", tags=[], payload_sha256=sha,
@@ -433,27 +436,28 @@ class ParametricMemory:
             session.add(row)
             session.flush()
             for source in (src[f[0]] for f in facts if f[0] in src):  # in request order
-                session.add(LinkRow(cube_id=cube_id, src_pk=row.pk, dst_pk=source.pk,
+                session.add(LinkRow(cube_key=cube.key, src_pk=row.pk, dst_pk=source.pk,
                                     type="derived_from", weight=1.0, created_at=now))
         return self.get(cube_id, unit_id, tenant=tenant)
 
     # ---------------------------------------------------------------- read / use
     @staticmethod
-    def _row(session: Any, cube_id: str, unit_id: str) -> UnitRow:
-        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
-                                                   UnitRow.cube_id == cube_id))
+    def _row(session: Any, cube: CubeRow, unit_id: str) -> UnitRow:
+        row = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube.key,
+                                                   UnitRow.id == unit_id))
         if row is None or row.status == "deleted" or row.kind != "parametric":
-            raise NotFound(f"parametric memory {unit_id!r} not found in cube {cube_id!r}",
+            raise NotFound(f"parametric memory {unit_id!r} not found in cube {cube.id!r}",
                            details={"memory_id": unit_id})
         return row
 
     def get(self, cube_id: str, unit_id: str, *, tenant: str) -> AdapterPublic:
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._row(session, cube_id, unit_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self._row(session, cube, unit_id)
             sources = [s.id for s in source_rows(session, row)]
             meta = dict(row.payload_meta or {})
-        return AdapterPublic(unit=self.units.get_public(cube_id=cube_id, unit_id=unit_id),
+        return AdapterPublic(unit=self.units.get_public(cube_id=cube_id, tenant=tenant,
+                                                        unit_id=unit_id),
                              payload_meta=meta, source_ids=sources)
 
     def unit_ids(self, cube_id: str, *, tenant: str, active_only: bool = True) -> list[str]:
@@ -465,8 +469,8 @@ class ParametricMemory:
     def load(self, cube_id: str, unit_id: str, *, tenant: str) -> Adapter:
         """The verified adapter; ``Conflict`` when stale, archived or for another model."""
         with self.units.store.transaction() as session:
-            self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            row = self._row(session, cube_id, unit_id)
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            row = self._row(session, cube, unit_id)
             status, reason = row.status, row.status_reason
             sources = source_rows(session, row)
             sha, meta = row.payload_sha256, dict(row.payload_meta or {})

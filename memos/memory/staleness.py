@@ -44,9 +44,9 @@ def mark_stale(units: UnitRepository, cube_id: str, *, tenant: str,
     """
     archived: list[str] = []
     with units.write() as (session, _publish):
-        units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        key = units.cube_row(session, cube_id=cube_id, tenant=tenant).key
         rows = session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.kind.in_(list(kinds)),
+            UnitRow.cube_key == key, UnitRow.kind.in_(list(kinds)),
             UnitRow.status == "active")).all()
         now = utcnow()
         for row in rows:
@@ -68,8 +68,8 @@ def model_unit_ids(units: UnitRepository, cube_id: str, kind: str, *, tenant: st
     """Ids of the tenant's cube's units of ``kind`` (``activation`` or ``parametric``),
     active ones unless ``active_only`` is false, newest first."""
     with units.store.transaction() as session:
-        units.cube_row(session, cube_id=cube_id, tenant=tenant)
-        query = select(UnitRow.id).where(UnitRow.cube_id == cube_id, UnitRow.kind == kind)
+        key = units.cube_row(session, cube_id=cube_id, tenant=tenant).key
+        query = select(UnitRow.id).where(UnitRow.cube_key == key, UnitRow.kind == kind)
         if active_only:
             query = query.where(UnitRow.status == "active")
         return list(session.scalars(query.order_by(UnitRow.created_at.desc(),
@@ -83,9 +83,9 @@ def active_plaintext_units(units: UnitRepository, cube_id: str, unit_ids: Sequen
     deleted id is :class:`NotFound`; any other unit is :class:`InvalidInput`."""
     ids = list(dict.fromkeys(unit_ids))
     with units.store.transaction() as session:
-        units.cube_row(session, cube_id=cube_id, tenant=tenant)
+        key = units.cube_row(session, cube_id=cube_id, tenant=tenant).key
         rows = {r.id: r for r in session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.id.in_(ids)))}
+            UnitRow.cube_key == key, UnitRow.id.in_(ids)))}
     out = []
     for uid in ids:
         row = rows.get(uid)

@@ -55,21 +55,21 @@ class RouterCache:
     def usable(self, session: Session, cube: CubeRow) -> bool:
         """Whether the cube is small enough for router search (counted in SQL once per
         index version)."""
-        known = self._usable.get(cube.id)
+        known = self._usable.get(cube.key)
         if known is not None and known[0] == cube.index_version:
             return known[1]
         turns = session.scalar(select(func.count()).select_from(UnitRow).where(
-            UnitRow.cube_id == cube.id, UnitRow.granularity == "turn",
+            UnitRow.cube_key == cube.key, UnitRow.granularity == "turn",
             UnitRow.status == "active")) or 0
-        self._usable[cube.id] = (cube.index_version, turns <= self.max_units)
+        self._usable[cube.key] = (cube.index_version, turns <= self.max_units)
         return turns <= self.max_units
 
     def get(self, session: Session, cube: CubeRow) -> _Entry:
         with self._lock:
-            entry = self._entries.get(cube.id)
+            entry = self._entries.get(cube.key)
             if entry is None or entry.version != cube.index_version:
                 entry = self._build(session, cube)
-                self._entries[cube.id] = entry
+                self._entries[cube.key] = entry
             return entry
 
     def search(self, session: Session, cube: CubeRow, query: str, vector: np.ndarray, *,
@@ -87,15 +87,15 @@ class RouterCache:
         Returns the association links the new units formed, for the caller to persist.
         """
         with self._lock:
-            entry = self._entries.get(cube.id)
+            entry = self._entries.get(cube.key)
             if entry is None or entry.version != cube.index_version - 1:
                 # First write seen here, or another process moved SQL on: rebuild from SQL
                 # without this write's units, then add them so they get associated.
                 entry = self._build(session, cube, exclude=add)
                 entry.version = cube.index_version - 1
-                self._entries[cube.id] = entry
+                self._entries[cube.key] = entry
             entry.index.remove(remove)
-            rows = _load(session, cube.id, add) if add else []
+            rows = _load(session, cube.key, add) if add else []
             links = entry.index.add([_unit(r, sources) for r, sources in rows])
             for r, _ in rows:
                 if r.granularity == "session" and r.session_id:
@@ -106,19 +106,19 @@ class RouterCache:
     def stats(self, session: Session, cube: CubeRow) -> TermStats:
         return self.get(session, cube).stats
 
-    def drop(self, cube_id: str) -> None:
+    def drop(self, cube_key: str) -> None:
         with self._lock:
-            self._entries.pop(cube_id, None)
-            self._usable.pop(cube_id, None)
+            self._entries.pop(cube_key, None)
+            self._usable.pop(cube_key, None)
 
     def _build(self, session: Session, cube: CubeRow, exclude: Sequence[int] = ()) -> _Entry:
         skip = set(exclude)
-        rows = [r for r in _load(session, cube.id, None) if r[0].pk not in skip]
+        rows = [r for r in _load(session, cube.key, None) if r[0].pk not in skip]
         index = GranularIndex(associate=False)
         index.add([_unit(r, sources) for r, sources in rows])
         pks = {r.pk for r, _ in rows}
         stored = session.execute(select(LinkRow.src_pk, LinkRow.dst_pk, LinkRow.weight).where(
-            LinkRow.cube_id == cube.id, LinkRow.type == "associated")).all()
+            LinkRow.cube_key == cube.key, LinkRow.type == "associated")).all()
         index.add_links(Link(a, b, w) for a, b, w in stored if a in pks and b in pks)
         index.associate_on_add = True
         stats = TermStats()
@@ -128,11 +128,11 @@ class RouterCache:
         return _Entry(index, stats, cube.index_version)
 
 
-def _load(session: Session, cube_id: str,
+def _load(session: Session, cube_key: str,
           pks: Sequence[int] | None) -> list[tuple[UnitRow, tuple[int, ...]]]:
     """Active routed units (all, or these pks) with, for facts, their source turns."""
     query = select(UnitRow).where(
-        UnitRow.cube_id == cube_id, UnitRow.status == "active", UnitRow.kind == "plaintext",
+        UnitRow.cube_key == cube_key, UnitRow.status == "active", UnitRow.kind == "plaintext",
         UnitRow.granularity.in_(ROUTED), UnitRow.embedding.is_not(None)).order_by(UnitRow.pk)
     if pks is not None:
         query = query.where(UnitRow.pk.in_(list(pks)))
@@ -145,7 +145,7 @@ def _load(session: Session, cube_id: str,
             SpanRow.unit_pk.in_(facts)).subquery()
         turn_spans = select(SpanRow.unit_pk.label("turn_pk"), SpanRow.message_pk).join(
             UnitRow, UnitRow.pk == SpanRow.unit_pk).where(
-            UnitRow.granularity == "turn", UnitRow.cube_id == cube_id).subquery()
+            UnitRow.granularity == "turn", UnitRow.cube_key == cube_key).subquery()
         for fact_pk, turn_pk in session.execute(
                 select(fact_spans.c.unit_pk, turn_spans.c.turn_pk).join(
                     turn_spans, turn_spans.c.message_pk == fact_spans.c.message_pk)):

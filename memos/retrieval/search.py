@@ -219,29 +219,30 @@ class Searcher:
                                     if h.id is not None])))}
                 explained = self._public_ids(session, found) if body.explain else {}
                 wanted = {g.value for g in body.filters.granularity or Granularity}
-                hits = [Hit(unit=unit_public(rows[h.id]), score=h.score,
-                            explain=explained.get(id(h))) for h in found.turns
+                kept = [(h, rows[h.id]) for h in found.turns
                         if h.id in rows and rows[h.id].granularity in wanted]
-                sessions = [Hit(unit=unit_public(rows[h.id]), score=h.score,
+                hits = [Hit(unit=unit_public(row, cube.id), score=h.score,
+                            explain=explained.get(id(h))) for h, row in kept]
+                sessions = [Hit(unit=unit_public(rows[h.id], cube.id), score=h.score,
                                 explain=explained.get(id(h)))
                             for h in found.sessions if h.id in rows]
                 timings.add("db", t)
                 router = {"weights": found.weights, "entropies": found.entropies}
-                self.retrievals.record(cube_id, [h.unit.id for h in hits])
+                self.retrievals.record(cube.key, [row.pk for _, row in kept])
                 return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
                                       score_kind=ScoreKind.router,
                                       took_ms=(time.perf_counter() - started) * 1000)
             conds = filter_conditions(body.filters)
             if needs_exact(body.filters):
-                pairs = self._exact_search(session, cube_id, query, body.top_k, conds)
+                pairs = self._exact_search(session, cube, query, body.top_k, conds)
             else:
                 pairs = self.index.search(session, cube, query, body.top_k, conds)
             t = timings.add("index", t)
-            hits = [Hit(unit=unit_public(row), score=score,
+            hits = [Hit(unit=unit_public(row, cube.id), score=score,
                         explain={"granularity": row.granularity, "dense": score}
                         if body.explain else None) for row, score in pairs]
             timings.add("db", t)
-        self.retrievals.record(cube_id, [h.unit.id for h in hits])
+        self.retrievals.record(cube.key, [row.pk for row, _ in pairs])
         return SearchResponse(hits=hits, mode=SearchMode.dense, score_kind=ScoreKind.cosine,
                               took_ms=(time.perf_counter() - started) * 1000)
 
@@ -283,10 +284,10 @@ class Searcher:
                 return SearchMode.router
         return SearchMode.dense
 
-    def _exact_search(self, session: Session, cube_id: str, query: np.ndarray, k: int,
+    def _exact_search(self, session: Session, cube: CubeRow, query: np.ndarray, k: int,
                       conds: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
         rows = session.scalars(select(UnitRow).where(
-            UnitRow.cube_id == cube_id, UnitRow.embedding.is_not(None), *conds)).all()
+            UnitRow.cube_key == cube.key, UnitRow.embedding.is_not(None), *conds)).all()
         if not rows:
             return []
         scores = np.stack([vector_of(r) for r in rows]) @ query

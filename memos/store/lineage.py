@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from memos.store.models import JobRow, LinkRow, UnitRow
+from memos.store.models import CubeRow, JobRow, LinkRow, UnitRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -27,7 +27,7 @@ __all__ = ["queue_stale_rebuild", "REBUILD_ACTIVATION_JOB"]
 REBUILD_ACTIVATION_JOB = "rebuild_activation"
 
 
-def queue_stale_rebuild(session: Session, jobs: JobQueue, *, cube_id: str, tenant: str,
+def queue_stale_rebuild(session: Session, jobs: JobQueue, *, cube: CubeRow,
                         changed: Sequence[int]) -> bool:
     """Queue the rebuild of model memory derived from units that just changed.
 
@@ -50,10 +50,10 @@ def queue_stale_rebuild(session: Session, jobs: JobQueue, *, cube_id: str, tenan
     if dependent is None:
         return False
     queued = session.scalar(select(JobRow.pk).where(
-        JobRow.kind == REBUILD_ACTIVATION_JOB, JobRow.cube_id == cube_id,
+        JobRow.kind == REBUILD_ACTIVATION_JOB, JobRow.cube_key == cube.key,
         JobRow.status == "queued").limit(1))
     if queued is not None:
         return False
-    jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_id=cube_id,
-                 payload={"tenant": tenant})
+    jobs.enqueue(session, kind=REBUILD_ACTIVATION_JOB, cube_key=cube.key,
+                 payload={"tenant": cube.tenant})
     return True

@@ -1,5 +1,12 @@
 """SQLAlchemy 2.0 rows. The schema changes only through Alembic (``migrations/``).
 
+Tenants are separate namespaces. A cube's public ``id`` is unique within its tenant only;
+its internal ``key`` (never shown) is unique across the server, and every row that belongs
+to a cube references it as ``cube_key``. So two tenants can each have a cube ``demo``, and a
+query that names a cube can only name it by key, found through the tenant
+(:meth:`memos.store.units.UnitRepository.cube_row`). Messages and memory units have public
+ids unique within their cube.
+
 Every memory unit has an integer primary key ``pk`` (the key of the vector index) and a public
 string ``id``. Versions of one memory share a ``lineage_id``; exactly one version of a lineage
 is not superseded.
@@ -92,8 +99,12 @@ class Base(DeclarativeBase):
 
 class CubeRow(Base):
     __tablename__ = "cubes"
+    __table_args__ = (UniqueConstraint("tenant", "id", name="uq_cubes_tenant_id"),)
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: internal, server-wide unique; children reference it. Never in a response.
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: public, unique within the tenant
+    id: Mapped[str] = mapped_column(String(128))
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
@@ -107,16 +118,16 @@ class CubeRow(Base):
 class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
-        UniqueConstraint("cube_id", "id", name="uq_messages_cube_id"),
-        UniqueConstraint("cube_id", "session_id", "content_sha", name="uq_messages_content"),
+        UniqueConstraint("cube_key", "id", name="uq_messages_cube_id"),
+        UniqueConstraint("cube_key", "session_id", "content_sha", name="uq_messages_content"),
         # A message's place in its session; allocated by memos.store.ordering (migration 0004).
-        Index("ix_messages_session", "cube_id", "session_id", "seq", unique=True),
+        Index("ix_messages_session", "cube_key", "session_id", "seq", unique=True),
     )
 
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(128))
-    cube_id: Mapped[str] = mapped_column(ForeignKey("cubes.id", ondelete="CASCADE"))
+    cube_key: Mapped[str] = mapped_column(ForeignKey("cubes.key", ondelete="CASCADE"))
     session_id: Mapped[str] = mapped_column(String(128))
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))
@@ -133,17 +144,18 @@ class MessageRow(Base):
 class UnitRow(Base):
     __tablename__ = "memory_units"
     __table_args__ = (
-        Index("ix_units_cube_status", "cube_id", "status", "granularity"),
+        UniqueConstraint("cube_key", "id", name="uq_units_cube_id"),
+        Index("ix_units_cube_status", "cube_key", "status", "granularity"),
         Index("ix_units_lineage", "lineage_id", "version"),
         # Longer than ix_units_cube_status, so per-session lookups (turns, session and derived
         # units of one session) never scan every active unit of the cube instead.
-        Index("ix_units_session", "cube_id", "session_id", "granularity", "status"),
+        Index("ix_units_session", "cube_key", "session_id", "granularity", "status"),
     )
 
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    id: Mapped[str] = mapped_column(String(64), unique=True)
-    cube_id: Mapped[str] = mapped_column(ForeignKey("cubes.id", ondelete="CASCADE"))
+    id: Mapped[str] = mapped_column(String(64))
+    cube_key: Mapped[str] = mapped_column(ForeignKey("cubes.key", ondelete="CASCADE"))
     tenant: Mapped[str] = mapped_column(String(128))
     lineage_id: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -203,7 +215,8 @@ class LinkRow(Base):
 
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
-    cube_id: Mapped[str] = mapped_column(ForeignKey("cubes.id", ondelete="CASCADE"), index=True)
+    cube_key: Mapped[str] = mapped_column(ForeignKey("cubes.key", ondelete="CASCADE"),
+                                          index=True)
     src_pk: Mapped[int] = mapped_column(ForeignKey("memory_units.pk", ondelete="CASCADE"))
     dst_pk: Mapped[int] = mapped_column(ForeignKey("memory_units.pk", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(32))
@@ -218,7 +231,8 @@ class JobRow(Base):
     pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
-    cube_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    #: the cube's internal key; no foreign key, so a job outlives its cube and ends quietly
+    cube_key: Mapped[str | None] = mapped_column(String(128), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,6 +1,6 @@
 """A message's place in its session: ``seq``, allocated safely across processes.
 
-``(cube_id, session_id, seq)`` is unique (migration 0004). :func:`next_seq` must be called
+``(cube_key, session_id, seq)`` is unique (migration 0004). :func:`next_seq` must be called
 in the transaction that inserts the messages; it returns the first free number, and no
 other transaction can take the same numbers before this one ends:
 
@@ -29,21 +29,21 @@ from memos.store.models import MessageRow
 __all__ = ["next_seq", "session_lock_key"]
 
 
-def session_lock_key(cube_id: str, session_id: str) -> int:
+def session_lock_key(cube_key: str, session_id: str) -> int:
     """The advisory-lock key of a session: a signed 64-bit hash of (cube, session).
 
     Two sessions sharing a key (about 1 in 2^64) only wait for each other; nothing breaks.
     """
-    digest = hashlib.blake2b(f"memos.messages.seq\0{cube_id}\0{session_id}".encode(),
+    digest = hashlib.blake2b(f"memos.messages.seq\0{cube_key}\0{session_id}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-def next_seq(session: Session, *, cube_id: str, session_id: str) -> int:
+def next_seq(session: Session, *, cube_key: str, session_id: str) -> int:
     """The first unused ``seq`` of the session (0 for a new one), held until commit."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                        {"key": session_lock_key(cube_id, session_id)})
+                        {"key": session_lock_key(cube_key, session_id)})
     last = session.scalar(select(func.max(MessageRow.seq)).where(
-        MessageRow.cube_id == cube_id, MessageRow.session_id == session_id))
+        MessageRow.cube_key == cube_key, MessageRow.session_id == session_id))
     return 0 if last is None else last + 1

@@ -17,14 +17,14 @@ Alembic; :meth:`Store.upgrade` runs it programmatically.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +48,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, durability: Durabili
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _migrate_sqlite(connection: Connection, migrate: Callable[[], None]) -> None:
+    """Run ``migrate`` the way SQLite's manual says to change a table's schema.
+
+    SQLite alters a constraint only by rebuilding the table, and dropping the old table
+    with foreign keys on would cascade-delete its children's rows. So: foreign keys off
+    (outside a transaction, or the pragma is ignored), one transaction from the first DDL
+    on (Python's sqlite3 would start it only at the first DML), ``foreign_key_check``
+    before the commit, keys on again.
+    """
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.commit()
+    try:
+        with connection.begin():
+            connection.exec_driver_sql("BEGIN")
+            migrate()
+            dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if dangling:
+                raise RuntimeError(f"the migration left dangling references: {dangling[:5]}")
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        connection.commit()
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
@@ -103,14 +126,29 @@ class Store:
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` with Alembic (idempotent)."""
         from alembic import command
+
+        self._migrate(lambda config: command.upgrade(config, revision))
+
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to ``revision`` (a migration refuses when data would not fit
+        the older schema)."""
+        from alembic import command
+
+        self._migrate(lambda config: command.downgrade(config, revision))
+
+    def _migrate(self, run: Callable[[Any], None]) -> None:
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
-            with self.engine.begin() as connection:
+            with self.engine.connect() as connection:
                 config.attributes["connection"] = connection
-                command.upgrade(config, revision)
+                if self.dialect == "sqlite":
+                    _migrate_sqlite(connection, lambda: run(config))
+                else:
+                    with connection.begin():
+                        run(config)
         except OperationalError as exc:
             raise BackendUnavailable(f"cannot reach the database: {exc.orig}") from exc
 

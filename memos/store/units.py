@@ -4,7 +4,7 @@ publishes committed writes to the vector index.
     units = UnitRepository(store, index)
     with units.write() as (session, publish):
         cube = units.cube_row(session, cube_id="ana", tenant="default")
-        row = new_unit(cube_id="ana", tenant="default", granularity="fact", text="…")
+        row = new_unit(cube=cube, granularity="fact", text="…")
         session.add(row)
         session.flush()
         units.bump_index_version(cube)
@@ -37,7 +37,7 @@ from memos.store.models import CubeRow, TagRow, UnitRow
 from memos.store.sql import Store
 from memos.types import MemoryPublic
 
-__all__ = ["UnitRepository", "Publish", "new_unit", "content_hash"]
+__all__ = ["UnitRepository", "Publish", "new_unit", "new_cube_key", "content_hash"]
 
 #: ``publish(cube, remove=pks, add=pks, vectors=array, erase=False)``: index changes of one
 #: write.
@@ -53,10 +53,16 @@ def content_hash(*parts: str | None) -> str:
     return h.hexdigest()
 
 
-def new_unit(*, cube_id: str, tenant: str, granularity: str, text: str | None,
+def new_cube_key() -> str:
+    """A new cube's internal key: random, so it says nothing about the cube or its tenant."""
+    return uuid.uuid4().hex
+
+
+def new_unit(*, cube: CubeRow, granularity: str, text: str | None,
              kind: str = "plaintext", unit_id: str | None = None, lineage_id: str | None = None,
              version: int = 1, content_sha: str | None = None, **fields: Any) -> UnitRow:
-    """A new memory-unit row (not yet added to a session): the only place rows are built.
+    """A new memory-unit row of ``cube`` (not yet added to a session): the only place rows
+    are built.
 
     Defaults: a fresh hex id, its own lineage (version 1), ``content_sha`` of the text,
     status ``active``, no tags, empty metadata, confidence 1. ``fields`` are the other
@@ -70,7 +76,7 @@ def new_unit(*, cube_id: str, tenant: str, granularity: str, text: str | None,
     fields.setdefault("tags", [])
     fields.setdefault("meta", {})
     fields.setdefault("confidence", 1.0)
-    return UnitRow(id=unit_id, cube_id=cube_id, tenant=tenant,
+    return UnitRow(id=unit_id, cube_key=cube.key, tenant=cube.tenant,
                    lineage_id=lineage_id or unit_id, version=version, kind=kind,
                    granularity=granularity, text=text, content_sha=content_sha, **fields)
 
@@ -87,27 +93,32 @@ class UnitRepository:
         # One writer per process: commit + index update happen as one step.
         self._write_lock = threading.RLock()
 
-    def cube_row(self, session: Session, *, cube_id: str, tenant: str) -> CubeRow:
-        """The tenant's cube; another tenant's cube is :class:`NotFound`, like a missing one."""
-        cube = session.get(CubeRow, cube_id)
-        if cube is None or cube.tenant != tenant:
+    @staticmethod
+    def cube_row(session: Session, *, cube_id: str, tenant: str) -> CubeRow:
+        """The tenant's cube named ``cube_id``. Cube ids are the tenant's own namespace:
+        another tenant's cube of that id is not even looked at, so it is :class:`NotFound`
+        exactly like a missing one (same message, same details)."""
+        cube = session.scalar(select(CubeRow).where(CubeRow.tenant == tenant,
+                                                    CubeRow.id == cube_id))
+        if cube is None:
             raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
         return cube
 
     @staticmethod
-    def unit_row(session: Session, *, cube_id: str, unit_id: str) -> UnitRow:
+    def unit_row(session: Session, *, cube: CubeRow, unit_id: str) -> UnitRow:
         """A unit of the cube, any status but deleted (a deleted unit is :class:`NotFound`)."""
-        row = session.scalar(select(UnitRow).where(UnitRow.id == unit_id,
-                                                   UnitRow.cube_id == cube_id))
+        row = session.scalar(select(UnitRow).where(UnitRow.cube_key == cube.key,
+                                                   UnitRow.id == unit_id))
         if row is None or row.status == "deleted":
-            raise NotFound(f"memory {unit_id!r} not found in cube {cube_id!r}",
-                           details={"cube_id": cube_id, "memory_id": unit_id})
+            raise NotFound(f"memory {unit_id!r} not found in cube {cube.id!r}",
+                           details={"cube_id": cube.id, "memory_id": unit_id})
         return row
 
-    def get_public(self, *, cube_id: str, unit_id: str) -> MemoryPublic:
+    def get_public(self, *, cube_id: str, tenant: str, unit_id: str) -> MemoryPublic:
         """The unit as the API shows it (:func:`unit_row`'s rules: deleted is not found)."""
         with self.store.transaction() as session:
-            return unit_public(self.unit_row(session, cube_id=cube_id, unit_id=unit_id))
+            cube = self.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return unit_public(self.unit_row(session, cube=cube, unit_id=unit_id), cube.id)
 
     @staticmethod
     def check_embedder(cube: CubeRow, embedder: Embedder) -> None:

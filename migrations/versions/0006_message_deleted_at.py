@@ -5,7 +5,7 @@ so the session transcript, summaries, keywords and facts kept being derived from
 deleted message is now kept for the turn's history but skipped by every deriver.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02 00:00:00.000000
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alembic import op
 from memos.store.models import UTCDateTime
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
