@@ -186,6 +186,9 @@ def add_bench_command(sub: Any) -> None:
                    help="fact extraction in the started server: rules (default) or none")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_bench)
+    from memos.bench.durability import add_durability_command
     from memos.bench.model_memory import add_model_memory_command
 
-    add_model_memory_command(p.add_subparsers(dest="bench_kind", metavar="{model-memory}"))
+    kinds = p.add_subparsers(dest="bench_kind", metavar="{model-memory,durability}")
+    add_model_memory_command(kinds)
+    add_durability_command(kinds)
