@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memos.bench.server import realistic_turns
+from memos.bench.dialogue import realistic_turns
 from memos.cli import main
 
 

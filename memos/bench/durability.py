@@ -1,6 +1,6 @@
 """``memos bench durability``: what ``MEMOS_DURABILITY=full`` costs ingest, beside ``normal``.
 
-Ingests ``--messages`` everyday dialogue turns (:func:`memos.bench.server.realistic_turns`)
+Ingests ``--messages`` everyday dialogue turns (:func:`memos.bench.dialogue.realistic_turns`)
 through the library, ``--batch`` per request (one commit each, each batch its own session),
 into a fresh embedded cube — SQLite + FAISS, the configured embedder, fact extraction off,
 no worker — once per durability per run. Runs alternate (full, normal, full, …) so drift on
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memos.bench.server import realistic_turns
+from memos.bench.dialogue import realistic_turns
 from memos.config import Settings
 from memos.service import open_cube
 from memos.store.sql import Durability
