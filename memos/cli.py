@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from memos import __version__
-from memos.errors import BackendUnavailable, MemosError, NotFound
+from memos.errors import BackendUnavailable, Conflict, MemosError, NotFound
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -52,12 +52,17 @@ def _require_server_extra() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     _require_server_extra()
     from memos.keys import KeyRing
-    from memos.serve import serve
+    from memos.serve import report_start_failure, serve
+    from memos.store.lock import DataDirLock
     from memos.store.sql import Store
 
     settings = _settings(args)
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Refuse before touching another server's database; the app itself holds the lock.
+        try:
+            DataDirLock.acquire(settings.data_dir).release()
+        except Conflict as exc:
+            return report_start_failure(f"Conflict: {exc.message}")
     store = Store(settings.database_url)
     store.upgrade()
     auth = KeyRing(store, settings.static_keys(),

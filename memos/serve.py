@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["serve"]
+__all__ = ["serve", "report_start_failure"]
 
 APP = "api.main:create_app"
 
@@ -102,19 +102,18 @@ def serve(*, host: str, port: int, log_level: str = "info",
         server.run()  # uvicorn's own config.load() runs here: import errors surface too
     except SystemExit as exc:  # uvicorn exits on a bad app import or a port in use
         if exc.code not in (0, None):
-            _report(failure.cause)
-            return 1
+            return report_start_failure(failure.cause)
     except ImportError as exc:
-        _report(f"{type(exc).__name__}: {exc}")
-        return 1
+        return report_start_failure(f"{type(exc).__name__}: {exc}")
     finally:
         error_log.removeHandler(failure)
     if not server.started:
-        _report(failure.cause)
-        return 1
+        return report_start_failure(failure.cause)
     return 0
 
 
-def _report(cause: str | None) -> None:
+def report_start_failure(cause: str | None) -> int:
+    """Print why the server did not start, in one line; returns the exit status (1)."""
     print(f"memos: the server did not start: {cause or 'unknown error (see the log above)'}",
           file=sys.stderr)
+    return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memos.bench.server import realistic_turns
+from memos.bench.dialogue import realistic_turns
 from memos.cli import main
 
 
@@ -23,3 +23,16 @@ def test_bench_reports_every_field(tmp_path: Path) -> None:
 def test_realistic_turns_are_repeatable() -> None:
     assert list(realistic_turns(50, seed=3)) == list(realistic_turns(50, seed=3))
     assert list(realistic_turns(50, seed=3)) != list(realistic_turns(50, seed=4))
+
+
+def test_durability_bench_times_both_levels_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "durability.json"
+    assert main(["bench", "durability", "--messages", "40", "--batch", "20", "--runs", "2",
+                 "--embedder", "hashing", "--dir", str(tmp_path), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["commits"] == 2 and report["dir"] == str(tmp_path.resolve())
+    for level in ("full", "normal"):
+        assert len(report[f"{level}_seconds"]) == 2
+        assert report[f"{level}_messages_per_s"] > 0
+    assert report["full_over_normal"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["durability.json"]  # cleaned up

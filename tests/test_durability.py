@@ -50,3 +50,26 @@ def test_an_unknown_durability_is_refused_naming_the_choices(tmp_path: Path) -> 
         Settings(data_dir=tmp_path, durability="fast")
     with pytest.raises(ValueError, match="'full' or 'normal'"):
         Store(f"sqlite:///{tmp_path}/x.db", durability="fast")  # type: ignore[arg-type]
+
+
+def test_a_blob_and_its_name_are_fsynced_before_put_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from memos.store.blobs import BlobStore
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store = BlobStore(tmp_path / "blobs")
+    payload = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # the smallest safetensors file
+    sha = store.put_bytes(payload)
+    final = store.path(sha)
+    assert final.read_bytes() == payload
+    assert str(final.parent) == synced[-1]  # the directory entry, after the rename
+    assert synced[0].endswith(".tmp")  # the bytes, before the rename

@@ -5,7 +5,8 @@ Starts a server on a free loopback port with a fresh data directory (or targets
 conversation-sized sessions, then runs ``--searches`` searches and reports latency
 percentiles. A local run also reports ``embedder_texts_per_s``: the embedder alone on the
 same turns, batched as ingest batches them, which bounds ingest speed on this machine.
-Texts come from a seeded generator of everyday dialogue, so runs are repeatable.
+Texts come from a seeded generator of everyday dialogue (:mod:`memos.bench.dialogue`), so
+runs are repeatable.
 """
 
 from __future__ import annotations
@@ -15,60 +16,13 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from memos.bench.dialogue import realistic_queries, realistic_turns
 from memos.local_server import local_server
-
-_PEOPLE = ["Ana", "Ben", "Caroline", "Dev", "Elif", "Farah", "Gus", "Hana", "Ivan", "Jun",
-           "Kemal", "Lena", "Marco", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
-_PLACES = ["Berlin", "Lisbon", "the lake house", "Osaka", "my parents' place", "the gym",
-           "the farmers market", "Toronto", "the new office", "Nairobi", "the library",
-           "a pottery class", "the beach", "Seoul", "the climbing wall", "Marrakesh"]
-_THINGS = ["a vintage camera", "a sourdough starter", "a rescue dog", "a used bike",
-           "tickets to a jazz concert", "a book on stoicism", "a sewing machine", "a telescope",
-           "running shoes", "a ukulele", "a tomato plant", "a chess set", "a kayak",
-           "a painting of sunflowers", "a language course", "a board game about trains"]
-_FEELINGS = ["really proud", "a bit nervous", "exhausted but happy", "so grateful",
-             "pretty stressed", "excited", "calm for once", "honestly overwhelmed"]
-_TEMPLATES = [
-    "I went to {place} {when} with {person} and it was {feeling}.",
-    "{person} gave me {thing} {when}, I'm {feeling} about it.",
-    "We're planning to move to {place} next spring, {person} found a flat there.",
-    "I finally bought {thing}; I've wanted one since I was a kid.",
-    "Did you ever try {thing}? {person} says it changed their mornings.",
-    "My sister {person} started working at {place} {when}.",
-    "I've been volunteering at {place} every Saturday, it keeps me grounded.",
-    "{when} I signed up for {thing} and I feel {feeling}.",
-    "That sounds amazing! How did {person} react when you told them about {place}?",
-    "I lost {thing} at {place} {when}, still {feeling} about it.",
-    "My therapist suggested I try {thing} to deal with work stress.",
-    "{person} and I celebrated our anniversary at {place}; I was {feeling}.",
-]
-_WHEN = ["yesterday", "last week", "last weekend", "two days ago", "this morning",
-         "last month", "on Friday", "after work", "over the holidays"]
-
-
-def realistic_turns(n: int, *, seed: int = 0) -> Iterator[tuple[str, str]]:
-    """``n`` (speaker, text) dialogue turns of everyday chat, deterministic per seed."""
-    rng = random.Random(seed)
-    for i in range(n):
-        text = rng.choice(_TEMPLATES).format(
-            place=rng.choice(_PLACES), person=rng.choice(_PEOPLE), thing=rng.choice(_THINGS),
-            feeling=rng.choice(_FEELINGS), when=rng.choice(_WHEN))
-        yield _PEOPLE[i % 2], f"{text} (#{i})" if rng.random() < 0.3 else text
-
-
-def _queries(n: int, *, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    forms = ["What did {p} give as a present?", "Who moved to {pl}?",
-             "When did someone buy {t}?", "How does {p} feel about {pl}?",
-             "Where does {p}'s sister work?", "what happened at {pl}"]
-    return [rng.choice(forms).format(p=rng.choice(_PEOPLE), pl=rng.choice(_PLACES),
-                                     t=rng.choice(_THINGS)) for _ in range(n)]
 
 
 def _dir_bytes(path: Path, pattern: str) -> int:
@@ -137,7 +91,7 @@ def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: i
         while client.get_cube(cube).pending_jobs:
             time.sleep(0.5)
         derived_s = time.perf_counter() - t0
-        queries = _queries(searches, seed=seed + 1)
+        queries = realistic_queries(searches, seed=seed + 1)
         client.search(cube, query="warm-up", top_k=10)
         latencies = []
         for q in tqdm(queries, desc="search", disable=not progress):
@@ -186,6 +140,9 @@ def add_bench_command(sub: Any) -> None:
                    help="fact extraction in the started server: rules (default) or none")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_bench)
+    from memos.bench.durability import add_durability_command
     from memos.bench.model_memory import add_model_memory_command
 
-    add_model_memory_command(p.add_subparsers(dest="bench_kind", metavar="{model-memory}"))
+    kinds = p.add_subparsers(dest="bench_kind", metavar="{model-memory,durability}")
+    add_model_memory_command(kinds)
+    add_durability_command(kinds)

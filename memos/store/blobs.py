@@ -2,9 +2,10 @@
 
     <data_dir>/blobs/<sha256[:2]>/<sha256>.safetensors
 
-Writes are atomic (a temporary file renamed into place); payloads are safetensors, never
-pickle. Reading bytes and a file's metadata needs no torch; tensors are read with
-safetensors' torch loader.
+Writes are atomic and durable (a temporary file, fsynced, renamed into place, the directory
+fsynced) before the SQL row citing them commits; payloads are safetensors, never pickle.
+Reading bytes and a file's metadata needs no torch; tensors are read with safetensors'
+torch loader.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class BlobStore:
             sha = h.hexdigest()
             final = self.path(sha)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            _install(tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -80,7 +81,7 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, final)
+            _install(tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -125,6 +126,23 @@ class BlobStore:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
         return tensors, metadata
+
+
+def _install(tmp: str, final: Path) -> None:
+    """Rename a written temporary file into place, durably: its bytes are on disk before
+    its name is, and its name before the caller commits the SQL row that cites it, so an
+    acknowledged unit's payload survives a power loss as its row does."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_safetensors_metadata(data: bytes) -> dict[str, str]:
