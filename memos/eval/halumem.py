@@ -204,6 +204,8 @@ class OfflineJudge:
     embedder: Embedder | None = None
     full: float = 0.8
     partial: float = 0.5
+    qa_full: float = 0.8
+    qa_partial: float = 0.34
     max_answer_words: int = 60
     name: str = "offline (approximate)"
 
@@ -301,9 +303,9 @@ class OfflineJudge:
         ans_nums = numbers_in(canon_dates(answer)) | _date_tokens(answer)
         if ref_nums and not ref_nums <= ans_nums and ans_nums - ref_nums:
             return "hallucination"
-        if cov >= self.full:
+        if cov >= self.qa_full:
             return "correct"
-        if cov >= 0.34 and not (ans_nums - ref_nums):
+        if cov >= self.qa_partial and not (ans_nums - ref_nums):
             return "omission"  # incomplete
         return "hallucination"
 
