@@ -7,10 +7,37 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA, needs_shared
 
 from memos.errors import InvalidInput
 from memos.eval.commands import add_eval_commands
+from memos.eval.halumem import OfflineJudge
 from memos.eval.halumem_judge_check import agreement, check_judge, cohen_kappa, load_judged
+
+#: The offline judge's agreement with the LLM verdicts on the dev users, frozen: pooled over
+#: users 3 and 12 at the shipped thresholds (``memos eval halumem-judge-check``, README).
+#: The issue's target is 0.80 accuracy on integrity and QA; the judge is not there (the two
+#: users' LLM verdicts disagree with each other on what "partly covered" means; README).
+#: A change to the judge may raise these, never lower them, and states before/after in its
+#: commit message.
+FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.61, "kappa": 0.32},
+                    "qa": {"accuracy": 0.64, "kappa": 0.41}}
+FROZEN_PER_USER_ACCURACY = {"integrity": 0.57, "qa": 0.62}
+
+
+@needs_shared("halumem", "judged_user3.json")
+@needs_shared("halumem", "judged_user12.json")
+def test_offline_judge_agreement_on_the_dev_users_does_not_drop() -> None:
+    paths = [SHARED_DATA / "halumem" / f"judged_user{u}.json" for u in (3, 12)]
+    report = check_judge(paths, refit=False, print_table=False)
+    for task, floor in FROZEN_AGREEMENT.items():
+        pooled = report["pooled"][task]
+        assert pooled["accuracy"] >= floor["accuracy"], (task, pooled["accuracy"])
+        assert pooled["kappa"] >= floor["kappa"], (task, pooled["kappa"])
+        for path, f in report["files"].items():
+            assert f[task]["accuracy"] >= FROZEN_PER_USER_ACCURACY[task], (task, path)
+    # what was judged: every LLM verdict but the failed ones and the rule-scored session
+    assert report["pooled"]["integrity"]["n"] == 358 and report["pooled"]["qa"]["n"] == 108
 
 
 def test_kappa_matches_hand_computed_two_label_example() -> None:
@@ -147,3 +174,76 @@ def test_judge_check_is_a_memos_eval_command(tmp_path: Path) -> None:
                               str(copy), "--json", str(out), "--no-refit"])
     assert args.func(args) == 0
     assert "leave_one_out" not in json.loads(out.read_text())
+
+
+# --------------------------------------------------------------------------- judge rules
+# Each rule below was a disagreement with the LLM judge on the dev users, fixed generically.
+def test_qa_abstentions_are_recognised_in_any_phrasing() -> None:
+    j = OfflineJudge()
+    for reference in ("This information is not provided.", "Unknown; not in the input.",
+                      "The information is not provided"):
+        for answer in ("Middle name not provided.", "No job title information.",
+                       "The memories do not mention it.", "No record of that."):
+            assert j.qa_label("What is Ana's middle name?", reference, [], answer,
+                              subject="Ana") == "correct"
+        assert j.qa_label("What is Ana's middle name?", reference, [], "Rose.",
+                          subject="Ana") == "hallucination"
+    assert j.qa_label("Where does Ana work?", "Acme", [], "Not specified.",
+                      subject="Ana") == "omission"
+
+
+def test_qa_answer_need_not_repeat_the_question() -> None:
+    j = OfflineJudge()
+    assert j.qa_label("What is Ana's birth date?", "Ana's birth date is 1990-05-07.", [],
+                      "May 7, 1990", subject="Ana") == "correct"
+    assert j.qa_label("What is Ana's birth date?", "Ana's birth date is 1990-05-07.", [],
+                      "May 8, 1990", subject="Ana") == "hallucination"
+    # numbers are compared without thousands separators
+    assert j.qa_label("How much has Ana saved?", "21900 USD", [], "$21,900",
+                      subject="Ana") == "correct"
+
+
+def test_qa_yes_no_answers_are_judged_by_their_polarity() -> None:
+    j = OfflineJudge()
+    q = "Did Ana like the film on May 7, 2023?"
+    assert j.qa_label(q, "No, she found it dull.", [], "No.", subject="Ana") == "correct"
+    assert j.qa_label(q, "No, she found it dull.", [], "Yes, she loved it.",
+                      subject="Ana") == "hallucination"
+    # a reference that corrects the question must not be contradicted
+    assert j.qa_label("Did Ana move to Rome before the summer?",
+                      "No, she moved to Paris after the summer festival season.", [],
+                      "No, she stayed home.", subject="Ana") == "hallucination"
+
+
+def test_integrity_judges_polarity_and_person_by_the_clause_that_carries_the_point() -> None:
+    j = OfflineJudge()
+    assert j.integrity("Ana exercises regularly.",
+                       ["Ana has no chronic diseases; she exercises regularly and eats well."],
+                       subject="Ana").score == 2
+    assert j.integrity("Ana leads social initiatives at Oracle.",
+                       ["Ana plans to use her manager role to lead social initiatives at "
+                        "Oracle."], subject="Ana").score == 2
+    # still: someone else's fact, or the negated fact, is not the point
+    assert j.integrity("Ana enjoys chess.", ["Ana's coworker Tom enjoys chess."],
+                       subject="Ana").score == 0
+    assert j.integrity("Ana works at Acme.", ["Ana no longer works at Acme."],
+                       subject="Ana").score == 0
+
+
+def test_integrity_scores_an_attribute_by_its_value() -> None:
+    j = OfflineJudge()
+    assert j.integrity("Ana's birth date is 1990-05-07",
+                       ["Ana, born on May 7, 1990, lives in Oslo."], subject="Ana").score == 2
+    # partial credit needs an identifying word in common, not just "lives"
+    assert j.integrity("Ana lives in Oslo.", ["Ana lives in Berlin."], subject="Ana").score == 0
+    assert j.integrity("Ana lives in Oslo with her dog.", ["Ana's dog is called Rex."],
+                       subject="Ana").score == 1
+
+
+def test_update_with_only_the_old_value_is_an_omission() -> None:
+    j = OfflineJudge()
+    assert j.update_label("Ana now lives in Oslo.", ["Ana lives in Berlin."],
+                          ["Ana lives in Berlin."], subject="Ana") == "omission"
+    assert j.update_label("Ana now lives in Oslo.", ["Ana lives in Berlin."],
+                          ["Ana moved to Oslo.", "Ana lives in Berlin."],
+                          subject="Ana") == "hallucination"

@@ -50,6 +50,7 @@ __all__ = [
     "print_check",
     "add_judge_check_command",
     "TASK_LABELS",
+    "RECALL_VIEW",
     "FIT_GRID",
 ]
 
@@ -59,11 +60,13 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
     "update": ("correct", "hallucination", "omission", "other"),
     "qa": ("correct", "hallucination", "omission"),
 }
+#: Integrity seen as HaluMem's recall sees it: scored 2 or not.
+RECALL_VIEW = "integrity_2_vs_rest"
 #: Offline-judge thresholds refitted per task by :func:`leave_one_out`, with the values
 #: tried. Update labels follow from the integrity thresholds and are not fitted on.
 FIT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
     "integrity": {"full": (0.6, 0.7, 0.8, 0.9), "partial": (0.2, 0.3, 0.4, 0.5, 0.6)},
-    "qa": {"qa_full": (0.5, 0.6, 0.7, 0.8, 0.9), "qa_partial": (0.2, 0.34, 0.5)},
+    "qa": {"qa_full": (0.7, 0.8, 0.9), "qa_partial": (0.2, 0.34, 0.5)},
 }
 
 
@@ -282,21 +285,28 @@ def check_judge(paths: Sequence[str | Path], *, judge: OfflineJudge | None = Non
     the_judge = judge or OfflineJudge()
     users = [load_judged(p) for p in paths]
     per_file: dict[str, Any] = {}
-    pooled: dict[str, tuple[list[str], list[str]]] = {t: ([], []) for t in TASK_LABELS}
+    labels_of = {**TASK_LABELS, RECALL_VIEW: ("2", "<2")}
+    pooled: dict[str, tuple[list[str], list[str]]] = {t: ([], []) for t in labels_of}
     for user in users:
+        verdicts = {t: (_llm_verdicts(user, t), offline_verdicts(the_judge, user, t))
+                    for t in TASK_LABELS}
+        llm_scores, off_scores = verdicts["integrity"]
+        verdicts[RECALL_VIEW] = ([v if v == "2" else "<2" for v in llm_scores],
+                                 [v if v == "2" else "<2" for v in off_scores])
         tasks = {}
-        for task, labels in TASK_LABELS.items():
-            llm, off = _llm_verdicts(user, task), offline_verdicts(the_judge, user, task)
+        for task, labels in labels_of.items():
+            llm, off = verdicts[task]
             pooled[task][0].extend(llm)
             pooled[task][1].extend(off)
-            tasks[task] = {**agreement(llm, off, labels), "skipped": user.skipped[task]}
+            skipped = user.skipped["integrity" if task == RECALL_VIEW else task]
+            tasks[task] = {**agreement(llm, off, labels), "skipped": skipped}
         per_file[user.path] = {"subject": user.subject, **tasks}
     report: dict[str, Any] = {
         "judge": the_judge.name,
         "note": APPROXIMATE,
         "thresholds": {k: getattr(the_judge, k) for grid in FIT_GRID.values() for k in grid},
         "files": per_file,
-        "pooled": {t: agreement(*pooled[t], TASK_LABELS[t]) for t in TASK_LABELS},
+        "pooled": {t: agreement(*pooled[t], labels_of[t]) for t in labels_of},
     }
     if refit and len(users) > 1:
         report["leave_one_out"] = leave_one_out(users, the_judge)
@@ -315,9 +325,9 @@ def _fmt(x: float | None) -> str:
 def print_check(report: dict[str, Any]) -> None:
     """A readable table: accuracy and kappa per task, file, pool and held-out fit."""
     print(f"HaluMem judge check  judge: {report['judge']}  ({report['note']})")
-    print(f"{'task':<11}{'set':<34}{'n':>5}{'accuracy':>10}{'kappa':>8}  skipped")
+    print(f"{'task':<20}{'set':<34}{'n':>5}{'accuracy':>10}{'kappa':>8}  skipped")
     rows = []
-    for task in TASK_LABELS:
+    for task in (*TASK_LABELS, RECALL_VIEW):
         for path, f in report["files"].items():
             skipped = ", ".join(f"{v} {k}" for k, v in f[task]["skipped"].items()) or "-"
             rows.append((task, Path(path).name, f[task], skipped))
@@ -328,7 +338,7 @@ def print_check(report: dict[str, Any]) -> None:
                 rows.append((task, f"held out: {Path(path).name}", f, ""))
             rows.append((task, "held out: pooled", loo["pooled"], ""))
     for task, name, a, skipped in rows:
-        print(f"{task:<11}{name[:33]:<34}{a['n']:>5}{_fmt(a['accuracy']):>10}"
+        print(f"{task:<20}{name[:33]:<34}{a['n']:>5}{_fmt(a['accuracy']):>10}"
               f"{_fmt(a['kappa']):>8}  {skipped}")
     for task, labels in TASK_LABELS.items():
         m = report["pooled"][task]["confusion_llm_by_offline"]
