@@ -21,8 +21,8 @@ from memos.eval.halumem_judge_check import agreement, check_judge, cohen_kappa, 
 #: A change to the judge may raise these, never lower them, and states before/after in its
 #: commit message.
 FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.61, "kappa": 0.32},
-                    "qa": {"accuracy": 0.64, "kappa": 0.41}}
-FROZEN_PER_USER_ACCURACY = {"integrity": 0.57, "qa": 0.62}
+                    "qa": {"accuracy": 0.66, "kappa": 0.43}}
+FROZEN_PER_USER_ACCURACY = {"integrity": 0.57, "qa": 0.64}
 
 
 @needs_shared("halumem", "judged_user3.json")
@@ -247,3 +247,12 @@ def test_update_with_only_the_old_value_is_an_omission() -> None:
     assert j.update_label("Ana now lives in Oslo.", ["Ana lives in Berlin."],
                           ["Ana moved to Oslo.", "Ana lives in Berlin."],
                           subject="Ana") == "hallucination"
+
+
+def test_qa_incomplete_answer_with_unsupported_content_is_a_hallucination() -> None:
+    j = OfflineJudge()
+    q, ref = "Which films does Ana like?", "Mystery thrillers and adventure films."
+    evidence = ["Ana likes mystery thrillers and adventure films."]
+    assert j.qa_label(q, ref, evidence, "Mystery thrillers.", subject="Ana") == "omission"
+    assert j.qa_label(q, ref, evidence, "Mystery thrillers and romantic dramas.",
+                      subject="Ana") == "hallucination"

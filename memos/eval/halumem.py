@@ -268,9 +268,10 @@ class OfflineJudge:
     question names) is a hallucination; a yes/no answer with the wrong polarity is a
     hallucination, with the right one correct unless the reference's correction is
     contradicted; otherwise the share of the reference's words the question does not
-    already contain decides: ≥ ``qa_full`` correct, ≥ ``qa_partial`` omission (incomplete),
-    else hallucination. Thresholds: fitted by ``memos eval halumem-judge-check`` on the
-    LLM-judged dev users (README, HaluMem evaluation).
+    already contain decides: ≥ ``qa_full`` correct, ≥ ``qa_partial`` omission (incomplete)
+    unless the answer adds a content word nothing supports, else hallucination.
+    Thresholds: fitted by ``memos eval halumem-judge-check`` on the LLM-judged dev users
+    (README, HaluMem evaluation).
     """
 
     embedder: Embedder | None = None
@@ -416,7 +417,16 @@ class OfflineJudge:
             cov = max(cov, self.qa_full)  # the key numbers/dates, and no others
         if cov >= self.qa_full:
             return "correct"
-        if cov >= self.qa_partial and not (ans_nums - ref_nums):
+        # HaluMem's priority rule: incomplete is an omission, but incomplete with content
+        # that neither the reference, the question nor the evidence supports ("Adventure
+        # and biographical films" for "Adventure films and mystery thrillers") is a
+        # hallucination
+        supported = asked | set(want)
+        for point in evidence:
+            supported |= set(key_tokens(point, [subject]))
+        unsupported = any(w >= 1.0 and t not in supported
+                          for t, w in key_tokens(answer, [subject]).items())
+        if cov >= self.qa_partial and not (ans_nums - ref_nums) and not unsupported:
             return "omission"  # incomplete
         return "hallucination"
 

@@ -41,6 +41,9 @@ from memos.eval.halumem import OfflineJudge
 
 __all__ = [
     "JudgedUser",
+    "IntegrityItem",
+    "UpdateItem",
+    "QAItem",
     "load_judged",
     "cohen_kappa",
     "agreement",
@@ -72,6 +75,8 @@ FIT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
 
 @dataclass(frozen=True)
 class IntegrityItem:
+    """A point, the memories the LLM judge was shown for it, and its 0/1/2 verdict."""
+
     point: str
     memories: tuple[str, ...]
     verdict: str
@@ -80,6 +85,8 @@ class IntegrityItem:
 
 @dataclass(frozen=True)
 class UpdateItem:
+    """An updated point, its original memories, what the system retrieved, the verdict."""
+
     point: str
     originals: tuple[str, ...]
     memories: tuple[str, ...]
@@ -88,6 +95,8 @@ class UpdateItem:
 
 @dataclass(frozen=True)
 class QAItem:
+    """A question, its reference answer and evidence, the system's answer, the verdict."""
+
     question: str
     reference: str
     evidence: tuple[str, ...]
