@@ -1,4 +1,5 @@
-"""``memos eval …`` subcommands: LoCoMo retrieval (and QA with ``--qa``), HaluMem.
+"""``memos eval …`` subcommands: LoCoMo retrieval (and QA with ``--qa``), HaluMem (and its
+judge check).
 
 The evaluation modules below hold the work; this module only parses arguments, so
 :mod:`memos.eval.locomo` and :mod:`memos.eval.locomo_qa` never import each other's way up.
@@ -27,9 +28,11 @@ def add_eval_commands(sub: Any) -> None:
     add_eval_locomo_command(sub)
     try:
         from memos.eval.halumem import add_halumem_commands
+        from memos.eval.halumem_judge_check import add_judge_check_command
     except ImportError:
         return
     add_halumem_commands(sub)
+    add_judge_check_command(sub)
 
 
 def add_eval_locomo_command(subparsers: Any, *,

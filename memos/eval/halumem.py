@@ -27,6 +27,7 @@ is a litellm model name used with HaluMem's rubric.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -91,6 +92,7 @@ _MONTH_ABBR = {m[:3]: i + 1 for i, m in enumerate(_MONTHS)}
 _DATE_LONG = re.compile(r"\b(" + "|".join(_MONTHS) + r"|" + "|".join(_MONTH_ABBR) +
                         r")\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b", re.IGNORECASE)
 _DATE_ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _MONTH_YEAR = re.compile(r"\b(" + "|".join(_MONTHS) + r")\s+(\d{4})\b", re.IGNORECASE)
 
 #: Words that carry little of a memory's identity: what makes "Ana works as a nurse" a
@@ -103,13 +105,28 @@ based near really think want make day week month time thing things kind lot""".s
 _RELATION_WORDS = frozenset(stem(w) for w in """sister brother mother mom mum father dad wife
 husband partner boyfriend girlfriend son daughter friend colleague coworker boss roommate
 cousin aunt uncle neighbor neighbour manager mentor""".split())
-_UNKNOWN_RE = re.compile(r"\b(?:unknown|don't know|do not know|not sure|no information|"
-                         r"not mentioned|no record|cannot tell|can't tell|no memory|"
-                         r"not (?:stated|specified|available))\b", re.IGNORECASE)
+#: A statement that declines to give the fact ("unknown", "not provided", "the memories do
+#: not mention it", "no record of that"): an abstention, in an answer or a reference.
+_UNKNOWN_RE = re.compile(
+    r"\b(?:unknown|don't know|do not know|not sure|can't tell|cannot (?:be )?(?:tell|"
+    r"determined?|answered|answer)|unable to (?:determine|answer|find|tell)|"
+    r"not (?:stated|specified|available|provided|mentioned|known|recorded|given|found|"
+    r"included|determined|in (?:the )?memor(?:y|ies))|"
+    r"no (?:[\w-]+\s+){0,3}?(?:information|info|records?|recorded|data|details|memory|"
+    r"memories|mention|mentioned|evidence)|"
+    r"(?:does|do|did)(?: not|n't) (?:provide|mention|contain|specify|include|say|state|"
+    r"have (?:any )?(?:information|details|records?|memor(?:y|ies))))\b", re.IGNORECASE)
+#: A yes/no answer's polarity word at its start ("No, she prefers …").
+_YES_NO = re.compile(r"^\s*(yes|no)\b", re.IGNORECASE)
+#: A question answered by yes or no: it opens with an auxiliary verb.
+_YES_NO_QUESTION = re.compile(r"^\s*(?:is|are|was|were|do|does|did|has|have|had|can|could|"
+                              r"will|would|should)\b", re.IGNORECASE)
 
 
 def canon_dates(text: str) -> str:
-    """Rewrite dates to single tokens so "May 7, 2023" and "2023-05-07" compare equal."""
+    """Rewrite dates to single tokens so "May 7, 2023" and "2023-05-07" compare equal, and
+    drop thousands separators so "$21,900" and "21900" do too."""
+    text = _THOUSANDS.sub("", text)
 
     def long(m: re.Match[str]) -> str:
         mon = m.group(1).lower()
@@ -124,13 +141,19 @@ def canon_dates(text: str) -> str:
 
 def key_tokens(text: str, ignore: Iterable[str] = ()) -> dict[str, float]:
     """Content tokens with weights (light words 0.3, others 1.0), minus ``ignore`` names."""
+    return dict(_key_tokens(text, tuple(ignore)))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key_tokens(text: str, ignore: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    # cached: a judge compares each of hundreds of memories with every point
     skip = {stem(t) for name in ignore for t in content_tokens(name)}
     out: dict[str, float] = {}
     for tok in content_tokens(canon_dates(text)):
         if tok in skip:
             continue
         out[tok] = 0.3 if tok in LIGHT else 1.0
-    return out
+    return tuple(out.items())
 
 
 #: Coverage granted when all of a text's identifying (non-light) words are present.
@@ -139,16 +162,50 @@ FULL_WHEN_HEAVY = 0.8
 
 def coverage(target: str, candidate: str, ignore: Iterable[str] = ()) -> float:
     """Weighted share of ``target``'s key tokens that occur in ``candidate``."""
-    want = key_tokens(target, ignore)
+    return _cover(key_tokens(target, ignore), set(key_tokens(candidate, ignore)))
+
+
+def _cover(want: dict[str, float], have: set[str]) -> float:
     if not want:
         return 0.0
-    have = set(key_tokens(candidate, ignore))
     total = sum(want.values())
     cov = sum(w for t, w in want.items() if t in have) / total
     heavy = {t for t, w in want.items() if w >= 1.0}
     if heavy and heavy <= have:
         cov = max(cov, FULL_WHEN_HEAVY)  # every identifying word is there; verbs may differ
     return cov
+
+
+def _shares_identifying_word(target: str, candidate: str, ignore: Iterable[str]) -> bool:
+    """Whether ``candidate`` has one of ``target``'s identifying (non-light) words."""
+    have = set(key_tokens(candidate, ignore))
+    return any(w >= 1.0 and t in have for t, w in key_tokens(target, ignore).items())
+
+
+#: Where a long memory's statements part: sentence ends, semicolons, and contrasting or
+#: adding conjunctions ("…, while her mental health is …").
+_CLAUSE_BREAK = re.compile(r"[;.!?](?:\s+|$)|,?\s+(?:while|whereas|but|although)\s+|,\s+and\s+")
+
+
+def _best_clause(point: str, memory: str, subject: str) -> str:
+    """The clause of ``memory`` that covers most of ``point`` (the memory if it has one)."""
+    clauses = [c for c in _CLAUSE_BREAK.split(memory) if c.strip()]
+    if len(clauses) <= 1:
+        return memory
+    return max(clauses, key=lambda c: coverage(point, c, [subject]))
+
+
+def _subject_relation(clause: str, subject: str) -> set[str]:
+    """A relation noun the clause is about, when it opens the clause ("Ana's coworker Tom
+    enjoys chess", "My sister moved"); a relation named later ("Ana leads her team with her
+    manager") leaves the clause about the subject."""
+    pat = (r"^\W*(?:" + re.escape(subject) + r"['’]s|my|her|his|their)\s+(\w+)(?:\s+(\w+))?")
+    m = re.match(pat, clause, re.IGNORECASE)
+    return ({stem(w) for w in m.groups() if w} & _RELATION_WORDS) if m else set()
+
+
+#: "<attribute> is <value>" / "<attribute>: <value>": the value is the point's key field.
+_ATTRIBUTE_VALUE = re.compile(r"^(?P<attr>.+?)(?::|\s+(?:is|are|was|were)\s+)(?P<value>[^:]+)$")
 
 
 def _relations(text: str, subject: str) -> set[str]:
@@ -194,38 +251,78 @@ class OfflineJudge:
     """A deterministic approximation of HaluMem's GPT-4o judge (see the module doc).
 
     Integrity of a point p against memories: the best single memory (or the union of the
-    two best, for points split over two memories) by weighted key-token coverage;
-    2 if coverage ≥ ``full`` with p's numbers/dates present, 1 if ≥ ``partial`` or a key
-    number/date is off, 0 otherwise; a memory about someone else (a relation noun p lacks:
-    "Ana's coworker …"), with the opposite polarity, counts 0; a hypothetical memory for a
-    plain point is capped at 1.
+    two best, for points split over two memories) by weighted key-token coverage (for an
+    "<attribute> is <value>" point, the value is the key field); 2 if coverage ≥ ``full``
+    with p's numbers/dates present, 1 if ≥ ``partial`` and the memory shares one of p's
+    identifying words, or if a key number/date is off, 0 otherwise. A memory whose clause
+    carrying p is about someone else (it opens with a relation noun p lacks: "Ana's
+    coworker …") or has the opposite polarity counts 0; a hypothetical memory for a plain
+    point is capped at 1.
+
+    Update: correct when the new point scores 2 and no memory still states an original as
+    current; hallucination when a related memory has a wrong number/date or the new and
+    the old value both stand; omission otherwise (HaluMem's "no new related memory").
+
+    QA: an abstention ("unknown", "not provided", "no record of …") is correct where the
+    reference abstains, else an omission; a different number/date (beyond those the
+    question names) is a hallucination; a yes/no answer with the wrong polarity is a
+    hallucination, with the right one correct unless the reference's correction is
+    contradicted; otherwise the share of the reference's words the question does not
+    already contain decides: ≥ ``qa_full`` correct, ≥ ``qa_partial`` omission (incomplete)
+    unless the answer adds a content word nothing supports, else hallucination.
+    Thresholds: fitted by ``memos eval halumem-judge-check`` on the LLM-judged dev users
+    (README, HaluMem evaluation).
     """
 
     embedder: Embedder | None = None
-    full: float = 0.8
-    partial: float = 0.5
+    full: float = 0.6
+    partial: float = 0.2
+    qa_full: float = 0.8
+    qa_partial: float = 0.5
     max_answer_words: int = 60
     name: str = "offline (approximate)"
 
     def _match_one(self, point: str, memory: str, subject: str) -> Match:
-        if _relations(memory, subject) - _relations(point, subject):
+        # a long memory states several things: judge who and which polarity by the clause
+        # that carries the point, not by a "her partner" or "no chronic disease" elsewhere
+        clause = _best_clause(point, memory, subject)
+        if _subject_relation(clause, subject) - _relations(point, subject):
             return Match(0, "memory is about another person")
-        if has_negation(point) != has_negation(memory):
+        if has_negation(point) != has_negation(clause):
             return Match(0, "opposite polarity")
-        cov = coverage(point, memory, [subject])
+        cov = max(coverage(point, memory, [subject]), self._value_coverage(point, memory,
+                                                                            subject))
         p_nums = numbers_in(canon_dates(point)) | _date_tokens(point)
         m_nums = numbers_in(canon_dates(memory)) | _date_tokens(memory)
         missing_nums = p_nums - m_nums
         wrong_key = bool(missing_nums and (m_nums - p_nums) and cov >= self.partial * 0.6)
+        mentioned = _shares_identifying_word(point, memory, [subject])
         if cov >= self.full and not missing_nums:
             score = 2
-        elif cov >= self.partial or (cov >= self.full and missing_nums):
+        elif (cov >= self.partial and mentioned) or (cov >= self.full and missing_nums):
             score = 1
         else:
             score = 0
         if score == 2 and HYPOTHETICAL.search(memory) and not HYPOTHETICAL.search(point):
             score = 1
         return Match(score, f"coverage {cov:.2f}", wrong_key=wrong_key)
+
+    def _value_coverage(self, point: str, memory: str, subject: str) -> float:
+        """For "<attribute> is <value>" points: the value is the key field. All of a short
+        value present counts as covered when it is a number/date or the attribute is
+        recognisable too ("birth date is 1986-03-26" ~ "born on March 26, 1986"), else as
+        partly covered."""
+        m = _ATTRIBUTE_VALUE.match(point.strip().rstrip("."))
+        if m is None:
+            return 0.0
+        value = key_tokens(m["value"], [subject])
+        have = set(key_tokens(memory, [subject]))
+        if not value or len(value) > 5 or _cover(value, have) < FULL_WHEN_HEAVY:
+            return 0.0
+        attr = key_tokens(m["attr"], [subject])
+        keyed = bool(numbers_in(canon_dates(m["value"])))
+        recognisable = not attr or _cover(attr, have) >= 0.5
+        return self.full if keyed or recognisable else self.partial
 
     def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match:
         if not memories:
@@ -279,15 +376,15 @@ class OfflineJudge:
                 stale = True
         if new.score == 2 and not stale:
             return "correct"
-        if stale or new.wrong_key:
+        # HaluMem's rubric: a hallucinated update is a *new* related memory with wrong
+        # facts; the old value kept with nothing new is an omitted update
+        if new.wrong_key or (stale and new.score == 2):
             return "hallucination"
-        if new.score <= 1:
-            return "omission"
-        return "other"
+        return "omission"
 
     def qa_label(self, question: str, reference: str, evidence: Sequence[str], answer: str,
                  *, subject: str) -> str:
-        ref_unknown = reference.strip().lower().rstrip(".") == UNKNOWN
+        ref_unknown = bool(_UNKNOWN_RE.search(reference)) and not _YES_NO.match(reference)
         said_unknown = not answer.strip() or bool(_UNKNOWN_RE.search(answer))
         if ref_unknown:
             return "correct" if said_unknown else "hallucination"
@@ -295,19 +392,46 @@ class OfflineJudge:
             return "omission"
         if len(answer.split()) > self.max_answer_words:
             return "omission"  # not an answer: a dump of memories
-        ref = re.sub(r"^(?:no|yes)[.,!]\s*", "", reference.strip(), flags=re.IGNORECASE)
-        cov = coverage(ref, answer, [subject])
-        ref_nums = numbers_in(canon_dates(ref)) | _date_tokens(ref)
-        ans_nums = numbers_in(canon_dates(answer)) | _date_tokens(answer)
+        # numbers and dates the question itself names are not the answer's claims
+        q_nums = numbers_in(canon_dates(question)) | _date_tokens(question)
+        ref_nums = numbers_in(canon_dates(reference)) | _date_tokens(reference)
+        ans_nums = (numbers_in(canon_dates(answer)) | _date_tokens(answer)) - q_nums
         if ref_nums and not ref_nums <= ans_nums and ans_nums - ref_nums:
-            return "hallucination"
-        if cov >= self.full:
+            return "hallucination"  # a different number or date
+        ref = _YES_NO_LEAD.sub("", reference.strip())
+        # the answer need not repeat the question: score the reference's other words
+        # ("Sarah's birth date is 1986-03-26" answering "What is Sarah's birth date?")
+        want = key_tokens(ref, [subject])
+        asked = set(key_tokens(question, [subject]))
+        key = {t: w for t, w in want.items() if t not in asked} or want
+        cov = _cover(key, set(key_tokens(answer, [subject])))
+        ref_polarity, ans_polarity = _YES_NO.match(reference), _YES_NO.match(answer)
+        if ref_polarity and ans_polarity and _YES_NO_QUESTION.match(question):
+            if ref_polarity.group(1).lower() != ans_polarity.group(1).lower():
+                return "hallucination"
+            # the right yes/no; where the reference also corrects the question ("No, she
+            # visited after a stressful season"), the answer must not say otherwise
+            brief_correction = len(key) <= 2
+            return "correct" if brief_correction or cov >= self.qa_partial else "hallucination"
+        if ref_nums and ref_nums <= ans_nums and not ans_nums - ref_nums:
+            cov = max(cov, self.qa_full)  # the key numbers/dates, and no others
+        if cov >= self.qa_full:
             return "correct"
-        if cov >= 0.34 and not (ans_nums - ref_nums):
+        # HaluMem's priority rule: incomplete is an omission, but incomplete with content
+        # that neither the reference, the question nor the evidence supports ("Adventure
+        # and biographical films" for "Adventure films and mystery thrillers") is a
+        # hallucination
+        supported = asked | set(want)
+        for point in evidence:
+            supported |= set(key_tokens(point, [subject]))
+        unsupported = any(w >= 1.0 and t not in supported
+                          for t, w in key_tokens(answer, [subject]).items())
+        if cov >= self.qa_partial and not (ans_nums - ref_nums) and not unsupported:
             return "omission"  # incomplete
         return "hallucination"
 
 
+_YES_NO_LEAD = re.compile(r"^(?:no|yes)[.,!]\s*", re.IGNORECASE)
 _DATE_PHRASE = re.compile(r"\b(?:(?:on|in|during)\s+(?:the\s+)?(?:week\s+of\s+)?)?[dm]\d{6,8}\b"
                           r"|\bin\s+\d{4}\b")
 
