@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from memos.embed import Embedder, embed_texts
-from memos.errors import Conflict, InvalidInput
+from memos.errors import Conflict, InvalidInput, NotFound
 from memos.jobs import JobQueue
 from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
@@ -106,7 +106,7 @@ class Memories:
             MessageRow.cube_id == cube_id, MessageRow.id.in_(ids)))}
         missing = sorted(ids - found.keys())
         if missing:
-            raise InvalidInput(f"unknown source message ids: {missing}",
+            raise NotFound(f"unknown source message ids: {missing}",
                                details={"missing_message_ids": missing})
         spans = []
         for src in body.sources:
@@ -128,7 +128,7 @@ class Memories:
                                                      UnitRow.id.in_(set(ids)))).all()
         missing = sorted(set(ids) - {r.id for r in rows})
         if missing:
-            raise InvalidInput(f"unknown derived_from memory ids: {missing}",
+            raise NotFound(f"unknown derived_from memory ids: {missing}",
                                details={"missing_memory_ids": missing})
         return list(rows)
 
@@ -157,9 +157,6 @@ class Memories:
         changes = body.model_dump(exclude_unset=True, exclude={"reason"})
         if not changes:
             raise InvalidInput("nothing to update: give at least one field")
-        if body.status is not None and body.status not in (Status.active, Status.archived):
-            raise InvalidInput("status may only be set to 'active' or 'archived'; "
-                               "use DELETE to delete")
         vector = embed_texts(self.embedder, [body.text])[0] if body.text is not None else None
         now = utcnow()
         with self.units.write() as (session, publish):

@@ -7,12 +7,14 @@ installs with these schemas and httpx alone.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -22,8 +24,32 @@ from pydantic import (
     model_validator,
 )
 
-#: Largest integer any field or parameter accepts: what a 64-bit database column holds.
-MAX_INT = 2**63 - 1
+#: Largest integer any field or parameter accepts: the largest every JSON client carries
+#: exactly (2^53 - 1; a 64-bit column holds more, a JavaScript number does not).
+MAX_INT = 2**53 - 1
+
+_EPOCH_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _iso_only(value: Any) -> Any:
+    """Pydantic also reads a number, or a numeric string, as Unix seconds; the schema's
+    ``format: date-time`` does not allow them, so neither does the server."""
+    if isinstance(value, (int, float)) or (
+            isinstance(value, str) and _EPOCH_NUMBER.fullmatch(value.strip())):
+        raise ValueError("a date-time is an ISO 8601 string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _whole_float(value: Any) -> Any:
+    """JSON Schema counts ``48.0`` as an integer; so does the server (``48.5`` stays
+    refused, and so do strings and booleans)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
+#: An integer field: a JSON integer (``48.0`` included), never a string or a boolean.
+WholeInt = Annotated[StrictInt, BeforeValidator(_whole_float)]
 
 #: JSON Schema for a text that must hold a non-whitespace character (the validators refuse
 #: blank text; the pattern makes the schema say so). Sizes are deployment limits
@@ -64,6 +90,13 @@ class ListedStatus(str, Enum):
     superseded = "superseded"
     archived = "archived"
     quarantined = "quarantined"
+
+
+class SettableStatus(str, Enum):
+    """What a patch may set a memory's status to (``DELETE`` deletes)."""
+
+    active = "active"
+    archived = "archived"
 
 
 class LinkType(str, Enum):
@@ -125,7 +158,7 @@ class CubePublic(BaseModel):
     embedding_model: str
     embedding_dim: int
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
+    created_at: Timestamp
     units: int = Field(default=0, description="Active memory units in the cube.")
     pending_jobs: int = Field(default=0, description="Background jobs (derived units, "
                               "extraction) queued or running for the cube.")
@@ -141,7 +174,7 @@ class MessageIn(BaseModel):
     speaker: str | None = Field(default=None, max_length=200)
     content: str = Field(json_schema_extra=NONBLANK, description="At most "
                          "MEMOS_MAX_TEXT_CHARS characters.")
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
 
     @field_validator("content")
     @classmethod
@@ -166,9 +199,9 @@ class MessagePublic(BaseModel):
     role: Role
     speaker: str | None = Field(default=None, max_length=200)
     content: str
-    timestamp: datetime | None = None
-    seq: int = Field(ge=0, le=MAX_INT)
-    created_at: datetime
+    timestamp: Timestamp | None = None
+    seq: WholeInt = Field(ge=0, le=MAX_INT)
+    created_at: Timestamp
 
 
 class IngestResult(BaseModel):
@@ -185,9 +218,9 @@ class SpanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message_id: str
-    start: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
+    start: WholeInt | None = Field(default=None, ge=0, le=MAX_INT,
                                     description="Character offset, inclusive.")
-    end: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
+    end: WholeInt | None = Field(default=None, ge=0, le=MAX_INT,
                                   description="Character offset, exclusive.")
 
 
@@ -196,8 +229,8 @@ class MemoryBase(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="At most "
                                      "MEMOS_MAX_METADATA_BYTES as JSON.")
     confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
-    valid_from: datetime | None = Field(default=None, description="Event time: true from.")
-    valid_to: datetime | None = Field(default=None, description="Event time: true until.")
+    valid_from: Timestamp | None = Field(default=None, description="Event time: true from.")
+    valid_to: Timestamp | None = Field(default=None, description="Event time: true until.")
 
 
 class MemoryCreate(MemoryBase):
@@ -238,9 +271,10 @@ class MemoryUpdate(BaseModel):
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
     confidence: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    status: Status | None = Field(default=None, description="Only active/archived may be set.")
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    status: SettableStatus | None = Field(default=None, description="Archive a memory or "
+                                          "make it active again (DELETE deletes it).")
     reason: str | None = Field(default=None, max_length=1_000)
 
     @field_validator("text")
@@ -263,8 +297,8 @@ class MemoryPublic(MemoryBase):
     status_reason: str | None = None
     extractor: str
     payload_sha256: str | None = None
-    created_at: datetime
-    superseded_at: datetime | None = None
+    created_at: Timestamp
+    superseded_at: Timestamp | None = None
 
 
 class MemoryPage(BaseModel):
@@ -285,7 +319,7 @@ class LinkPublic(BaseModel):
     source_id: str
     target_id: str
     type: LinkType
-    weight: float
+    weight: StrictFloat
 
 
 class ProvenancePublic(BaseModel):
@@ -312,9 +346,9 @@ class Filters(BaseModel):
     status: ListedStatus | None = None
     session_id: str | None = None
     tags: list[str] | None = Field(default=None, description="Units carrying all these tags.")
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    as_of: datetime | None = Field(default=None, description="What the cube held at this time.")
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    as_of: Timestamp | None = Field(default=None, description="What the cube held at this time.")
 
 
 #: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
@@ -335,7 +369,7 @@ class SearchRequest(BaseModel):
 
     query: str = Field(json_schema_extra=NONBLANK,
                        description="At most MEMOS_MAX_QUERY_CHARS characters.")
-    top_k: StrictInt = Field(default=10, ge=1, le=100)
+    top_k: WholeInt = Field(default=10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     explain: StrictBool = False
     mode: SearchMode = Field(
@@ -387,10 +421,10 @@ class ContextRequest(BaseModel):
 
     query: str = Field(json_schema_extra=NONBLANK,
                        description="At most MEMOS_MAX_QUERY_CHARS characters.")
-    max_tokens: StrictInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
+    max_tokens: WholeInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
                                   "the lines: by `model`'s tokenizer, else by the estimate "
                                   "max(words × 1.3, characters / 4).")
-    top_k: StrictInt = Field(default=20, ge=1, le=100)
+    top_k: WholeInt = Field(default=20, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     model: str | None = Field(default=None, min_length=1, max_length=200, description="Count "
                               "tokens with this model's tokenizer: 'bundled' or a litellm "
@@ -467,9 +501,9 @@ class ChatRequest(BaseModel):
                        description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
     stream: StrictBool = Field(default=False, description="Answer as Server-Sent Events.")
-    max_tool_rounds: StrictInt = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
+    max_tool_rounds: WholeInt = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
                                  "calls the model may make before it must answer (0: no tools).")
-    max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_000)
+    max_tokens: WholeInt | None = Field(default=None, ge=1, le=32_000)
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
 
     @field_validator("messages")
@@ -551,9 +585,9 @@ class ActivationCreate(BaseModel):
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
     query: str | None = Field(default=None, min_length=1)
-    max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
+    max_tokens: WholeInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
-    top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
+    top_k: WholeInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ActivationCreate:
@@ -586,10 +620,10 @@ class AdapterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit_ids: list[str] = Field(min_length=1, max_length=2_000)
-    rank: StrictInt = Field(default=8, ge=1, le=64)
-    steps: StrictInt = Field(default=60, ge=1, le=5_000)
+    rank: WholeInt = Field(default=8, ge=1, le=64)
+    steps: WholeInt = Field(default=60, ge=1, le=5_000)
     lr: StrictFloat = Field(default=2e-3, gt=0, le=1.0)
-    n_layers: StrictInt = Field(default=12, ge=0, le=64,
+    n_layers: WholeInt = Field(default=12, ge=0, le=64,
                                 description="Adapt the top n blocks (0: all).")
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj", "o_proj"],
                                min_length=1)
@@ -622,20 +656,20 @@ class SchedulerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pinned_tag: str = "pinned"
-    hot_min_retrievals: StrictInt = Field(default=5, ge=1, description="Search hits (summed over "
+    hot_min_retrievals: WholeInt = Field(default=5, ge=1, description="Search hits (summed over "
                                     "a memory's versions) that make a unit hot.")
-    activation_max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000)
+    activation_max_tokens: WholeInt = Field(default=1024, ge=16, le=8_000)
     stable_after_s: StrictFloat = Field(default=24 * 3600, ge=0)
     stable_min_confidence: StrictFloat = Field(default=0.8, ge=0, le=1)
-    adapter_min_facts: StrictInt = Field(default=5, ge=1)
-    adapter_steps: StrictInt = Field(default=60, ge=1)
-    adapter_rank: StrictInt = Field(default=8, ge=1, le=64)
+    adapter_min_facts: WholeInt = Field(default=5, ge=1)
+    adapter_steps: WholeInt = Field(default=60, ge=1)
+    adapter_rank: WholeInt = Field(default=8, ge=1, le=64)
     rebuild_on_change: StrictBool = Field(default=True, description="Recompile stale KV caches "
                                     "(false: only archive them).")
-    tick_every_retrievals: StrictInt = Field(default=50, ge=0, description="Queue a tick after "
+    tick_every_retrievals: WholeInt = Field(default=50, ge=0, description="Queue a tick after "
                                        "this many new search hits in the cube (0: never "
                                        "automatically).")
-    history_size: StrictInt = Field(default=200, ge=1)
+    history_size: WholeInt = Field(default=200, ge=1)
 
 
 class Decision(BaseModel):
@@ -671,8 +705,8 @@ class SchedulerTick(BaseModel):
 # --------------------------------------------------------------------------- export / keys
 class ExportedSpan(BaseModel):
     message_id: str
-    start: int = Field(ge=0, le=MAX_INT)
-    end: int = Field(ge=0, le=MAX_INT)
+    start: WholeInt = Field(ge=0, le=MAX_INT)
+    end: WholeInt = Field(ge=0, le=MAX_INT)
 
 
 class ExportedUnit(BaseModel):
@@ -682,7 +716,7 @@ class ExportedUnit(BaseModel):
 
     id: str = Field(min_length=1, max_length=64)
     lineage_id: str = Field(min_length=1, max_length=64)
-    version: int = Field(ge=1, le=MAX_INT)
+    version: WholeInt = Field(ge=1, le=MAX_INT)
     kind: Kind
     granularity: Granularity
     text: str | None
@@ -693,12 +727,12 @@ class ExportedUnit(BaseModel):
     status_reason: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    created_at: datetime
-    superseded_at: datetime | None = None
-    deleted_at: datetime | None = None
+    confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    created_at: Timestamp
+    superseded_at: Timestamp | None = None
+    deleted_at: Timestamp | None = None
     spans: list[ExportedSpan] = Field(default_factory=list)
     payload_sha256: str | None = Field(default=None, description="Activation/parametric "
                                        "units: sha256 of the safetensors payload.")
@@ -713,7 +747,7 @@ class CubeExport(BaseModel):
 
     format: str = Field(default="memos.cube.v1", pattern=r"^memos\.cube\.v1$")
     cube: CubeCreate
-    exported_at: datetime
+    exported_at: Timestamp
     embedding_model: str
     messages: list[MessagePublic]
     units: list[ExportedUnit]
@@ -742,7 +776,7 @@ class KeyPublic(BaseModel):
     id: str
     tenant: str
     name: str | None = None
-    created_at: datetime
+    created_at: Timestamp
     key: str | None = Field(default=None, description="Shown once, at creation.")
 
 
