@@ -68,7 +68,8 @@ def serve(data_dir: Path, port: int, keys: str) -> subprocess.Popen[bytes]:
     raise SystemExit("the server did not start")
 
 
-def schemathesis(port: int, *, keys: bool, args: list[str]) -> int:
+def schemathesis(port: int, *, keys: bool, args: list[str], workdir: Path) -> int:
+    """One run; its crash cache and reports go to ``workdir``, never into the checkout."""
     cmd = [str(BIN / "schemathesis"), "--config-file", str(ROOT / ".ci" / "schemathesis.toml"),
            "run", f"http://127.0.0.1:{port}/openapi.json",
            "--checks", "all", "--workers", "2", "--suppress-health-check", "all",
@@ -76,7 +77,7 @@ def schemathesis(port: int, *, keys: bool, args: list[str]) -> int:
     if keys:
         cmd += ["-H", f"Authorization: Bearer {KEY}"]
     print("$", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, cwd=workdir)
 
 
 def main() -> int:
@@ -98,9 +99,9 @@ def main() -> int:
             port = free_port()
             server = serve(data_dir, port, f"fuzz:{KEY}" if keys else "")
             try:
-                failed |= schemathesis(port, keys=keys, args=[
+                failed |= schemathesis(port, keys=keys, workdir=data_dir, args=[
                     "--exclude-path-regex", MODEL_ROUTES, "--max-time", str(opts.seconds)])
-                failed |= schemathesis(port, keys=keys, args=[
+                failed |= schemathesis(port, keys=keys, workdir=data_dir, args=[
                     "--include-path-regex", MODEL_ROUTES,
                     "--max-examples", str(opts.model_examples), "--phases",
                     "examples,coverage,fuzzing"])

@@ -24,10 +24,12 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from memos.cube import MemCube
 from memos.errors import Conflict, InvalidInput
@@ -152,6 +154,17 @@ def _check_unique(data: CubeExport) -> None:
             seen.add(key)
 
 
+@contextmanager
+def _raced(cube_id: str) -> Iterator[None]:
+    """``Conflict`` when another request created the cube or one of its unit ids between
+    the checks inside the write and its commit."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(f"cube {cube_id!r} or one of its unit ids was created by another "
+                       "request at the same time", details={"cube_id": cube_id}) from exc
+
+
 def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
                 blobs: BlobStore | None = None,
                 fingerprint: Callable[[], dict[str, str] | None] | None = None) -> CubePublic:
@@ -172,7 +185,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     current = fingerprint() if (model_units and fingerprint is not None) else None
     texts = [u.text for u in data.units if u.text is not None and u.kind is Kind.plaintext]
     vectors = iter(memos.embed(texts)) if texts else iter(())
-    with memos.units.write() as (session, _publish):
+    with _raced(cube_id), memos.units.write() as (session, _publish):
         if session.get(CubeRow, cube_id) is not None:
             raise Conflict(f"cube {cube_id!r} already exists", details={"cube_id": cube_id})
         taken = session.scalars(select(UnitRow.id).where(UnitRow.id.in_(remap.values()))).all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
 #: Largest integer any field or parameter accepts: the largest every JSON client carries
 #: exactly (2^53 - 1; a 64-bit column holds more, a JavaScript number does not).
@@ -40,21 +41,38 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-def _whole_float(value: Any) -> Any:
-    """JSON Schema counts ``48.0`` as an integer; so does the server (``48.5`` stays
-    refused, and so do strings and booleans)."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 #: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds.
 Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
-#: An integer field: a JSON integer (``48.0`` included), never a string or a boolean.
-WholeInt = Annotated[StrictInt, BeforeValidator(_whole_float)]
+
+
+def _is_int(annotation: Any) -> bool:
+    """``int``, ``StrictInt``, or either or ``None``."""
+    if annotation is int:
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _is_int(args[0])
+    return bool(args) and type(None) in args and len(args) == 2 and any(
+        _is_int(a) for a in args if a is not type(None))
+
+
+class _Body(BaseModel):
+    """Base of the schemas a request carries. Their integer fields are ``StrictInt`` (no
+    strings, no booleans) but, as JSON Schema does, count ``48.0`` as the integer 48."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = {name for name, f in cls.model_fields.items() if _is_int(f.annotation)}
+        return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+                for k, v in data.items()}
 
 #: JSON Schema for a text that must hold a non-whitespace character (the validators refuse
 #: blank text; the pattern makes the schema say so). Sizes are deployment limits
 #: (:mod:`memos.limits`), checked by the service, so they are not fixed in these schemas.
-NONBLANK = {"pattern": r"\S"}
+NONBLANK: JsonDict = {"pattern": r"\S"}
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -193,14 +211,14 @@ class MessagesIngest(BaseModel):
                        "facts) before returning instead of in a background job.")
 
 
-class MessagePublic(BaseModel):
+class MessagePublic(_Body):
     id: str = Field(min_length=1, max_length=128)
     session_id: str = Field(min_length=1, max_length=128)
     role: Role
     speaker: str | None = Field(default=None, max_length=200)
     content: str
     timestamp: Timestamp | None = None
-    seq: WholeInt = Field(ge=0, le=MAX_INT)
+    seq: StrictInt = Field(ge=0, le=MAX_INT)
     created_at: Timestamp
 
 
@@ -214,13 +232,13 @@ class IngestResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- memories
-class SpanIn(BaseModel):
+class SpanIn(_Body):
     model_config = ConfigDict(extra="forbid")
 
     message_id: str
-    start: WholeInt | None = Field(default=None, ge=0, le=MAX_INT,
+    start: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
                                     description="Character offset, inclusive.")
-    end: WholeInt | None = Field(default=None, ge=0, le=MAX_INT,
+    end: StrictInt | None = Field(default=None, ge=0, le=MAX_INT,
                                   description="Character offset, exclusive.")
 
 
@@ -333,9 +351,9 @@ class ProvenancePublic(BaseModel):
 # --------------------------------------------------------------------------- search
 #: JSON Schema of the rule :func:`memos.retrieval.search.filter_conditions` applies:
 #: ``as_of`` (the units active then) takes no status filter other than ``active``.
-_AS_OF_TAKES_NO_STATUS = {"if": {"properties": {"as_of": {"type": "string"}},
-                                 "required": ["as_of"]},
-                          "then": {"properties": {"status": {"enum": [None, "active"]}}}}
+_AS_OF_TAKES_NO_STATUS: JsonDict = {
+    "if": {"properties": {"as_of": {"type": "string"}}, "required": ["as_of"]},
+    "then": {"properties": {"status": {"enum": [None, "active"]}}}}
 
 
 class Filters(BaseModel):
@@ -353,7 +371,7 @@ class Filters(BaseModel):
 
 #: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
 #: ``mode: router`` ranks turns, so its filters may hold only a granularity list with ``turn``.
-_ROUTER_TAKES_NO_FILTERS = {
+_ROUTER_TAKES_NO_FILTERS: JsonDict = {
     "if": {"properties": {"mode": {"const": "router"}}, "required": ["mode"]},
     "then": {"properties": {"filters": {
         "properties": {
@@ -364,12 +382,12 @@ _ROUTER_TAKES_NO_FILTERS = {
                                       {"type": "array", "contains": {"const": "turn"}}]}}}}}}
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_ROUTER_TAKES_NO_FILTERS)
 
     query: str = Field(json_schema_extra=NONBLANK,
                        description="At most MEMOS_MAX_QUERY_CHARS characters.")
-    top_k: WholeInt = Field(default=10, ge=1, le=100)
+    top_k: StrictInt = Field(default=10, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     explain: StrictBool = False
     mode: SearchMode = Field(
@@ -408,7 +426,7 @@ class SearchResponse(BaseModel):
         "neighbours), session, summary, keyword, and fact when the cube has facts.")
 
 
-class ContextRequest(BaseModel):
+class ContextRequest(_Body):
     """Prompt-ready memory for ``query`` within ``max_tokens``.
 
     With ``model`` ("bundled" or a litellm model name) the budget is counted with that
@@ -421,10 +439,10 @@ class ContextRequest(BaseModel):
 
     query: str = Field(json_schema_extra=NONBLANK,
                        description="At most MEMOS_MAX_QUERY_CHARS characters.")
-    max_tokens: WholeInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
+    max_tokens: StrictInt = Field(default=512, ge=16, le=32_000, description="Token budget of "
                                   "the lines: by `model`'s tokenizer, else by the estimate "
                                   "max(words × 1.3, characters / 4).")
-    top_k: WholeInt = Field(default=20, ge=1, le=100)
+    top_k: StrictInt = Field(default=20, ge=1, le=100)
     filters: Filters = Field(default_factory=Filters)
     model: str | None = Field(default=None, min_length=1, max_length=200, description="Count "
                               "tokens with this model's tokenizer: 'bundled' or a litellm "
@@ -490,7 +508,7 @@ class MemoryOptions(BaseModel):
                                    "'auto' or a unit id (bundled model only).")
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(_Body):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1_000, json_schema_extra={
@@ -501,9 +519,9 @@ class ChatRequest(BaseModel):
                        description="'bundled' or any litellm model name (e.g. 'gpt-4o-mini').")
     memory: MemoryOptions = Field(default_factory=MemoryOptions)
     stream: StrictBool = Field(default=False, description="Answer as Server-Sent Events.")
-    max_tool_rounds: WholeInt = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
+    max_tool_rounds: StrictInt = Field(default=4, ge=0, le=16, description="Rounds of memory tool "
                                  "calls the model may make before it must answer (0: no tools).")
-    max_tokens: WholeInt | None = Field(default=None, ge=1, le=32_000)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=32_000)
     temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
 
     @field_validator("messages")
@@ -575,7 +593,7 @@ class ChatStreamEvent(BaseModel):
 
 
 # --------------------------------------------------------------------------- model memory
-class ActivationCreate(BaseModel):
+class ActivationCreate(_Body):
     """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
     units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
 
@@ -585,9 +603,9 @@ class ActivationCreate(BaseModel):
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
     query: str | None = Field(default=None, min_length=1)
-    max_tokens: WholeInt = Field(default=1024, ge=16, le=8_000,
+    max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
-    top_k: WholeInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
+    top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
 
     @model_validator(mode="after")
     def _one_source(self) -> ActivationCreate:
@@ -614,16 +632,16 @@ class ActivationRefresh(BaseModel):
     job_id: int | None = Field(default=None, description="The queued job (background only).")
 
 
-class AdapterCreate(BaseModel):
+class AdapterCreate(_Body):
     """Train an adapter from plaintext units (facts)."""
 
     model_config = ConfigDict(extra="forbid")
 
     unit_ids: list[str] = Field(min_length=1, max_length=2_000)
-    rank: WholeInt = Field(default=8, ge=1, le=64)
-    steps: WholeInt = Field(default=60, ge=1, le=5_000)
+    rank: StrictInt = Field(default=8, ge=1, le=64)
+    steps: StrictInt = Field(default=60, ge=1, le=5_000)
     lr: StrictFloat = Field(default=2e-3, gt=0, le=1.0)
-    n_layers: WholeInt = Field(default=12, ge=0, le=64,
+    n_layers: StrictInt = Field(default=12, ge=0, le=64,
                                 description="Adapt the top n blocks (0: all).")
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj", "o_proj"],
                                min_length=1)
@@ -656,20 +674,20 @@ class SchedulerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pinned_tag: str = "pinned"
-    hot_min_retrievals: WholeInt = Field(default=5, ge=1, description="Search hits (summed over "
+    hot_min_retrievals: StrictInt = Field(default=5, ge=1, description="Search hits (summed over "
                                     "a memory's versions) that make a unit hot.")
-    activation_max_tokens: WholeInt = Field(default=1024, ge=16, le=8_000)
+    activation_max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000)
     stable_after_s: StrictFloat = Field(default=24 * 3600, ge=0)
     stable_min_confidence: StrictFloat = Field(default=0.8, ge=0, le=1)
-    adapter_min_facts: WholeInt = Field(default=5, ge=1)
-    adapter_steps: WholeInt = Field(default=60, ge=1)
-    adapter_rank: WholeInt = Field(default=8, ge=1, le=64)
+    adapter_min_facts: StrictInt = Field(default=5, ge=1)
+    adapter_steps: StrictInt = Field(default=60, ge=1)
+    adapter_rank: StrictInt = Field(default=8, ge=1, le=64)
     rebuild_on_change: StrictBool = Field(default=True, description="Recompile stale KV caches "
                                     "(false: only archive them).")
-    tick_every_retrievals: WholeInt = Field(default=50, ge=0, description="Queue a tick after "
+    tick_every_retrievals: StrictInt = Field(default=50, ge=0, description="Queue a tick after "
                                        "this many new search hits in the cube (0: never "
                                        "automatically).")
-    history_size: WholeInt = Field(default=200, ge=1)
+    history_size: StrictInt = Field(default=200, ge=1)
 
 
 class Decision(BaseModel):
@@ -703,20 +721,20 @@ class SchedulerTick(BaseModel):
 
 
 # --------------------------------------------------------------------------- export / keys
-class ExportedSpan(BaseModel):
+class ExportedSpan(_Body):
     message_id: str
-    start: WholeInt = Field(ge=0, le=MAX_INT)
-    end: WholeInt = Field(ge=0, le=MAX_INT)
+    start: StrictInt = Field(ge=0, le=MAX_INT)
+    end: StrictInt = Field(ge=0, le=MAX_INT)
 
 
-class ExportedUnit(BaseModel):
+class ExportedUnit(_Body):
     """One version of a memory unit, with its provenance (no embedding: the importing
     server embeds with its own model). Activation and parametric units are exported only
     when asked (``include_payloads``), with their safetensors payload in base64."""
 
     id: str = Field(min_length=1, max_length=64)
     lineage_id: str = Field(min_length=1, max_length=64)
-    version: WholeInt = Field(ge=1, le=MAX_INT)
+    version: StrictInt = Field(ge=1, le=MAX_INT)
     kind: Kind
     granularity: Granularity
     text: str | None
