@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from memos.embed import Embedder, embed_texts
 from memos.errors import Conflict, InvalidInput, NotFound
 from memos.jobs import JobQueue
+from memos.limits import check_span
 from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
 from memos.store.lineage import queue_stale_rebuild
@@ -113,11 +114,7 @@ class Memories:
             message = found[src.message_id]
             start = 0 if src.start is None else src.start
             end = len(message.content) if src.end is None else src.end
-            if not start <= end <= len(message.content):
-                raise InvalidInput(
-                    f"span [{start}, {end}) is outside message {src.message_id!r} "
-                    f"({len(message.content)} characters)",
-                    details={"message_id": src.message_id, "length": len(message.content)})
+            check_span(src.message_id, start, end, length=len(message.content))
             spans.append((message.pk, start, end))
         return spans
 
