@@ -9,7 +9,7 @@ without API keys and with them (``MEMOS_API_KEYS``; the fuzzer sends the key, an
 activations, adapters, scheduler) are fuzzed with the model prepared and a small number of
 examples, since each call may run the model; the rest for ``--seconds`` each run.
 
-    python .ci/fuzz.py [--seconds 45] [--model-examples 8]
+    python .ci/fuzz.py [--seconds 30] [--model-examples 8]
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def schemathesis(port: int, *, keys: bool, args: list[str], workdir: Path) -> in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=45,
-                        help="fuzzing time for the plain routes, per run (default 45)")
+    parser.add_argument("--seconds", type=int, default=30,
+                        help="fuzzing time for the plain routes, per run (default 30)")
     parser.add_argument("--model-examples", type=int, default=8,
                         help="examples per model route, per run (default 8)")
     opts = parser.parse_args()
@@ -104,8 +104,8 @@ def main() -> int:
                     "--max-response-time", "30"])
                 failed |= schemathesis(port, keys=keys, workdir=data_dir, args=[
                     "--include-path-regex", MODEL_ROUTES,
-                    "--max-examples", str(opts.model_examples), "--phases",
-                    "examples,coverage,fuzzing",
+                    # no coverage phase: its hundreds of boundary cases each run the model
+                    "--max-examples", str(opts.model_examples), "--phases", "examples,fuzzing",
                     # the bundled model on CPU: a chat may generate up to its context
                     "--max-response-time", "120", "--request-timeout", "150"])
             finally:
