@@ -602,7 +602,13 @@ class ActivationCreate(_Body):
         {"properties": {"query": {"type": "string"}}, "required": ["query"]}]})
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
-    query: str | None = Field(default=None, min_length=1)
+    query: str | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string", **NONBLANK}, {"type": "null"}]})
+
+    @field_validator("query")
+    @classmethod
+    def _query_nonblank(cls, v: str | None) -> str | None:
+        return None if v is None else _nonblank(v, "query")
     max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
     top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")

@@ -221,6 +221,19 @@ def test_every_route_documents_its_errors_and_405_carries_allow(tmp_path: Path) 
                                                                                "DELETE"}
 
 
+def test_what_the_fuzzer_found_is_no_longer_a_500(tmp_path: Path) -> None:
+    with app_client(tmp_path) as client:
+        client.post("/v1/cubes", json={"id": "c"})
+        # A blank speaker took the router's speaker index down (IndexError).
+        r = client.post("/v1/cubes/c/messages", json={"session_id": "s", "messages": [
+            {"speaker": " ", "content": "hello"}]})
+        assert r.status_code == 201, r.text
+        assert client.post("/v1/cubes/c/search", json={"query": "hello"}).status_code == 200
+        # A blank activation query failed inside, building its search (ValidationError).
+        r = client.post("/v1/cubes/c/activations", json={"query": " "})
+        refused(r, 422, "query must not be empty")
+
+
 @contextmanager
 def serving(app: FastAPI) -> Iterator[int]:
     sock = socket.socket()
