@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -41,8 +42,19 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
-#: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds.
-Timestamp = Annotated[datetime, BeforeValidator(_iso_only)]
+def _in_utc_range(value: datetime) -> datetime:
+    """Stored in UTC: ``0001-01-01T00:00:00+01:00`` has no UTC year, so it is refused."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError as exc:
+            raise ValueError("the date-time is outside years 1-9999 in UTC") from exc
+    return value
+
+
+#: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds, within
+#: years 1-9999 once in UTC.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc_range)]
 
 
 def _is_int(annotation: Any) -> bool:

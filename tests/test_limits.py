@@ -229,6 +229,10 @@ def test_what_the_fuzzer_found_is_no_longer_a_500(tmp_path: Path) -> None:
             {"speaker": " ", "content": "hello"}]})
         assert r.status_code == 201, r.text
         assert client.post("/v1/cubes/c/search", json={"query": "hello"}).status_code == 200
+        # A time with no UTC year overflowed while being stored (OverflowError).
+        r = client.post("/v1/cubes/c/messages", json={"session_id": "s", "messages": [
+            {"content": "early", "timestamp": "0001-01-01T00:00:00+01:01"}]})
+        refused(r, 422, "outside years 1-9999 in UTC")
         # A blank activation query failed inside, building its search (ValidationError).
         r = client.post("/v1/cubes/c/activations", json={"query": " "})
         refused(r, 422, "query must not be empty")
