@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 
 class ErrorDetail(BaseModel):
-    type: str = Field(description="The error class: invalid_input, unauthorized, not_found, "
-                      "conflict, payload_too_large, backend_unavailable, method_not_allowed, "
+    type: str = Field(description="The error class: invalid_input, unauthorized, forbidden, "
+                      "not_found, conflict, payload_too_large, backend_unavailable, method_not_allowed, "
                       "internal_error.")
     message: str = Field(description="What is wrong, naming the field, limit or id.")
     details: dict[str, Any] = Field(default_factory=dict)
@@ -32,6 +32,9 @@ def _error(description: str) -> dict[str, Any]:
 #: What any authenticated ``/v1`` route may answer besides its success.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("No API key, or an unknown one (only when the server has keys)."),
+    403: _error("Refused whatever the key: a server with no API keys answers only clients "
+                "on its own machine; /metrics needs an admin key (MEMOS_ADMIN_KEYS), and an "
+                "admin key opens no cube."),
     404: _error("Unknown cube (another tenant's cube is unknown too), memory or job."),
     409: _error("A conflict with what is stored: the id exists, a version was superseded, "
                 "the cube's vectors come from another embedding model, a model-memory "
@@ -45,5 +48,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 #: ``/healthz``: no authentication; unhealthy is 503.
 HEALTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: ERRORS[413], 503: _error("The database does not answer or the index is not loaded."),
+    403: ERRORS[403], 413: ERRORS[413],
+    503: _error("The database does not answer or the index is not loaded."),
 }

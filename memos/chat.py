@@ -41,7 +41,8 @@ the model generates it (litellm ``stream=True`` chunks; the backbone's
 calling tools is part of the reply. :func:`sse_events` turns a failure after the start into
 an ``error`` event carrying the API's ``{"error": {...}}`` JSON.
 
-Errors: a provider failure is ``BackendUnavailable`` (503) carrying the provider's message;
+Errors: a provider failure is ``BackendUnavailable`` (503) carrying the provider's message,
+a request the provider refuses (unknown model, bad parameter) ``InvalidInput`` (422);
 a bundled model that is not installed or not prepared is ``BackendUnavailable`` naming the
 ``backbone`` extra and ``memos backbone prepare``.
 """

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
                                  "of one search, context or activation query.")
     max_messages_per_request: int = Field(default=5_000, ge=1,
                                           description="Messages in one ingest request.")
-    max_request_chars: int = Field(default=1_000_000, ge=1, description=""
+    max_request_chars: int = Field(default=200_000, ge=1, description=""
                                    "Characters of all messages of one ingest request together.")
     max_tags: int = Field(default=64, ge=0, description="Tags on one memory unit.")
     max_tag_chars: int = Field(default=200, ge=1, le=200, description="Characters of one "

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from memos.errors import BackendUnavailable, MemosError
+from memos.errors import BackendUnavailable, InvalidInput, MemosError
 
 __all__ = [
     "CompletionFn",
@@ -286,6 +286,10 @@ class ChunkAssembler:
         return Completion(text="".join(self.text), tool_calls=calls, usage=self.usage)
 
 
+#: litellm exceptions that mean the provider refused this request, not that it is down.
+_REFUSALS = {"BadRequestError", "NotFoundError"}
+
+
 @dataclass
 class LiteLLMModel:
     """Any litellm model (OpenAI, Anthropic, Ollama, …) through an injectable ``completion``.
@@ -337,10 +341,17 @@ class LiteLLMModel:
             kwargs["temperature"] = temperature
         return kwargs
 
-    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+    def _unavailable(self, exc: Exception) -> MemosError:
+        """The provider's failure as ours: a request it refuses (an unknown model or
+        provider, a bad parameter: litellm's ``BadRequestError`` and ``NotFoundError``,
+        named so litellm need not be imported) is ``InvalidInput``; anything else
+        (network, auth, rate limits, outages) is ``BackendUnavailable``."""
         message = getattr(exc, "message", None) or str(exc)
-        return BackendUnavailable(f"model {self.name!r} failed: {message}",
-                                  details={"model": self.name, "exception": type(exc).__name__})
+        details = {"model": self.name, "exception": type(exc).__name__}
+        if _REFUSALS & {cls.__name__ for cls in type(exc).__mro__}:
+            return InvalidInput(f"model {self.name!r} refused the request: {message}",
+                                details=details)
+        return BackendUnavailable(f"model {self.name!r} failed: {message}", details=details)
 
     def complete(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None,
                  max_tokens: int | None, temperature: float | None) -> Completion:

@@ -27,8 +27,9 @@ from memos.derive.sources import (
     follow_source_change,
 )
 from memos.embed import Embedder, embed_texts
-from memos.errors import Conflict, InvalidInput
+from memos.errors import Conflict, InvalidInput, NotFound
 from memos.jobs import JobQueue
+from memos.limits import check_span
 from memos.public import message_public, unit_public
 from memos.retrieval.search import filter_conditions
 from memos.store.blobs import BlobStore
@@ -142,18 +143,14 @@ class Memories:
             MessageRow.cube_key == cube.key, MessageRow.id.in_(ids)))}
         missing = sorted(ids - found.keys())
         if missing:
-            raise InvalidInput(f"unknown source message ids: {missing}",
+            raise NotFound(f"unknown source message ids: {missing}",
                                details={"missing_message_ids": missing})
         spans = []
         for src in body.sources:
             message = found[src.message_id]
             start = 0 if src.start is None else src.start
             end = len(message.content) if src.end is None else src.end
-            if not start <= end <= len(message.content):
-                raise InvalidInput(
-                    f"span [{start}, {end}) is outside message {src.message_id!r} "
-                    f"({len(message.content)} characters)",
-                    details={"message_id": src.message_id, "length": len(message.content)})
+            check_span(src.message_id, start, end, length=len(message.content))
             spans.append((message.pk, start, end))
         return spans
 
@@ -165,7 +162,7 @@ class Memories:
                                                      UnitRow.id.in_(set(ids)))).all()
         missing = sorted(set(ids) - {r.id for r in rows})
         if missing:
-            raise InvalidInput(f"unknown derived_from memory ids: {missing}",
+            raise NotFound(f"unknown derived_from memory ids: {missing}",
                                details={"missing_memory_ids": missing})
         return list(rows)
 
@@ -196,9 +193,6 @@ class Memories:
         changes = body.model_dump(exclude_unset=True, exclude={"reason"})
         if not changes:
             raise InvalidInput("nothing to update: give at least one field")
-        if body.status is not None and body.status not in (Status.active, Status.archived):
-            raise InvalidInput("status may only be set to 'active' or 'archived'; "
-                               "use DELETE to delete")
         with self.units.store.transaction() as session:
             turn = self.units.unit_row(session, cube=self.units.cube_row(
                 session, cube_id=cube_id, tenant=tenant), unit_id=memory_id) \

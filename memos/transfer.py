@@ -24,10 +24,12 @@ import base64
 import binascii
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from memos.cube import MemCube
 from memos.errors import Conflict, InvalidInput
@@ -46,6 +48,7 @@ from memos.types import (
     Kind,
     LinkPublic,
     LinkType,
+    MessagePublic,
     Status,
 )
 
@@ -124,6 +127,15 @@ def _check_payload(unit: ExportedUnit) -> bytes:
     return data
 
 
+def _message_sha(m: MessagePublic) -> str:
+    """The dedupe hash a message is stored under: of what was said, as ingest computes it;
+    a purged message (deleted, no content) gets one of its own, so it matches nothing."""
+    if m.deleted_at is not None and not m.content:
+        return f"purged:{m.id}"
+    return content_hash(m.role.value, m.speaker, m.content,
+                        m.timestamp.isoformat() if m.timestamp else None)
+
+
 def _check_unique(data: CubeExport) -> None:
     """``InvalidInput`` naming the first id (or key) the document holds twice: what the
     store's unique constraints would otherwise refuse halfway through the write."""
@@ -131,11 +143,8 @@ def _check_unique(data: CubeExport) -> None:
         "message id": [(m.id, m.id) for m in data.messages],
         "message (session_id, seq)": [(f"{m.session_id}#{m.seq}", (m.session_id, m.seq))
                                       for m in data.messages],
-        "message content in a session": [
-            (m.id, (m.session_id, content_hash(m.role.value, m.speaker, m.content,
-                                               m.timestamp.isoformat() if m.timestamp
-                                               else None)))
-            for m in data.messages],
+        "message content in a session": [(m.id, (m.session_id, _message_sha(m)))
+                                         for m in data.messages],
         "unit id": [(u.id, u.id) for u in data.units],
         "unit (lineage_id, version)": [(f"{u.lineage_id} v{u.version}",
                                         (u.lineage_id, u.version)) for u in data.units],
@@ -150,6 +159,17 @@ def _check_unique(data: CubeExport) -> None:
                 raise InvalidInput(f"the export holds {what} {name!r} twice",
                                    details={"duplicate": name, "field": what})
             seen.add(key)
+
+
+@contextmanager
+def _raced(cube_id: str) -> Iterator[None]:
+    """``Conflict`` when another request created the cube or one of its unit ids between
+    the checks inside the write and its commit."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(f"cube {cube_id!r} or one of its unit ids was created by another "
+                       "request at the same time", details={"cube_id": cube_id}) from exc
 
 
 def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
@@ -172,7 +192,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
     current = fingerprint() if (model_units and fingerprint is not None) else None
     texts = [u.text for u in data.units if u.text is not None and u.kind is Kind.plaintext]
     vectors = iter(memos.embed(texts)) if texts else iter(())
-    with memos.units.write() as (session, _publish):
+    with _raced(cube_id), memos.units.write() as (session, _publish):
         # Unit and message ids are unique within their cube, and this cube is new: ids that
         # exist in other cubes (any tenant's) neither collide nor show.
         if session.scalar(select(CubeRow.key).where(CubeRow.tenant == tenant,
@@ -187,14 +207,11 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
         session.flush()
         message_pks: dict[str, int] = {}
         for m in data.messages:
-            purged = m.deleted_at is not None and not m.content
-            message_sha = f"purged:{uuid.uuid4().hex}" if purged else content_hash(
-                m.role.value, m.speaker, m.content,
-                m.timestamp.isoformat() if m.timestamp else None)
             message = MessageRow(id=m.id, cube_key=cube.key, session_id=m.session_id,
                                  seq=m.seq, role=m.role.value, speaker=m.speaker,
-                                 content=m.content, content_sha=message_sha, timestamp=m.timestamp,
-                                 created_at=m.created_at, deleted_at=m.deleted_at)
+                                 content=m.content, content_sha=_message_sha(m),
+                                 timestamp=m.timestamp, created_at=m.created_at,
+                                 deleted_at=m.deleted_at)
             session.add(message)
             session.flush()
             message_pks[m.id] = message.pk

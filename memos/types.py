@@ -7,12 +7,15 @@ installs with these schemas and httpx alone.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -21,14 +24,67 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 
-#: Largest integer any field or parameter accepts: what a 64-bit database column holds.
-MAX_INT = 2**63 - 1
+#: Largest integer any field or parameter accepts: the largest every JSON client carries
+#: exactly (2^53 - 1; a 64-bit column holds more, a JavaScript number does not).
+MAX_INT = 2**53 - 1
+
+_EPOCH_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _iso_only(value: Any) -> Any:
+    """Pydantic also reads a number, or a numeric string, as Unix seconds; the schema's
+    ``format: date-time`` does not allow them, so neither does the server."""
+    if isinstance(value, (int, float)) or (
+            isinstance(value, str) and _EPOCH_NUMBER.fullmatch(value.strip())):
+        raise ValueError("a date-time is an ISO 8601 string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    """Stored in UTC: ``0001-01-01T00:00:00+01:00`` has no UTC year, so it is refused."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError as exc:
+            raise ValueError("the date-time is outside years 1-9999 in UTC") from exc
+    return value
+
+
+#: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds, within
+#: years 1-9999 once in UTC.
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc_range)]
+
+
+def _is_int(annotation: Any) -> bool:
+    """``int``, ``StrictInt``, or either or ``None``."""
+    if annotation is int:
+        return True
+    args = get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _is_int(args[0])
+    return bool(args) and type(None) in args and len(args) == 2 and any(
+        _is_int(a) for a in args if a is not type(None))
+
+
+class _Body(BaseModel):
+    """Base of the schemas a request carries. Their integer fields are ``StrictInt`` (no
+    strings, no booleans) but, as JSON Schema does, count ``48.0`` as the integer 48."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_floats(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = {name for name, f in cls.model_fields.items() if _is_int(f.annotation)}
+        return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+                for k, v in data.items()}
 
 #: JSON Schema for a text that must hold a non-whitespace character (the validators refuse
 #: blank text; the pattern makes the schema say so). Sizes are deployment limits
 #: (:mod:`memos.limits`), checked by the service, so they are not fixed in these schemas.
-NONBLANK = {"pattern": r"\S"}
+NONBLANK: JsonDict = {"pattern": r"\S"}
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -64,6 +120,13 @@ class ListedStatus(str, Enum):
     superseded = "superseded"
     archived = "archived"
     quarantined = "quarantined"
+
+
+class SettableStatus(str, Enum):
+    """What a patch may set a memory's status to (``DELETE`` deletes)."""
+
+    active = "active"
+    archived = "archived"
 
 
 class LinkType(str, Enum):
@@ -125,7 +188,7 @@ class CubePublic(BaseModel):
     embedding_model: str
     embedding_dim: int
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
+    created_at: Timestamp
     units: int = Field(default=0, description="Active memory units in the cube.")
     pending_jobs: int = Field(default=0, description="Background jobs (derived units, "
                               "extraction) queued or running for the cube.")
@@ -141,7 +204,7 @@ class MessageIn(BaseModel):
     speaker: str | None = Field(default=None, max_length=200)
     content: str = Field(json_schema_extra=NONBLANK, description="At most "
                          "MEMOS_MAX_TEXT_CHARS characters.")
-    timestamp: datetime | None = None
+    timestamp: Timestamp | None = None
 
     @field_validator("content")
     @classmethod
@@ -160,16 +223,16 @@ class MessagesIngest(BaseModel):
                        "facts) before returning instead of in a background job.")
 
 
-class MessagePublic(BaseModel):
+class MessagePublic(_Body):
     id: str = Field(min_length=1, max_length=128)
     session_id: str = Field(min_length=1, max_length=128)
     role: Role
     speaker: str | None = Field(default=None, max_length=200)
     content: str
-    timestamp: datetime | None = None
-    seq: int = Field(ge=0, le=MAX_INT)
-    created_at: datetime
-    deleted_at: datetime | None = Field(
+    timestamp: Timestamp | None = None
+    seq: StrictInt = Field(ge=0, le=MAX_INT)
+    created_at: Timestamp
+    deleted_at: Timestamp | None = Field(
         default=None, description="When the message's turn was deleted: no longer a source "
                                   "of derived memory (a purge also empties the content).")
 
@@ -184,7 +247,7 @@ class IngestResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- memories
-class SpanIn(BaseModel):
+class SpanIn(_Body):
     model_config = ConfigDict(extra="forbid")
 
     message_id: str
@@ -199,8 +262,8 @@ class MemoryBase(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="At most "
                                      "MEMOS_MAX_METADATA_BYTES as JSON.")
     confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
-    valid_from: datetime | None = Field(default=None, description="Event time: true from.")
-    valid_to: datetime | None = Field(default=None, description="Event time: true until.")
+    valid_from: Timestamp | None = Field(default=None, description="Event time: true from.")
+    valid_to: Timestamp | None = Field(default=None, description="Event time: true until.")
 
 
 class MemoryCreate(MemoryBase):
@@ -241,9 +304,10 @@ class MemoryUpdate(BaseModel):
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
     confidence: StrictFloat | None = Field(default=None, ge=0.0, le=1.0)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    status: Status | None = Field(default=None, description="Only active/archived may be set.")
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    status: SettableStatus | None = Field(default=None, description="Archive a memory or "
+                                          "make it active again (DELETE deletes it).")
     reason: str | None = Field(default=None, max_length=1_000)
 
     @field_validator("text")
@@ -266,8 +330,8 @@ class MemoryPublic(MemoryBase):
     status_reason: str | None = None
     extractor: str
     payload_sha256: str | None = None
-    created_at: datetime
-    superseded_at: datetime | None = None
+    created_at: Timestamp
+    superseded_at: Timestamp | None = None
 
 
 class DeletionReport(BaseModel):
@@ -319,7 +383,7 @@ class LinkPublic(BaseModel):
     source_id: str
     target_id: str
     type: LinkType
-    weight: float
+    weight: StrictFloat
 
 
 class ProvenancePublic(BaseModel):
@@ -333,9 +397,9 @@ class ProvenancePublic(BaseModel):
 # --------------------------------------------------------------------------- search
 #: JSON Schema of the rule :func:`memos.retrieval.search.filter_conditions` applies:
 #: ``as_of`` (the units active then) takes no status filter other than ``active``.
-_AS_OF_TAKES_NO_STATUS = {"if": {"properties": {"as_of": {"type": "string"}},
-                                 "required": ["as_of"]},
-                          "then": {"properties": {"status": {"enum": [None, "active"]}}}}
+_AS_OF_TAKES_NO_STATUS: JsonDict = {
+    "if": {"properties": {"as_of": {"type": "string"}}, "required": ["as_of"]},
+    "then": {"properties": {"status": {"enum": [None, "active"]}}}}
 
 
 class Filters(BaseModel):
@@ -346,14 +410,14 @@ class Filters(BaseModel):
     status: ListedStatus | None = None
     session_id: str | None = None
     tags: list[str] | None = Field(default=None, description="Units carrying all these tags.")
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    as_of: datetime | None = Field(default=None, description="What the cube held at this time.")
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    as_of: Timestamp | None = Field(default=None, description="What the cube held at this time.")
 
 
 #: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
 #: ``mode: router`` ranks turns, so its filters may hold only a granularity list with ``turn``.
-_ROUTER_TAKES_NO_FILTERS = {
+_ROUTER_TAKES_NO_FILTERS: JsonDict = {
     "if": {"properties": {"mode": {"const": "router"}}, "required": ["mode"]},
     "then": {"properties": {"filters": {
         "properties": {
@@ -364,7 +428,7 @@ _ROUTER_TAKES_NO_FILTERS = {
                                       {"type": "array", "contains": {"const": "turn"}}]}}}}}}
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_ROUTER_TAKES_NO_FILTERS)
 
     query: str = Field(json_schema_extra=NONBLANK,
@@ -408,7 +472,7 @@ class SearchResponse(BaseModel):
         "neighbours), session, summary, keyword, and fact when the cube has facts.")
 
 
-class ContextRequest(BaseModel):
+class ContextRequest(_Body):
     """Prompt-ready memory for ``query`` within ``max_tokens``.
 
     With ``model`` ("bundled" or a litellm model name) the budget is counted with that
@@ -490,7 +554,7 @@ class MemoryOptions(BaseModel):
                                    "'auto' or a unit id (bundled model only).")
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(_Body):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1_000, json_schema_extra={
@@ -575,7 +639,7 @@ class ChatStreamEvent(BaseModel):
 
 
 # --------------------------------------------------------------------------- model memory
-class ActivationCreate(BaseModel):
+class ActivationCreate(_Body):
     """Which plaintext units to compile: explicit ``unit_ids`` (in that order), or the
     units a search for ``query`` returns, best first, while the prefix fits ``max_tokens``."""
 
@@ -584,7 +648,13 @@ class ActivationCreate(BaseModel):
         {"properties": {"query": {"type": "string"}}, "required": ["query"]}]})
 
     unit_ids: list[str] | None = Field(default=None, min_length=1, max_length=1_000)
-    query: str | None = Field(default=None, min_length=1)
+    query: str | None = Field(default=None, json_schema_extra={"anyOf": [
+        {"type": "string", **NONBLANK}, {"type": "null"}]})
+
+    @field_validator("query")
+    @classmethod
+    def _query_nonblank(cls, v: str | None) -> str | None:
+        return None if v is None else _nonblank(v, "query")
     max_tokens: StrictInt = Field(default=1024, ge=16, le=8_000,
                             description="Most tokens the compiled prefix may hold.")
     top_k: StrictInt = Field(default=50, ge=1, le=100, description="Search depth for `query`.")
@@ -614,7 +684,7 @@ class ActivationRefresh(BaseModel):
     job_id: int | None = Field(default=None, description="The queued job (background only).")
 
 
-class AdapterCreate(BaseModel):
+class AdapterCreate(_Body):
     """Train an adapter from plaintext units (facts)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -703,20 +773,20 @@ class SchedulerTick(BaseModel):
 
 
 # --------------------------------------------------------------------------- export / keys
-class ExportedSpan(BaseModel):
+class ExportedSpan(_Body):
     message_id: str
-    start: int = Field(ge=0, le=MAX_INT)
-    end: int = Field(ge=0, le=MAX_INT)
+    start: StrictInt = Field(ge=0, le=MAX_INT)
+    end: StrictInt = Field(ge=0, le=MAX_INT)
 
 
-class ExportedUnit(BaseModel):
+class ExportedUnit(_Body):
     """One version of a memory unit, with its provenance (no embedding: the importing
     server embeds with its own model). Activation and parametric units are exported only
     when asked (``include_payloads``), with their safetensors payload in base64."""
 
     id: str = Field(min_length=1, max_length=64)
     lineage_id: str = Field(min_length=1, max_length=64)
-    version: int = Field(ge=1, le=MAX_INT)
+    version: StrictInt = Field(ge=1, le=MAX_INT)
     kind: Kind
     granularity: Granularity
     text: str | None
@@ -727,12 +797,12 @@ class ExportedUnit(BaseModel):
     status_reason: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    created_at: datetime
-    superseded_at: datetime | None = None
-    deleted_at: datetime | None = None
+    confidence: StrictFloat = Field(default=1.0, ge=0.0, le=1.0)
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
+    created_at: Timestamp
+    superseded_at: Timestamp | None = None
+    deleted_at: Timestamp | None = None
     spans: list[ExportedSpan] = Field(default_factory=list)
     payload_sha256: str | None = Field(default=None, description="Activation/parametric "
                                        "units: sha256 of the safetensors payload.")
@@ -747,7 +817,7 @@ class CubeExport(BaseModel):
 
     format: str = Field(default="memos.cube.v1", pattern=r"^memos\.cube\.v1$")
     cube: CubeCreate
-    exported_at: datetime
+    exported_at: Timestamp
     embedding_model: str
     messages: list[MessagePublic]
     units: list[ExportedUnit]
@@ -776,7 +846,7 @@ class KeyPublic(BaseModel):
     id: str
     tenant: str
     name: str | None = None
-    created_at: datetime
+    created_at: Timestamp
     key: str | None = Field(default=None, description="Shown once, at creation.")
 
 

@@ -195,7 +195,7 @@ def test_bad_input_gets_clear_errors_and_writes_nothing(client: TestClient) -> N
         {"content": "fine"}, {"content": ""}]})
     err(r, 422, "invalid_input")
     err(client.post("/v1/cubes/c1/memories", json={
-        "text": "x", "sources": [{"message_id": "missing"}]}), 422, "invalid_input")
+        "text": "x", "sources": [{"message_id": "missing"}]}), 404, "not_found")
     err(client.post("/v1/cubes/c1/memories", json={
         "text": "x", "sources": [{"message_id": "m1", "start": 0, "end": 999}]}), 422,
         "invalid_input")

@@ -203,13 +203,14 @@ def test_bundled_model_unavailable_is_503(client: TestClient, tmp_path: Path) ->
     assert "backbone" in err["message"] and "memos backbone prepare" in err["message"]
 
 
-def test_provider_error_is_503_with_its_message(client: TestClient) -> None:
+def test_a_model_the_provider_refuses_is_422_with_its_message(client: TestClient) -> None:
+    """An unknown model is the request's fault, not an outage (it was a 503)."""
     _cube_with_dog(client)
     _use_chat(client)  # the real litellm.completion: this model names no provider
     r = client.post("/v1/cubes/ana/chat", json=_ask("hi", model="no-such-model-xyz"))
-    assert r.status_code == 503
+    assert r.status_code == 422
     err = r.json()["error"]
-    assert err["type"] == "backend_unavailable" and "no-such-model-xyz" in err["message"]
+    assert err["type"] == "invalid_input" and "no-such-model-xyz" in err["message"]
     assert "Provider" in err["message"]  # litellm's own explanation is passed through
 
 
@@ -347,10 +348,10 @@ def test_streaming_errors_keep_their_status(client: TestClient) -> None:
     r = client.post("/v1/cubes/ana/chat", json=_ask("hi", stream=True,
                                                      memory={"activation": "auto"}))
     assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_input"
-    _use_chat(client)  # the real litellm.completion refuses the first call: 503, not an event
+    _use_chat(client)  # the real litellm.completion refuses the first call: 422, not an event
     r = client.post("/v1/cubes/ana/chat", json=_ask("hi", stream=True,
                                                      model="no-such-model-xyz"))
-    assert r.status_code == 503 and r.json()["error"]["type"] == "backend_unavailable"
+    assert r.status_code == 422 and r.json()["error"]["type"] == "invalid_input"
 
 
 def test_chat_request_defaults() -> None:

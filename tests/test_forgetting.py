@@ -239,6 +239,8 @@ def test_a_cube_with_purged_turns_exports_and_imports(app_client) -> None:
     data = client.get("/v1/cubes/c/export").json()
     purged = [m for m in data["messages"] if m["deleted_at"]]
     assert len(purged) == 2 and {m["content"] for m in purged} == {""}
+    for message in purged:  # alike once erased: still two messages, not a duplicate
+        message["timestamp"] = None
     r = client.post("/v1/cubes/import", json={"id": "c2", "data": data, "new_ids": True})
     assert r.status_code == 201, r.text
     again = client.get("/v1/cubes/c2/export").json()["messages"]

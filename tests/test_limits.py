@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from memos.config import Settings
+from memos.types import MAX_INT
 
 MESSAGES = [
     {"id": "m1", "speaker": "Ana", "content": "I moved to Reykjavik in March 2021."},
@@ -178,15 +179,17 @@ def test_import_with_a_duplicated_id_is_422_naming_it(tmp_path: Path, what: str)
         assert client.get("/v1/cubes/dst").status_code == 404
 
 
-def test_integers_past_64_bits_are_422_and_the_schema_states_the_range(tmp_path: Path) -> None:
+def test_integers_past_the_range_are_422_and_the_schema_states_it(tmp_path: Path) -> None:
+    """2^63 was an OverflowError (500) in offset and job ids; the range is 0..2^53 - 1."""
     with app_client(tmp_path) as client:
         client.post("/v1/cubes", json={"id": "c"})
+        for big in (2**63, MAX_INT + 1):
+            r = client.get("/v1/cubes/c/memories", params={"offset": big})
+            assert r.status_code == 422, r.text
+            assert client.get(f"/v1/cubes/c/adapters/jobs/{big}").status_code == 422
+        assert client.get("/v1/cubes/c/memories", params={"offset": MAX_INT}).status_code == 200
+        assert client.get(f"/v1/cubes/c/adapters/jobs/{MAX_INT}").status_code == 404
         big = 2**63
-        r = client.get("/v1/cubes/c/memories", params={"offset": big})
-        assert r.status_code == 422, r.text
-        assert client.get("/v1/cubes/c/memories", params={"offset": big - 1}).status_code == 200
-        assert client.get(f"/v1/cubes/c/adapters/jobs/{big}").status_code == 422
-        assert client.get(f"/v1/cubes/c/adapters/jobs/{big - 1}").status_code == 404
         r = client.post("/v1/cubes/c/messages", json={"session_id": "s", "messages": MESSAGES})
         r = client.post("/v1/cubes/c/memories", json={"text": "x", "sources": [
             {"message_id": "m1", "start": 0, "end": big}]})
@@ -194,9 +197,9 @@ def test_integers_past_64_bits_are_422_and_the_schema_states_the_range(tmp_path:
         schema = client.get("/openapi.json").json()
         params = schema["paths"]["/v1/cubes/{cube_id}/memories"]["get"]["parameters"]
         offset = next(p for p in params if p["name"] == "offset")["schema"]
-        assert offset["maximum"] == 2**63 - 1 and offset["minimum"] == 0
+        assert offset["maximum"] == MAX_INT == 2**53 - 1 and offset["minimum"] == 0
         job = schema["paths"]["/v1/cubes/{cube_id}/adapters/jobs/{job_id}"]["get"]
-        assert job["parameters"][1]["schema"]["maximum"] == 2**63 - 1
+        assert job["parameters"][1]["schema"]["maximum"] == MAX_INT
 
 
 def test_every_route_documents_its_errors_and_405_carries_allow(tmp_path: Path) -> None:
@@ -216,6 +219,23 @@ def test_every_route_documents_its_errors_and_405_carries_allow(tmp_path: Path) 
         r = client.put("/v1/cubes/c")
         assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET",
                                                                                "DELETE"}
+
+
+def test_what_the_fuzzer_found_is_no_longer_a_500(tmp_path: Path) -> None:
+    with app_client(tmp_path) as client:
+        client.post("/v1/cubes", json={"id": "c"})
+        # A blank speaker took the router's speaker index down (IndexError).
+        r = client.post("/v1/cubes/c/messages", json={"session_id": "s", "messages": [
+            {"speaker": " ", "content": "hello"}]})
+        assert r.status_code == 201, r.text
+        assert client.post("/v1/cubes/c/search", json={"query": "hello"}).status_code == 200
+        # A time with no UTC year overflowed while being stored (OverflowError).
+        r = client.post("/v1/cubes/c/messages", json={"session_id": "s", "messages": [
+            {"content": "early", "timestamp": "0001-01-01T00:00:00+01:01"}]})
+        refused(r, 422, "outside years 1-9999 in UTC")
+        # A blank activation query failed inside, building its search (ValidationError).
+        r = client.post("/v1/cubes/c/activations", json={"query": " "})
+        refused(r, 422, "query must not be empty")
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -21,6 +20,7 @@ from memos.types import (
     MemoryPublic,
     MemoryUpdate,
     ProvenancePublic,
+    Timestamp,
 )
 
 router = APIRouter(prefix="/v1/cubes/{cube_id}/memories", tags=["memories"],
@@ -42,9 +42,9 @@ def list_memories(
     status_: Annotated[ListedStatus | None, Query(alias="status")] = None,
     session_id: str | None = None,
     tags: Annotated[list[str] | None, Query(alias="tag")] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    as_of: datetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    as_of: Timestamp | None = None,
     offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MemoryPage:

@@ -188,7 +188,7 @@ class ActivationMemory:
         (``unit_meta``: extra unit metadata, e.g. the scheduler's ``scheduled`` flag)."""
         sources = self.select_sources(cube_id, body, tenant=tenant)
         if not sources:
-            raise InvalidInput("no plaintext memory matched; nothing to compile")
+            raise NotFound("no plaintext memory matched; nothing to compile")
         lm = self.provider()
         ids = lm.encode(render_prefix(lm, [t for _, t in sources]))
         if body.query is not None:  # budgeted: drop the weakest memories until it fits

@@ -332,7 +332,7 @@ class GranularIndex:
                 if gran == "turn":
                     self._insert_turn(u)
                     touched.add(u.session_key)
-                    if u.speaker:
+                    if u.speaker and u.speaker.split():  # a blank speaker names no one
                         self._speakers[u.speaker.split()[0].lower()] = u.speaker
                 elif gran in SESSION_LEVEL:
                     self._session_units.setdefault(u.session_key, {}).setdefault(
