@@ -9,7 +9,10 @@ without API keys and with them (``MEMOS_API_KEYS``; the fuzzer sends the key, an
 activations, adapters, scheduler) are fuzzed with the model prepared and a small number of
 examples, since each call may run the model; the rest for ``--seconds`` each run.
 
-    python .ci/fuzz.py [--seconds 30] [--model-examples 8]
+    python .ci/fuzz.py [--seconds 30] [--model-examples 8] [--seed N | --seed random]
+
+CI runs a fixed seed, so a red run replays exactly (``--seed``); explore with
+``--seed random`` and longer ``--seconds``, and fix what it finds before changing the seed.
 """
 
 from __future__ import annotations
@@ -69,11 +72,14 @@ def serve(data_dir: Path, port: int, keys: str) -> subprocess.Popen[bytes]:
     raise SystemExit("the server did not start")
 
 
-def schemathesis(port: int, *, keys: bool, args: list[str], workdir: Path) -> int:
+def schemathesis(port: int, *, keys: bool, args: list[str], workdir: Path,
+                 seed: str) -> int:
     """One run; its crash cache and reports go to ``workdir``, never into the checkout."""
     cmd = [str(BIN / "schemathesis"), "--config-file", str(ROOT / ".ci" / "schemathesis.toml"),
            "run", f"http://127.0.0.1:{port}/openapi.json",
            "--suppress-health-check", "all", *args]  # every check: see the config
+    if seed != "random":
+        cmd += ["--seed", seed]
     if keys:
         cmd += ["-H", f"Authorization: Bearer {KEY}"]
     print("$", " ".join(cmd), flush=True)
@@ -86,6 +92,8 @@ def main() -> int:
                         help="fuzzing time for the plain routes, per run (default 30)")
     parser.add_argument("--model-examples", type=int, default=8,
                         help="examples per model route, per run (default 8)")
+    parser.add_argument("--seed", default="20261202",
+                        help="hypothesis seed (default: CI's fixed one), or 'random'")
     opts = parser.parse_args()
     failed = 0
     with tempfile.TemporaryDirectory(prefix="memos-fuzz-") as tmp:
@@ -99,10 +107,10 @@ def main() -> int:
             port = free_port()
             server = serve(data_dir, port, f"fuzz:{KEY}" if keys else "")
             try:
-                failed |= schemathesis(port, keys=keys, workdir=data_dir, args=[
+                failed |= schemathesis(port, keys=keys, workdir=data_dir, seed=opts.seed, args=[
                     "--exclude-path-regex", MODEL_ROUTES, "--max-time", str(opts.seconds),
                     "--max-response-time", "30"])
-                failed |= schemathesis(port, keys=keys, workdir=data_dir, args=[
+                failed |= schemathesis(port, keys=keys, workdir=data_dir, seed=opts.seed, args=[
                     "--include-path-regex", MODEL_ROUTES,
                     # no coverage phase: its hundreds of boundary cases each run the model
                     "--max-examples", str(opts.model_examples), "--phases", "examples,fuzzing",

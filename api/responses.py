@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 class ErrorDetail(BaseModel):
     type: str = Field(description="The error class: invalid_input, unauthorized, forbidden, "
-                      "not_found, conflict, payload_too_large, backend_unavailable, method_not_allowed, "
-                      "internal_error.")
+                      "not_found, conflict, payload_too_large, backend_unavailable, "
+                      "method_not_allowed, internal_error.")
     message: str = Field(description="What is wrong, naming the field, limit or id.")
     details: dict[str, Any] = Field(default_factory=dict)
 

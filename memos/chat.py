@@ -398,7 +398,8 @@ class Chat:
     def model_for(self, request: ChatRequest) -> ChatModel:
         if request.model == BUNDLED:
             return self.bundled(request.memory)
-        extra = [k for k in ("activation", "parametric") if getattr(request.memory, k)]
+        extra = [k for k in ("activation", "parametric")
+                 if getattr(request.memory, k) is not None]
         if extra:
             raise InvalidInput(
                 f"memory.{extra[0]} works only with the bundled model; model "

@@ -548,10 +548,12 @@ class MemoryOptions(BaseModel):
 
     plaintext: StrictBool = Field(default=True, description="Put retrieved plaintext memory, with "
                             "[unit id] citations, into the system prompt.")
-    activation: str | None = Field(default=None, description="KV-cache memory: null, 'auto' "
-                                   "or a unit id (bundled model only).")
-    parametric: str | None = Field(default=None, description="LoRA-adapter memory: null, "
-                                   "'auto' or a unit id (bundled model only).")
+    activation: str | None = Field(default=None, min_length=1, max_length=64,
+                                   description="KV-cache memory: null, 'auto' or a unit id "
+                                   "(bundled model only).")
+    parametric: str | None = Field(default=None, min_length=1, max_length=64,
+                                   description="LoRA-adapter memory: null, 'auto' or a unit "
+                                   "id (bundled model only).")
 
 
 class ChatRequest(_Body):

@@ -190,6 +190,8 @@ def test_activation_or_parametric_with_litellm_is_invalid(client: TestClient) ->
         assert r.status_code == 422
         assert r.json()["error"]["type"] == "invalid_input"
         assert f"memory.{field}" in r.json()["error"]["message"]
+        empty = client.post("/v1/cubes/ana/chat", json=_ask("hi", memory={field: ""}))
+        assert empty.status_code == 422, empty.text  # not a unit id (the fuzzer's 503)
 
 
 def test_bundled_model_unavailable_is_503(client: TestClient, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from api.deps import AdminDep, MemosDep
@@ -23,8 +23,15 @@ def healthz(memos: MemosDep) -> Health:
                   index=memos.index.name)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=ERRORS)
-def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> str:
+#: 200 is Prometheus text; the errors are the usual JSON (so the route's default class stays
+#: JSON and the handler returns its text response itself).
+METRICS_RESPONSES = {200: {"description": "Prometheus text exposition format.",
+                           "content": {"text/plain": {"schema": {"type": "string"}}}},
+                     **ERRORS}
+
+
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
+def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> PlainTextResponse:
     """Server-wide counts of every tenant, so an admin key's (``MEMOS_ADMIN_KEYS``) only; a
     tenant's key gets 403. Open while the server has no key (it then answers only its own
     machine)."""
@@ -39,6 +46,6 @@ def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> str:
     for (method, path, status), n in sorted(request.app.state.requests.items()):
         lines.append(f'memos_requests_total{{method="{method}",path="{path}",'
                      f'status="{status}"}} {n}')
-    return "\n".join(lines) + "\n"
+    return PlainTextResponse("\n".join(lines) + "\n")
 
 
