@@ -188,9 +188,11 @@ def _activation_body(unit_ids: list[str]) -> Any:
     return ActivationCreate(unit_ids=unit_ids, max_tokens=512)
 
 
-def test_purge_erases_every_postgres_row(backend: str, service, settings: Settings) -> None:
-    if backend != "postgres":
-        pytest.skip("the SQLite files are scanned byte by byte above")
+def test_purge_erases_every_postgres_row(tmp_path: Path, embedder: Any, pg_server: Any,
+                                         settings: Settings) -> None:
+    from conftest import build_service
+
+    service = build_service("postgres", tmp_path, embedder, pg_server)
     with TestClient(create_app(settings, service=service)) as client:
         turns = _cube(client)
         turn_id = turns[SESSION_1[2]["content"]]
@@ -213,6 +215,7 @@ def test_purge_erases_every_postgres_row(backend: str, service, settings: Settin
             message = session.scalar(select(MessageRow).where(MessageRow.session_id == "s1",
                                                               MessageRow.seq == 2))
             assert message.content == "" and message.deleted_at is not None
+    service.store.dispose()
 
 
 def test_deleted_cube_leaves_no_copy_in_any_file(app_client, tmp_path: Path) -> None:
