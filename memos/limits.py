@@ -136,8 +136,8 @@ class Limits:
             self.check_tags(f"unit {unit.id}", unit.tags)
             self.check_metadata(f"unit {unit.id}", unit.metadata)
             for span in unit.spans:
-                # A session unit's spans are offsets into its transcript; the others' into
-                # the cited message.
+                # Spans index into the cited message; a session unit exported before
+                # migration 0007 gave offsets into its transcript (import rewrites them).
                 length = (len(unit.text or "") if unit.granularity is Granularity.session
                           else lengths.get(span.message_id))
                 if length is not None:

@@ -206,6 +206,7 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
         session.add(cube)
         session.flush()
         message_pks: dict[str, int] = {}
+        message_lengths = {m.id: len(m.content) for m in data.messages}
         for m in data.messages:
             message = MessageRow(id=m.id, cube_key=cube.key, session_id=m.session_id,
                                  seq=m.seq, role=m.role.value, speaker=m.speaker,
@@ -249,8 +250,12 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
             unit_pks[u.id] = row.pk
             memos.units.set_tags(session, row, u.tags)
             for s in u.spans:
+                start, end = s.start, s.end
+                if u.granularity is Granularity.session:
+                    # exports before migration 0007 gave transcript offsets: cite the message
+                    start, end = 0, message_lengths[s.message_id]
                 session.add(SpanRow(unit_pk=row.pk, message_pk=message_pks[s.message_id],
-                                    start=s.start, end=s.end))
+                                    start=start, end=end))
         for link in data.links:
             if link.source_id in unit_pks and link.target_id in unit_pks:
                 session.add(LinkRow(cube_key=cube.key, src_pk=unit_pks[link.source_id],

@@ -264,3 +264,12 @@ def test_export_then_import_keeps_history_and_provenance(client: TestClient) -> 
     assert prov["sources"][0]["quote"] == "moved to Berlin"
     bad = client.post("/v1/cubes/import", json={"id": "c3", "data": {"format": "other"}})
     assert bad.status_code == 422
+
+
+def test_a_session_unit_quotes_every_message_it_cites(client: TestClient) -> None:
+    _cube_with_conversation(client)
+    session_unit = client.get("/v1/cubes/c1/memories", params={"granularity": "session"}
+                              ).json()["items"][0]
+    prov = client.get(f"/v1/cubes/c1/memories/{session_unit['id']}/provenance").json()
+    assert [s["quote"] for s in prov["sources"]] == [m["content"] for m in CONVERSATION]
+    assert all(s["quote"] == s["message"]["content"] for s in prov["sources"])

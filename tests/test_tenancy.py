@@ -260,3 +260,44 @@ def test_upgrade_from_0003_keeps_every_row_and_matches_the_models(
         assert store.current_revision() == HEAD
     finally:
         store.dispose()
+
+
+def test_migration_0007_makes_session_spans_cite_whole_messages(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/m.db")
+    try:
+        store.upgrade("0006")
+        now = utcnow().replace(tzinfo=None).isoformat(" ")
+        with store.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO cubes (key, id, tenant, metadata, embedding_model, embedding_dim, "
+                "index_version, created_at) VALUES ('k', 'c', 't', '{}', 'm', 3, 0, :now)"),
+                {"now": now})
+            for pk, content in ((1, "hello there"), (2, "second message")):
+                conn.execute(text(
+                    "INSERT INTO messages (pk, id, cube_key, session_id, seq, role, content, "
+                    "content_sha, created_at) VALUES (:pk, :id, 'k', 's', :seq, 'user', "
+                    ":content, :id, :now)"),
+                    {"pk": pk, "id": f"m{pk}", "seq": pk - 1, "content": content, "now": now})
+            for pk, granularity in ((1, "session"), (2, "fact")):
+                conn.execute(text(
+                    "INSERT INTO memory_units (pk, id, cube_key, tenant, lineage_id, version, "
+                    "kind, granularity, extractor, status, tags, metadata, confidence, "
+                    "created_at, retrievals) VALUES (:pk, :id, 'k', 't', :id, 1, 'plaintext', "
+                    ":g, 'ingest', 'active', '[]', '{}', 1.0, :now, 0)"),
+                    {"pk": pk, "id": f"u{pk}", "g": granularity, "now": now})
+            # the old transcript offsets ("user: hello there\nuser: second message"), and a
+            # fact's span, which must not change
+            for unit_pk, message_pk, start, end in ((1, 1, 6, 17), (1, 2, 24, 38),
+                                                     (2, 2, 0, 6)):
+                conn.execute(text(
+                    'INSERT INTO provenance_spans (unit_pk, message_pk, start, "end") '
+                    "VALUES (:u, :m, :s, :e)"), {"u": unit_pk, "m": message_pk, "s": start,
+                                                  "e": end})
+        store.upgrade()
+        with store.engine.connect() as conn:
+            spans = conn.execute(text(
+                'SELECT unit_pk, message_pk, start, "end" FROM provenance_spans '
+                "ORDER BY unit_pk, message_pk")).all()
+        assert [tuple(s) for s in spans] == [(1, 1, 0, 11), (1, 2, 0, 14), (2, 2, 0, 6)]
+    finally:
+        store.dispose()

@@ -58,15 +58,9 @@ def refresh_session_unit(session: Session, cube: CubeRow, session_id: str, *,
             session.execute(delete(TagRow).where(TagRow.unit_pk == unit.pk))
             session.delete(unit)
         return SessionUnitChange(unit=None, stale_pk=stale_pk)
-    lines, spans, offset = [], [], 0
-    for m in messages:
-        prefix = f"{m.speaker or m.role}: "
-        start = offset + len(prefix)
-        spans.append((m.pk, start, start + len(m.content)))
-        line = prefix + m.content
-        lines.append(line)
-        offset += len(line) + 1
-    text = "\n".join(lines)
+    # Like every unit's, its spans index into the cited message: each message, whole.
+    spans = [(m.pk, 0, len(m.content)) for m in messages]
+    text = "\n".join(f"{m.speaker or m.role}: {m.content}" for m in messages)
     vectors = [e for _, e in turns if e is not None]
     mean = np.mean(vectors, axis=0) if vectors else embed_texts(embedder, [text])[0]
     mean = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
