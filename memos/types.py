@@ -470,6 +470,15 @@ class SearchResponse(BaseModel):
         default=None, description="Router mode: the weight (non-negative, summing to 1) and "
         "normalised entropy of each granularity channel: turn, context (a turn with its "
         "neighbours), session, summary, keyword, and fact when the cube has facts.")
+    coverage: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="How well the hits cover the query, in "
+        "[0, 1]: the estimated share of the memory the answer rests on that the hits hold "
+        "(0: nothing relevant found). A logistic model of retrieval signals (the share of "
+        "the query's content words in the best of the top 5 hits and in the top 3 "
+        "together), calibrated on the HaluMem dev users against the offline judge's "
+        "evidence coverage "
+        "(approximate; README, Honest answers). The offline answerer says 'not in memory' "
+        "below 0.2.")
 
 
 class ContextRequest(_Body):
@@ -523,6 +532,9 @@ class ContextResponse(BaseModel):
                         "request's `model` tokenizer or the estimate.")
     truncated: Truncation | None = Field(default=None, description="What did not fit the "
                                          "budget; null when every retrieved unit fit whole.")
+    coverage: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The search's coverage of the query by "
+        "every retrieved hit (before packing); see SearchResponse.coverage.")
 
 
 # --------------------------------------------------------------------------- chat

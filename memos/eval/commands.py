@@ -28,11 +28,13 @@ def add_eval_commands(sub: Any) -> None:
     add_eval_locomo_command(sub)
     try:
         from memos.eval.halumem import add_halumem_commands
+        from memos.eval.halumem_calibrate import add_calibrate_command
         from memos.eval.halumem_judge_check import add_judge_check_command
     except ImportError:
         return
     add_halumem_commands(sub)
     add_judge_check_command(sub)
+    add_calibrate_command(sub)
 
 
 def add_eval_locomo_command(subparsers: Any, *,

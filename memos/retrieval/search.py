@@ -25,6 +25,7 @@ from memos.errors import InvalidInput
 from memos.index import VectorIndex
 from memos.public import unit_public
 from memos.retrieval.cache import RouterCache
+from memos.retrieval.coverage import query_coverage
 from memos.store.models import CubeRow, TagRow, UnitRow, vector_of
 from memos.store.units import UnitRepository
 from memos.types import (
@@ -230,7 +231,8 @@ class Searcher:
                 router = {"weights": found.weights, "entropies": found.entropies}
                 self.retrievals.record(cube.key, [row.pk for _, row in kept])
                 return SearchResponse(hits=hits, sessions=sessions, mode=mode, router=router,
-                                      score_kind=ScoreKind.router,
+                                      score_kind=ScoreKind.router, coverage=query_coverage(
+                                          body.query, [h.unit.text or "" for h in hits]),
                                       took_ms=(time.perf_counter() - started) * 1000)
             conds = filter_conditions(body.filters)
             if needs_exact(body.filters):
@@ -244,6 +246,8 @@ class Searcher:
             timings.add("db", t)
         self.retrievals.record(cube.key, [row.pk for row, _ in pairs])
         return SearchResponse(hits=hits, mode=SearchMode.dense, score_kind=ScoreKind.cosine,
+                              coverage=query_coverage(body.query,
+                                                      [h.unit.text or "" for h in hits]),
                               took_ms=(time.perf_counter() - started) * 1000)
 
     @staticmethod
@@ -302,4 +306,5 @@ class Searcher:
         """
         found = self.search(cube_id, SearchRequest(query=body.query, top_k=body.top_k,
                                                    filters=body.filters), tenant=tenant)
-        return pack_context(found.hits, max_tokens=body.max_tokens, count_tokens=count_tokens)
+        packed = pack_context(found.hits, max_tokens=body.max_tokens, count_tokens=count_tokens)
+        return packed.model_copy(update={"coverage": found.coverage})

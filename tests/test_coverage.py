@@ -1,0 +1,120 @@
+"""Search/context ``coverage``: the signals, the calibrated model, the API and SDK fields,
+and the calibration command that fits it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memos.client import MemosClient
+from memos.errors import InvalidInput
+from memos.eval.halumem_calibrate import THRESHOLDS, calibrate, fit_logistic
+from memos.retrieval.coverage import CALIBRATION, query_coverage, signals
+
+ANA = ["Ana's dog is named Rex.", "Ana works as a nurse in Oslo.", "Ana likes hiking.",
+       "Ana's sister Mia lives in Rome.", "Ana drives a red Volvo."]
+
+
+def test_no_hits_is_no_coverage_and_every_coverage_is_a_share() -> None:
+    assert query_coverage("Where does Ana work?", []) == 0.0
+    for query in ("What is the name of Ana's dog?", "What is Ana's blood type?"):
+        assert 0.0 <= query_coverage(query, ANA) <= 1.0
+
+
+def test_coverage_rises_with_the_query_words_the_hits_hold() -> None:
+    held = query_coverage("What is the name of Ana's dog?", ANA)
+    absent = query_coverage("What is Ana's blood type?", ANA)
+    assert held > absent
+
+
+def test_a_word_most_hits_share_says_nothing_about_the_query() -> None:
+    # "Ana" is in every hit: only "blood" and "type" count, and no hit has them
+    sig = signals("What is Ana's blood type?", ANA)
+    assert sig["lexical_best"] == 0.0 and sig["lexical_top3"] == 0.0
+    # with fewer hits than MIN_HITS_FOR_COMMON nothing is left out
+    assert signals("Ana's blood type?", ANA[:2])["lexical_best"] > 0
+
+
+def test_the_shipped_calibration_is_monotone_in_every_signal() -> None:
+    # more of the query's words in the hits never lowers the coverage
+    assert sum(CALIBRATION.weights[1:]) > 0 and CALIBRATION.weights[1] > 0
+    low = query_coverage("Ana's dog and boat", ["Ana's cat.", "x", "y"])
+    high = query_coverage("Ana's dog and boat", ["Ana's dog and boat.", "x", "y"])
+    assert high > low
+
+
+def test_search_and_context_report_coverage_through_the_sdk(sdk: MemosClient) -> None:
+    sdk.create_cube("ana")
+    for text in ANA:
+        sdk.add_memory("ana", text=text)
+    covered = sdk.search("ana", query="What is the name of Ana's dog?")
+    missing = sdk.search("ana", query="What is Ana's blood type?")
+    assert covered.coverage is not None and missing.coverage is not None
+    assert covered.coverage > missing.coverage
+    ctx = sdk.context("ana", query="What is the name of Ana's dog?")
+    assert ctx.coverage == pytest.approx(covered.coverage)
+    sdk.create_cube("empty")
+    assert sdk.search("empty", query="anything at all").coverage == 0.0
+
+
+def test_the_coverage_fields_are_in_the_openapi_schema(client: Any) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("SearchResponse", "ContextResponse"):
+        field = schemas[name]["properties"]["coverage"]
+        assert "calibrated" in field["description"] or "SearchResponse" in field["description"]
+
+
+# --------------------------------------------------------------------------- calibration
+def test_fit_logistic_recovers_a_monotone_relation() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(400, 1))
+    y = (rng.uniform(0, 1, size=400) < 1 / (1 + np.exp(-(6 * x[:, 0] - 3)))).astype(float)
+    b, w = fit_logistic(x, y)
+    assert w == pytest.approx(6, abs=1.5) and b == pytest.approx(-3, abs=1.0)
+
+
+def _trace(path: Path, seed: int) -> Path:
+    """A synthetic trace: questions whose hits hold their words have their evidence."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(60):
+        answerable = i % 3 != 0
+        word = f"topic{i}"
+        hits = [{"text": f"Ana talked about {word} at length." if answerable and k == 0
+                 else f"Ana mentioned filler{i}x{k}.", "score": float(rng.uniform(0.3, 0.8))}
+                for k in range(6)]
+        rows.append({"question": f"What did Ana say about {word}?", "question_type": "t",
+                     "reference": "the thing" if answerable else "unknown",
+                     "evidence": ["e"] if answerable else [],
+                     "evidence_scores": [2] if answerable else [],
+                     "hits": hits, "label": "correct" if answerable else "hallucination",
+                     "abstain_label": "omission" if answerable else "correct"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_calibrate_fits_leave_one_user_out_and_abstains_where_memory_is_empty(
+        tmp_path: Path) -> None:
+    paths = [_trace(tmp_path / "u1.jsonl", 1), _trace(tmp_path / "u2.jsonl", 2)]
+    report = calibrate(paths, json_path=tmp_path / "cal.json", print_table=False)
+    assert json.loads((tmp_path / "cal.json").read_text())["note"].startswith("approximate")
+    for held in report["held_out"].values():
+        assert held["fitted_on_others"]["abstain_below"] in THRESHOLDS
+        # abstaining turns the unanswerable questions' hallucinations into correct answers
+        assert held["qa_with_abstention"]["hallucination"] < \
+            held["qa_without_abstention"]["hallucination"]
+        assert held["coverage"]["brier"] < held["coverage"]["brier_constant_baseline"]
+
+
+def test_calibrate_refuses_one_user_or_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
+    one = _trace(tmp_path / "u1.jsonl", 1)
+    with pytest.raises(InvalidInput, match="at least two"):
+        calibrate([one], print_table=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')
+    with pytest.raises(InvalidInput, match="not a 'memos eval halumem --trace' file"):
+        calibrate([one, bad], print_table=False)
