@@ -43,6 +43,7 @@ from memos.embed import Embedder
 from memos.errors import InvalidInput
 from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
+from memos.retrieval.coverage import query_coverage
 from memos.temporal import TIME_EXPR
 
 __all__ = [
@@ -70,6 +71,11 @@ __all__ = [
 UPDATE_LABELS = ("correct", "hallucination", "omission", "other")
 QA_LABELS = ("correct", "hallucination", "omission")
 UNKNOWN = "unknown"
+#: What the offline answerer says when the hits' coverage is below the threshold.
+NOT_IN_MEMORY = "not in memory"
+#: The offline answerer abstains below this coverage: chosen on the dev users with
+#: ``memos eval halumem-calibrate`` (leave-one-user-out; README, "Honest answers").
+ABSTAIN_BELOW = 0.2
 
 
 @dataclass(frozen=True)
@@ -441,31 +447,57 @@ def _date_tokens(text: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------- LLM judge
-INTEGRITY_PROMPT = """You grade a memory system (HaluMem rubric). Given a reference memory
-point and the memories the system extracted, score how well the point is captured:
-2 = fully covered or logically implied by the extracted memories;
-1 = partially covered, or a key field is slightly wrong;
-0 = missing or wrong.
-Answer JSON only: {"score": 0|1|2, "reason": str}"""
-ACCURACY_PROMPT = """You grade one memory extracted by a memory system (HaluMem rubric).
-Given the dialogue and the reference memory points, score its accuracy:
-2 = every atomic fact in the memory is supported by the dialogue;
-1 = some facts are unsupported or contradict the dialogue;
-0 = hallucinated.
-Also say whether the memory is about a field covered by the reference points.
-Answer JSON only: {"accuracy": 0|1|2, "included": true|false, "reason": str}"""
-UPDATE_PROMPT = """You grade a memory update (HaluMem rubric). The user's information changed
-from the ORIGINAL memories to the NEW memory point. Given what the system retrieves, label:
-"correct" = the new value is present with exact key fields and the old value is not presented
-as current; "hallucination" = a related memory with factual errors; "omission" = no related
-memory, or key information missing; "other" = anything else.
-Answer JSON only: {"label": "correct"|"hallucination"|"omission"|"other", "reason": str}"""
-QA_PROMPT = """You grade an answer produced with a memory system (HaluMem rubric). Label:
-"correct" = equivalent to the reference answer with no contradiction;
-"hallucination" = contradicts the reference or the evidence, or asserts a fact where the
-reference is "unknown";
-"omission" = incomplete, or says it does not know although evidence exists.
-Answer JSON only: {"label": "correct"|"hallucination"|"omission", "reason": str}"""
+# HaluMem's four judged tasks, in our own words after its published task definitions:
+# memory integrity (is a reference point captured?), memory accuracy (is an extracted memory
+# true to the dialogue?), memory update (does the system show the new value?) and question
+# answering. Each asks for one JSON object with HaluMem's output keys; the readers also
+# take the shorter keys ("score", "label") older prompts used.
+INTEGRITY_PROMPT = """You are grading a memory system on HaluMem's memory-integrity task.
+You are given one reference memory point about the user and the memories the system holds.
+Decide how completely the system's memories capture the reference point: its subject, the
+key facts, and key fields such as names, numbers, dates and places.
+- 2: fully captured, stated outright or logically implied by the memories together;
+- 1: partly captured: the gist is there but a detail is missing, vaguer, or a key field is
+  slightly off;
+- 0: not captured, or the memories contradict it or attribute it to someone else.
+Reply with one JSON object only: {"reasoning": "<one or two sentences>", "score": 0 | 1 | 2}"""
+ACCURACY_PROMPT = """You are grading a memory system on HaluMem's memory-accuracy task.
+You are given one memory the system extracted, the dialogue it came from, and the reference
+memory points of that dialogue. Judge the memory on its own:
+- accuracy_score 2: every claim in it is supported by the dialogue (dates resolved from the
+  dialogue's timestamps count as supported);
+- 1: partly supported: some claims are unsupported, exaggerated or slightly wrong;
+- 0: unsupported or contradicted by the dialogue (a hallucination).
+- is_included: true when the memory is about information one of the reference points covers.
+Reply with one JSON object only:
+{"reasoning": "<one or two sentences>", "accuracy_score": 0 | 1 | 2, "is_included": true | false}"""
+UPDATE_PROMPT = """You are grading a memory system on HaluMem's memory-update task.
+Some information about the user changed: the ORIGINAL memories held the old value and the
+NEW memory point states the current one. You are given the memories the system retrieves
+for the new point. Classify what the system shows:
+- "Correct": a retrieved memory states the new information with its key fields right, and
+  no retrieved memory still presents the old value as current;
+- "Hallucination": a retrieved memory about this information states something false (a
+  wrong value, or the old and the new value both as current);
+- "Omission": nothing retrieved reflects the update (no related memory, or only the old
+  value, or the key field missing);
+- "Other": none of these.
+Reply with one JSON object only:
+{"reasoning": "<one or two sentences>",
+ "evaluation_result": "Correct" | "Hallucination" | "Omission" | "Other"}"""
+QA_PROMPT = """You are grading an answer on HaluMem's question-answering task. You are given
+the question, the reference answer, the evidence memory points it rests on, and the system's
+answer. Classify the system's answer:
+- "Correct": it says what the reference says (wording may differ) and contradicts neither the
+  reference nor the evidence; where the reference says the information is unknown or was
+  never given, declining to answer is correct;
+- "Hallucination": it states something the reference or the evidence contradicts, or it
+  asserts an answer where the reference says the information is unknown;
+- "Omission": it declines to answer, or its answer is incomplete, although the reference
+  gives an answer (incomplete AND wrong is a hallucination).
+Reply with one JSON object only:
+{"reasoning": "<one or two sentences>",
+ "evaluation_result": "Correct" | "Hallucination" | "Omission"}"""
 
 
 @dataclass
@@ -493,41 +525,54 @@ class LLMJudge:
         out = self._ask(INTEGRITY_PROMPT, {"memory_point": point,
                                            "extracted_memories": list(memories)})
         score = _int_in(out, "score")
-        return None if score is None else Match(score, str((out or {}).get("reason", "")))
+        return None if score is None else Match(score, _reason(out))
 
     def accuracy(self, memory: str, dialogue: Sequence[str], gold: Sequence[str], *,
                  subject: str) -> tuple[int, bool] | None:
         out = self._ask(ACCURACY_PROMPT, {"memory": memory, "dialogue": list(dialogue),
                                           "reference_points": list(gold)})
-        score = _int_in(out, "accuracy")
+        score = _int_in(out, "accuracy_score", "accuracy")
         if score is None or out is None:
             return None
-        return score, bool(out.get("included", False))
+        included = out.get("is_included", out.get("included", False))
+        return score, (included.strip().lower() == "true" if isinstance(included, str)
+                       else bool(included))
 
     def update_label(self, point: str, originals: Sequence[str], memories: Sequence[str], *,
                      subject: str) -> str | None:
         out = self._ask(UPDATE_PROMPT, {"new_memory_point": point,
                                         "original_memories": list(originals),
                                         "retrieved_memories": list(memories)})
-        label = str((out or {}).get("label", "")).lower().strip()
-        return label if label in UPDATE_LABELS else None
+        return _label_in(out, UPDATE_LABELS)
 
     def qa_label(self, question: str, reference: str, evidence: Sequence[str], answer: str,
                  *, subject: str) -> str | None:
         out = self._ask(QA_PROMPT, {"question": question, "reference_answer": reference,
                                     "evidence": list(evidence), "system_answer": answer})
-        label = str((out or {}).get("label", "")).lower().strip()
-        return label if label in QA_LABELS else None
+        return _label_in(out, QA_LABELS)
 
 
-def _int_in(out: dict[str, Any] | None, key: str) -> int | None:
+def _int_in(out: dict[str, Any] | None, *keys: str) -> int | None:
+    """The first of ``keys`` present in ``out`` as 0, 1 or 2 (also "2"), else None."""
     if out is None:
         return None
+    raw = next((out[k] for k in keys if k in out), None)
     try:
-        value = int(out.get(key))  # type: ignore[arg-type]
+        value = int(str(raw).strip())
     except (TypeError, ValueError):
         return None
     return value if value in (0, 1, 2) else None
+
+
+def _label_in(out: dict[str, Any] | None, labels: Sequence[str]) -> str | None:
+    """HaluMem's ``evaluation_result`` (or ``label``) as one of ``labels``, any case."""
+    raw = (out or {}).get("evaluation_result", (out or {}).get("label", ""))
+    label = str(raw).lower().strip()
+    return label if label in labels else None
+
+
+def _reason(out: dict[str, Any] | None) -> str:
+    return str((out or {}).get("reasoning", (out or {}).get("reason", "")))
 
 
 # --------------------------------------------------------------------------- answerers
@@ -610,9 +655,11 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     return " ".join(answers) if answers else UNKNOWN
 
 
-ANSWER_PROMPT = """Answer the question using only the memories below. Be brief. Prefer the
-most recent memory when memories conflict, and resolve relative dates. If the memories do
-not contain the answer, reply exactly "unknown"."""
+ANSWER_PROMPT = """You answer questions about a user from a memory system's memories
+(HaluMem's question-answering task). Use only the memories given, each with the time it
+was recorded. Answer briefly and directly. When memories conflict, the more recent one
+holds. Resolve relative dates against the memory's time. If the memories do not contain
+the answer, do not guess: reply exactly "not in memory"."""
 
 
 @dataclass
@@ -652,6 +699,16 @@ def extraction_metrics(gold: Sequence[tuple[int | None, float]],
     f1 = 2 * target_p * recall / (target_p + recall) if target_p + recall else 0.0
     return {"recall": recall, "weighted_recall": weighted, "target_precision": target_p,
             "accuracy": acc, "fmr": fmr, "f1": f1}
+
+
+def _evidence_rates(scores: Sequence[Sequence[int | None]]) -> dict[str, float]:
+    """Mean over questions of the share of evidence points scored 2 / at least 1, and of
+    the mean score / 2 (an unparsed score counts 0)."""
+    def mean_of(f: Callable[[int], float]) -> float:
+        return _rate(sum(sum(f(x or 0) for x in sc) / len(sc) for sc in scores if sc),
+                     sum(1 for sc in scores if sc))
+    return {"n": sum(1 for sc in scores if sc), "full": mean_of(lambda x: float(x == 2)),
+            "partial": mean_of(lambda x: float(x >= 1)), "weighted": mean_of(lambda x: x / 2)}
 
 
 def _label_rates(labels: Sequence[str | None], names: Sequence[str]) -> dict[str, float]:
@@ -729,13 +786,26 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                 answerer: str | AnswerFn | None = None, answer_fn: AnswerFn | None = None,
                 json_path: str | Path | None = None, progress: bool = True,
                 embedder: Embedder | None = None, search_filters: dict[str, Any] | None = None,
-                cube_prefix: str = "halumem", print_table: bool = True) -> dict[str, Any]:
+                cube_prefix: str = "halumem", print_table: bool = True,
+                abstain_below: float | None = None, trace_path: str | Path | None = None,
+                extractor: str | None = None) -> dict[str, Any]:
     """Evaluate the memos server behind ``client`` on a HaluMem-format file.
 
     ``client`` needs ``create_cube``, ``delete_cube``, ``add_messages``,
     ``session_memories`` and ``search`` (the SDK's signatures). Each user gets a fresh cube
     that is deleted afterwards. ``search_filters`` default to fact memories only (the units
     HaluMem calls memories). Returns the report dict (also written to ``json_path``).
+
+    Each question's hits come with the search's calibrated ``coverage``
+    (:mod:`memos.retrieval.coverage`; computed here from the hits for a client whose
+    responses lack it). The offline answerer abstains ("not in memory") when it is below
+    ``abstain_below`` (default :data:`ABSTAIN_BELOW`; 0 never abstains). *Evidence
+    coverage* is, per question with evidence, the share of its evidence points the same
+    judge scores 2 against the question's hits (``full``: what "covers" means), at least 1
+    (``partial``), and the mean score / 2 (``weighted``). ``trace_path`` writes one JSON line per
+    question (hits, coverage, evidence scores, the answer's label and the label abstaining
+    would get) for ``memos eval halumem-calibrate``. ``extractor`` only names the
+    server's extractor in the report.
     """
     from tqdm import tqdm
 
@@ -752,15 +822,24 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     upd_types: list[str] = []
     qa_labels: list[str | None] = []
     qa_types: list[str] = []
+    qa_coverage: list[float] = []
+    evid: list[tuple[str, list[int | None]]] = []  # question type, evidence scores
+    abstained = 0
+    threshold = ABSTAIN_BELOW if abstain_below is None else abstain_below
+    trace = Path(trace_path).open("w", encoding="utf-8") if trace_path is not None else None
     add_times: list[float] = []
     search_times: list[float] = []
     n_sessions = n_memories = 0
 
-    def search(cube_id: str, query: str, k: int) -> list[Retrieved]:
+    def search(cube_id: str, query: str, k: int) -> tuple[list[Retrieved], float]:
         t0 = time.perf_counter()
         resp = client.search(cube_id, query=query, top_k=k, filters=filters)
         search_times.append(time.perf_counter() - t0)
-        return _retrieved(resp)
+        hits = _retrieved(resp)
+        cov = getattr(resp, "coverage", None)
+        if cov is None:
+            cov = query_coverage(query, [h.text for h in hits])
+        return hits, float(cov)
 
     total_sessions = sum(len(r.get("sessions", [])) for r in records)
     bar = tqdm(total=total_sessions, desc="halumem sessions", disable=not progress,
@@ -814,21 +893,45 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                     if str(p.get("is_update", "False")) != "True" or not p.get(
                             "original_memories"):
                         continue
-                    hits = search(cube_id, p["memory_content"], 10)
+                    hits, _ = search(cube_id, p["memory_content"], 10)
                     upd_labels.append(the_judge.update_label(
                         p["memory_content"], list(p["original_memories"]),
                         [h.text for h in hits], subject=subject))
                     upd_types.append(p.get("memory_type", "unknown"))
                 for q in session.get("questions", []) or []:
-                    hits = search(cube_id, q["question"], 20)
+                    hits, cov = search(cube_id, q["question"], 20)
                     if answer is None:
                         reply = offline_answer(q["question"], hits, subject=subject)
                     else:
                         reply = answer(q["question"], hits)
                     evidence = [e.get("memory_content", "") for e in q.get("evidence", [])]
-                    qa_labels.append(the_judge.qa_label(q["question"], str(q["answer"]),
-                                                        evidence, reply, subject=subject))
-                    qa_types.append(q.get("question_type", "unknown"))
+                    label = the_judge.qa_label(q["question"], str(q["answer"]), evidence,
+                                               reply, subject=subject)
+                    abstain_label = the_judge.qa_label(q["question"], str(q["answer"]),
+                                                       evidence, NOT_IN_MEMORY,
+                                                       subject=subject)
+                    if answer is None and cov < threshold:
+                        reply, label, abstained = NOT_IN_MEMORY, abstain_label, abstained + 1
+                    qtype = q.get("question_type", "unknown")
+                    qa_labels.append(label)
+                    qa_types.append(qtype)
+                    qa_coverage.append(cov)
+                    texts_hit = [h.text for h in hits]
+                    scores = []
+                    for e in evidence:
+                        hit_match = the_judge.integrity(e, texts_hit, subject=subject)
+                        scores.append(None if hit_match is None else hit_match.score)
+                    if evidence:
+                        evid.append((qtype, scores))
+                    if trace is not None:
+                        trace.write(json.dumps({
+                            "user": ui, "session": si, "subject": subject,
+                            "question": q["question"], "question_type": qtype,
+                            "reference": str(q["answer"]), "evidence": evidence,
+                            "evidence_scores": scores, "coverage": cov,
+                            "hits": [{"text": h.text, "score": h.score} for h in hits],
+                            "answer": reply, "label": label, "abstain_label": abstain_label,
+                        }, ensure_ascii=False) + "\n")
                 bar.update(1)
         finally:
             try:
@@ -836,6 +939,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
             except Exception:  # noqa: BLE001 - cleanup must not hide the result
                 pass
     bar.close()
+    if trace is not None:
+        trace.close()
 
     extraction = extraction_metrics(gold, distractors, accuracies)
     by_type: dict[str, dict[str, float]] = {}
@@ -845,6 +950,7 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     for t, items in sorted(groups.items()):
         m = extraction_metrics(items, [], [])
         by_type[t] = {"n": len(items), "recall": m["recall"],
+                      "partial": _rate(sum(1 for s, _ in items if (s or 0) >= 1), len(items)),
                       "weighted_recall": m["weighted_recall"]}
     update = _label_rates(upd_labels, UPDATE_LABELS)
     upd_by: dict[str, dict[str, float]] = {}
@@ -860,6 +966,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
         "benchmark": "halumem",
         "data": str(data_path),
         "judge": the_judge.name,
+        "approximate": the_judge.name.startswith("offline"),
+        "extractor": extractor or "the server's (MEMOS_EXTRACTOR; default rules)",
         "answerer": "offline (extractive)" if answer is None else getattr(
             answer, "model", getattr(answer, "__name__", "custom")),
         "users": len(records),
@@ -876,7 +984,14 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                    "by_memory_type": upd_by},
         "qa": {**qa, "n": len(qa_labels),
                "unparsed": sum(1 for lab in qa_labels if lab is None),
+               "abstained": _rate(abstained, len(qa_labels)),
+               "abstain_below": threshold if answer is None else None,
+               "mean_coverage": _rate(sum(qa_coverage), len(qa_coverage)),
                "by_question_type": qa_by},
+        "evidence_coverage": {**_evidence_rates([sc for _, sc in evid]),
+                              "by_question_type": {t: _evidence_rates(
+                                  [sc for ty, sc in evid if ty == t])
+                                  for t in sorted({ty for ty, _ in evid})}},
         "timings": {"add_session_s": _timing(add_times), "search_s": _timing(search_times)},
     }
     if json_path is not None:
@@ -888,8 +1003,10 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
 
 
 def print_report(report: dict[str, Any]) -> None:
-    """A readable table of the headline numbers (percentages)."""
+    """Readable tables (percentages): the headline numbers, extraction and update per
+    memory type, QA and evidence coverage per question type, and the timings."""
     ex, up, qa = report["extraction"], report["update"], report["qa"]
+    ev = report.get("evidence_coverage", {})
     rows = [
         ("extraction", "recall", ex["recall"]), ("", "weighted recall", ex["weighted_recall"]),
         ("", "target precision", ex["target_precision"]), ("", "accuracy", ex["accuracy"]),
@@ -899,32 +1016,77 @@ def print_report(report: dict[str, Any]) -> None:
         ("qa", "correct", qa["correct"]), ("", "hallucination", qa["hallucination"]),
         ("", "omission", qa["omission"]),
     ]
-    print(f"HaluMem  judge: {report['judge']}  answerer: {report['answerer']}  "
-          f"users: {report['users']}  sessions: {report['sessions']}")
+    if "abstained" in qa:
+        rows += [("", "abstained", qa["abstained"]), ("", "mean coverage", qa["mean_coverage"])]
+    if ev:
+        rows += [("evidence", "covered (score 2)", ev["full"]),
+                 ("", "partly (score>=1)", ev["partial"]), ("", "weighted", ev["weighted"])]
+    approx = "  (approximate: offline judge)" if report.get("approximate") else ""
+    print(f"HaluMem  judge: {report['judge']}{approx}  answerer: {report['answerer']}  "
+          f"extractor: {report.get('extractor', '-')}  users: {report['users']}  "
+          f"sessions: {report['sessions']}")
+    if qa.get("abstain_below") is not None:
+        print(f"offline answerer abstains below coverage {qa['abstain_below']:.2f}")
     print(f"{'task':<12}{'metric':<20}{'%':>8}")
     for task, metric, value in rows:
         print(f"{task:<12}{metric:<20}{100 * value:>8.2f}")
-    for qtype, m in report["qa"]["by_question_type"].items():
-        print(f"{'qa':<12}{qtype[:19]:<20}{100 * m['correct']:>8.2f}  (n={m['n']})")
+    print(f"\n{'extraction by memory type':<34}{'n':>5}{'recall':>8}{'partly':>8}{'w.recall':>9}")
+    for t, m in ex["by_memory_type"].items():
+        print(f"{t[:33]:<34}{m['n']:>5}{100 * m['recall']:>8.2f}"
+              f"{100 * m.get('partial', 0.0):>8.2f}{100 * m['weighted_recall']:>9.2f}")
+    print(f"\n{'update by memory type':<34}{'n':>5}{'correct':>8}{'halluc.':>8}{'omiss.':>8}"
+          f"{'other':>8}")
+    for t, m in up["by_memory_type"].items():
+        print(f"{t[:33]:<34}{m['n']:>5}{100 * m['correct']:>8.2f}{100 * m['hallucination']:>8.2f}"
+              f"{100 * m['omission']:>8.2f}{100 * m['other']:>8.2f}")
+    evt = ev.get("by_question_type", {})
+    print(f"\n{'qa by question type':<34}{'n':>5}{'correct':>8}{'halluc.':>8}{'omiss.':>8}"
+          f"{'evid.2':>8}{'evid.1+':>8}")
+    for t, m in qa["by_question_type"].items():
+        e = evt.get(t)
+        cov = f"{100 * e['full']:>8.2f}{100 * e['partial']:>8.2f}" if e else f"{'-':>8}{'-':>8}"
+        print(f"{t[:33]:<34}{m['n']:>5}{100 * m['correct']:>8.2f}{100 * m['hallucination']:>8.2f}"
+              f"{100 * m['omission']:>8.2f}{cov}")
     t = report["timings"]
-    print(f"add session: mean {t['add_session_s']['mean'] * 1000:.1f} ms   search: p50 "
+    a = t["add_session_s"]
+    print(f"\nadd session (ingest + extraction + update, sync): mean {a['mean']:.2f} s, "
+          f"p50 {a['p50']:.2f} s, p95 {a['p95']:.2f} s over {a['n']} sessions;   search: p50 "
           f"{t['search_s']['p50'] * 1000:.1f} ms, p95 {t['search_s']['p95'] * 1000:.1f} ms")
 
 
 # --------------------------------------------------------------------------- CLI
+def _extractor_setting(value: str | None) -> str | None:
+    """``--extractor``: ``rules``/``none`` or a litellm model (``llm:`` optional) as the
+    server's ``MEMOS_EXTRACTOR`` value; None keeps the server's default."""
+    if value is None:
+        return None
+    if value in ("rules", "none") or value.startswith("llm:"):
+        if value == "llm:":
+            raise InvalidInput("--extractor llm: needs a model name (llm:<litellm model>)")
+        return value
+    return f"llm:{value}"
+
+
 def _cmd_halumem(args: Any) -> int:
-    """Evaluate the server at ``--base-url``, or a fresh local server started for the run."""
+    """Evaluate the server at ``--base-url``, or a fresh local server started for the run
+    (with ``--extractor`` as its extractor)."""
     from memos.client import MemosClient
     from memos.local_server import local_server
 
+    extractor = _extractor_setting(args.extractor)
+    options = {"judge": args.judge, "answerer": args.answerer, "json_path": args.json,
+               "progress": not args.no_progress, "abstain_below": args.abstain_below,
+               "trace_path": args.trace, "extractor": extractor}
     if args.base_url:
+        if extractor is not None:
+            raise InvalidInput("--extractor configures the local server this command starts; "
+                               "with --base-url the server's own MEMOS_EXTRACTOR applies")
         with MemosClient(args.base_url, timeout=300) as client:
-            run_halumem(args.data, client=client, judge=args.judge, answerer=args.answerer,
-                        json_path=args.json, progress=not args.no_progress)
+            run_halumem(args.data, client=client, **options)
         return 0
-    with local_server() as url, MemosClient(url, timeout=300) as client:
-        run_halumem(args.data, client=client, judge=args.judge, answerer=args.answerer,
-                    json_path=args.json, progress=not args.no_progress)
+    env = {"MEMOS_EXTRACTOR": extractor} if extractor else None
+    with local_server(env=env) as url, MemosClient(url, timeout=600) as client:
+        run_halumem(args.data, client=client, **options)
     return 0
 
 
@@ -949,7 +1111,17 @@ def add_halumem_commands(subparsers: Any) -> None:
                    help="memos server URL (default: a fresh local server)")
     p.add_argument("--judge", default="offline", help="'offline' or a litellm model name")
     p.add_argument("--answerer", default="offline",
-                   help="'offline', 'bundled' or a litellm model name")
+                   help="'offline' (extractive, abstains below --abstain-below coverage) or "
+                   "a litellm model name")
+    p.add_argument("--extractor", default=None,
+                   help="the local server's extractor: 'rules' (default), 'none' or a "
+                   "litellm model name (also 'llm:<model>')")
+    p.add_argument("--abstain-below", type=float, default=None, metavar="COVERAGE",
+                   help=f"offline answerer: answer 'not in memory' below this search "
+                   f"coverage (default {ABSTAIN_BELOW}; 0 never abstains)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write one JSON line per question (hits, coverage, evidence scores, "
+                   "labels) for 'memos eval halumem-calibrate'")
     p.add_argument("--json", required=True, help="write the JSON report here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_halumem)
