@@ -34,25 +34,41 @@ from memos.llm import CompletionFn, ask_json
 
 __all__ = ["LLMExtractor", "EXTRACT_PROMPT", "EXTRACT_PROMPT_VERSION"]
 
-EXTRACT_PROMPT = """You extract long-term memories about the people in a conversation.
+EXTRACT_PROMPT = """You extract long-term memory points about the user from a conversation
+(HaluMem's memory-extraction task). A memory point is one atomic statement worth
+remembering about the user, of one of three types:
+- "Persona Memory": who the user is and what they like: identity, background, job, health,
+  traits, values, preferences and dislikes, habits, goals;
+- "Event Memory": something that happened to or was done or planned by the user, with
+  when it happened;
+- "Relationship Memory": a person in the user's life, how they relate to the user, and
+  what the user thinks or does with them.
 Return JSON: {"facts": [{"text": str, "subject": str, "attribute": str, "value": str,
 "memory_type": "Persona Memory" | "Event Memory" | "Relationship Memory",
 "negated": bool, "source_id": str, "quote": str, "valid_from": "YYYY-MM-DD" | null,
 "valid_to": "YYYY-MM-DD" | null, "confidence": float}]}.
 Rules:
-- One atomic fact per item, in the third person with names instead of pronouns
-  ("I moved to Berlin" said by Ana -> "Ana moved to Berlin"; "my sister" -> "Ana's sister").
+- Write each point in the third person about the user by name, never "I", "my" or "the
+  user" ("I moved to Berlin" said by Ana -> "Ana moved to Berlin"; "my sister" -> "Ana's
+  sister"). Keep names, numbers, amounts, places and dates exactly.
+- One fact per point; a long turn that states several things gives several points. A
+  feeling or reason the user gives is part of the point ("Ana is proud of her promotion
+  although it scares her").
+- Take points from what the user says. Take a point from an assistant turn only when the
+  user confirms it in the conversation.
 - "attribute" is a short snake_case key (job, employer, city, pet, hobby, partner, sibling,
-  food, car, school, age, ...); "value" is the attribute's value.
+  food, car, school, age, health, ...); "value" is the attribute's value.
 - "source_id" is the id of the turn that states the fact; "quote" is the exact substring of
   that turn's content that supports it (copy it verbatim).
-- Resolve relative dates against the turn's timestamp into valid_from/valid_to.
+- Resolve relative dates ("last week") against the turn's timestamp into valid_from /
+  valid_to.
+- A changed value ("I got promoted to senior director") is a new point with the new value;
+  a retraction ("I no longer work at X", "I quit X") is a point with negated=true.
 - Do NOT extract greetings, questions, small talk, hypotheticals ("if I were", "imagine"),
-  wishes, suggestions by the assistant, or claims reported from other people.
-- A retraction ("I no longer work at X", "I quit X") is a fact with negated=true.
+  wishes, the assistant's suggestions, or claims reported from other people.
 - If nothing qualifies, return {"facts": []}.
 """
-EXTRACT_PROMPT_VERSION = "llm-extract/1+" + hashlib.sha256(EXTRACT_PROMPT.encode()).hexdigest()[:8]
+EXTRACT_PROMPT_VERSION = "llm-extract/2+" + hashlib.sha256(EXTRACT_PROMPT.encode()).hexdigest()[:8]
 
 _MEMORY_TYPES = {"persona memory": PERSONA, "event memory": EVENT,
                  "relationship memory": RELATIONSHIP, "persona": PERSONA, "event": EVENT,
