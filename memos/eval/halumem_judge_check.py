@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from memos.errors import InvalidInput
-from memos.eval.halumem import OfflineJudge
+from memos.eval.halumem import OfflineJudge, coverage
 
 __all__ = [
     "JudgedUser",
@@ -234,6 +234,23 @@ def offline_verdicts(judge: OfflineJudge, user: JudgedUser, task: str) -> list[s
     raise ValueError(f"unknown task {task!r}")
 
 
+def label_signal(user: JudgedUser) -> dict[str, dict[str, float | int]]:
+    """Per LLM integrity label: how many points, and the quartiles of each point's best
+    key-token coverage by the memories the LLM was shown. Where the labels follow the
+    memories, the quartiles rise from 0 to 2; where they do not, no threshold on what the
+    memories say can reproduce them (a limit of the records, not of a threshold)."""
+    best: dict[str, list[float]] = defaultdict(list)
+    for i in user.integrity:
+        best[i.verdict].append(max(coverage(i.point, m, [user.subject]) for m in i.memories))
+    out: dict[str, dict[str, float | int]] = {}
+    for label in TASK_LABELS["integrity"]:
+        xs = sorted(best.get(label, []))
+        if xs:
+            q = [xs[min(len(xs) - 1, int(f * len(xs)))] for f in (0.25, 0.5, 0.75)]
+            out[label] = {"n": len(xs), "q25": q[0], "median": q[1], "q75": q[2]}
+    return out
+
+
 def _llm_verdicts(user: JudgedUser, task: str) -> list[str]:
     items: Sequence[Any] = getattr(user, task)
     return [i.verdict for i in items]
@@ -309,7 +326,8 @@ def check_judge(paths: Sequence[str | Path], *, judge: OfflineJudge | None = Non
             pooled[task][1].extend(off)
             skipped = user.skipped["integrity" if task == RECALL_VIEW else task]
             tasks[task] = {**agreement(llm, off, labels), "skipped": skipped}
-        per_file[user.path] = {"subject": user.subject, **tasks}
+        per_file[user.path] = {"subject": user.subject, **tasks,
+                               "integrity_label_signal": label_signal(user)}
     report: dict[str, Any] = {
         "judge": the_judge.name,
         "note": APPROXIMATE,
@@ -353,6 +371,12 @@ def print_check(report: dict[str, Any]) -> None:
         m = report["pooled"][task]["confusion_llm_by_offline"]
         print(f"{task} pooled confusion (rows: LLM, columns: offline): " + "; ".join(
             f"{a}: " + " ".join(str(m[a][b]) for b in labels) for a in labels))
+    print("best key-token coverage of a point by the memories the LLM was shown, per LLM "
+          "integrity label (q25 / median / q75):")
+    for path, f in report["files"].items():
+        cells = "; ".join(f"{label}: n={v['n']} {v['q25']:.2f}/{v['median']:.2f}/{v['q75']:.2f}"
+                          for label, v in f.get("integrity_label_signal", {}).items())
+        print(f"  {Path(path).name}: {cells}")
     print("All figures are approximate: the offline judge approximates HaluMem's LLM judge.")
 
 
