@@ -13,7 +13,9 @@ server through a client (the SDK, or anything with the same methods), and measur
 - **update** — for each point with ``is_update == "True"`` and original memories: search
   top-10 with its content, label correct / hallucination / omission / other.
 - **QA** — each question: search top-20, answer briefly, label correct / hallucination /
-  omission.
+  omission. The offline answerer abstains ("not in memory", an omission where the answer
+  exists) when the search's ``coverage`` is below ``abstain_below``; *evidence coverage*
+  is the share of the question's evidence points the judge finds in those hits.
 
 Rates use all items as denominators; an unparseable LLM judgement counts as a failure.
 
