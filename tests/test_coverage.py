@@ -118,3 +118,17 @@ def test_calibrate_refuses_one_user_or_a_file_that_is_not_a_trace(tmp_path: Path
     bad.write_text('{"question": "q"}\n')
     with pytest.raises(InvalidInput, match="not a 'memos eval halumem --trace' file"):
         calibrate([one, bad], print_table=False)
+
+
+def test_calibrate_reads_the_answer_before_a_traced_runs_own_abstention(
+        tmp_path: Path) -> None:
+    paths = []
+    for n in (1, 2):
+        path = _trace(tmp_path / f"u{n}.jsonl", n)
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for r in rows:  # the traced run abstained everywhere; its answers were these
+            r["answered_label"], r["label"] = r["label"], r["abstain_label"]
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        paths.append(path)
+    held = next(iter(calibrate(paths, print_table=False)["held_out"].values()))
+    assert held["qa_without_abstention"]["hallucination"] == pytest.approx(1 / 3)

@@ -805,8 +805,9 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     coverage* is, per question with evidence, the share of its evidence points the same
     judge scores 2 against the question's hits (``full``: what "covers" means), at least 1
     (``partial``), and the mean score / 2 (``weighted``). ``trace_path`` writes one JSON line per
-    question (hits, coverage, evidence scores, the answer's label and the label abstaining
-    would get) for ``memos eval halumem-calibrate``. ``extractor`` only names the
+    question (hits, coverage, evidence scores, the label given, the answer and label
+    before any abstention, and the label abstaining would get) for ``memos eval
+    halumem-calibrate``. ``extractor`` only names the
     server's extractor in the report.
     """
     from tqdm import tqdm
@@ -912,6 +913,7 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                     abstain_label = the_judge.qa_label(q["question"], str(q["answer"]),
                                                        evidence, NOT_IN_MEMORY,
                                                        subject=subject)
+                    answered, answered_label = reply, label
                     if answer is None and cov < threshold:
                         reply, label, abstained = NOT_IN_MEMORY, abstain_label, abstained + 1
                     qtype = q.get("question_type", "unknown")
@@ -932,7 +934,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                             "reference": str(q["answer"]), "evidence": evidence,
                             "evidence_scores": scores, "coverage": cov,
                             "hits": [{"text": h.text, "score": h.score} for h in hits],
-                            "answer": reply, "label": label, "abstain_label": abstain_label,
+                            "answer": reply, "label": label, "answered": answered,
+                            "answered_label": answered_label, "abstain_label": abstain_label,
                         }, ensure_ascii=False) + "\n")
                 bar.update(1)
         finally:

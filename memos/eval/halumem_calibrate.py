@@ -124,8 +124,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _qa_rates(rows: Sequence[dict[str, Any]], cov: np.ndarray, tau: float) -> dict[str, float]:
-    labels = [r["abstain_label"] if c < tau else r["label"] for r, c in zip(rows, cov,
-                                                                            strict=True)]
+    # the label of the answer as given before any abstention of the traced run
+    labels = [r["abstain_label"] if c < tau else r.get("answered_label", r["label"])
+              for r, c in zip(rows, cov, strict=True)]
     n = len(labels) or 1
     return {"correct": labels.count("correct") / n,
             "hallucination": labels.count("hallucination") / n,
