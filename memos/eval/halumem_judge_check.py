@@ -48,6 +48,7 @@ __all__ = [
     "cohen_kappa",
     "agreement",
     "offline_verdicts",
+    "label_signal",
     "check_judge",
     "leave_one_out",
     "print_check",
