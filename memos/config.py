@@ -31,8 +31,15 @@ class Settings(BaseSettings):
                           "'default'), or 'tenant:key' pairs.")
     admin_keys: str = Field(default="", description="Comma-separated operator keys for the "
                             "server-wide routes (/metrics); they open no tenant's cubes.")
-    embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
-                          "(tests only).")
+    embedder: str = Field(default="minilm", description="The default embedder of new "
+                          "cubes: 'minilm' (bundled, default), 'minilm-int8-per-channel' "
+                          "(after `memos embedders quantize`), 'hashing' (tests only), or a "
+                          "JSON embedder spec (kind onnx or litellm; see README Embedders).")
+    onnx_model_dirs: str = Field(default="", description="Comma-separated directories whose "
+                                 "ONNX models a cube may ask for by path (none by default).")
+    litellm_embedding_models: str = Field(
+        default="", description="Comma-separated litellm embedding models a cube may ask "
+        "for ('*': any); they run with the server's credentials (none by default).")
     embed_batch_size: int = 64
     query_cache_size: int = Field(
         default=4096, ge=0, description="Query vectors kept for repeated searches, least "
