@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from memos.derive.session import turn_embedding_text
@@ -162,15 +162,17 @@ class Reembedder:
                     staged.update(zip([row.pk for row in late],
                                       embed_texts(target, [_text_of(row) for row in late])))
                 staged.update(_means(session, cube.key, staged))
-                rows = session.scalars(select(UnitRow).where(*_reembedded(cube.key))).all()
                 # PostgreSQL reads committed rows per statement: a unit another process
                 # committed since ``late`` was read is embedded here.
-                missing = [row for row in rows if row.pk not in staged]
+                missing = [row for row in self._unstaged(session, cube.key, model, None)
+                           if row.pk not in staged]
                 if missing:
                     staged.update(zip([row.pk for row in missing],
                                       embed_texts(target, [_text_of(r) for r in missing])))
-                for row in rows:
-                    row.embedding = staged[row.pk]
+                pks = session.scalars(select(UnitRow.pk).where(*_reembedded(cube.key))).all()
+                if pks:  # bulk UPDATE by primary key: no row is loaded or compared
+                    session.execute(update(UnitRow), [{"pk": pk, "embedding": staged[pk]}
+                                                      for pk in pks])
                 cube.embedder = payload["spec"]
                 cube.embedding_model, cube.embedding_dim = model, target.dim
                 self.units.bump_index_version(cube)
