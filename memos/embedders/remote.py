@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from memos.embed import _normalise
+from memos.embed import normalise
 from memos.errors import BackendUnavailable
 from memos.llm import Retry, is_transient, load_litellm
 
@@ -88,7 +88,7 @@ class LiteLLMEmbedder:
         if not np.isfinite(array).all() or not np.abs(array).sum(axis=1).all():
             raise BackendUnavailable(f"embedding model {self.model!r} returned a zero or "
                                      "non-finite vector")
-        return _normalise(array)
+        return normalise(array)
 
 
 def _vectors_of(response: Any) -> list[list[float]]:

@@ -38,7 +38,8 @@ from memos.store.models import CubeRow, TagRow, UnitRow
 from memos.store.sql import Store
 from memos.types import MemoryPublic
 
-__all__ = ["UnitRepository", "Publish", "new_unit", "new_cube_key", "content_hash"]
+__all__ = ["UnitRepository", "Publish", "new_unit", "new_cube_key", "content_hash",
+           "check_model_unchanged"]
 
 #: ``publish(cube, remove=pks, add=pks, vectors=array, erase=False)``: index changes of one
 #: write.

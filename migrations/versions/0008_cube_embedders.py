@@ -1,7 +1,8 @@
 """Per-cube embedders: ``cubes.embedder`` and the re-embed job's ``reembed_vectors``.
 
-A cube records the embedder spec its vectors come from (null for older cubes: the server's
-default embeds them, as before). Switching a cube's embedder runs a ``reembed_cube`` job
+A cube records the embedder spec its vectors come from; existing cubes of the bundled
+model (or the test-only hashing one) get its spec, any other stays null (the server's
+default embeds it, as before). Switching a cube's embedder runs a ``reembed_cube`` job
 that stores each unit's new vector in ``reembed_vectors`` (its resumable progress) and
 moves them into ``memory_units.embedding`` in one commit.
 
@@ -22,8 +23,21 @@ branch_labels = None
 depends_on = None
 
 
+#: Fingerprints older cubes may hold whose spec is known: they keep their model when the
+#: server's default changes (other cubes keep ``embedder`` null: the default embeds them).
+KNOWN = {
+    "all-MiniLM-L6-v2-onnx-int8@8199be6f699a395f": {"kind": "bundled", "variant": "default"},
+    "hashing-64": {"kind": "hashing", "dim": 64},
+}
+
+
 def upgrade() -> None:
     op.add_column('cubes', sa.Column('embedder', JSONType, nullable=True))
+    cubes = sa.table('cubes', sa.column('embedding_model', sa.String),
+                     sa.column('embedder', JSONType))
+    for model, spec in KNOWN.items():
+        op.execute(cubes.update().where(cubes.c.embedding_model == model)
+                   .values(embedder=spec))
     op.create_table(
         'reembed_vectors',
         sa.Column('unit_pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
