@@ -217,6 +217,7 @@ def test_each_cube_searches_and_ingests_with_its_own_embedder(
     (ONNX_SPEC | {"dim": 100}, "not the declared 100"),
     ({"kind": "litellm", "model": REMOTE, "dim": 32, "dimensions": 16}, "must equal dim"),
     ({"kind": "word2vec"}, "kind"),
+    ({"kind": "hashing", "dim": 64}, "for tests only"),
 ])
 def test_bad_embedder_choices_are_clear_422s(api: TestClient, spec: dict[str, Any],
                                              message: str) -> None:

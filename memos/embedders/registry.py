@@ -157,6 +157,9 @@ class Embedders:
         """:class:`InvalidInput` unless a request may ask for ``spec``."""
         if self.default_spec is not None and _key(spec) == _key(self.default_spec):
             return
+        if spec["kind"] == "hashing":
+            raise InvalidInput("the hashing embedder is for tests only: a cube may use it "
+                               "only where it is the server's default (MEMOS_EMBEDDER)")
         if spec["kind"] == "onnx":
             for field in ("path", "tokenizer"):
                 path = Path(spec[field]).resolve()
