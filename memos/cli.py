@@ -106,9 +106,9 @@ def cmd_embedders_quantize(args: argparse.Namespace) -> int:
     from memos.embedders.quantize import quantize_bundled
 
     settings = _settings(args)
-    record = quantize_bundled(settings.data_dir / "models")
-    print(f"wrote {settings.data_dir / 'models'} (sha256 {record['sha256']}); use it with "
-          "MEMOS_EMBEDDER=minilm-int8-per-channel or a cube embedder "
+    record = quantize_bundled(settings.models_path)
+    print(f"wrote {settings.models_path} (sha256 {record['sha256']}); use it with "
+          "MEMOS_EMBEDDER=minilm-int8-per-channel (the default) or a cube embedder "
           '{"kind": "bundled", "variant": "int8-per-channel"}')
     return 0
 
@@ -325,8 +325,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     emb = sub.add_parser("embedders", help="embedding models").add_subparsers(
         dest="embedders_cmd", required=True, metavar="COMMAND")
-    p = emb.add_parser("quantize", help="build the bundled model's per-channel dynamic int8 "
-                       "variant into <data-dir>/models (from the shipped model, offline)")
+    p = emb.add_parser("quantize", help="(re)build the bundled model's per-channel dynamic "
+                       "int8 variant into $MEMOS_MODELS_DIR (default ~/.cache/memos/models) "
+                       "from the shipped model, offline")
     p.set_defaults(func=cmd_embedders_quantize)
     p = emb.add_parser("switch", help="re-embed a cube on a server with another embedder")
     p.add_argument("--cube", required=True, help="cube to re-embed")

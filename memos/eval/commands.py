@@ -81,7 +81,7 @@ def add_eval_locomo_command(subparsers: Any, *,
             from memos.embedders import build_embedder, parse_embedder_setting
 
             extra["embedder"] = build_embedder(parse_embedder_setting(args.embedder),
-                                               models_dir=Settings().data_dir / "models")
+                                               models_dir=Settings().models_path)
         if args.methods:
             extra["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
         run_locomo(args.data, conversations=convs, json_path=args.json_path,
