@@ -269,3 +269,26 @@ def test_migration_0008_records_the_spec_of_cubes_it_knows(tmp_path: Path) -> No
         store.upgrade()
     finally:
         store.dispose()
+
+
+def test_the_int8_variant_is_built_offline_from_the_shipped_model(
+        tmp_path: Path, embedder: OnnxMiniLM) -> None:
+    from memos.embed import MINILM_ONNX_SHA256
+    from memos.embedders.quantize import QUANTIZED_FILE, load_quantized
+
+    with pytest.raises(BackendUnavailable, match="memos embedders quantize"):
+        load_quantized(tmp_path, build=False)
+    quantized = load_quantized(tmp_path)  # built now, from the wheel's file
+    assert quantized.name.startswith("all-MiniLM-L6-v2-onnx-dynint8pc@")
+    record = json.loads((tmp_path / QUANTIZED_FILE).with_suffix(".json").read_text())
+    assert record["source_sha256"] == MINILM_ONNX_SHA256
+    assert quantized.name.endswith(record["sha256"][:16])
+    texts = ["I moved to Berlin in May", "My sister keeps bees", "what did Ana adopt?"]
+    cosine = np.sum(quantized.embed(texts) * embedder.embed(texts), axis=1)
+    assert cosine.min() > 0.97, cosine
+    assert load_quantized(tmp_path, build=False).name == quantized.name  # not rebuilt
+    with (tmp_path / QUANTIZED_FILE).open("r+b") as fh:  # a corrupted build is refused
+        fh.seek(1000)
+        fh.write(b"\x00" * 16)
+    with pytest.raises(BackendUnavailable, match="refusing to load"):
+        load_quantized(tmp_path)

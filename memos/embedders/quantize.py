@@ -101,5 +101,11 @@ def load_quantized(models_dir: Path, *, batch_size: int = 64, threads: int = 0,
                 quantize_bundled(models_dir)
     record = json.loads(_sidecar(target).read_text())
     sha = str(record["sha256"])
+    try:
+        verified_file(target, sha)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(
+            f"refusing to load {target}: it does not match the sha256 its build recorded; "
+            "rebuild it with `memos embedders quantize`", details=exc.details) from exc
     return OnnxMiniLM(model_path=target, model_sha256=sha, batch_size=batch_size,
                       threads=threads, name=f"all-MiniLM-L6-v2-onnx-dynint8pc@{sha[:16]}")
