@@ -16,12 +16,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from memos import __version__
-from memos.errors import BackendUnavailable, Conflict, MemosError, NotFound
+from memos.errors import BackendUnavailable, Conflict, InvalidInput, MemosError, NotFound
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -98,6 +99,37 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     store = Store(settings.database_url)
     store.upgrade(args.revision)
     print(f"database at revision {store.current_revision()}")
+    return 0
+
+
+def cmd_embedders_quantize(args: argparse.Namespace) -> int:
+    from memos.embedders.quantize import quantize_bundled
+
+    settings = _settings(args)
+    record = quantize_bundled(settings.models_path)
+    print(f"wrote {settings.models_path} (sha256 {record['sha256']}); use it with "
+          "MEMOS_EMBEDDER=minilm-int8-per-channel (the default) or a cube embedder "
+          '{"kind": "bundled", "variant": "int8-per-channel"}')
+    return 0
+
+
+def cmd_embedders_switch(args: argparse.Namespace) -> int:
+    from memos.client import MemosClient
+
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--spec is not JSON: {exc}") from exc
+    with MemosClient(_base_url(args), api_key=os.environ.get("MEMOS_API_KEY")) as client:
+        job = client.switch_embedder(args.cube, spec)
+        print(f"re-embed job {job.job_id} queued: {job.source_model} -> {job.target_model}")
+        while args.wait and job.status in ("queued", "running"):
+            time.sleep(1.0)
+            job = client.embedder_job(args.cube, job.job_id)
+            print(f"  {job.status} {job.progress:.0%}", flush=True)
+    if job.status == "failed":
+        print(f"memos: re-embed job {job.job_id} failed: {job.error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -290,6 +322,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = keys.add_parser("revoke", help="revoke a key by id")
     p.add_argument("key_id", help="key id, as printed by `keys create` or `keys list`")
     p.set_defaults(func=cmd_keys_revoke)
+
+    emb = sub.add_parser("embedders", help="embedding models").add_subparsers(
+        dest="embedders_cmd", required=True, metavar="COMMAND")
+    p = emb.add_parser("quantize", help="(re)build the bundled model's per-channel dynamic "
+                       "int8 variant into $MEMOS_MODELS_DIR (default ~/.cache/memos/models) "
+                       "from the shipped model, offline")
+    p.set_defaults(func=cmd_embedders_quantize)
+    p = emb.add_parser("switch", help="re-embed a cube on a server with another embedder")
+    p.add_argument("--cube", required=True, help="cube to re-embed")
+    p.add_argument("--spec", required=True,
+                   help='embedder spec as JSON, e.g. \'{"kind": "bundled"}\'')
+    p.add_argument("--wait", action="store_true", help="poll the job until it ends")
+    p.add_argument("--base-url", help="memos server (default $MEMOS_URL or "
+                   "http://127.0.0.1:8000)")
+    p.set_defaults(func=cmd_embedders_switch)
 
     p = sub.add_parser("ingest", help="send a LoCoMo file or a message list to a server")
     p.add_argument("file", help="a LoCoMo JSON file or a JSON list of {role, content, ...}")

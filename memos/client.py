@@ -61,6 +61,7 @@ from memos.types import (
     MemoryPage,
     MemoryPublic,
     ProvenancePublic,
+    ReembedJob,
     SchedulerState,
     SchedulerTick,
     SearchResponse,
@@ -188,10 +189,21 @@ class _Calls:
 
     @staticmethod
     def create_cube(id: str | None, name: str | None, description: str | None,
-                    metadata: Mapping[str, Any] | None) -> _Call[CubePublic]:
+                    metadata: Mapping[str, Any] | None,
+                    embedder: Mapping[str, Any] | None = None) -> _Call[CubePublic]:
         body = _drop_none({"id": id, "name": name, "description": description,
-                           "metadata": dict(metadata) if metadata else None})
+                           "metadata": dict(metadata) if metadata else None,
+                           "embedder": dict(embedder) if embedder else None})
         return _Call("POST", "/v1/cubes", _model(CubePublic), json=body)
+
+    @staticmethod
+    def switch_embedder(cube_id: str, embedder: Mapping[str, Any]) -> _Call[ReembedJob]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/embedder", _model(ReembedJob),
+                     json={"embedder": dict(embedder)})
+
+    @staticmethod
+    def embedder_job(cube_id: str, job_id: int) -> _Call[ReembedJob]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/embedder/jobs/{job_id}", _model(ReembedJob))
 
     @staticmethod
     def list_cubes() -> _Call[list[CubePublic]]:
@@ -411,8 +423,20 @@ class MemosClient:
 
     def create_cube(self, id: str | None = None, *, name: str | None = None,
                     description: str | None = None,
-                    metadata: Mapping[str, Any] | None = None) -> CubePublic:
-        return self._send(_Calls.create_cube(id, name, description, metadata))
+                    metadata: Mapping[str, Any] | None = None,
+                    embedder: Mapping[str, Any] | None = None) -> CubePublic:
+        """``embedder``: the cube's embedder spec (README "Embedders"); default: the
+        server's."""
+        return self._send(_Calls.create_cube(id, name, description, metadata, embedder))
+
+    def switch_embedder(self, cube_id: str, embedder: Mapping[str, Any]) -> ReembedJob:
+        """Queue the cube's re-embed job with another embedder spec; poll it with
+        :meth:`embedder_job`. Searches use the old vectors until it switches."""
+        return self._send(_Calls.switch_embedder(cube_id, embedder))
+
+    def embedder_job(self, cube_id: str, job_id: int) -> ReembedJob:
+        """Status and progress of a re-embed job."""
+        return self._send(_Calls.embedder_job(cube_id, job_id))
 
     def list_cubes(self) -> list[CubePublic]:
         return self._send(_Calls.list_cubes())
@@ -597,8 +621,16 @@ class AsyncMemosClient:
 
     async def create_cube(self, id: str | None = None, *, name: str | None = None,
                           description: str | None = None,
-                          metadata: Mapping[str, Any] | None = None) -> CubePublic:
-        return await self._send(_Calls.create_cube(id, name, description, metadata))
+                          metadata: Mapping[str, Any] | None = None,
+                          embedder: Mapping[str, Any] | None = None) -> CubePublic:
+        return await self._send(_Calls.create_cube(id, name, description, metadata,
+                                                   embedder))
+
+    async def switch_embedder(self, cube_id: str, embedder: Mapping[str, Any]) -> ReembedJob:
+        return await self._send(_Calls.switch_embedder(cube_id, embedder))
+
+    async def embedder_job(self, cube_id: str, job_id: int) -> ReembedJob:
+        return await self._send(_Calls.embedder_job(cube_id, job_id))
 
     async def list_cubes(self) -> list[CubePublic]:
         return await self._send(_Calls.list_cubes())

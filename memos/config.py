@@ -31,8 +31,20 @@ class Settings(BaseSettings):
                           "'default'), or 'tenant:key' pairs.")
     admin_keys: str = Field(default="", description="Comma-separated operator keys for the "
                             "server-wide routes (/metrics); they open no tenant's cubes.")
-    embedder: str = Field(default="minilm", description="'minilm' (default) or 'hashing' "
-                          "(tests only).")
+    embedder: str = Field(default="minilm-int8-per-channel", description="The default "
+                          "embedder of new cubes: 'minilm-int8-per-channel' (default: the "
+                          "bundled MiniLM with per-channel dynamic int8 quantization, built "
+                          "from the shipped model on first use), 'minilm' (the shipped "
+                          "model as is), 'hashing' (tests only), or a JSON embedder spec "
+                          "(kind onnx or litellm; see README Embedders).")
+    models_dir: Path | None = Field(default=None, description="Where embedding models built "
+                                    "on this machine are kept (the int8 MiniLM); default "
+                                    "~/.cache/memos/models.")
+    onnx_model_dirs: str = Field(default="", description="Comma-separated directories whose "
+                                 "ONNX models a cube may ask for by path (none by default).")
+    litellm_embedding_models: str = Field(
+        default="", description="Comma-separated litellm embedding models a cube may ask "
+        "for ('*': any); they run with the server's credentials (none by default).")
     embed_batch_size: int = 64
     query_cache_size: int = Field(
         default=4096, ge=0, description="Query vectors kept for repeated searches, least "
@@ -80,6 +92,11 @@ class Settings(BaseSettings):
         if self.database_url_override:
             return self.database_url_override
         return f"sqlite:///{self.data_dir.resolve()}/memos.db"
+
+    @property
+    def models_path(self) -> Path:
+        """:attr:`models_dir`, or ``~/.cache/memos/models``."""
+        return self.models_dir or Path.home() / ".cache" / "memos" / "models"
 
     @property
     def is_sqlite(self) -> bool:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from memos.derive import DeriveContext, Deriver
 from memos.embed import Embedder, embed_texts
+from memos.embedders import Embedders
 from memos.errors import Conflict
 from memos.index import VectorIndex
 from memos.ingest import Ingester
@@ -38,6 +39,7 @@ from memos.jobs import Job, JobQueue, run_for_cube
 from memos.limits import Limits
 from memos.memories import Memories
 from memos.memory import BackboneProvider, ModelMemory
+from memos.reembed import Reembedder
 from memos.retrieval.cache import RouterCache
 from memos.retrieval.search import (
     Searcher,
@@ -63,6 +65,7 @@ from memos.types import (
     CubeCreate,
     CubePublic,
     DeletionReport,
+    EmbedderSwitch,
     Filters,
     Granularity,
     IngestResult,
@@ -72,6 +75,7 @@ from memos.types import (
     MemoryUpdate,
     MessagesIngest,
     ProvenancePublic,
+    ReembedJob,
     SearchRequest,
     SearchResponse,
 )
@@ -88,26 +92,34 @@ class MemCube:
                  derivers: Sequence[Deriver] = (),
                  router: RouterCache | None = None, blobs: BlobStore | None = None,
                  limits: Limits = Limits(), query_cache_size: int = 4096) -> None:
+        """``embedder``: the server's :class:`memos.embedders.Embedders` (each cube embeds
+        with its own), or one embedder for every cube."""
         self.store = store
         #: request limits every write and query is checked against (memos.limits)
         self.limits = limits
         self.index = index
         self.router = router
-        self.embedder = embedder
+        self.embedder: Embedder = embedder
+        #: the default embedder and each cube's own (a single embedder: one for all cubes)
+        self.embedders = embedder if isinstance(embedder, Embedders) else Embedders(
+            default=embedder)
         self.derivers = list(derivers)
         self.jobs = JobQueue(store)
         #: rows, writes and their index changes; the router cache follows every write
         self.units = UnitRepository(store, index, on_publish=self._route)
         #: search hits, counted in memory and flushed in batches (the scheduler's "hot")
         self.retrievals = RetrievalCounter()
-        self.searcher = Searcher(units=self.units, embedder=embedder, index=index,
+        self.searcher = Searcher(units=self.units, embedder=self.embedders, index=index,
                                  router=router, retrievals=self.retrievals,
                                  query_cache_size=query_cache_size)
-        self.ingester = Ingester(units=self.units, embedder=embedder, jobs=self.jobs)
+        self.ingester = Ingester(units=self.units, embedder=self.embedders, jobs=self.jobs)
         #: payload files of model memory (what a purge erases with it); ``None``: none kept
         self.blobs = blobs
-        self.memories = Memories(units=self.units, embedder=embedder, jobs=self.jobs,
+        self.memories = Memories(units=self.units, embedder=self.embedders, jobs=self.jobs,
                                  blobs=blobs)
+        #: switching a cube's embedder: the ``reembed_cube`` job (memos.reembed)
+        self.reembedder = Reembedder(units=self.units, embedders=self.embedders,
+                                     jobs=self.jobs, index=index, router=router)
 
     # ================================================================== cubes
     def _cube_public(self, session: Session, cube: CubeRow) -> CubePublic:
@@ -115,7 +127,8 @@ class MemCube:
             UnitRow.cube_key == cube.key, UnitRow.status == "active")) or 0
         return CubePublic(id=cube.id, name=cube.name, description=cube.description,
                           tenant=cube.tenant, embedding_model=cube.embedding_model,
-                          embedding_dim=cube.embedding_dim, metadata=dict(cube.meta or {}),
+                          embedding_dim=cube.embedding_dim, embedder=cube.embedder,
+                          metadata=dict(cube.meta or {}),
                           created_at=cube.created_at, units=units,
                           pending_jobs=self.jobs.pending(cube.key))
 
@@ -123,6 +136,7 @@ class MemCube:
         """A new cube of the tenant; :class:`Conflict` only when *this tenant* has one of
         that id (ids of other tenants' cubes are another namespace)."""
         self.limits.check_cube(body)
+        spec, embedder = self.embedders.for_request(body.embedder)
         cube_id = body.id or f"cube_{uuid.uuid4().hex[:16]}"
         try:
             with self.store.transaction() as session:
@@ -132,8 +146,8 @@ class MemCube:
                                    details={"cube_id": cube_id})
                 cube = CubeRow(key=new_cube_key(), id=cube_id, tenant=tenant, name=body.name,
                                description=body.description, meta=body.metadata,
-                               embedding_model=self.embedder.name,
-                               embedding_dim=self.embedder.dim, index_version=0,
+                               embedding_model=embedder.name, embedding_dim=embedder.dim,
+                               embedder=spec, index_version=0,
                                created_at=utcnow())
                 session.add(cube)
                 session.flush()
@@ -175,6 +189,19 @@ class MemCube:
             self.router.drop(key)
         self.memories.delete_blobs(payloads)
         self.store.reclaim()
+
+    # ================================================================== embedders
+    def switch_embedder(self, cube_id: str, body: EmbedderSwitch, *,
+                        tenant: str) -> ReembedJob:
+        """Queue the cube's re-embed job (:meth:`memos.reembed.Reembedder.start`); the cube
+        keeps searching with its old vectors until the job switches it."""
+        return self.reembedder.start(cube_id, body, tenant=tenant)
+
+    def reembed_job(self, cube_id: str, job_id: int, *, tenant: str) -> ReembedJob:
+        return self.reembedder.job(cube_id, job_id, tenant=tenant)
+
+    def run_reembed_job(self, job: Job, progress: Callable[[float], None]) -> None:
+        self.reembedder.run(job, progress)
 
     # ================================================================== helpers
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -218,7 +245,10 @@ class MemCube:
 
     def derive_session(self, cube_id: str, session_id: str, *, tenant: str) -> None:
         """Run every deriver for one session (what the ``derive_session`` job does)."""
-        ctx = DeriveContext(units=self.units, embedder=self.embedder, jobs=self.jobs)
+        with self.store.transaction() as session:
+            embedder = self.units.check_embedder(
+                self.units.cube_row(session, cube_id=cube_id, tenant=tenant), self.embedders)
+        ctx = DeriveContext(units=self.units, embedder=embedder, jobs=self.jobs)
         for deriver in self.derivers:
             deriver.derive_session(ctx, cube_id=cube_id, session_id=session_id, tenant=tenant)
 

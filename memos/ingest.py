@@ -24,7 +24,12 @@ from memos.errors import Conflict
 from memos.jobs import JobQueue
 from memos.store.models import MessageRow, SpanRow, utcnow, vector_of
 from memos.store.ordering import next_seq
-from memos.store.units import UnitRepository, content_hash, new_unit
+from memos.store.units import (
+    UnitRepository,
+    check_model_unchanged,
+    content_hash,
+    new_unit,
+)
 from memos.types import IngestResult, MessagesIngest
 
 __all__ = ["Ingester"]
@@ -63,7 +68,8 @@ class Ingester:
         now = utcnow()
         with self.units.store.transaction() as session:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            self.units.check_embedder(cube, self.embedder)
+            embedder = self.units.check_embedder(cube, self.embedder)
+            model = cube.embedding_model
             known_ids = set(session.scalars(select(MessageRow.id).where(
                 MessageRow.cube_key == cube.key,
                 MessageRow.id.in_([m.id for m in body.messages if m.id]))))
@@ -85,11 +91,12 @@ class Ingester:
                                 messages_skipped=skipped, units_created=0, message_ids=[],
                                 unit_ids=[])
         # Embed outside the write transaction so the SQLite write lock is held briefly.
-        vectors = embed_texts(self.embedder,
+        vectors = embed_texts(embedder,
                               [turn_embedding_text(m.speaker, m.content) for m, _ in fresh])
 
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            check_model_unchanged(cube, model)
             first = next_seq(session, cube_key=cube.key, session_id=body.session_id)
             messages, units = [], []
             for seq, ((msg, sha), vector) in enumerate(zip(fresh, vectors), start=first):
@@ -112,7 +119,7 @@ class Ingester:
                 session.add(SpanRow(unit_pk=unit.pk, message_pk=message.pk, start=0,
                                     end=len(message.content)))
             refreshed = refresh_session_unit(session, cube, body.session_id, now=now,
-                                             embedder=self.embedder)
+                                             embedder=embedder)
             session_unit, stale_pk = refreshed.unit, refreshed.stale_pk
             assert session_unit is not None  # the session has the messages just added
             self.units.bump_index_version(cube)

@@ -35,7 +35,10 @@ from memos.store.sql import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "JobQueue", "Worker", "Handler", "run_for_cube"]
+__all__ = ["Job", "JobQueue", "Worker", "Handler", "run_for_cube", "REEMBED_JOB"]
+
+#: Re-embed a cube with another embedder, then switch it over (:mod:`memos.reembed`).
+REEMBED_JOB = "reembed_cube"
 
 
 @dataclass(frozen=True)

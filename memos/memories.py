@@ -35,7 +35,12 @@ from memos.retrieval.search import filter_conditions
 from memos.store.blobs import BlobStore
 from memos.store.lineage import queue_stale_rebuild
 from memos.store.models import CubeRow, LinkRow, MessageRow, SpanRow, UnitRow, utcnow
-from memos.store.units import UnitRepository, content_hash, new_unit
+from memos.store.units import (
+    UnitRepository,
+    check_model_unchanged,
+    content_hash,
+    new_unit,
+)
 from memos.types import (
     DeletionReport,
     Filters,
@@ -79,6 +84,16 @@ def _merge(first: SourceChange, second: SourceChange) -> SourceChange:
     return second
 
 
+class _Refusing:
+    """Stands in for a cube's embedder that cannot be used: raises its error if called."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.name, self.dim = error, "unavailable", 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise self.error
+
+
 class Memories:
     """The memory units of every cube of a unit repository, one at a time."""
 
@@ -90,15 +105,22 @@ class Memories:
         #: where a purge deletes the payload files of the model memory it erases
         self.blobs = blobs
 
-    def _check_vector(self, vector: Sequence[float]) -> np.ndarray:
+    def _cube_embedder(self, cube_id: str, *, tenant: str) -> Embedder:
+        """The embedder of the cube's vectors (:meth:`UnitRepository.check_embedder`)."""
+        with self.units.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return self.units.check_embedder(cube, self.embedder)
+
+    @staticmethod
+    def _check_vector(vector: Sequence[float], embedder: Embedder) -> np.ndarray:
         """The unit vector of ``vector``, normalised in float64 (scaled by its largest value
         first, so neither tiny nor huge values under- or overflow)."""
         arr = np.asarray(vector, dtype=np.float64)
-        if arr.ndim != 1 or arr.shape[0] != self.embedder.dim:
+        if arr.ndim != 1 or arr.shape[0] != embedder.dim:
             raise InvalidInput(
                 f"embedding has {arr.shape[0] if arr.ndim == 1 else arr.shape} values; this "
-                f"cube's model {self.embedder.name!r} has {self.embedder.dim} dimensions",
-                details={"expected_dim": self.embedder.dim})
+                f"cube's model {embedder.name!r} has {embedder.dim} dimensions",
+                details={"expected_dim": embedder.dim})
         peak = float(np.max(np.abs(arr)))
         if not np.isfinite(peak) or peak == 0:
             raise InvalidInput("embedding must be finite and non-zero")
@@ -106,12 +128,13 @@ class Memories:
         return (arr / np.linalg.norm(arr)).astype(np.float32)
 
     def create_memory(self, cube_id: str, body: MemoryCreate, *, tenant: str) -> MemoryPublic:
-        vector = (self._check_vector(body.embedding) if body.embedding is not None
-                  else embed_texts(self.embedder, [body.text])[0])
+        embedder = self._cube_embedder(cube_id, tenant=tenant)
+        vector = (self._check_vector(body.embedding, embedder) if body.embedding is not None
+                  else embed_texts(embedder, [body.text])[0])
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            self.units.check_embedder(cube, self.embedder)
+            check_model_unchanged(cube, embedder.name)
             spans = self._resolve_spans(session, cube, body)
             parents = self._resolve_units(session, cube, body.derived_from)
             row = new_unit(
@@ -194,16 +217,17 @@ class Memories:
         if not changes:
             raise InvalidInput("nothing to update: give at least one field")
         with self.units.store.transaction() as session:
-            turn = self.units.unit_row(session, cube=self.units.cube_row(
-                session, cube_id=cube_id, tenant=tenant), unit_id=memory_id) \
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            embedder = self.units.check_embedder(cube, self.embedder)
+            turn = self.units.unit_row(session, cube=cube, unit_id=memory_id) \
                 if body.text is not None else None
             speaker = turn.speaker if turn is not None and turn.granularity == "turn" else None
-        vector = embed_texts(self.embedder, [turn_embedding_text(speaker, body.text)])[0] \
+        vector = embed_texts(embedder, [turn_embedding_text(speaker, body.text)])[0] \
             if body.text is not None else None
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            self.units.check_embedder(cube, self.embedder)
+            check_model_unchanged(cube, embedder.name)
             old = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             if old.status == "superseded":
                 current = session.scalar(select(UnitRow.id).where(
@@ -258,7 +282,7 @@ class Memories:
             if corrected:
                 change = follow_source_change(
                     session, cube=cube, messages=corrected,
-                    change_kind="corrected", units_changed=[old.pk], embedder=self.embedder,
+                    change_kind="corrected", units_changed=[old.pk], embedder=embedder,
                     jobs=self.jobs, now=now)
                 publish(cube, remove=change.remove, add=[pk for pk, _ in change.add],
                         vectors=change.vectors())
@@ -278,6 +302,12 @@ class Memories:
         now = utcnow()
         with self.units.write() as (session, publish):
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            # A deletion must succeed even when the cube's model cannot load: it embeds
+            # nothing unless a session is left with messages but no turn vectors.
+            try:
+                embedder: Embedder = self.units.check_embedder(cube, self.embedder)
+            except Conflict as exc:
+                embedder = _Refusing(exc)
             row = self.units.unit_row(session, cube=cube, unit_id=memory_id)
             versions = session.scalars(select(UnitRow).where(
                 UnitRow.lineage_id == row.lineage_id, UnitRow.cube_key == cube.key)).all()
@@ -299,7 +329,7 @@ class Memories:
                 change = _merge(change, follow_source_change(
                     session, cube=cube, messages=messages,
                     change_kind="purged" if purge else "deleted", units_changed=pks,
-                    embedder=self.embedder, jobs=self.jobs, now=now))
+                    embedder=embedder, jobs=self.jobs, now=now))
             elif not purge:
                 change.rebuild_queued = queue_stale_rebuild(session, self.jobs, cube=cube,
                                                             changed=pks)

@@ -14,17 +14,19 @@ the worker registers. Each object is built once; the API keeps them on ``app.sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from memos.chat import BundledLoader, Chat
 from memos.config import Settings
 from memos.cube import MemCube
 from memos.derive import DERIVE_JOB, Deriver
-from memos.embed import Embedder, HashingEmbedder, OnnxMiniLM
-from memos.errors import InvalidInput
+from memos.embed import Embedder
+from memos.embedders import Embedders, build_embedder, parse_embedder_setting
 from memos.index import VectorIndex
+from memos.jobs import REEMBED_JOB
 from memos.keys import KeyRing
 from memos.limits import Limits
 from memos.memory import BackboneProvider, ModelMemory
@@ -35,7 +37,7 @@ from memos.store.lock import DataDirLock
 from memos.store.sql import Store
 from memos.types import SchedulerPolicy
 
-__all__ = ["Services", "open_cube", "build_services"]
+__all__ = ["Services", "open_cube", "build_services", "embedders_for"]
 
 
 def open_cube(settings: Settings) -> MemCube:
@@ -68,13 +70,7 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
     else:
         index = FaissIndex(settings.data_dir / "index", store.session_factory,
                            snapshot_every=settings.index_snapshot_every)
-    embedder: Embedder
-    if settings.embedder == "hashing":
-        embedder = HashingEmbedder()
-    elif settings.embedder == "minilm":
-        embedder = OnnxMiniLM(batch_size=settings.embed_batch_size)
-    else:
-        raise InvalidInput(f"unknown embedder {settings.embedder!r}; use 'minilm'")
+    embedder = embedders_for(settings)
     derivers: list[Deriver] = [GranularityDeriver()]
     facts = FactDeriver.from_setting(settings.extractor)
     if facts is not None:
@@ -85,6 +81,24 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
                    router=router, blobs=BlobStore(blob_root(settings.data_dir)),
                    limits=Limits.from_settings(settings),
                    query_cache_size=settings.query_cache_size)
+
+
+def embedders_for(settings: Settings, **build_options: Any) -> Embedders:
+    """The default embedder ``MEMOS_EMBEDDER`` names, and what cubes may ask for
+    (``MEMOS_ONNX_MODEL_DIRS``, ``MEMOS_LITELLM_EMBEDDING_MODELS``). ``build_options`` pass
+    to :func:`memos.embedders.build_embedder` (``litellm_options`` in tests)."""
+    spec = parse_embedder_setting(settings.embedder)
+    def build(spec: Mapping[str, Any]) -> Embedder:
+        return build_embedder(spec, models_dir=settings.models_path,
+                              batch_size=settings.embed_batch_size, **build_options)
+
+    return Embedders(default=build(spec), default_spec=spec, build=build,
+                     onnx_dirs=[Path(d) for d in _items(settings.onnx_model_dirs)],
+                     litellm_models=_items(settings.litellm_embedding_models))
+
+
+def _items(value: str) -> list[str]:
+    return [item for item in (part.strip() for part in value.split(",")) if item]
 
 
 @dataclass
@@ -100,7 +114,8 @@ class Services:
     @property
     def handlers(self) -> dict[str, Callable[..., Any]]:
         """Job kind → handler, for the worker."""
-        return {DERIVE_JOB: self.cube.run_derive_job, **self.model_memory.handlers(),
+        return {DERIVE_JOB: self.cube.run_derive_job, REEMBED_JOB: self.cube.run_reembed_job,
+                **self.model_memory.handlers(),
                 **self.scheduler.handlers()}
 
 

@@ -201,7 +201,8 @@ def import_cube(memos: MemCube, body: CubeImport, *, tenant: str,
         cube = CubeRow(key=new_cube_key(), id=cube_id, tenant=tenant, name=data.cube.name,
                        description=data.cube.description, meta=data.cube.metadata,
                        embedding_model=memos.embedder.name,
-                       embedding_dim=memos.embedder.dim, index_version=1,
+                       embedding_dim=memos.embedder.dim,
+                       embedder=memos.embedders.default_spec, index_version=1,
                        created_at=utcnow())
         session.add(cube)
         session.flush()

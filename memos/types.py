@@ -170,6 +170,105 @@ def _nonblank(value: str, field: str) -> str:
 
 
 # --------------------------------------------------------------------------- cubes
+# --------------------------------------------------------------------------- embedders
+class BundledEmbedderSpec(BaseModel):
+    """The bundled all-MiniLM-L6-v2 (384-d, no network). ``variant`` ``int8-per-channel``
+    is the per-channel dynamic int8 quantization of the same model, produced on this
+    machine by ``memos embedders quantize`` (never downloaded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["bundled"] = "bundled"
+    variant: Literal["default", "int8-per-channel"] = "default"
+
+
+class OnnxEmbedderSpec(BaseModel):
+    """Any ONNX sentence-embedding model by path, with its Hugging Face ``tokenizer.json``
+    and its pooling declared. The file must lie under one of the server's
+    ``MEMOS_ONNX_MODEL_DIRS`` when a cube asks for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["onnx"]
+    path: str = Field(min_length=1, max_length=1_000, description="The model.onnx file.")
+    tokenizer: str = Field(min_length=1, max_length=1_000,
+                           description="Its tokenizer.json (Hugging Face tokenizers).")
+    pooling: Literal["mean", "cls"] = Field(
+        default="mean", description="Mean of the token vectors (attention-masked) or the "
+        "first ([CLS]) token's vector.")
+    normalize: StrictBool = Field(default=True, description="L2-normalise the vectors, so "
+                                  "scores are cosines (false: raw inner products).")
+    max_length: StrictInt = Field(default=256, ge=1, le=8_192,
+                                  description="Tokens read per text; longer texts are cut.")
+    dim: StrictInt = Field(ge=1, le=16_000, description="The vector's dimension (checked "
+                           "against the model's output when it loads).")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                               description="Pin the model file: loading refuses any other.")
+
+
+class LiteLLMEmbedderSpec(BaseModel):
+    """Any embedding model litellm reaches (OpenAI, Voyage, Cohere, Ollama, …). Its
+    credentials come from the server's environment (e.g. ``OPENAI_API_KEY``), never from a
+    request; a cube may use it only when the server allows the model
+    (``MEMOS_LITELLM_EMBEDDING_MODELS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["litellm"]
+    model: str = Field(min_length=1, max_length=200,
+                       description="litellm model name, e.g. openai/text-embedding-3-small.")
+    dim: StrictInt = Field(ge=1, le=16_000, description="The vectors' dimension (every "
+                           "response is checked against it).")
+    api_base: str | None = Field(default=None, max_length=1_000,
+                                 description="Provider URL (e.g. an Ollama server).")
+    dimensions: StrictInt | None = Field(default=None, ge=1, le=16_000, description=""
+                                         "Ask the provider for shortened vectors "
+                                         "(OpenAI text-embedding-3); must equal dim.")
+    batch_size: StrictInt = Field(default=128, ge=1, le=2_048,
+                                  description="Texts per request.")
+
+    @model_validator(mode="after")
+    def _dimensions_match(self) -> LiteLLMEmbedderSpec:
+        if self.dimensions is not None and self.dimensions != self.dim:
+            raise ValueError(f"dimensions ({self.dimensions}) must equal dim ({self.dim})")
+        return self
+
+
+class HashingEmbedderSpec(BaseModel):
+    """Bag-of-words hashing vectors: no semantics, for tests only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["hashing"]
+    dim: StrictInt = Field(default=64, ge=8, le=4_096)
+
+
+#: Which embedder a cube's vectors come from, chosen by ``kind``.
+EmbedderSpec = Annotated[BundledEmbedderSpec | OnnxEmbedderSpec | LiteLLMEmbedderSpec
+                         | HashingEmbedderSpec, Field(discriminator="kind")]
+
+
+class EmbedderSwitch(BaseModel):
+    """Re-embed a cube with another embedder (``POST /v1/cubes/{id}/embedder``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: EmbedderSpec
+
+
+class ReembedJob(BaseModel):
+    """A cube's re-embed job: every vector recomputed with ``target_model``, then switched
+    in one commit (until then searches use the old vectors)."""
+
+    job_id: int
+    status: str = Field(description="queued | running | done | failed")
+    progress: float = Field(description="0..1: share of the cube's vectors re-embedded.")
+    error: str | None = None
+    source_model: str
+    target_model: str
+    target_dim: int
+
+
 class CubeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -178,6 +277,9 @@ class CubeCreate(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=2_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    embedder: EmbedderSpec | None = Field(
+        default=None, description="The cube's embedder; the server's default "
+        "(MEMOS_EMBEDDER) when omitted. Switch later with POST /v1/cubes/{id}/embedder.")
 
 
 class CubePublic(BaseModel):
@@ -185,8 +287,12 @@ class CubePublic(BaseModel):
     name: str | None = None
     description: str | None = None
     tenant: str
-    embedding_model: str
+    embedding_model: str = Field(description="Fingerprint of the model the cube's "
+                                 "vectors come from.")
     embedding_dim: int
+    embedder: dict[str, Any] | None = Field(
+        default=None, description="The embedder spec the cube was created or switched "
+        "with (null: the server's default, for cubes older than per-cube embedders).")
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: Timestamp
     units: int = Field(default=0, description="Active memory units in the cube.")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 
 from api.deps import MemosDep, ModelMemoryDep, TenantDep
 from api.responses import ERRORS
 from memos.memory import model_fingerprint
 from memos.transfer import export_cube, import_cube
 from memos.types import (
+    MAX_INT,
     CubeCreate,
     CubeExport,
     CubeImport,
     CubePublic,
+    EmbedderSwitch,
     Granularity,
     IngestResult,
     MemoryPublic,
     MessagesIngest,
+    ReembedJob,
 )
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=ERRORS)
@@ -55,6 +60,24 @@ def get_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> CubePublic:
 def delete_cube(cube_id: str, memos: MemosDep, tenant: TenantDep) -> Response:
     memos.delete_cube(cube_id, tenant=tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{cube_id}/embedder", response_model=ReembedJob,
+             status_code=status.HTTP_202_ACCEPTED)
+def switch_embedder(cube_id: str, body: EmbedderSwitch, memos: MemosDep,
+                    tenant: TenantDep) -> ReembedJob:
+    """Re-embed the cube with another embedder: a ``reembed_cube`` job (poll
+    ``GET /embedder/jobs/{job_id}``). Searches use the old vectors until the job switches
+    the cube over in one commit. 422: the embedder is not allowed here or does not load;
+    409: the cube already uses it, or is being re-embedded."""
+    return memos.switch_embedder(cube_id, body, tenant=tenant)
+
+
+@router.get("/{cube_id}/embedder/jobs/{job_id}", response_model=ReembedJob)
+def reembed_job(cube_id: str, job_id: Annotated[int, Path(ge=1, le=MAX_INT)],
+                memos: MemosDep, tenant: TenantDep) -> ReembedJob:
+    """Status and progress (0..1) of a re-embed job of the cube."""
+    return memos.reembed_job(cube_id, job_id, tenant=tenant)
 
 
 @router.get("/{cube_id}/export", response_model=CubeExport)

@@ -60,6 +60,11 @@ def add_eval_locomo_command(subparsers: Any, *,
     p.add_argument("--answerer", default="offline",
                    help="with --qa: 'offline' (extractive), 'bundled' or a litellm model")
     p.add_argument("--top-k", type=int, default=10, help="with --qa: memories per question")
+    p.add_argument("--embedder", default=None, help="retrieval only: the embedder, as "
+                   "MEMOS_EMBEDDER names it (default: the bundled model), e.g. "
+                   "minilm-int8-per-channel (built by `memos embedders quantize`)")
+    p.add_argument("--methods", default=None, help="retrieval only: comma-separated "
+                   "methods (default: all), e.g. router,flat")
 
     def _run(args: argparse.Namespace) -> int:
         factory = None
@@ -72,9 +77,18 @@ def add_eval_locomo_command(subparsers: Any, *,
                           max_questions=args.max_questions, json_path=args.json_path,
                           progress=not args.no_progress)
             return 0
+        extra: dict[str, Any] = {}
+        if args.embedder:
+            from memos.config import Settings
+            from memos.embedders import build_embedder, parse_embedder_setting
+
+            extra["embedder"] = build_embedder(parse_embedder_setting(args.embedder),
+                                               models_dir=Settings().models_path)
+        if args.methods:
+            extra["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
         run_locomo(args.data, conversations=convs, json_path=args.json_path,
                    retriever_factory=factory, progress=not args.no_progress,
-                   max_questions=args.max_questions)
+                   max_questions=args.max_questions, **extra)
         return 0
 
     p.set_defaults(func=_run)

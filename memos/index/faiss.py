@@ -212,7 +212,7 @@ class FaissIndex:
         """Rebuild the cube's graph from SQL and rewrite its snapshot now: HNSW keeps removed
         vectors as dead entries, and a purged vector must leave memory and disk."""
         with self._lock:
-            self._cubes[cube.id] = self._rebuild(cube)
+            self._cubes[cube.key] = self._rebuild(cube)
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -203,9 +203,9 @@ class Searcher:
         started = time.perf_counter()
         with self.units.store.transaction() as session:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
-            self.units.check_embedder(cube, self.embedder)
+            embedder = self.units.check_embedder(cube, self.embedder)
             t = timings.add("db", started)
-            query = self.queries.embed(body.query)
+            query = self.queries.embed(body.query, embedder=embedder)
             t = timings.add("embed", t)
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:

@@ -111,6 +111,9 @@ class CubeRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     embedding_model: Mapped[str] = mapped_column(String(200))
     embedding_dim: Mapped[int] = mapped_column(Integer)
+    #: the embedder spec (:data:`memos.types.EmbedderSpec` as JSON) that produced the cube's
+    #: vectors; None for cubes older than migration 0008 (the server default embeds them)
+    embedder: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     index_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -222,6 +225,21 @@ class LinkRow(Base):
     type: Mapped[str] = mapped_column(String(32))
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReembedVectorRow(Base):
+    """A unit's vector from the model a re-embed job moves its cube to, kept until the job
+    switches the cube over (:mod:`memos.embedders.reembed`): the job's resumable progress."""
+
+    __tablename__ = "reembed_vectors"
+
+    unit_pk: Mapped[int] = mapped_column(ForeignKey("memory_units.pk", ondelete="CASCADE"),
+                                         primary_key=True)
+    #: the target model's fingerprint (:attr:`memos.embed.Embedder.name`)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    cube_key: Mapped[str] = mapped_column(ForeignKey("cubes.key", ondelete="CASCADE"),
+                                          index=True)
+    embedding: Mapped[np.ndarray] = mapped_column(Embedding)
 
 
 class JobRow(Base):

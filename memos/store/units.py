@@ -30,6 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from memos.embed import Embedder
+from memos.embedders import Embedders
 from memos.errors import Conflict, NotFound
 from memos.index import VectorIndex
 from memos.public import unit_public
@@ -37,7 +38,8 @@ from memos.store.models import CubeRow, TagRow, UnitRow
 from memos.store.sql import Store
 from memos.types import MemoryPublic
 
-__all__ = ["UnitRepository", "Publish", "new_unit", "new_cube_key", "content_hash"]
+__all__ = ["UnitRepository", "Publish", "new_unit", "new_cube_key", "content_hash",
+           "check_model_unchanged"]
 
 #: ``publish(cube, remove=pks, add=pks, vectors=array, erase=False)``: index changes of one
 #: write.
@@ -81,6 +83,16 @@ def new_unit(*, cube: CubeRow, granularity: str, text: str | None,
                    granularity=granularity, text=text, content_sha=content_sha, **fields)
 
 
+def check_model_unchanged(cube: CubeRow, model: str) -> None:
+    """:class:`Conflict` when the cube's embedder was switched (a re-embed job committed)
+    since this write embedded its texts with ``model``: its vectors would mix two models.
+    Called inside the write transaction, after reading the cube row again."""
+    if cube.embedding_model != model:
+        raise Conflict(f"cube {cube.id!r} switched its embedder to {cube.embedding_model!r} "
+                       "while this write was being embedded; retry it",
+                       details={"cube_model": cube.embedding_model, "embedded_with": model})
+
+
 class UnitRepository:
     """Rows of every cube over one store, and the vector index their writes keep current."""
 
@@ -121,14 +133,19 @@ class UnitRepository:
             return unit_public(self.unit_row(session, cube=cube, unit_id=unit_id), cube.id)
 
     @staticmethod
-    def check_embedder(cube: CubeRow, embedder: Embedder) -> None:
-        """:class:`Conflict` unless the cube's vectors are ``embedder``'s (never mix models)."""
+    def check_embedder(cube: CubeRow, embedder: Embedder) -> Embedder:
+        """The embedder of the cube's vectors: the cube's own when ``embedder`` is the
+        server's :class:`memos.embedders.Embedders`, else ``embedder`` itself.
+        :class:`Conflict` unless the cube's vectors are that model's (never mix models)."""
+        if isinstance(embedder, Embedders):
+            return embedder.for_cube(cube)
         if cube.embedding_model != embedder.name or cube.embedding_dim != embedder.dim:
             raise Conflict(
                 f"cube {cube.id!r} holds vectors of {cube.embedding_model!r} "
                 f"({cube.embedding_dim}-d); this server embeds with {embedder.name!r} "
                 f"({embedder.dim}-d)",
                 details={"cube_model": cube.embedding_model, "server_model": embedder.name})
+        return embedder
 
     @contextmanager
     def write(self) -> Iterator[tuple[Session, Publish]]:
