@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from memos.errors import BackendUnavailable
+from memos.metrics import observe_embed_batch
 
 __all__ = ["Embedder", "OnnxMiniLM", "HashingEmbedder", "QueryCache", "default_embedder",
            "embed_texts", "verified_file", "MINILM_ONNX_SHA256", "MINILM_TOKENIZER_SHA256"]
@@ -150,6 +151,7 @@ class OnnxMiniLM:
         for k, row in enumerate(rows):
             ids[k, :len(row)] = row
             mask[k, :len(row)] = 1
+        observe_embed_batch(self, len(rows))
         hidden = self._session.run(None, {
             "input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
         weights = mask[..., None].astype(np.float32)                  # (B, T, 1)

@@ -23,7 +23,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -158,6 +158,21 @@ class JobQueue:
             if cube_key is not None:
                 query = query.where(JobRow.cube_key == cube_key)
             return int(session.scalar(query) or 0)
+
+    def depth(self) -> tuple[dict[str, int], float]:
+        """Jobs of every cube per status (queued, running, done, failed; zeros included) and
+        the seconds the oldest queued job has waited (0.0 when none is queued)."""
+        with self.store.transaction() as session:
+            counts = dict.fromkeys(("queued", "running", "done", "failed"), 0)
+            for status, n in session.execute(select(JobRow.status, func.count())
+                                             .group_by(JobRow.status)):
+                counts[status] = int(n)
+            oldest = session.scalar(select(func.min(JobRow.created_at))
+                                    .where(JobRow.status == "queued"))
+        if oldest is not None and oldest.tzinfo is None:  # a backend that drops the zone
+            oldest = oldest.replace(tzinfo=timezone.utc)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        return counts, age
 
 
 class Worker:
