@@ -170,8 +170,7 @@ async function cubePage() {
     fill($("#sessions tbody"), page.items.map((u) => el("tr", {},
       el("td", {}, el("a", { href: sessionHref(u.session_id), class: "session-link" },
         u.session_id)),
-      el("td", {}, when(u.valid_from)), el("td", {}, u.speaker || ""),
-      el("td", {}, clip(u.text, 120)))));
+      el("td", {}, when(u.valid_from)), el("td", {}, clip(u.text, 160)))));
     const timed = page.items.filter((u) => u.valid_from);
     chart($("#chart-timeline"), { type: "scatter",
       data: { datasets: [{ label: "session", pointRadius: 5,
