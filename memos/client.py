@@ -57,6 +57,8 @@ from memos.types import (
     Filters,
     Health,
     IngestResult,
+    JobPage,
+    JobPublic,
     MemoryOptions,
     MemoryPage,
     MemoryPublic,
@@ -359,6 +361,16 @@ class _Calls:
         return _Call("POST", f"/v1/cubes/{cube_id}/scheduler/tick", _model(SchedulerTick),
                      params={"background": "true"} if background else {})
 
+    @staticmethod
+    def list_jobs(cube_id: str, status: str | None, offset: int,
+                  limit: int) -> _Call[JobPage]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/jobs", _model(JobPage),
+                     params=_drop_none({"status": status, "offset": offset, "limit": limit}))
+
+    @staticmethod
+    def retry_job(cube_id: str, job_id: int) -> _Call[JobPublic]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/jobs/{job_id}/retry", _model(JobPublic))
+
 
 def _headers(api_key: str | None) -> dict[str, str]:
     key = api_key if api_key is not None else os.environ.get("MEMOS_API_KEY")
@@ -550,6 +562,15 @@ class MemosClient:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return self._send(_Calls.scheduler_tick(cube_id, background))
 
+    def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
+                  limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        return self._send(_Calls.list_jobs(cube_id, status, offset, limit))
+
+    def retry_job(self, cube_id: str, job_id: int) -> JobPublic:
+        """Queue a failed job again."""
+        return self._send(_Calls.retry_job(cube_id, job_id))
+
 
 class AsyncMemosClient:
     """Asynchronous client with the same methods as :class:`MemosClient`, awaited."""
@@ -733,3 +754,12 @@ class AsyncMemosClient:
     async def scheduler_tick(self, cube_id: str, *, background: bool = False) -> SchedulerTick:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return await self._send(_Calls.scheduler_tick(cube_id, background))
+
+    async def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
+                        limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        return await self._send(_Calls.list_jobs(cube_id, status, offset, limit))
+
+    async def retry_job(self, cube_id: str, job_id: int) -> JobPublic:
+        """Queue a failed job again."""
+        return await self._send(_Calls.retry_job(cube_id, job_id))

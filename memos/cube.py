@@ -66,6 +66,9 @@ from memos.types import (
     Filters,
     Granularity,
     IngestResult,
+    JobPage,
+    JobPublic,
+    JobStatus,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
@@ -289,6 +292,23 @@ class MemCube:
                            provider=provider, blobs=blobs)
 
     # ================================================================== misc
+    # ================================================================== jobs
+    def list_jobs(self, cube_id: str, *, tenant: str, status: JobStatus | None = None,
+                  offset: int = 0, limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        key = self._cube_key(cube_id, tenant=tenant)
+        items, total = self.jobs.page(cube_key=key, status=status.value if status else None,
+                                      offset=offset, limit=limit)
+        return JobPage(items=items, total=total, offset=offset, limit=limit)
+
+    def retry_job(self, cube_id: str, job_id: int, *, tenant: str) -> JobPublic:
+        """Queue a failed job of the cube again (see :meth:`JobQueue.retry`)."""
+        return self.jobs.retry(cube_key=self._cube_key(cube_id, tenant=tenant), job_id=job_id)
+
+    def _cube_key(self, cube_id: str, *, tenant: str) -> str:
+        with self.store.transaction() as session:
+            return self.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
+
     def counts(self) -> dict[str, Any]:
         with self.store.transaction() as session:
             units = session.scalar(select(func.count()).select_from(UnitRow)) or 0

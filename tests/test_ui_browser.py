@@ -136,6 +136,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[
             {"id": "m6", "speaker": "Ana", "content": "I have two cats.",
              "timestamp": "2024-06-01T09:00:00Z"}])
         service.derivers = [GranularityDeriver(), *([rules] if rules else [])]
+        with service.store.transaction() as session:  # a job that failed for good
+            key = service.units.cube_row(session, cube_id="small", tenant="alice").key
+            row = service.jobs.enqueue(session, kind="derive_session", cube_key=key,
+                                       payload={"session_id": "gone", "tenant": "alice"})
+            row.status, row.attempts, row.error = "failed", 5, "RuntimeError: disk on fire"
         bob.post("/v1/cubes", json={"id": "secret"})
         _ingest(bob, "secret", "b1", [{"id": "x1", "speaker": "Bob",
                                         "content": "My bank PIN is hidden in the blue book."}])
@@ -175,7 +180,9 @@ def _open(page: Any, server: Server, path: str) -> None:
 
 
 def _shot(page: Any, artefacts: Path, name: str) -> None:
+    """The whole page, and its first screen (``<name>-top.png``, what the README shows)."""
     page.screenshot(path=str(artefacts / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(artefacts / f"{name}-top.png"))
 
 
 def _facts(server: Server, cube: str, session: str) -> list[dict[str, Any]]:
@@ -331,11 +338,20 @@ def test_restoring_a_quarantined_fact_shows_its_reason_then_makes_it_active(
         assert current.json()["status"] == "active"
 
 
-def test_model_memory_page_opens(page: Any, server: Server, artefacts: Path) -> None:
+def test_jobs_show_their_error_and_a_failed_one_is_retried(page: Any, server: Server,
+                                                            artefacts: Path) -> None:
     _open(page, server, "/ui/cubes/small/model")
-    assert "background jobs" in page.inner_text("#jobs-pending")
     assert "last tick" in page.inner_text("#scheduler")
+    failed = page.locator("#jobs tr.job-failed")
+    assert failed.count() == 1 and "disk on fire" in failed.inner_text()
+    job_id = failed.get_attribute("data-job")
     _shot(page, artefacts, "model")
+    failed.locator("button.retry").click()
+    page.wait_for_selector(f"#jobs tr[data-job='{job_id}']:not(.job-failed)")
+    with server.api(ALICE) as api:
+        (job,) = [j for j in api.get("/v1/cubes/small/jobs").json()["items"]
+                  if str(j["id"]) == job_id]
+    assert job["status"] == "queued" and job["attempts"] == 0  # no worker runs here
 
 
 def test_alices_key_cannot_see_or_touch_bobs_cube_in_the_ui(page: Any, server: Server) -> None:

@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 
 from memos import __version__
 from memos.keys import KeyRing
-from memos.types import Granularity, Kind, ListedStatus, SearchMode
+from memos.types import Granularity, JobStatus, Kind, ListedStatus, SearchMode
 
 __all__ = ["router", "mount_static"]
 
@@ -43,6 +43,7 @@ def _render(request: Request, template: str, page: str, **context: Any) -> HTMLR
         "page": page, "version": __version__, "auth": keys.auth_enabled(),
         "granularities": [g.value for g in Granularity], "kinds": [k.value for k in Kind],
         "statuses": [s.value for s in ListedStatus], "modes": [m.value for m in SearchMode],
+        "job_statuses": [s.value for s in JobStatus],
         **context}, headers={"Cache-Control": "no-store"})
 
 
@@ -85,7 +86,8 @@ def search_page(request: Request, cube_id: str) -> HTMLResponse:
 
 @router.get("/cubes/{cube_id}/model", response_class=HTMLResponse)
 def model_page(request: Request, cube_id: str) -> HTMLResponse:
-    """Model memory: activation units, adapters and the scheduler's state and decisions."""
+    """Jobs (queue, errors, retry) and model memory: activation units, adapters, the
+    scheduler's state and decisions."""
     return _render(request, "model.html", "model", cube_id=cube_id)
 
 

@@ -420,7 +420,27 @@ async function modelPage() {
     + "(derived units, extraction, model memory).";
   const section = async (name, load) => { try { await load(); } catch (err) {
     notice(`${name}: ${err.message}`); } };
+  const filter = $("#jobs-filter");
+  const jobs = async (offset) => {
+    const f = Object.fromEntries(new FormData(filter));
+    const page = await api("GET", cubePath(`/jobs?${query({ ...f, offset, limit: PAGE_SIZE })}`));
+    fill($("#jobs tbody"), page.items.map((j) => el("tr", { class: `job-${j.status}`,
+      "data-job": j.id },
+      el("td", { class: "num" }, j.id), el("td", {}, j.kind), el("td", {}, j.status),
+      el("td", { class: "num" }, j.attempts), el("td", { class: "num" },
+        `${Math.round(j.progress * 100)}%`), el("td", {}, when(j.created_at)),
+      el("td", {}, el("code", { class: "error" }, clip(j.error || "", 300))),
+      el("td", {}, j.status === "failed" ? el("button", { class: "retry", onclick: async () => {
+        try {
+          await api("POST", cubePath(`/jobs/${j.id}/retry`));
+          await jobs(page.offset);
+        } catch (err) { notice(`retry ${j.id}: ${err.message}`); }
+      } }, "retry") : ""))));
+    pager($("#jobs-pager"), page, jobs);
+  };
+  filter.addEventListener("submit", (event) => { event.preventDefault(); jobs(0); });
   await Promise.all([
+    section("jobs", () => jobs(0)),
     section("scheduler", async () => {
       const s = await api("GET", cubePath("/scheduler"));
       const field = (n, v) => [el("dt", {}, n), el("dd", {}, v)];
