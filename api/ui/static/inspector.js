@@ -352,8 +352,9 @@ async function memoryPage() {
 function shareBar(explain) {
   if (explain.lexical_share === undefined) return null;
   const lex = Math.round(explain.lexical_share * 100);
-  return el("span", { class: "share", title: `lexical ${lex}% · dense ${100 - lex}%` },
-    el("span", { class: "lex", style: `width:${lex}%` }), el("span", { class: "dense" }),
+  return el("div", { class: "share", title: `lexical ${lex}% · dense ${100 - lex}%` },
+    el("span", { class: "bar" }, el("span", { class: "lex", style: `width:${lex}%` }),
+      el("span", { class: "dense" })),
     el("small", {}, ` lexical ${lex}% / dense ${100 - lex}%`));
 }
 
