@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from memos.errors import Conflict, NotFound
 from memos.store.models import CubeRow, JobRow, utcnow
 from memos.store.sql import Store
-from memos.types import JobPublic
+from memos.types import JobPublic, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class JobQueue:
 
 
 def _public(row: JobRow) -> JobPublic:
-    return JobPublic(id=row.pk, kind=row.kind, status=row.status, attempts=row.attempts,
+    return JobPublic(id=row.pk, kind=row.kind, status=JobStatus(row.status), attempts=row.attempts,
                      progress=row.progress, error=row.error, created_at=row.created_at,
                      run_after=row.run_after, finished_at=row.finished_at)
 
