@@ -53,6 +53,7 @@ from memos.types import (
     ContextResponse,
     CubeExport,
     CubePublic,
+    CubeStats,
     DeletionReport,
     Filters,
     Health,
@@ -362,6 +363,10 @@ class _Calls:
                      params={"background": "true"} if background else {})
 
     @staticmethod
+    def cube_stats(cube_id: str) -> _Call[CubeStats]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/stats", _model(CubeStats))
+
+    @staticmethod
     def list_jobs(cube_id: str, status: str | None, offset: int,
                   limit: int) -> _Call[JobPage]:
         return _Call("GET", f"/v1/cubes/{cube_id}/jobs", _model(JobPage),
@@ -562,6 +567,10 @@ class MemosClient:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return self._send(_Calls.scheduler_tick(cube_id, background))
 
+    def cube_stats(self, cube_id: str) -> CubeStats:
+        """Unit counts per granularity and kind (active) and per status."""
+        return self._send(_Calls.cube_stats(cube_id))
+
     def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
                   limit: int = 50) -> JobPage:
         """The cube's background jobs, newest first, with their errors."""
@@ -754,6 +763,10 @@ class AsyncMemosClient:
     async def scheduler_tick(self, cube_id: str, *, background: bool = False) -> SchedulerTick:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return await self._send(_Calls.scheduler_tick(cube_id, background))
+
+    async def cube_stats(self, cube_id: str) -> CubeStats:
+        """Unit counts per granularity and kind (active) and per status."""
+        return await self._send(_Calls.cube_stats(cube_id))
 
     async def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
                         limit: int = 50) -> JobPage:

@@ -62,6 +62,7 @@ from memos.types import (
     ContextResponse,
     CubeCreate,
     CubePublic,
+    CubeStats,
     DeletionReport,
     Filters,
     Granularity,
@@ -69,6 +70,8 @@ from memos.types import (
     JobPage,
     JobPublic,
     JobStatus,
+    Kind,
+    ListedStatus,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
@@ -292,6 +295,24 @@ class MemCube:
                            provider=provider, blobs=blobs)
 
     # ================================================================== misc
+    def stats(self, cube_id: str, *, tenant: str) -> CubeStats:
+        """Unit counts per granularity, kind (active units) and status, in one query."""
+        with self.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            groups = session.execute(
+                select(UnitRow.kind, UnitRow.granularity, UnitRow.status, func.count())
+                .where(UnitRow.cube_key == cube.key, UnitRow.status != "deleted")
+                .group_by(UnitRow.kind, UnitRow.granularity, UnitRow.status)).all()
+        gran = dict.fromkeys((g.value for g in Granularity), 0)
+        kind = dict.fromkeys((k.value for k in Kind), 0)
+        status = dict.fromkeys((s.value for s in ListedStatus), 0)
+        for k, g, st, n in groups:
+            status[st] = status.get(st, 0) + n
+            if st == "active":
+                gran[g] = gran.get(g, 0) + n
+                kind[k] = kind.get(k, 0) + n
+        return CubeStats(granularity=gran, kind=kind, status=status)
+
     # ================================================================== jobs
     def list_jobs(self, cube_id: str, *, tenant: str, status: JobStatus | None = None,
                   offset: int = 0, limit: int = 50) -> JobPage:

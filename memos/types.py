@@ -721,6 +721,15 @@ class TrainingJob(BaseModel):
 
 
 # --------------------------------------------------------------------------- scheduler
+class CubeStats(BaseModel):
+    """How many units a cube holds, grouped (every name listed, zeros included)."""
+
+    granularity: dict[str, int] = Field(description="Active units per granularity.")
+    kind: dict[str, int] = Field(description="Active units per kind.")
+    status: dict[str, int] = Field(description="Units per status, every granularity "
+                                   "(deleted units are never counted).")
+
+
 class JobStatus(str, Enum):
     queued = "queued"
     running = "running"

@@ -40,12 +40,15 @@ def test_every_page_renders_and_names_only_local_assets(client: TestClient) -> N
             assert not re.search(r"https?://", f.read_text()), f
 
 
-def test_chartjs_is_the_vendored_release_with_its_licence() -> None:
-    vendor = STATIC / "vendor" / "chartjs"
+@pytest.mark.parametrize("folder, build, licence", [
+    ("chartjs", "chart.umd.min.js", "LICENSE.md"), ("cytoscape", "cytoscape.min.js", "LICENSE")])
+def test_vendored_libraries_are_the_noted_releases_with_their_licences(
+        folder: str, build: str, licence: str) -> None:
+    vendor = STATIC / "vendor" / folder
     notes = (vendor / "README.md").read_text()
-    digest = hashlib.sha256((vendor / "chart.umd.min.js").read_bytes()).hexdigest()
-    assert digest in notes, "chart.umd.min.js changed: refresh it as vendor/chartjs/README.md says"
-    assert "MIT" in (vendor / "LICENSE.md").read_text()
+    digest = hashlib.sha256((vendor / build).read_bytes()).hexdigest()
+    assert digest in notes, f"{build} changed: refresh it as vendor/{folder}/README.md says"
+    assert "MIT" in (vendor / licence).read_text()
 
 
 def test_a_page_shell_holds_no_memory_data(client: TestClient) -> None:

@@ -235,6 +235,17 @@ def test_session_page_shows_messages_with_speakers_and_the_quarantined_fact(
     messages = page.locator("#messages .message")
     assert messages.count() == 3
     assert "Ana" in messages.nth(0).inner_text() and "Lisbon" in messages.nth(0).inner_text()
+    with server.api(ALICE) as api:
+        turns = api.get("/v1/cubes/small/memories",
+                        params={"granularity": "turn", "session_id": "s1"}).json()["items"]
+        links = {(lk["source_id"], lk["target_id"], lk["type"]) for t in turns for lk in api.get(
+            f"/v1/cubes/small/memories/{t['id']}/provenance").json()["links"]}
+    drawn = page.evaluate("""() => ({
+        inside: memosGraph.nodes("[inside = 'yes']").map(n => n.id()),
+        edges: memosGraph.edges().map(e => [e.data('source'), e.data('target'), e.data('type')])
+    })""")
+    assert sorted(drawn["inside"]) == sorted(t["id"] for t in turns)
+    assert {tuple(e) for e in drawn["edges"]} == links and links
     _shot(page, artefacts, "session")
     _open(page, server, "/ui/cubes/small/sessions/s3")
     row = page.locator("#derived tbody tr.status-quarantined")

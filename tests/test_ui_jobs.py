@@ -76,3 +76,28 @@ def test_another_tenants_jobs_answer_like_missing_ones(service: MemCube,
         with pytest.raises(NotFound):
             alice.retry_job("b", job)
         assert bob.list_jobs("b").items[0].status.value == "failed"
+
+
+def test_cube_stats_count_per_granularity_kind_and_status(sdk: MemosClient) -> None:
+    sdk.create_cube("a")
+    sdk.add_messages("a", session_id="s1", messages=[
+        {"id": "m1", "speaker": "Ana", "content": "I moved to Lisbon."},
+        {"id": "m2", "speaker": "Ben", "content": "Nice."}], sync=True)
+    one = sdk.add_memory("a", text="Ana lives in Lisbon.")
+    two = sdk.add_memory("a", text="Ana likes tea.")
+    gone = sdk.add_memory("a", text="Ana is 30.")
+    sdk.update_memory("a", one.id, text="Ana lives in Porto.")
+    sdk.update_memory("a", two.id, status="archived", reason="stale")
+    sdk.delete_memory("a", gone.id)
+    stats = sdk.cube_stats("a")
+    listed = {g: sdk.list_memories("a", filters={"granularity": [g]}, limit=1).total
+              for g in stats.granularity}
+    assert stats.granularity == listed  # the list's own counts, one query instead of six
+    assert stats.granularity["turn"] == 2 and stats.granularity["fact"] == 1
+    # the correction and the archiving each wrote a version over the one they superseded
+    assert stats.status["superseded"] == 2 and stats.status["archived"] == 1
+    assert stats.status["active"] == sum(stats.granularity.values())
+    assert stats.kind == {"plaintext": stats.status["active"], "activation": 0, "parametric": 0}
+    assert set(stats.status) == {"active", "superseded", "archived", "quarantined"}
+    with pytest.raises(NotFound):
+        sdk.cube_stats("nope")

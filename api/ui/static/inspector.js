@@ -141,21 +141,15 @@ async function cubesPage() {
   $("#cubes-empty").hidden = cubes.length > 0;
 }
 
-async function count(params) {
-  const page = await api("GET", cubePath(`/memories?${query({ ...params, limit: 1 })}`));
-  return page.total;
-}
-
 async function cubePage() {
   const cube = await api("GET", cubePath()).catch(fail("cube"));
   $("#cube-name").textContent = [cube.name, `${cube.units} active units`,
     `${cube.pending_jobs} pending jobs`].filter(Boolean).join(" · ");
   const grans = JSON.parse(body.dataset.granularities || "[]");
-  const [byGran, byStatus, byKind] = await Promise.all([
-    Promise.all(grans.map((g) => count({ granularity: g }))),
-    Promise.all(STATUSES.map((s) => count({ status: s }))),
-    Promise.all(KINDS.map((k) => count({ kind: k }))),
-  ]).catch(fail("counts"));
+  const stats = await api("GET", cubePath("/stats")).catch(fail("counts"));
+  const byGran = grans.map((g) => stats.granularity[g] || 0);
+  const byStatus = STATUSES.map((s) => stats.status[s] || 0);
+  const byKind = KINDS.map((k) => stats.kind[k] || 0);
   chart($("#chart-granularity"), { type: "bar",
     data: { labels: grans, datasets: [{ label: "active units", data: byGran }] },
     options: { plugins: { legend: { display: false } } } });
@@ -213,6 +207,7 @@ async function sessionPage() {
     el("div", { class: "meta" }, el("b", {}, s.message.speaker || s.message.role), " · ",
       when(s.message.timestamp) || "no timestamp", " · ", el("code", {}, s.message.id)),
     el("div", { class: "content" }, s.message.content))));
+  await sessionGraph(sid);
   const select = $("#derived-granularity");
   const derived = async () => {
     const rows = await api("GET", cubePath(`/sessions/${enc(sid)}/memories?${query(
@@ -223,6 +218,50 @@ async function sessionPage() {
   };
   select.addEventListener("change", derived);
   await derived();
+}
+
+const GRAPH_TURNS = 80;  // a longer session draws its first 80 turns (one call each)
+
+// The association graph: the session's turns, and every unit their links reach, laid out by
+// Cytoscape's force-directed layout; edges are the stored links (type and weight).
+async function sessionGraph(sid) {
+  const turns = await api("GET", cubePath(`/memories?${query(
+    { granularity: "turn", session_id: sid, limit: GRAPH_TURNS })}`)).catch(fail("turns"));
+  const provs = await Promise.all(turns.items.map((t) => api("GET",
+    cubePath(`/memories/${enc(t.id)}/provenance`)))).catch(fail("links"));
+  const nodes = new Map(turns.items.map((t) => [t.id, { data: { id: t.id, inside: "yes",
+    label: `${t.speaker || ""}: ${clip(t.text, 40)}` } }]));
+  const edges = new Map();
+  for (const prov of provs) {
+    for (const l of prov.links) {
+      for (const end of [l.source_id, l.target_id]) {
+        if (!nodes.has(end)) nodes.set(end, { data: { id: end, inside: "no", label: end.slice(0, 8) } });
+      }
+      const id = `${l.source_id}|${l.target_id}|${l.type}`;
+      edges.set(id, { data: { id, source: l.source_id, target: l.target_id, type: l.type,
+        weight: l.weight } });
+    }
+  }
+  const graph = cytoscape({
+    container: $("#graph"),
+    maxZoom: 1.2,  // a few nodes are not blown up to fill the box
+    elements: [...nodes.values(), ...edges.values()],
+    layout: { name: "cose", animate: false, randomize: false },
+    style: [
+      { selector: "node", style: { label: "data(label)", "font-size": 9, width: 14, height: 14,
+        "background-color": "#2f5bd3", "text-wrap": "ellipsis", "text-max-width": 160 } },
+      { selector: "node[inside = 'no']", style: { "background-color": "#aab2c0" } },
+      { selector: "edge", style: { width: "mapData(weight, 0, 1, 0.5, 4)", "line-color": "#e39b2d",
+        "curve-style": "bezier", "target-arrow-shape": "triangle", "target-arrow-color": "#e39b2d",
+        "arrow-scale": 0.6 } },
+      { selector: "edge[type != 'associated']", style: { "line-color": "#9aa5b5",
+        "target-arrow-color": "#9aa5b5", "line-style": "dashed" } },
+    ],
+  });
+  graph.on("tap", "node", (event) => { location.href = memoryHref(event.target.id()); });
+  window.memosGraph = graph;  // for the browser tests
+  $("#graph-meta").textContent = `${turns.items.length} of ${turns.total} turns, `
+    + `${nodes.size - turns.items.length} linked units outside them, ${edges.size} links`;
 }
 
 // Word-level diff (longest common subsequence), enough for a memory's few sentences.
