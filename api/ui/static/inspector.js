@@ -220,7 +220,7 @@ async function sessionPage() {
   await derived();
 }
 
-const GRAPH_TURNS = 80;  // a longer session draws its first 80 turns (one call each)
+const GRAPH_TURNS = 40;  // a longer session draws its first 40 turns (one call each)
 
 // The association graph: the session's turns, and every unit their links reach, laid out by
 // Cytoscape's force-directed layout; edges are the stored links (type and weight).
