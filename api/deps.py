@@ -15,6 +15,7 @@ from memos.chat import Chat
 from memos.cube import MemCube
 from memos.keys import KeyRing
 from memos.memory import ModelMemory
+from memos.metrics import Metrics
 from memos.scheduler import Scheduler
 
 
@@ -42,6 +43,10 @@ def get_scheduler(request: Request) -> Scheduler:
     return request.app.state.scheduler  # type: ignore[no-any-return]
 
 
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
 def get_chat(request: Request) -> Chat:
     return request.app.state.chat  # type: ignore[no-any-return]
 
@@ -54,3 +59,4 @@ AdminDep = Annotated[None, Depends(require_admin)]
 ModelMemoryDep = Annotated[ModelMemory, Depends(get_model_memory)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 ChatDep = Annotated[Chat, Depends(get_chat)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

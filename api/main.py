@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,24 +17,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import compile_path
+from starlette.routing import Match, Mount, compile_path
 
 from api.local_only import LocalOnlyGuard
 from api.middleware import BodyLimit, InternalErrorAsJson
-from api.routes import chat, cubes, memories, model_memory, search, system
+from api.routes import chat, cubes, jobs, memories, model_memory, search, stats, system
+from api.ui import mount_static
+from api.ui import router as ui_router
 from memos import __version__
 from memos.config import Settings, get_settings
 from memos.cube import MemCube
 from memos.errors import InvalidInput, MemosError
 from memos.jobs import Worker
 from memos.limits import Limits
+from memos.metrics import Metrics
 from memos.service import build_services
 
 log = logging.getLogger("memos.api")
 
 
-class _RequestCounter:
-    """Counts requests by (method, route template, status) for ``/metrics``.
+class _RequestMetrics:
+    """Counts and times requests by (method, route template, status) for ``/metrics``, and
+    records a search's stages from its ``Server-Timing`` header.
 
     Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
     streams every response through an extra task and queue, a measurable share of a search.
@@ -49,18 +52,66 @@ class _RequestCounter:
             await self.app(scope, receive, send)
             return
         status = 500
+        stages: dict[str, float] = {}
+        started = time.perf_counter()
+        # a mount rewrites these in the scope; matching again needs the request's own
+        where = {"path": scope["path"], "root_path": scope.get("root_path", "")}
 
         async def send_status(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"server-timing":
+                        stages.update(_server_timing(value.decode("latin-1")))
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            scope["app"].state.requests[(scope["method"], path, status)] += 1
+            app = scope["app"]
+            path = route_template(app, {**scope, **where})
+            metrics: Metrics = app.state.metrics
+            metrics.observe_request(method=scope["method"], path=path, status=status,
+                                    seconds=time.perf_counter() - started)
+            if stages and path == SEARCH_ROUTE:
+                metrics.observe_stages(stages)
+
+
+#: the route whose ``Server-Timing`` stages become ``memos_search_stage_seconds``
+SEARCH_ROUTE = "/v1/cubes/{cube_id}/search"
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """``"db;dur=1.20, embed;dur=3.4"`` -> ``{"db": 1.2, "embed": 3.4}`` (milliseconds)."""
+    out: dict[str, float] = {}
+    for metric in header.split(","):
+        name, _, params = metric.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                try:
+                    out[name] = float(value)
+                except ValueError:
+                    pass
+    return out
+
+
+def route_template(app: Any, scope: Any) -> str:
+    """The template of the route that served ``scope`` (``/v1/cubes/{cube_id}/search``), so
+    metrics have one series per route, not per id. FastAPI's own routes put themselves in the
+    scope; the docs pages, the schema and mounted static files are plain Starlette routes,
+    found here by matching again (``/ui/static/{path}`` for a mount). A path no route
+    matches is ``unmatched``."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    for candidate in app.routes:
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            path = str(getattr(candidate, "path", "unmatched"))
+            return path + "/{path}" if isinstance(candidate, Mount) else path
+    return "unmatched"
 
 
 def _validation_error(exc: RequestValidationError, content_type: str | None) -> MemosError:
@@ -128,7 +179,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
         app.state.model_memory = services.model_memory
         app.state.chat = services.chat
         app.state.scheduler = scheduler
-        app.state.requests = Counter()
+        app.state.metrics.watch(memos.embedder)
         app.state.started = time.time()
         handlers = services.handlers
         # With run_worker off the thread only keeps house: retrieval counts still reach SQL.
@@ -158,6 +209,9 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
                          description="Memory service for LLM agents: MemCube store, "
                                      "multi-granularity retrieval, provenance and versions.")
 
+    # Built with the app, not in the lifespan, so requests refused before startup count too.
+    app.state.metrics = Metrics()
+
     @app.exception_handler(MemosError)
     async def _memos_error(_: Request, exc: MemosError) -> JSONResponse:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code)
@@ -183,7 +237,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     # every status the client gets.
     app.add_middleware(InternalErrorAsJson)
     app.add_middleware(BodyLimit, limits=Limits.from_settings(settings))
-    app.add_middleware(_RequestCounter)
+    app.add_middleware(_RequestMetrics)
     # Outermost, so a refused remote client reaches nothing, not even the request counts.
     app.add_middleware(LocalOnlyGuard)
 
@@ -207,4 +261,8 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     app.include_router(search.router)
     app.include_router(chat.router)
     app.include_router(model_memory.router)
+    app.include_router(jobs.router)
+    app.include_router(stats.router)
+    app.include_router(ui_router)
+    mount_static(app)
     return app

@@ -53,10 +53,13 @@ from memos.types import (
     ContextResponse,
     CubeExport,
     CubePublic,
+    CubeStats,
     DeletionReport,
     Filters,
     Health,
     IngestResult,
+    JobPage,
+    JobPublic,
     MemoryOptions,
     MemoryPage,
     MemoryPublic,
@@ -371,6 +374,20 @@ class _Calls:
         return _Call("POST", f"/v1/cubes/{cube_id}/scheduler/tick", _model(SchedulerTick),
                      params={"background": "true"} if background else {})
 
+    @staticmethod
+    def cube_stats(cube_id: str) -> _Call[CubeStats]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/stats", _model(CubeStats))
+
+    @staticmethod
+    def list_jobs(cube_id: str, status: str | None, offset: int,
+                  limit: int) -> _Call[JobPage]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/jobs", _model(JobPage),
+                     params=_drop_none({"status": status, "offset": offset, "limit": limit}))
+
+    @staticmethod
+    def retry_job(cube_id: str, job_id: int) -> _Call[JobPublic]:
+        return _Call("POST", f"/v1/cubes/{cube_id}/jobs/{job_id}/retry", _model(JobPublic))
+
 
 def _headers(api_key: str | None) -> dict[str, str]:
     key = api_key if api_key is not None else os.environ.get("MEMOS_API_KEY")
@@ -574,6 +591,19 @@ class MemosClient:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return self._send(_Calls.scheduler_tick(cube_id, background))
 
+    def cube_stats(self, cube_id: str) -> CubeStats:
+        """Unit counts per granularity and kind (active) and per status."""
+        return self._send(_Calls.cube_stats(cube_id))
+
+    def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
+                  limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        return self._send(_Calls.list_jobs(cube_id, status, offset, limit))
+
+    def retry_job(self, cube_id: str, job_id: int) -> JobPublic:
+        """Queue a failed job again."""
+        return self._send(_Calls.retry_job(cube_id, job_id))
+
 
 class AsyncMemosClient:
     """Asynchronous client with the same methods as :class:`MemosClient`, awaited."""
@@ -765,3 +795,16 @@ class AsyncMemosClient:
     async def scheduler_tick(self, cube_id: str, *, background: bool = False) -> SchedulerTick:
         """Apply the scheduler's policy now (``background``: queue it as a job)."""
         return await self._send(_Calls.scheduler_tick(cube_id, background))
+
+    async def cube_stats(self, cube_id: str) -> CubeStats:
+        """Unit counts per granularity and kind (active) and per status."""
+        return await self._send(_Calls.cube_stats(cube_id))
+
+    async def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
+                        limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        return await self._send(_Calls.list_jobs(cube_id, status, offset, limit))
+
+    async def retry_job(self, cube_id: str, job_id: int) -> JobPublic:
+        """Queue a failed job again."""
+        return await self._send(_Calls.retry_job(cube_id, job_id))

@@ -64,11 +64,17 @@ from memos.types import (
     ContextResponse,
     CubeCreate,
     CubePublic,
+    CubeStats,
     DeletionReport,
     EmbedderSwitch,
     Filters,
     Granularity,
     IngestResult,
+    JobPage,
+    JobPublic,
+    JobStatus,
+    Kind,
+    ListedStatus,
     MemoryCreate,
     MemoryPage,
     MemoryPublic,
@@ -319,6 +325,41 @@ class MemCube:
                            provider=provider, blobs=blobs)
 
     # ================================================================== misc
+    def stats(self, cube_id: str, *, tenant: str) -> CubeStats:
+        """Unit counts per granularity, kind (active units) and status, in one query."""
+        with self.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            groups = session.execute(
+                select(UnitRow.kind, UnitRow.granularity, UnitRow.status, func.count())
+                .where(UnitRow.cube_key == cube.key, UnitRow.status != "deleted")
+                .group_by(UnitRow.kind, UnitRow.granularity, UnitRow.status)).all()
+        gran = dict.fromkeys((g.value for g in Granularity), 0)
+        kind = dict.fromkeys((k.value for k in Kind), 0)
+        status = dict.fromkeys((s.value for s in ListedStatus), 0)
+        for k, g, st, n in groups:
+            status[st] = status.get(st, 0) + n
+            if st == "active":
+                gran[g] = gran.get(g, 0) + n
+                kind[k] = kind.get(k, 0) + n
+        return CubeStats(granularity=gran, kind=kind, status=status)
+
+    # ================================================================== jobs
+    def list_jobs(self, cube_id: str, *, tenant: str, status: JobStatus | None = None,
+                  offset: int = 0, limit: int = 50) -> JobPage:
+        """The cube's background jobs, newest first, with their errors."""
+        key = self._cube_key(cube_id, tenant=tenant)
+        items, total = self.jobs.page(cube_key=key, status=status.value if status else None,
+                                      offset=offset, limit=limit)
+        return JobPage(items=items, total=total, offset=offset, limit=limit)
+
+    def retry_job(self, cube_id: str, job_id: int, *, tenant: str) -> JobPublic:
+        """Queue a failed job of the cube again (see :meth:`JobQueue.retry`)."""
+        return self.jobs.retry(cube_key=self._cube_key(cube_id, tenant=tenant), job_id=job_id)
+
+    def _cube_key(self, cube_id: str, *, tenant: str) -> str:
+        with self.store.transaction() as session:
+            return self.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
+
     def counts(self) -> dict[str, Any]:
         with self.store.transaction() as session:
             units = session.scalar(select(func.count()).select_from(UnitRow)) or 0

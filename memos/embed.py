@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from memos.errors import BackendUnavailable, InvalidInput
+from memos.metrics import observe_embed_batch
 
 __all__ = ["Embedder", "OnnxEmbedder", "OnnxMiniLM", "HashingEmbedder", "QueryCache",
            "default_embedder", "package_file", "sha256_of", "normalise",
@@ -195,6 +196,7 @@ class OnnxEmbedder:
         for k, row in enumerate(rows):
             ids[k, :len(row)] = row
             mask[k, :len(row)] = 1
+        observe_embed_batch(self, len(rows))
         feeds = {"input_ids": ids}
         if "attention_mask" in self._inputs:
             feeds["attention_mask"] = mask

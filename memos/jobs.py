@@ -23,15 +23,16 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from memos.errors import NotFound
+from memos.errors import Conflict, NotFound
 from memos.store.models import CubeRow, JobRow, utcnow
 from memos.store.sql import Store
+from memos.types import JobPublic, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,58 @@ class JobQueue:
             if cube_key is not None:
                 query = query.where(JobRow.cube_key == cube_key)
             return int(session.scalar(query) or 0)
+
+    def page(self, *, cube_key: str, status: str | None, offset: int,
+             limit: int) -> tuple[list[JobPublic], int]:
+        """One cube's jobs, newest first, and how many match (``status``: one status or
+        every one)."""
+        where = [JobRow.cube_key == cube_key]
+        if status is not None:
+            where.append(JobRow.status == status)
+        with self.store.transaction() as session:
+            total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+            rows = session.scalars(select(JobRow).where(*where).order_by(JobRow.pk.desc())
+                                   .offset(offset).limit(limit)).all()
+            return [_public(r) for r in rows], int(total)
+
+    def retry(self, *, cube_key: str, job_id: int) -> JobPublic:
+        """Queue a failed job of the cube again, its attempts counted from zero (the last
+        error stays until it runs). :class:`NotFound` for a job of another cube, exactly as
+        for none; :class:`Conflict` unless the job failed."""
+        with self.store.transaction() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.cube_key != cube_key:
+                raise NotFound(f"job {job_id} not found", details={"job_id": job_id})
+            if row.status != "failed":
+                raise Conflict(f"job {job_id} is {row.status}; only a failed job can be retried",
+                               details={"job_id": job_id, "status": row.status})
+            row.status, row.attempts, row.run_after = "queued", 0, utcnow()
+            row.finished_at = row.locked_by = row.locked_at = None
+            session.flush()
+            job = _public(row)
+        self.wake()
+        return job
+
+    def depth(self) -> tuple[dict[str, int], float]:
+        """Jobs of every cube per status (queued, running, done, failed; zeros included) and
+        the seconds the oldest queued job has waited (0.0 when none is queued)."""
+        with self.store.transaction() as session:
+            counts = dict.fromkeys(("queued", "running", "done", "failed"), 0)
+            for status, n in session.execute(select(JobRow.status, func.count())
+                                             .group_by(JobRow.status)):
+                counts[status] = int(n)
+            oldest = session.scalar(select(func.min(JobRow.created_at))
+                                    .where(JobRow.status == "queued"))
+        if oldest is not None and oldest.tzinfo is None:  # a backend that drops the zone
+            oldest = oldest.replace(tzinfo=timezone.utc)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        return counts, age
+
+
+def _public(row: JobRow) -> JobPublic:
+    return JobPublic(id=row.pk, kind=row.kind, status=JobStatus(row.status), attempts=row.attempts,
+                     progress=row.progress, error=row.error, created_at=row.created_at,
+                     run_after=row.run_after, finished_at=row.finished_at)
 
 
 class Worker:

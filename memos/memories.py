@@ -203,9 +203,13 @@ class Memories:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             where = [UnitRow.cube_key == cube.key, *filter_conditions(filters)]
             total = session.scalar(select(func.count()).select_from(UnitRow).where(*where)) or 0
-            rows = session.scalars(select(UnitRow).where(*where)
-                                   .order_by(UnitRow.created_at, UnitRow.pk)
-                                   .offset(offset).limit(limit)).all()
+            # The page's keys first, then its rows: sorting and skipping (created_at, pk)
+            # pairs, not whole rows with their vectors, keeps a deep page (offset 99,000 of
+            # 100,000) fast.
+            page = (select(UnitRow.pk).where(*where).order_by(UnitRow.created_at, UnitRow.pk)
+                    .offset(offset).limit(limit))
+            rows = session.scalars(select(UnitRow).where(UnitRow.pk.in_(page))
+                                   .order_by(UnitRow.created_at, UnitRow.pk)).all()
             return MemoryPage(items=[unit_public(r, cube.id) for r in rows], total=total,
                               offset=offset,
                               limit=limit)

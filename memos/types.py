@@ -839,6 +839,44 @@ class TrainingJob(BaseModel):
 
 
 # --------------------------------------------------------------------------- scheduler
+class CubeStats(BaseModel):
+    """How many units a cube holds, grouped (every name listed, zeros included)."""
+
+    granularity: dict[str, int] = Field(description="Active units per granularity.")
+    kind: dict[str, int] = Field(description="Active units per kind.")
+    status: dict[str, int] = Field(description="Units per status, every granularity "
+                                   "(deleted units are never counted).")
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class JobPublic(BaseModel):
+    """A background job of a cube (deriving units and facts, model memory, training)."""
+
+    id: int
+    kind: str
+    status: JobStatus
+    attempts: int = Field(description="Runs so far; a job is retried with back-off, then "
+                          "marked failed with its error.")
+    progress: float = Field(ge=0.0, le=1.0)
+    error: str | None = Field(default=None, description="The last attempt's error (its tail).")
+    created_at: Timestamp
+    run_after: Timestamp = Field(description="Not run before this time (the back-off).")
+    finished_at: Timestamp | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    total: int
+    offset: int
+    limit: int
+
+
 class SchedulerPolicy(BaseModel):
     """Thresholds of the memory scheduler; per cube, ``metadata.scheduler_policy``
     overrides them (unknown keys are refused)."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from api.deps import MemosDep, ModelMemoryDep, TenantDep
+from api.deps import MemosDep, MetricsDep, ModelMemoryDep, TenantDep
 from api.responses import ERRORS
 from memos.memory import model_fingerprint
 from memos.transfer import export_cube, import_cube
@@ -92,13 +92,16 @@ def export(cube_id: str, memos: MemosDep, mm: ModelMemoryDep, tenant: TenantDep,
 
 @router.post("/{cube_id}/messages", response_model=IngestResult,
              status_code=status.HTTP_201_CREATED)
-def ingest(cube_id: str, body: MessagesIngest, memos: MemosDep,
-           tenant: TenantDep) -> IngestResult:
+def ingest(cube_id: str, body: MessagesIngest, memos: MemosDep, tenant: TenantDep,
+           metrics: MetricsDep) -> IngestResult:
     """Store a conversation's messages: a ``turn`` unit per message and a ``session`` unit.
 
     Idempotent: re-sent message ids (or identical messages within the session) are skipped.
     """
-    return memos.ingest(cube_id, body, tenant=tenant)
+    result = memos.ingest(cube_id, body, tenant=tenant)
+    metrics.observe_ingest(stored=result.messages_stored, skipped=result.messages_skipped,
+                           units=result.units_created)
+    return result
 
 
 @router.get("/{cube_id}/sessions/{session_id}/memories", response_model=list[MemoryPublic])

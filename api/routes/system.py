@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import PlainTextResponse
 
 from api.deps import AdminDep, MemosDep
 from api.responses import ERRORS, HEALTH_ERRORS
 from memos import __version__
+from memos.metrics import CONTENT_TYPE, Metrics
 from memos.types import Health
 
 router = APIRouter(tags=["system"])
@@ -31,21 +31,16 @@ METRICS_RESPONSES = {200: {"description": "Prometheus text exposition format.",
 
 
 @router.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
-def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> PlainTextResponse:
+def metrics(request: Request, memos: MemosDep, _admin: AdminDep) -> Response:
     """Server-wide counts of every tenant, so an admin key's (``MEMOS_ADMIN_KEYS``) only; a
     tenant's key gets 403. Open while the server has no key (it then answers only its own
-    machine)."""
+    machine). The metric names are listed in :mod:`memos.metrics`."""
+    state = request.app.state
+    registry: Metrics = state.metrics
     counts = memos.counts()
-    lines = [
-        "# TYPE memos_units gauge", f"memos_units {counts['units']}",
-        "# TYPE memos_cubes gauge", f"memos_cubes {counts['cubes']}",
-        "# TYPE memos_uptime_seconds gauge",
-        f"memos_uptime_seconds {time.time() - request.app.state.started:.1f}",
-        "# TYPE memos_requests_total counter",
-    ]
-    for (method, path, status), n in sorted(request.app.state.requests.items()):
-        lines.append(f'memos_requests_total{{method="{method}",path="{path}",'
-                     f'status="{status}"}} {n}')
-    return PlainTextResponse("\n".join(lines) + "\n")
-
-
+    registry.units.set(counts["units"])
+    registry.cubes.set(counts["cubes"])
+    registry.uptime.set(time.time() - state.started)
+    jobs, oldest = memos.jobs.depth()
+    registry.set_jobs(jobs, oldest_queued_seconds=oldest)
+    return Response(registry.render(), media_type=CONTENT_TYPE)
