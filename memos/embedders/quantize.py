@@ -16,10 +16,12 @@ once per machine; ``memos embedders quantize`` (re)builds it explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,20 @@ __all__ = ["quantize_bundled", "load_quantized", "QUANTIZED_FILE"]
 log = logging.getLogger(__name__)
 
 QUANTIZED_FILE = "minilm-int8-per-channel.onnx"
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer advises "pre-processing" on the root logger at WARNING; the
+    folding above is that pre-processing here, so a first ``memos serve`` shows no advice
+    meant for someone else's model."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _sidecar(path: Path) -> Path:
@@ -70,8 +86,9 @@ def quantize_bundled(models_dir: Path) -> dict[str, Any]:
         options.optimized_model_filepath = str(folded)
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         partial = Path(tmp) / QUANTIZED_FILE
-        quantize_dynamic(str(folded), str(partial), per_channel=True,
-                         weight_type=QuantType.QInt8)
+        with _quiet_root_logger():
+            quantize_dynamic(str(folded), str(partial), per_channel=True,
+                             weight_type=QuantType.QInt8)
         partial.replace(target)
     record = {"sha256": sha256_of(target), "source_sha256": MINILM_ONNX_SHA256,
               "method": "onnxruntime.quantization.quantize_dynamic(per_channel=True, "
