@@ -202,6 +202,21 @@ class FaissIndex:
             UnitRow.pk.in_(best), *searchable(None))).all()
         return sorted(((r, best[r.pk]) for r in rows), key=lambda pair: -pair[1])
 
+    def nearest(self, session: Session, cube: CubeRow, query: np.ndarray,
+                k: int) -> list[int]:
+        with self._lock:
+            state = self._get(cube)
+            total = state.index.ntotal
+            if total == 0 or k < 1:
+                return []
+            want = min(total, k + min(state.dead, k))
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=max(HNSW_EF_SEARCH, want))
+            _, ids = state.index.search(
+                np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), want,
+                params=params)
+        return [int(i) for i in ids[0] if i >= 0]
+
     def drop(self, cube_key: str) -> None:
         with self._lock:
             self._cubes.pop(cube_key, None)
