@@ -401,3 +401,22 @@ def test_dense_ids_from_an_ann_index_join_the_pool_and_unknown_ids_are_ignored()
     assert turns == {7, 30} | set(range(45, 55))  # s4's turns
     with pytest.raises(ValueError, match="exhaustive"):
         index.search(q, v, candidates=True, probe_mass=0.9)
+
+
+def test_association_past_the_exhaustive_size_uses_the_ann_neighbours_only():
+    """A large channel links a new unit among the units an ANN index names, not all."""
+    cfg = RouterConfig(exhaustive_max_turns=50)
+    index, emb = _big_index(6, 10, cfg)  # 60 turns: past 50
+    asked: list[int] = []
+
+    def neighbours(vector: np.ndarray, k: int) -> list[int]:
+        asked.append(k)
+        return [3, 4, 5, 999_999]  # an id the index does not hold is skipped
+
+    text = "Ana: my grandmother's zeppelin collection moved to Oslo"
+    links = index.add([IndexUnit(500, "turn", text, emb.embed([text])[0], "s9",
+                                 speaker="Ana")], neighbours=neighbours)
+    assert asked and all(link.src == 500 and link.dst in (3, 4, 5) for link in links)
+    exact = index.add([IndexUnit(501, "session", text, emb.embed([text])[0], "s9")],
+                      neighbours=neighbours)  # 6 session units: an exact scan
+    assert all(link.dst < 500 for link in exact) and len(asked) == 1

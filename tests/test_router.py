@@ -126,3 +126,21 @@ def test_a_cube_past_the_exhaustive_size_routes_a_candidate_pool(service, client
     dense_only = client.post("/v1/cubes/big/search", json={"query": "Where is the zeppelin?",
                                                            "mode": "dense"}).json()
     assert dense_only["mode"] == "dense"
+
+
+def test_server_timing_stages_add_up_to_the_total(client) -> None:
+    client.post("/v1/cubes", json={"id": "st"})
+    client.post("/v1/cubes/st/messages", json={"session_id": "s1", "sync": True, "messages": [
+        {"role": "user", "speaker": "Ana", "content": f"Turn {i} about the canal."}
+        for i in range(6)]})
+    for mode in ("router", "dense"):
+        r = client.post("/v1/cubes/st/search", json={"query": "the canal", "mode": mode})
+        assert r.status_code == 200
+        stages = {name: float(ms) for name, ms in (
+            part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))}
+        total = stages.pop("total")
+        assert {"db", "embed", "serialize", "other"} <= set(stages)
+        assert ("router" if mode == "router" else "index") in stages
+        assert all(ms >= 0 for ms in stages.values())
+        assert sum(stages.values()) == pytest.approx(total, abs=0.011 * len(stages))
+        assert r.json()["took_ms"] <= total + 0.01

@@ -142,9 +142,12 @@ def add_bench_command(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
     from memos.bench.durability import add_durability_command
     from memos.bench.model_memory import add_model_memory_command
+    from memos.bench.needle import add_needle_command
     from memos.bench.pools import add_pools_command
 
-    kinds = p.add_subparsers(dest="bench_kind", metavar="{model-memory,durability,pools}")
+    kinds = p.add_subparsers(dest="bench_kind",
+                             metavar="{model-memory,durability,pools,needle}")
     add_model_memory_command(kinds)
     add_durability_command(kinds)
     add_pools_command(kinds)
+    add_needle_command(kinds)

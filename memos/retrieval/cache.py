@@ -31,7 +31,13 @@ from sqlalchemy.orm import Session
 
 from memos.granularity.gmm import Link
 from memos.granularity.units import TermStats
-from memos.retrieval.granular_index import GranularIndex, IndexUnit, RouterConfig, SearchResult
+from memos.retrieval.granular_index import (
+    GranularIndex,
+    IndexUnit,
+    Neighbours,
+    RouterConfig,
+    SearchResult,
+)
 from memos.store.models import CubeRow, LinkRow, SpanRow, UnitRow
 
 #: Granularities the router indexes (``cluster`` units are its own output, never input).
@@ -131,10 +137,12 @@ class RouterCache:
                 total -= len(self._entries.pop(key).index)
 
     def apply(self, session: Session, cube: CubeRow, *, remove: Sequence[int],
-              add: Sequence[int]) -> list[Link]:
+              add: Sequence[int], neighbours: Neighbours | None = None) -> list[Link]:
         """Follow one committed write (``cube.index_version`` is the version it wrote).
 
         Returns the association links the new units formed, for the caller to persist.
+        ``neighbours`` (the vector index's nearest units, which already hold this write's)
+        bounds each new unit's association to its ANN neighbours in a large cube.
         """
         with self._lock:
             entry = self._entries.get(cube.key)
@@ -147,7 +155,8 @@ class RouterCache:
                 self._evict(keep=cube.key)
             entry.index.remove(remove)
             rows = _load(session, cube.key, add) if add else []
-            links = entry.index.add([_unit(r, sources) for r, sources in rows])
+            links = entry.index.add([_unit(r, sources) for r, sources in rows],
+                                    neighbours=neighbours)
             for r, _ in rows:
                 if r.granularity == "session" and r.session_id:
                     entry.stats.add(r.session_id, entry.index.analyzer.tokens(r.text or ""))

@@ -69,6 +69,10 @@ from memos.temporal import query_periods, time_closeness
 __all__ = ["IndexUnit", "Hit", "SearchResult", "RouterConfig", "GranularIndex",
            "SESSION_LEVEL"]
 
+#: ``neighbours(vector, k)``: ids of up to ``k`` units near ``vector`` by an ANN index, best
+#: first (any granularity; ids this index does not hold are skipped).
+Neighbours = Callable[[np.ndarray, int], Sequence[int]]
+
 #: Granularities that describe a whole session; their scores are copied down to its turns.
 SESSION_LEVEL = ("session", "summary", "keyword")
 
@@ -332,13 +336,16 @@ class GranularIndex:
                                           "lexical_ms": 0.0}
 
     # ------------------------------------------------------------------ mutation
-    def add(self, units: Sequence[IndexUnit]) -> list[gmm.Link]:
+    def add(self, units: Sequence[IndexUnit], *,
+            neighbours: Neighbours | None = None) -> list[gmm.Link]:
         """Index units (an existing id is replaced). Returns the new association links
-        (``src`` = the new unit), which the cube persists as ``associated`` links."""
+        (``src`` = the new unit), which the cube persists as ``associated`` links. With
+        ``neighbours`` (an ANN index), a channel past ``exhaustive_max_turns`` units
+        associates each new unit among the units it names only (see :meth:`_associate`)."""
         with _blas_threads(self.blas_threads):
-            return self._add(list(units))
+            return self._add(list(units), neighbours)
 
-    def _add(self, units: list[IndexUnit]) -> list[gmm.Link]:
+    def _add(self, units: list[IndexUnit], neighbours: Neighbours | None) -> list[gmm.Link]:
         seen: set[int] = set()
         for u in units:
             if not isinstance(u.id, (int, np.integer)):
@@ -362,7 +369,7 @@ class GranularIndex:
         for gran, group in by_gran.items():
             ch = self._channel(gran)
             if self.associate_on_add:
-                links.extend(self._associate(ch, group))
+                links.extend(self._associate(ch, group, neighbours))
             t = time.perf_counter()
             ch.put([u.id for u in group], [u.text for u in group], [u.vector for u in group])
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
@@ -798,33 +805,57 @@ class GranularIndex:
             ch.put(ids, texts, vecs)
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
 
-    def _associate(self, ch: _Channel, group: list[IndexUnit]) -> list[gmm.Link]:
+    def _associate(self, ch: _Channel, group: list[IndexUnit],
+                   neighbours: Neighbours | None = None) -> list[gmm.Link]:
+        """GMM association of each new unit with its ``association_top_k`` most similar
+        earlier units of the channel: all of them (an exact scan) up to
+        ``exhaustive_max_turns`` units or without ``neighbours``, else the ones an ANN index
+        names (``neighbours(vector, k)``), so a write costs O(its units), not O(index)."""
         t = time.perf_counter()
-        old_ids, old = ch.matrix()
-        new = np.stack([np.asarray(u.vector, dtype=np.float32) for u in group])
-        new_ids = np.array([u.id for u in group], dtype=np.int64)
-        cand_ids = np.concatenate([old_ids, new_ids])
-        cand = np.concatenate([old, new]) if len(old_ids) else new
-        sims = new @ cand.T                                           # (m, n_old + m)
         k = self.config.association_top_k
-        tops: list[np.ndarray] = []
-        for j in range(len(group)):
-            n_valid = len(old_ids) + j  # earlier units only: the batch order is arrival order
-            s = sims[j, :n_valid]
-            kk = min(k, n_valid)
-            top = np.argpartition(-s, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
-            tops.append(top[np.argsort(-s[top], kind="stable")])
+        new = np.stack([np.asarray(u.vector, dtype=np.float32) for u in group])
+        # per new unit: (candidate ids, their similarities), best first, earlier units only
+        tops: list[tuple[np.ndarray, np.ndarray]] = []
+        if neighbours is None or len(ch.vectors) <= self.config.exhaustive_max_turns:
+            old_ids, old = ch.matrix()
+            new_ids = np.array([u.id for u in group], dtype=np.int64)
+            cand_ids = np.concatenate([old_ids, new_ids])
+            cand = np.concatenate([old, new]) if len(old_ids) else new
+            sims = new @ cand.T                                           # (m, n_old + m)
+            for j in range(len(group)):
+                n_valid = len(old_ids) + j  # earlier units only: the batch is arrival order
+                s = sims[j, :n_valid]
+                kk = min(k, n_valid)
+                top = np.argpartition(-s, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
+                top = top[np.argsort(-s[top], kind="stable")]
+                tops.append((cand_ids[top], s[top]))
+        else:
+            batch = {int(u.id): j for j, u in enumerate(group)}
+            for j, u in enumerate(group):
+                ids = list(dict.fromkeys(
+                    [int(i) for i in neighbours(new[j], 4 * k + len(group))
+                     if int(i) in ch.vectors and int(i) not in batch]
+                    + [int(g.id) for g in group[:j]]))
+                if not ids:
+                    tops.append((np.zeros(0, dtype=np.int64), np.zeros(0)))
+                    continue
+                vecs = np.stack([ch.vectors[i] if i in ch.vectors else new[batch[i]]
+                                 for i in ids])
+                s = vecs @ new[j]
+                top = np.argsort(-s, kind="stable")[:k]
+                tops.append((np.asarray(ids, dtype=np.int64)[top], s[top]))
         # rows with a full candidate list are decided in one vectorised GMM fit
-        full = [j for j, top in enumerate(tops) if len(top) == k]
+        full = [j for j, (ids, _) in enumerate(tops) if len(ids) == k]
         masks: dict[int, np.ndarray] = {}
         if full:
-            batch = np.stack([sims[j, tops[j]] for j in full])
-            masks.update(zip(full, gmm.gmm_accept(batch), strict=True))
-        for j, top in enumerate(tops):
+            masks.update(zip(full, gmm.gmm_accept(np.stack([tops[j][1] for j in full])),
+                             strict=True))
+        for j, (_, sims_j) in enumerate(tops):
             if j not in masks:
-                masks[j] = gmm.gmm_accept(sims[j, top])
-        links = [gmm.Link(int(u.id), int(cand_ids[i]), float(np.clip(sims[j, i], 0, 1)))
-                 for j, u in enumerate(group) for i in tops[j][masks[j]]]
+                masks[j] = gmm.gmm_accept(sims_j)
+        links = [gmm.Link(int(u.id), int(i), float(np.clip(w, 0, 1)))
+                 for j, u in enumerate(group)
+                 for i, w in zip(tops[j][0][masks[j]], tops[j][1][masks[j]], strict=True)]
         self.timings["associate_ms"] += (time.perf_counter() - t) * 1e3
         return links
 
