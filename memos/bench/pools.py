@@ -88,7 +88,7 @@ def run_pool_study(data_path: str | Path, *, grid: Sequence[tuple[int, int, int]
         index.config = base
     ids = [c.sample_id for c in convs]
 
-    def summary(name: str, keep: Sequence[str]) -> dict[str, float]:
+    def summary(name: str, keep: Sequence[str]) -> dict[str, Any]:
         rows = [m for c in keep for m in per[name].get(c, [])]
         out = {f"turn_recall@{k}": round(100 * float(np.mean([r[f"turn_recall@{k}"]
                                                                for r in rows])), 2)
