@@ -254,8 +254,16 @@ class _Channel:
 
     def lexical(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(ids ascending, BM25 score)`` of every unit of the channel."""
+        return self._timed(self.bm25.scores_tokens, query_tokens)
+
+    def matches(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending, BM25 score)`` of the units scoring > 0 (cost: the postings)."""
+        return self._timed(self.bm25.matches, query_tokens)
+
+    def _timed(self, fn: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+               query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         before = self.bm25.rebuilds
-        lex_ids, lex = self.bm25.scores_tokens(query_tokens)
+        lex_ids, lex = fn(query_tokens)
         if self.bm25.rebuilds != before:
             self.rebuild_ms += self.bm25.last_rebuild_ms
         return lex_ids, lex
@@ -547,7 +555,8 @@ class GranularIndex:
 
     def candidate_turns(self, qtok: list[str], qvec: np.ndarray, *,
                         wanted: set[str] | None = None,
-                        dense_ids: Sequence[int] | None = None
+                        dense_ids: Sequence[int] | None = None,
+                        matches: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
                         ) -> tuple[set[int], dict[str, set[int]]]:
         """The candidate pool of a query: ``(turn ids, other units per channel)``.
 
@@ -556,7 +565,9 @@ class GranularIndex:
         ``session_pool`` best sessions of each session-level channel (dense and BM25) bring
         all their turns; every candidate turn brings its ``graph_pool`` strongest
         association neighbours. The pool is bounded by these sizes, not by the index.
+        ``matches`` (filled here) keeps each channel's BM25 matches for the caller.
         """
+        matches = {} if matches is None else matches
         cfg = self.config
         units = self._units
         dense_by: dict[str, list[int]] = {}
@@ -576,7 +587,7 @@ class GranularIndex:
             kd = cfg.session_pool if session_level else cfg.dense_pool
             kl = cfg.session_pool if session_level else cfg.lexical_pool
             found: set[int] = set()
-            lex_ids, lex = ch.lexical(qtok)
+            lex_ids, lex = matches[gran] = ch.matches(qtok)
             found.update(int(i) for i in _top_ids(lex_ids, lex, kl, positive=True))
             if gran == "context":
                 pass  # a context document's vector is its turn's neighbourhood mean
@@ -608,7 +619,9 @@ class GranularIndex:
         taken over the pool."""
         cfg = self.config
         units = self._units
-        turns, others = self.candidate_turns(qtok, qvec, wanted=wanted, dense_ids=dense_ids)
+        matches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        turns, others = self.candidate_turns(qtok, qvec, wanted=wanted, dense_ids=dense_ids,
+                                             matches=matches)
         turn_ids = np.array(sorted(turns), dtype=np.int64)
         row = {int(t): r for r, t in enumerate(turn_ids)}
         sess_of = [units[int(t)].session_key for t in turn_ids]
@@ -648,8 +661,11 @@ class GranularIndex:
                 src = np.array([a for a, _ in pairs], dtype=np.int64)
                 dst = np.array([b for _, b in pairs], dtype=np.int64)
                 dense = _dense(ch.vectors, ids, qvec)
-            lex_ids, lex = ch.lexical(qtok)
-            chans[gran] = _ChannelView(dense, lex[np.searchsorted(lex_ids, ids)], src, dst)
+            lex_ids, lex = matches[gran] if gran in matches else ch.matches(qtok)
+            at = np.minimum(np.searchsorted(lex_ids, ids), max(len(lex_ids) - 1, 0))
+            hit = (lex_ids[at] == ids) if len(lex_ids) else np.zeros(len(ids), dtype=bool)
+            chans[gran] = _ChannelView(dense, np.where(hit, lex[at] if len(lex) else 0.0, 0.0),
+                                       src, dst)
         speakers = np.array([units[int(t)].speaker or "" for t in turn_ids], dtype=object)
         times = np.array([np.nan if (ts := units[int(t)].timestamp) is None else float(ts)
                           for t in turn_ids], dtype=np.float64)
