@@ -4,7 +4,7 @@ One cube holds the LoCoMo dev conversations (each session a cube session, its tu
 messages with their session's date) spread among ``--distractors`` generated turns
 (:func:`memos.bench.dialogue.realistic_turns`, sessions of ``session_size`` turns dated
 across 2022–2024). Every scored LoCoMo question (categories 1–4) is then asked twice over
-HTTP, in router mode and in dense mode, and turn recall@{1,5,10} of its evidence is
+HTTP, in router mode and in dense mode (turns only), and turn recall@{1,5,10} of its evidence is
 reported for both, with search latency percentiles and the ``Server-Timing`` stages.
 Ingest throughput is reported for the first 10,000 turns and for the whole run.
 
@@ -254,8 +254,12 @@ def run_needle(data_path: str | Path, *, distractors: int, seed: int = 0,
                 stages: dict[str, list[float]] = {}
                 for sample, q in tqdm(questions, desc=mode, disable=not progress):
                     t = time.perf_counter()
-                    r = http.post(f"/v1/cubes/{cube}/search",
-                                  json={"query": q.question, "top_k": 10, "mode": mode})
+                    # dense ranks turns only (its hits would else hold session, summary and
+                    # keyword units too); the router ranks turns with every granularity as
+                    # evidence, as the default search does
+                    r = http.post(f"/v1/cubes/{cube}/search", json={
+                        "query": q.question, "top_k": 10, "mode": mode,
+                        **({"filters": {"granularity": ["turn"]}} if mode == "dense" else {})})
                     lat.append((time.perf_counter() - t) * 1000)
                     r.raise_for_status()
                     for part in r.headers.get("server-timing", "").split(","):
