@@ -299,11 +299,11 @@ def add_needle_command(kinds: Any) -> None:
     p.add_argument("--data", required=True, help="path to the LoCoMo dev JSON file")
     p.add_argument("--distractors", type=int, default=10_000,
                    help="generated distractor turns (default 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the distractor turns")
     p.add_argument("--cache-dir", default="/tmp/memos-bench-cache",
                    help="where the turn vectors are cached between runs (never the repo)")
     p.add_argument("--max-questions", type=int, default=None,
                    help="ask at most this many questions per conversation")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=_cmd)

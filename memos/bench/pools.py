@@ -152,6 +152,6 @@ def add_pools_command(kinds: Any) -> None:
                    "on the training conversations (default 0.5)")
     p.add_argument("--max-questions", type=int, default=None,
                    help="score at most this many questions per conversation")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=_cmd)
