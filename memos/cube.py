@@ -220,7 +220,9 @@ class MemCube:
         with self.store.transaction() as session:
             if not self.router.usable(session, cube):
                 return
-            links = self.router.apply(session, cube, remove=remove, add=add)
+            links = self.router.apply(
+                session, cube, remove=remove, add=add,
+                neighbours=lambda v, k: self.index.nearest(session, cube, v, k))
             if not links:
                 return
             stored = session.execute(select(LinkRow.src_pk, LinkRow.dst_pk).where(

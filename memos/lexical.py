@@ -1,10 +1,9 @@
 """Lexical retrieval: stemmed BM25 over a mutable set of int64-keyed documents.
 
 :class:`BM25Index` keeps one document per id. ``add`` inserts or replaces, ``remove``
-deletes; the scoring structure (a ``bm25s`` sparse matrix) is rebuilt lazily on the first
-query after a change, from token lists cached per id, so a rebuild costs one sparse-matrix
-build and no re-tokenisation. Invariant: an id that has been removed is never returned,
-because every query sees a structure built from the current id set.
+deletes, and both update the postings and statistics in place (no query re-indexes;
+scores equal ``bm25s``' Lucene BM25 over the same documents). Invariant: an id that has been
+removed is never returned (its row is dead and scores 0).
 
 Scores are BM25 (Lucene variant): non-negative, higher = more relevant, 0 when the document
 shares no query term. Documents and queries go through the same :class:`Analyzer`
@@ -57,11 +56,36 @@ class Analyzer:
         return list(zip(words, self._stemmer.stemWords(words), strict=True))
 
 
+class _Postings:
+    """One term's documents (rows) and term frequencies, in growable arrays."""
+
+    __slots__ = ("rows", "tfs", "n", "df")
+
+    def __init__(self) -> None:
+        self.rows = np.zeros(4, dtype=np.int64)
+        self.tfs = np.zeros(4, dtype=np.float32)
+        self.n = 0
+        self.df = 0  # live documents holding the term
+
+    def append(self, row: int, tf: int) -> None:
+        if self.n == len(self.rows):
+            self.rows = np.concatenate([self.rows, np.zeros(self.n, dtype=np.int64)])
+            self.tfs = np.concatenate([self.tfs, np.zeros(self.n, dtype=np.float32)])
+        self.rows[self.n] = row
+        self.tfs[self.n] = tf
+        self.n += 1
+        self.df += 1
+
+
 class BM25Index:
     """BM25 over documents keyed by int64 ids, kept in sync with add/replace/remove.
 
-    ``k1``/``b`` are the usual BM25 parameters. ``rebuilds`` and ``last_rebuild_ms``
-    report the cost of the lazy rebuilds so callers can measure it.
+    ``k1``/``b`` are the usual BM25 parameters. The statistics (postings, document
+    frequencies, lengths, their average) are updated in place by every add and remove, so
+    no query pays for a re-index: a document is a row of growable arrays, a removed one a
+    dead row that scores nothing until a compaction (once dead rows outnumber live ones,
+    amortised O(1) per write). ``rebuilds`` and ``last_rebuild_ms`` count and time those
+    compactions.
     """
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75,
@@ -72,11 +96,18 @@ class BM25Index:
         self.b = b
         self.analyzer = analyzer or Analyzer()
         self._tokens: dict[int, list[str]] = {}
-        self._model = None
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._dirty = True
+        self._reset()
         self.rebuilds = 0
         self.last_rebuild_ms = 0.0
+
+    def _reset(self) -> None:
+        self._row: dict[int, int] = {}
+        self._row_id = np.full(16, -1, dtype=np.int64)
+        self._dl = np.zeros(16, dtype=np.float32)
+        self._n_rows = 0
+        self._total_len = 0.0
+        self._post: dict[str, _Postings] = {}
+        self._order: np.ndarray | None = None  # live rows by ascending id, until a change
 
     # ------------------------------------------------------------------ mutation
     def add(self, ids: Sequence[int], texts: Sequence[str]) -> None:
@@ -86,19 +117,60 @@ class BM25Index:
         for doc_id, text in zip(ids, texts, strict=True):
             if not isinstance(text, str):
                 raise ValueError(f"text for id {doc_id} must be str, got {type(text).__name__}")
-            self._tokens[int(doc_id)] = self.analyzer.tokens(text)
-        if len(ids):
-            self._dirty = True
+        for doc_id, text in zip(ids, texts, strict=True):
+            self._drop(int(doc_id))
+            tokens = self.analyzer.tokens(text)
+            self._tokens[int(doc_id)] = tokens
+            self._insert(int(doc_id), tokens)
 
     def remove(self, ids: Iterable[int]) -> int:
         """Delete documents; unknown ids are ignored. Returns how many were removed."""
-        removed = 0
-        for doc_id in ids:
-            if self._tokens.pop(int(doc_id), None) is not None:
-                removed += 1
-        if removed:
-            self._dirty = True
+        removed = sum(1 for doc_id in ids if self._drop(int(doc_id)))
+        live = len(self._row)
+        if removed and self._n_rows - live > max(1000, live):
+            self._compact()
         return removed
+
+    def _insert(self, doc_id: int, tokens: list[str]) -> None:
+        row = self._n_rows
+        if row == len(self._row_id):
+            self._row_id = np.concatenate([self._row_id, np.full(row, -1, dtype=np.int64)])
+            self._dl = np.concatenate([self._dl, np.zeros(row, dtype=np.float32)])
+        self._row_id[row] = doc_id
+        self._dl[row] = len(tokens)
+        self._n_rows += 1
+        self._row[doc_id] = row
+        self._total_len += len(tokens)
+        counts: dict[str, int] = {}
+        for t in tokens:
+            counts[t] = counts.get(t, 0) + 1
+        for t, tf in counts.items():
+            post = self._post.get(t)
+            if post is None:
+                post = self._post[t] = _Postings()
+            post.append(row, tf)
+        self._order = None
+
+    def _drop(self, doc_id: int) -> bool:
+        tokens = self._tokens.pop(doc_id, None)
+        if tokens is None:
+            return False
+        row = self._row.pop(doc_id)
+        self._row_id[row] = -1
+        self._total_len -= float(self._dl[row])
+        for t in set(tokens):
+            self._post[t].df -= 1
+        self._order = None
+        return True
+
+    def _compact(self) -> None:
+        start = time.perf_counter()
+        docs = list(self._tokens.items())
+        self._reset()
+        for doc_id, tokens in docs:
+            self._insert(doc_id, tokens)
+        self.rebuilds += 1
+        self.last_rebuild_ms = (time.perf_counter() - start) * 1e3
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -116,44 +188,51 @@ class BM25Index:
 
     def scores_tokens(self, query_tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`scores` for already analysed query tokens."""
-        self._ensure_built()
-        n = len(self._ids)
-        if n == 0 or self._model is None:
-            return self._ids.copy(), np.zeros(n, dtype=np.float32)
-        vocab = self._model.vocab_dict
-        known = [t for t in query_tokens if t in vocab]
-        if not known:
-            return self._ids.copy(), np.zeros(n, dtype=np.float32)
-        return self._ids.copy(), np.asarray(self._model.get_scores(known), dtype=np.float32)
+        if self._order is None:
+            live = np.flatnonzero(self._row_id[:self._n_rows] >= 0)
+            self._order = live[np.argsort(self._row_id[live], kind="stable")]
+        order = self._order
+        return self._row_id[order].copy(), self._row_scores(query_tokens)[order]
+
+    def matches(self, query_tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending, scores)`` of the documents scoring > 0 only: costs the query
+        terms' postings, not the index (what a candidate pool reads)."""
+        acc = self._row_scores(query_tokens)
+        rows = np.flatnonzero(acc > 0)
+        ids = self._row_id[rows]
+        o = np.argsort(ids, kind="stable")
+        return ids[o], acc[rows[o]]
+
+    def _row_scores(self, query_tokens: Sequence[str]) -> np.ndarray:
+        """Score per row (dead rows 0), Lucene BM25 as bm25s computes it: ``Σ_t idf_t ·
+        tf / (tf + k1·(1 - b + b·dl/avgdl))`` with ``idf = ln(1 + (N - df + .5)/(df + .5))``
+        (a repeated query term counts each time)."""
+        acc = np.zeros(self._n_rows, dtype=np.float32)
+        n_docs = len(self._row)
+        if not n_docs:
+            return acc
+        avgdl = max(self._total_len / n_docs, 1e-9)
+        norm = None
+        for t in query_tokens:
+            post = self._post.get(t)
+            if post is None or post.df <= 0:
+                continue
+            if norm is None:
+                norm = self.k1 * (1 - self.b + self.b * self._dl[:self._n_rows] / avgdl)
+            idf = np.float32(np.log(1 + (n_docs - post.df + 0.5) / (post.df + 0.5)))
+            rows, tfs = post.rows[:post.n], post.tfs[:post.n]
+            acc[rows] += idf * tfs / (tfs + norm[rows])
+        acc[self._row_id[:self._n_rows] < 0] = 0
+        return acc
 
     def search(self, query: str, *, top_k: int = 10) -> list[tuple[int, float]]:
         """The ``top_k`` best ``(id, score)`` pairs with score > 0, best first."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        ids, scores = self.scores(query)
+        ids, scores = self.matches(self.analyzer.tokens(query))
         if not len(ids):
             return []
         k = min(top_k, len(ids))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((ids[top], -scores[top]))]
-        return [(int(ids[i]), float(scores[i])) for i in top if scores[i] > 0]
-
-    # ------------------------------------------------------------------ internals
-    def _ensure_built(self) -> None:
-        if not self._dirty:
-            return
-        start = time.perf_counter()
-        self._ids = np.array(sorted(self._tokens), dtype=np.int64)
-        if len(self._ids):
-            import bm25s
-
-            model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
-            # An empty token list would break the sparse build; "" is bm25s' own empty token.
-            corpus = [self._tokens[int(i)] or [""] for i in self._ids]
-            model.index(corpus, show_progress=False)
-            self._model = model
-        else:
-            self._model = None
-        self._dirty = False
-        self.rebuilds += 1
-        self.last_rebuild_ms = (time.perf_counter() - start) * 1e3
+        return [(int(ids[i]), float(scores[i])) for i in top]

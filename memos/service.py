@@ -75,8 +75,9 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
     facts = FactDeriver.from_setting(settings.extractor)
     if facts is not None:
         derivers.append(facts)
-    router = RouterCache(max_units=settings.router_max_units) if settings.router_max_units \
-        else None
+    router = RouterCache(max_units=settings.router_max_units,
+                         max_cached_units=settings.router_cache_units) \
+        if settings.router_max_units else None
     return MemCube(store=store, index=index, embedder=embedder, derivers=derivers,
                    router=router, blobs=BlobStore(blob_root(settings.data_dir)),
                    limits=Limits.from_settings(settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import numpy as np
@@ -321,3 +322,100 @@ def test_session_dense_evidence_and_bad_config():
         RouterConfig(session_dense="max")
     with pytest.raises(ValueError):
         RouterConfig(time_boost=-1.0)
+
+
+# ---------------------------------------------------------------- candidate generation
+_QUERIES = ["When did Caroline research adoption agencies?", "painting sunrise",
+            "What does Melanie do every weekend?", "a loving home for a kid"]
+
+
+def test_candidate_search_with_an_unbounded_pool_equals_exhaustive_scoring():
+    """Exhaustive scoring is the reference: a pool holding every unit ranks identically."""
+    index, emb, _ = _build(config=RouterConfig(dense_pool=10_000, lexical_pool=10_000,
+                                               session_pool=10_000))
+    for q in _QUERIES:
+        v = emb.embed([q])[0]
+        for gran in (None, ["turn"], ["session", "keyword"]):
+            full = index.search(q, v, top_k=20, candidates=False, granularities=gran)
+            cand = index.search(q, v, top_k=20, candidates=True, granularities=gran)
+            assert [h.id for h in cand.turns] == [h.id for h in full.turns]
+            assert [h.score for h in cand.turns] == pytest.approx([h.score for h in full.turns])
+            assert [h.session_key for h in cand.sessions] == [
+                h.session_key for h in full.sessions]
+            assert cand.weights == pytest.approx(full.weights)
+
+
+def _big_index(n_sessions: int, per_session: int, config: RouterConfig
+               ) -> tuple[GranularIndex, HashingEmbedder]:
+    emb = HashingEmbedder(64)
+    index = GranularIndex(config=config)
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    uid = 1
+    for s in range(n_sessions):
+        texts = [f"Ana: {' '.join(rng.choice(words, 6))}" for _ in range(per_session)]
+        if s == n_sessions // 2:
+            texts[3] = "Ana: my grandmother's zeppelin collection is in Reykjavik"
+        vecs = emb.embed(texts)
+        index.add([IndexUnit(uid + j, "turn", t, v, f"s{s}", speaker="Ana", position=j)
+                   for j, (t, v) in enumerate(zip(texts, vecs, strict=True))])
+        uid += per_session
+        index.add([IndexUnit(uid, "session", " ".join(texts), vecs.mean(0), f"s{s}")])
+        uid += 1
+    return index, emb
+
+
+def test_candidate_pool_is_bounded_by_its_sizes_not_the_index():
+    cfg = RouterConfig(dense_pool=20, lexical_pool=20, session_pool=2, graph_pool=2,
+                       exhaustive_max_turns=500)
+    index, emb = _big_index(60, 20, cfg)  # 1,200 turns
+    assert index.uses_candidates()
+    q = "where is the zeppelin collection?"
+    v = emb.embed([q])[0]
+    turns, _ = index.candidate_turns(index.analyzer.tokens(q), v)
+    # turn + context channels (dense and BM25), their neighbours, two sessions' turns
+    bound = (2 * 20 + 20) * (1 + cfg.graph_pool) + cfg.session_pool * 20
+    assert 20 <= len(turns) <= bound < 1200
+    res = index.search(q, v, top_k=3)  # default: the pool, since 1,200 > 500 turns
+    assert "zeppelin" in index._units[res.turns[0].id].text
+    assert res.sessions[0].session_key == "s30"
+    small = GranularIndex(config=cfg)
+    assert not small.uses_candidates()
+
+
+def test_dense_ids_from_an_ann_index_join_the_pool_and_unknown_ids_are_ignored():
+    cfg = RouterConfig(dense_pool=5, lexical_pool=0, session_pool=0, graph_pool=0)
+    index, emb = _big_index(10, 10, cfg)
+    q = "nothing in common"
+    v = emb.embed([q])[0]
+    # 55 is session s4's unit (session_pool 0 takes none); 10^7 is no unit of this index
+    given = [7, 55, 30, 10_000_000]
+    turns, _ = index.candidate_turns(index.analyzer.tokens(q), v, dense_ids=given)
+    assert turns == {7, 30}
+    res = index.search(q, v, top_k=5, candidates=True, dense_ids=given)
+    assert {h.id for h in res.turns} == {7, 30}
+    with_sessions = dataclasses.replace(cfg, session_pool=1)
+    index.config = with_sessions
+    turns, _ = index.candidate_turns(index.analyzer.tokens(q), v, dense_ids=given)
+    assert turns == {7, 30} | set(range(45, 55))  # s4's turns
+    with pytest.raises(ValueError, match="exhaustive"):
+        index.search(q, v, candidates=True, probe_mass=0.9)
+
+
+def test_association_past_the_exhaustive_size_uses_the_ann_neighbours_only():
+    """A large channel links a new unit among the units an ANN index names, not all."""
+    cfg = RouterConfig(exhaustive_max_turns=50)
+    index, emb = _big_index(6, 10, cfg)  # 60 turns: past 50
+    asked: list[int] = []
+
+    def neighbours(vector: np.ndarray, k: int) -> list[int]:
+        asked.append(k)
+        return [3, 4, 5, 999_999]  # an id the index does not hold is skipped
+
+    text = "Ana: my grandmother's zeppelin collection moved to Oslo"
+    links = index.add([IndexUnit(500, "turn", text, emb.embed([text])[0], "s9",
+                                 speaker="Ana")], neighbours=neighbours)
+    assert asked and all(link.src == 500 and link.dst in (3, 4, 5) for link in links)
+    exact = index.add([IndexUnit(501, "session", text, emb.embed([text])[0], "s9")],
+                      neighbours=neighbours)  # 6 session units: an exact scan
+    assert all(link.dst < 500 for link in exact) and len(asked) == 1

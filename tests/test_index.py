@@ -165,3 +165,30 @@ def test_session_lookups_use_the_session_index(tmp_path: Path) -> None:
         session_id="s1", messages=[{"role": "user", "content": "one more turn"}]), tenant="t"),
         "memory_units.session_id = ")
     assert all("ix_units_session" in plan for plan in plans), plans
+
+
+def test_dense_scores_are_exact_and_stale_keys_are_rescored_from_sql(tmp_path: Path) -> None:
+    """Live graph entries are scored by the graph (no vector column fetched); a key with a
+    dead entry is re-scored from its SQL vector, so a replaced vector never scores."""
+    from memos.store.models import UnitRow, vector_of
+    from memos.types import MemoryUpdate
+
+    svc = _service(tmp_path)
+    ids = _fill(svc, 8)
+    svc.update_memory("c", ids[2], MemoryUpdate(text="a kayak trip on the lake"), tenant="t")
+    svc.delete_memory("c", ids[3], tenant="t")
+    emb = HashingEmbedder(dim=32)
+    for query in ("topic2", "kayak lake", "memory number"):
+        hits = svc.search("c", SearchRequest(query=query, top_k=8, mode="dense"),
+                          tenant="t").hits
+        q = emb.embed([query])[0]
+        with svc.store.transaction() as session:
+            rows = {r.id: r for r in session.query(UnitRow).filter(
+                UnitRow.id.in_([h.unit.id for h in hits]))}
+            for h in hits:
+                assert h.score == pytest.approx(float(vector_of(rows[h.unit.id]) @ q), abs=1e-5)
+        assert ids[3] not in {h.unit.id for h in hits}
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    key = cube_key(svc, "c", tenant="t")
+    state = svc.index._cubes[key]
+    assert state.stale is not None and state.dead >= 1 and len(state.stale) == state.dead

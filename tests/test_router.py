@@ -97,3 +97,50 @@ def test_ppr_dangling_mass_returns_to_seed():
         personalized_pagerank(a, np.zeros(3))
     with pytest.raises(ValueError):
         personalized_pagerank(a, np.ones(3), damping=1.0)
+
+
+def test_a_cube_past_the_exhaustive_size_routes_a_candidate_pool(service, client) -> None:
+    """Past ``exhaustive_max_turns`` the router scores the vector index's nearest units
+    (FAISS or pgvector) plus BM25's best: the needle is found, the pool stage is timed."""
+    from memos.retrieval.granular_index import RouterConfig
+
+    assert service.router is not None
+    service.router.config = RouterConfig(exhaustive_max_turns=5, dense_pool=4,
+                                         lexical_pool=4, session_pool=1)
+    client.post("/v1/cubes", json={"id": "big"})
+    for s in range(4):
+        msgs = [{"role": "user", "speaker": "Ana",
+                 "content": f"Session {s} small talk number {i} about the weather."}
+                for i in range(5)]
+        if s == 2:
+            msgs[3]["content"] = "My grandmother keeps a zeppelin in Reykjavik."
+        client.post("/v1/cubes/big/messages", json={"session_id": f"s{s}", "sync": True,
+                                                    "messages": msgs})
+    r = client.post("/v1/cubes/big/search", json={"query": "Where is the zeppelin?",
+                                                  "top_k": 3})
+    body = r.json()
+    assert body["mode"] == "router"
+    assert "zeppelin" in body["hits"][0]["unit"]["text"]
+    stages = dict(part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))
+    assert "ann" in stages and "router" in stages
+    dense_only = client.post("/v1/cubes/big/search", json={"query": "Where is the zeppelin?",
+                                                           "mode": "dense"}).json()
+    assert dense_only["mode"] == "dense"
+
+
+def test_server_timing_stages_add_up_to_the_total(client) -> None:
+    client.post("/v1/cubes", json={"id": "st"})
+    client.post("/v1/cubes/st/messages", json={"session_id": "s1", "sync": True, "messages": [
+        {"role": "user", "speaker": "Ana", "content": f"Turn {i} about the canal."}
+        for i in range(6)]})
+    for mode in ("router", "dense"):
+        r = client.post("/v1/cubes/st/search", json={"query": "the canal", "mode": mode})
+        assert r.status_code == 200
+        stages = {name: float(ms) for name, ms in (
+            part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))}
+        total = stages.pop("total")
+        assert {"db", "embed", "serialize", "other"} <= set(stages)
+        assert ("router" if mode == "router" else "index") in stages
+        assert all(ms >= 0 for ms in stages.values())
+        assert sum(stages.values()) == pytest.approx(total, abs=0.011 * len(stages))
+        assert r.json()["took_ms"] <= total + 0.01

@@ -31,17 +31,20 @@ def _dir_bytes(path: Path, pattern: str) -> int:
 
 def run_bench(*, units: int, searches: int = 1000, base_url: str | None = None,
               session_size: int = 50, seed: int = 0, progress: bool = True,
-              extractor: str = "rules") -> dict[str, Any]:
-    """Ingest ``units`` turns over HTTP, then time ``searches`` searches. Returns the report."""
+              extractor: str = "rules", mode: str = "auto") -> dict[str, Any]:
+    """Ingest ``units`` turns over HTTP, then time ``searches`` searches (in search ``mode``:
+    auto, router or dense). Returns the report."""
+    if mode not in ("auto", "router", "dense"):
+        raise ValueError(f"mode must be auto, router or dense, got {mode!r}")
     if base_url is not None:
         report = _run(base_url, units=units, searches=searches, session_size=session_size,
-                      seed=seed, progress=progress)
+                      seed=seed, progress=progress, mode=mode)
         return {**report, "base_url": base_url, "db_bytes": None, "index_bytes": None}
     with tempfile.TemporaryDirectory(prefix="memos-bench-") as tmp:
         data = Path(tmp)
         with local_server(data, env={"MEMOS_EXTRACTOR": extractor}) as url:
             report = _run(url, units=units, searches=searches, session_size=session_size,
-                          seed=seed, progress=progress)
+                          seed=seed, progress=progress, mode=mode)
             report["db_bytes"] = _dir_bytes(data, "memos.db*")
         # The server writes its index snapshot on graceful shutdown: measure after it.
         report["index_bytes"] = _dir_bytes(data / "index", "*.faiss")
@@ -66,7 +69,8 @@ def embedder_ceiling(turns: list[tuple[str, str]], *, batch: int) -> float:
 
 
 def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: int,
-         progress: bool) -> dict[str, Any]:
+         progress: bool, mode: str) -> dict[str, Any]:
+    import httpx
     from tqdm import tqdm
 
     from memos.client import MemosClient
@@ -92,12 +96,19 @@ def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: i
             time.sleep(0.5)
         derived_s = time.perf_counter() - t0
         queries = realistic_queries(searches, seed=seed + 1)
-        client.search(cube, query="warm-up", top_k=10)
         latencies = []
-        for q in tqdm(queries, desc="search", disable=not progress):
-            t = time.perf_counter()
-            client.search(cube, query=q, top_k=10)
-            latencies.append((time.perf_counter() - t) * 1000)
+        modes: set[str] = set()
+        with httpx.Client(base_url=base_url, timeout=120,
+                          headers=dict(client._http.headers)) as http:
+            http.post(f"/v1/cubes/{cube}/search",
+                      json={"query": "warm-up", "top_k": 10, "mode": mode}).raise_for_status()
+            for q in tqdm(queries, desc="search", disable=not progress):
+                t = time.perf_counter()
+                r = http.post(f"/v1/cubes/{cube}/search",
+                              json={"query": q, "top_k": 10, "mode": mode})
+                latencies.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                modes.add(r.json()["mode"])
     lat = np.asarray(latencies)
     return {
         "units": units,
@@ -106,6 +117,7 @@ def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: i
         "ingest_units_per_s": round(units / ingest_s, 1),
         "derived_done_seconds": round(derived_s, 2),
         "searches": searches,
+        "search_mode": "+".join(sorted(modes)),
         "search_p50_ms": round(float(np.percentile(lat, 50)), 2),
         "search_p95_ms": round(float(np.percentile(lat, 95)), 2),
         "search_p99_ms": round(float(np.percentile(lat, 99)), 2),
@@ -115,7 +127,7 @@ def _run(base_url: str, *, units: int, searches: int, session_size: int, seed: i
 def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(units=args.units, searches=args.searches, base_url=args.base_url,
                        session_size=args.session_size, seed=args.seed,
-                       extractor=args.extractor)
+                       extractor=args.extractor, mode=args.mode)
     width = max(len(k) for k in report)
     for key, value in report.items():
         print(f"{key:<{width}}  {value}")
@@ -138,11 +150,18 @@ def add_bench_command(sub: Any) -> None:
     p.add_argument("--base-url", help="target a running server instead of starting one")
     p.add_argument("--extractor", default="rules",
                    help="fact extraction in the started server: rules (default) or none")
+    p.add_argument("--mode", default="auto", choices=["auto", "router", "dense"],
+                   help="search mode of the timed searches (default auto: the router)")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_bench)
     from memos.bench.durability import add_durability_command
     from memos.bench.model_memory import add_model_memory_command
+    from memos.bench.needle import add_needle_command
+    from memos.bench.pools import add_pools_command
 
-    kinds = p.add_subparsers(dest="bench_kind", metavar="{model-memory,durability}")
+    kinds = p.add_subparsers(dest="bench_kind",
+                             metavar="{model-memory,durability,pools,needle}")
     add_model_memory_command(kinds)
     add_durability_command(kinds)
+    add_pools_command(kinds)
+    add_needle_command(kinds)

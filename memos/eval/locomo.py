@@ -21,6 +21,9 @@ Methods, all over the same embeddings (all-MiniLM-L6-v2, :class:`memos.embed.Onn
   sends the same as the message timestamp), so a question naming a date can be matched.
 * ``router_probe`` (optional): the router probing only the turn clusters holding 90% of the
   query's posterior, to measure the recall lost by posterior routing.
+* ``router_candidates``: the router scoring only its bounded candidate pool (ANN + BM25 per
+  granularity, their sessions and association neighbours; what a cube above
+  ``RouterConfig.exhaustive_max_turns`` turns does), beside ``router``'s exhaustive scoring.
 
 Sessions for turn-only methods are ranked by their best turn. Turn text is
 ``"<speaker>: <text>"``; a shared image adds ``[shares a photo of <blip_caption>]`` (the
@@ -367,10 +370,11 @@ class RouterRetriever:
 
 
 class _ProbeView:
-    """``router_probe`` over the ``router`` method's index (ingested once, by ``router``)."""
+    """``router_probe`` (or, with ``mass=None``, ``router_candidates``) over the ``router``
+    method's index (ingested once, by ``router``)."""
 
-    def __init__(self, base: RouterRetriever, mass: float) -> None:
-        self.base, self.mass = base, mass
+    def __init__(self, base: RouterRetriever, mass: float | None) -> None:
+        self.base, self.mass = base, mass  # mass None: router_candidates
 
     def ingest(self, conversation: Conversation) -> None:
         """Nothing to do: the base retriever has ingested the conversation."""
@@ -379,7 +383,8 @@ class _ProbeView:
         qv, emb_ms = self.base.queries.get(question)
         t, c = time.perf_counter(), time.process_time()
         res = self.base.index.search(question, qv, top_k=top_k, probe_mass=self.mass,
-                                     top_sessions=max(SESSION_KS))
+                                     top_sessions=max(SESSION_KS),
+                                     candidates=False if self.mass is not None else True)
         ms = (time.perf_counter() - t) * 1e3 + emb_ms
         return Retrieval([self.base.dia_of[h.id] for h in res.turns if h.id is not None],
                          [int(h.session_key[1:]) for h in res.sessions], ms, emb_ms,
@@ -437,7 +442,7 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
                retriever_factory: Callable[[], Retriever] | None = None,
                progress: bool = True, max_questions: int | None = None,
                methods: Sequence[str] = ("flat", "bm25", "hybrid", "router", "router_probe",
-                                         "shipped"),
+                                         "router_candidates", "shipped"),
                embedder: Any = None, out: Any = None) -> dict[str, Any]:
     """Score the methods on LoCoMo; return (and optionally write) the report dict.
 
@@ -451,14 +456,17 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
 
     from memos.embed import default_embedder
 
-    known = {"flat", "bm25", "hybrid", "router", "router_probe", "bm25_sessions", "shipped"}
+    known = {"flat", "bm25", "hybrid", "router", "router_probe", "router_candidates",
+             "bm25_sessions", "shipped"}
     if unknown := set(methods) - known:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(known)}")
     out = out or sys.stdout
     convs = load_locomo(data_path, conversations=conversations)
     embedder = embedder or default_embedder()
     queries = QueryEmbeddings(embedder)
-    names = list(methods)
+    # router_candidates re-queries the in-library router's index: no such index behind a
+    # retriever_factory (a server scores its own way)
+    names = [m for m in methods if not (m == "router_candidates" and retriever_factory)]
     grid_names = [f"hybrid@{a}" for a in HYBRID_GRID] if "hybrid" in names else []
     rows: dict[str, list[Row]] = {
         m: [] for m in [n for n in names if n != "hybrid"] + grid_names}
@@ -497,6 +505,12 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
                     retrievers[m] = (_ProbeView(base, 0.9) if isinstance(base, RouterRetriever)
                                      else RouterRetriever(embedder, queries, vectors=vecs,
                                                           probe_mass=0.9))
+                elif m == "router_candidates":
+                    base = retrievers.get("router")
+                    if not isinstance(base, RouterRetriever):
+                        raise ValueError("router_candidates reuses the router method's index: "
+                                         "list 'router' before it")
+                    retrievers[m] = _ProbeView(base, None)
                 elif m == "shipped":
                     assert shipped is not None
                     retrievers[m] = shipped()

@@ -30,6 +30,13 @@ class VectorIndex(Protocol):
         """Up to ``k`` ``(row, score)`` pairs, best first; score = inner product (cosine)."""
         ...
 
+    def nearest(self, session: Session, cube: CubeRow, query: np.ndarray,
+                k: int) -> list[int]:
+        """Row keys (``memory_units.pk``) of up to ``k`` units near ``query``, best first, by
+        the approximate graph alone: no SQL re-check, so a key may be a unit removed since
+        (callers keep the ones they hold). The router's dense candidates."""
+        ...
+
     def drop(self, cube_key: str) -> None:
         """Forget everything about a deleted cube."""
 

@@ -3,9 +3,11 @@
 Each cube has an HNSW graph (M=16, inner product): sub-millisecond search at 100k vectors
 where a flat scan costs ~15 ms of memory bandwidth, at ~3k inserts/s (a tenth of what the
 embedder costs). HNSW cannot delete, so a removed unit stays in the graph as a dead entry:
-every candidate is re-checked and re-scored exactly against its SQL row, so dead or stale
-vectors can cost recall slack but never return a deleted unit or a wrong score; the graph is
-rebuilt from SQL once dead entries outnumber live ones.
+every candidate is re-checked against its SQL row (key, cube, status, filters: no vector
+column), and a candidate whose key has a dead entry is re-scored from its SQL vector, so
+dead or stale vectors can cost recall slack but never return a deleted unit or a wrong
+score (HNSWFlat keeps the exact vectors, so a live entry's graph score is exact); the graph
+is rebuilt from SQL once dead entries outnumber live ones.
 
 Each cube's index lives in memory and is snapshotted to ``<data_dir>/index/<cube key>.faiss``
 with ``faiss.write_index`` (no pickle) next to a JSON stamp naming the cube's
@@ -57,6 +59,9 @@ class _CubeIndex:
     changes_since_snapshot: int = 0
     size_at_snapshot: int = 0
     dead: int = 0
+    #: keys with a dead entry in the graph (removed or replaced), whose graph vector may
+    #: not be the unit's; None = unknown (a snapshot with dead entries, loaded)
+    stale: set[int] | None = None
 
 
 def searchable(cube_key: str | None) -> list[ColumnElement[bool]]:
@@ -111,8 +116,11 @@ class FaissIndex:
             return None
         if not isinstance(index, faiss.IndexIDMap2):
             return None
+        dead = int(stamp.get("dead", 0))
+        stale = stamp.get("stale")
         return _CubeIndex(index, version=cube.index_version, size_at_snapshot=index.ntotal,
-                          dead=int(stamp.get("dead", 0)))
+                          dead=dead, stale=set() if dead == 0 else (
+                              {int(i) for i in stale} if isinstance(stale, list) else None))
 
     def _rebuild(self, cube: CubeRow) -> _CubeIndex:
         index = _new_index(cube.embedding_dim)
@@ -125,7 +133,7 @@ class FaissIndex:
             vectors = np.stack([r[1] for r in rows]).astype(np.float32)
             index.add_with_ids(vectors, pks)
         state = _CubeIndex(index, version=cube.index_version,
-                           changes_since_snapshot=len(rows) or 1)
+                           changes_since_snapshot=len(rows) or 1, stale=set())
         self._snapshot(cube.key, state, cube.embedding_model)
         return state
 
@@ -133,9 +141,11 @@ class FaissIndex:
         index_path, stamp_path = self._paths(cube_key)
         tmp_index, tmp_stamp = index_path.with_suffix(".faiss.tmp"), stamp_path.with_suffix(".tmp")
         faiss.write_index(state.index, str(tmp_index))
+        stale = (sorted(state.stale) if state.stale is not None
+                 and len(state.stale) <= 100_000 else None)
         tmp_stamp.write_text(json.dumps({"index_version": state.version, "ntotal":
                                          state.index.ntotal, "dead": state.dead,
-                                         "embedding_model": model}))
+                                         "stale": stale, "embedding_model": model}))
         # Index first, stamp last: a crash in between leaves an old stamp → detected as stale.
         os.replace(tmp_index, index_path)
         os.replace(tmp_stamp, stamp_path)
@@ -158,6 +168,8 @@ class FaissIndex:
             if state.version >= cube.index_version:  # a rebuild from SQL already saw this commit
                 return
             state.dead += len(remove)
+            if state.stale is not None:
+                state.stale.update(int(i) for i in remove)
             if state.dead > max(1000, state.index.ntotal // 2):
                 self._cubes[cube.key] = self._rebuild(cube)
                 return
@@ -179,28 +191,53 @@ class FaissIndex:
             params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
                 efSearch=max(HNSW_EF_SEARCH, want))
             with self._lock:
-                _, ids = state.index.search(query, want, params=params)
-            candidates = {int(i) for i in ids[0] if i >= 0}
+                dist, ids = state.index.search(query, want, params=params)
+                stale = None if state.stale is None else set(state.stale)
+            graph: dict[int, float] = {}
+            for i, d in zip(ids[0].tolist(), dist[0].tolist(), strict=True):
+                if i >= 0:
+                    graph[int(i)] = max(graph.get(int(i), -np.inf), float(d))
             # The cube is checked here, not in SQL: given ``cube_key = ?``, SQLite plans the
             # lookup through ix_units_cube_status and scans every active unit of the cube
             # (O(cube size)) instead of fetching the candidates by primary key.
-            found = [(pk, vector) for pk, cube_key, vector in session.execute(select(
-                UnitRow.pk, UnitRow.cube_key, UnitRow.embedding).where(
-                UnitRow.pk.in_(candidates), *searchable(None), *conditions))
-                if cube_key == cube.key and vector is not None]
+            live = [pk for pk, cube_key in session.execute(select(
+                UnitRow.pk, UnitRow.cube_key).where(
+                UnitRow.pk.in_(graph), *searchable(None), *conditions))
+                if cube_key == cube.key]
             # Over-fetch until the post-filter leaves k hits or the whole index was scanned.
-            if len(found) >= k or want >= total:
+            if len(live) >= k or want >= total:
                 break
             want = min(total, want * 4)
-        if not found:
+        if not live:
             return []
-        # Exact scores from SQL: dead or stale graph entries cannot distort the ranking. Only
-        # the k best become full rows (re-checked, in case one changed in between).
-        scores = np.stack([np.asarray(v, dtype=np.float32) for _, v in found]) @ query[0]
-        best = {found[i][0]: float(scores[i]) for i in np.argsort(-scores)[:k]}
+        # A key whose graph vector may be an old one (a dead entry) is scored exactly from
+        # its SQL row; the others' graph score is the exact inner product with their vector.
+        recheck = live if stale is None else [pk for pk in live if pk in stale]
+        scores = {pk: graph[pk] for pk in live}
+        if recheck:
+            for pk, vector in session.execute(select(UnitRow.pk, UnitRow.embedding).where(
+                    UnitRow.pk.in_(recheck))):
+                if vector is not None:
+                    scores[pk] = float(np.asarray(vector, dtype=np.float32) @ query[0])
+        best = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:k])
         rows = session.scalars(select(UnitRow).where(
             UnitRow.pk.in_(best), *searchable(None))).all()
         return sorted(((r, best[r.pk]) for r in rows), key=lambda pair: -pair[1])
+
+    def nearest(self, session: Session, cube: CubeRow, query: np.ndarray,
+                k: int) -> list[int]:
+        with self._lock:
+            state = self._get(cube)
+            total = state.index.ntotal
+            if total == 0 or k < 1:
+                return []
+            want = min(total, k + min(state.dead, k))
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=max(HNSW_EF_SEARCH, want))
+            _, ids = state.index.search(
+                np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), want,
+                params=params)
+        return [int(i) for i in ids[0] if i >= 0]
 
     def drop(self, cube_key: str) -> None:
         with self._lock:

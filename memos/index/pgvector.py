@@ -46,6 +46,21 @@ class PgVectorIndex:
         ).all()
         return [(row, float(score)) for row, score in rows]
 
+    def nearest(self, session: Session, cube: CubeRow, query: np.ndarray,
+                k: int) -> list[int]:
+        from pgvector.sqlalchemy import Vector
+
+        if k < 1:
+            return []
+        dim = cube.embedding_dim
+        vector = cast(UnitRow.embedding, Vector(dim))
+        distance = vector.max_inner_product(np.asarray(query, dtype=np.float32).ravel())
+        session.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, k)}"))
+        return [int(pk) for pk in session.scalars(
+            select(UnitRow.pk).where(*searchable(cube.key),
+                                     func.vector_dims(UnitRow.embedding) == dim)
+            .order_by(distance).limit(k))]
+
     def drop(self, cube_key: str) -> None:
         """Rows go with the cube (ON DELETE CASCADE)."""
 

@@ -6,14 +6,21 @@ and kept current by :meth:`RouterCache.apply` after each committed write of this
 New units are associated with earlier ones by the GMM rule as they arrive; those links are
 returned so the cube persists them (visible through the provenance API).
 
-Cubes above ``max_units`` turns are searched by the vector index alone: the router's
-per-query cost grows with the cube, and it is built for a user's or agent's conversation
-memory (LoCoMo conversations are ~600 turns), not a corpus.
+Search cost is bounded at any size: past ``RouterConfig.exhaustive_max_turns`` turns the
+router scores only a candidate pool (the vector index's nearest units, BM25's best, their
+sessions and association neighbours; :meth:`GranularIndex.candidate_turns`), below it every
+unit (cheaper there, and the reference the pool is measured against).
+
+Memory is what bounds the cache: a cube costs about ``BYTES_PER_UNIT`` per routed unit in
+each worker process. ``max_units`` is a guard per cube (a cube with more turns is searched
+by the vector index alone); ``max_cached_units`` bounds one worker's cache over all cubes,
+least recently used cubes out first (they are rebuilt from SQL when next searched).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timezone
@@ -24,11 +31,21 @@ from sqlalchemy.orm import Session
 
 from memos.granularity.gmm import Link
 from memos.granularity.units import TermStats
-from memos.retrieval.granular_index import GranularIndex, IndexUnit, SearchResult
+from memos.retrieval.granular_index import (
+    GranularIndex,
+    IndexUnit,
+    Neighbours,
+    RouterConfig,
+    SearchResult,
+)
 from memos.store.models import CubeRow, LinkRow, SpanRow, UnitRow
 
 #: Granularities the router indexes (``cluster`` units are its own output, never input).
 ROUTED = ("turn", "session", "summary", "keyword", "fact")
+
+#: Python heap per routed unit (384-d vectors held twice, BM25 token lists, context
+#: documents, links), measured with tracemalloc at 4,000 turns (README, Router memory).
+BYTES_PER_UNIT = 6_500
 
 
 def index_text(row: UnitRow) -> str:
@@ -46,15 +63,42 @@ class _Entry:
 
 
 class RouterCache:
-    def __init__(self, *, max_units: int = 5000) -> None:
+    """Per-cube router indexes of one worker process (see the module docstring).
+
+    ``max_units``: turns above which a cube is not routed (a memory guard);
+    ``max_cached_units``: routed units one worker holds over all its cubes (the least
+    recently used cubes are dropped past it; the cube being used is always kept);
+    ``config``: the router's knobs for every cube.
+    """
+
+    def __init__(self, *, max_units: int = 1_000_000, max_cached_units: int = 2_000_000,
+                 config: RouterConfig | None = None) -> None:
         self.max_units = max_units
-        self._entries: dict[str, _Entry] = {}
+        self.max_cached_units = max_cached_units
+        self.config = config or RouterConfig()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._usable: dict[str, tuple[int, bool]] = {}
         self._lock = threading.RLock()
 
+    @property
+    def ann_k(self) -> int:
+        """How many nearest units to ask the vector index for (all granularities share the
+        list; the router keeps ``dense_pool`` of each)."""
+        return 2 * self.config.dense_pool
+
+    def cached_units(self) -> int:
+        """Routed units this worker holds now, over all cubes."""
+        with self._lock:
+            return sum(len(e.index) for e in self._entries.values())
+
+    def uses_candidates(self, session: Session, cube: CubeRow) -> bool:
+        """Whether a search of this cube scores a candidate pool (and so wants ``dense_ids``
+        from the vector index) rather than every unit."""
+        return self.get(session, cube).index.uses_candidates()
+
     def usable(self, session: Session, cube: CubeRow) -> bool:
-        """Whether the cube is small enough for router search (counted in SQL once per
-        index version)."""
+        """Whether the cube is within the memory guard for router search (counted in SQL
+        once per index version)."""
         known = self._usable.get(cube.key)
         if known is not None and known[0] == cube.index_version:
             return known[1]
@@ -70,21 +114,35 @@ class RouterCache:
             if entry is None or entry.version != cube.index_version:
                 entry = self._build(session, cube)
                 self._entries[cube.key] = entry
+                self._evict(keep=cube.key)
+            self._entries.move_to_end(cube.key)
             return entry
 
     def search(self, session: Session, cube: CubeRow, query: str, vector: np.ndarray, *,
                top_k: int, granularities: Sequence[str] | None = None,
-               explain: bool = False) -> SearchResult:
+               explain: bool = False, dense_ids: Sequence[int] | None = None) -> SearchResult:
+        """Router search of the cube; ``dense_ids`` are the vector index's nearest units
+        (see :attr:`ann_k`), used when the cube scores a candidate pool."""
         entry = self.get(session, cube)
         with self._lock:
             return entry.index.search(query, vector, top_k=top_k, granularities=granularities,
-                                      explain=explain)
+                                      explain=explain, dense_ids=dense_ids)
+
+    def _evict(self, *, keep: str) -> None:
+        total = sum(len(e.index) for e in self._entries.values())
+        for key in list(self._entries):
+            if total <= self.max_cached_units:
+                break
+            if key != keep:
+                total -= len(self._entries.pop(key).index)
 
     def apply(self, session: Session, cube: CubeRow, *, remove: Sequence[int],
-              add: Sequence[int]) -> list[Link]:
+              add: Sequence[int], neighbours: Neighbours | None = None) -> list[Link]:
         """Follow one committed write (``cube.index_version`` is the version it wrote).
 
         Returns the association links the new units formed, for the caller to persist.
+        ``neighbours`` (the vector index's nearest units, which already hold this write's)
+        bounds each new unit's association to its ANN neighbours in a large cube.
         """
         with self._lock:
             entry = self._entries.get(cube.key)
@@ -94,9 +152,11 @@ class RouterCache:
                 entry = self._build(session, cube, exclude=add)
                 entry.version = cube.index_version - 1
                 self._entries[cube.key] = entry
+                self._evict(keep=cube.key)
             entry.index.remove(remove)
             rows = _load(session, cube.key, add) if add else []
-            links = entry.index.add([_unit(r, sources) for r, sources in rows])
+            links = entry.index.add([_unit(r, sources) for r, sources in rows],
+                                    neighbours=neighbours)
             for r, _ in rows:
                 if r.granularity == "session" and r.session_id:
                     entry.stats.add(r.session_id, entry.index.analyzer.tokens(r.text or ""))
@@ -114,7 +174,7 @@ class RouterCache:
     def _build(self, session: Session, cube: CubeRow, exclude: Sequence[int] = ()) -> _Entry:
         skip = set(exclude)
         rows = [r for r in _load(session, cube.key, None) if r[0].pk not in skip]
-        index = GranularIndex(associate=False)
+        index = GranularIndex(associate=False, config=self.config)
         index.add([_unit(r, sources) for r, sources in rows])
         pks = {r.pk for r, _ in rows}
         stored = session.execute(select(LinkRow.src_pk, LinkRow.dst_pk, LinkRow.weight).where(

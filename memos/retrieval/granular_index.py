@@ -28,7 +28,12 @@ Search, for a query with text ``q`` and unit-norm vector ``v``:
 5. Sessions are ranked by a soft maximum of their turns' scores (a session with several
    good turns beats one with a single one) plus their session-level channel score.
 
-Incremental: ``add`` links each new unit to earlier ones (one matrix product per batch) and
+Past ``RouterConfig.exhaustive_max_turns`` turns, steps 1–5 run over a bounded candidate
+pool (:meth:`GranularIndex.candidate_turns`: ANN and BM25 per channel, their sessions and
+association neighbours) instead of every unit, so search cost does not grow with the index.
+
+Incremental: ``add`` links each new unit to earlier ones (one matrix product per batch, or
+among its ANN neighbours past ``exhaustive_max_turns`` units) and
 updates only the touched sessions' context documents; BM25 matrices and stacked vectors are
 rebuilt lazily per channel on the first search after a change (``rebuild_ms`` measures it).
 A removed id is never returned.
@@ -48,7 +53,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +73,10 @@ from memos.temporal import query_periods, time_closeness
 
 __all__ = ["IndexUnit", "Hit", "SearchResult", "RouterConfig", "GranularIndex",
            "SESSION_LEVEL"]
+
+#: ``neighbours(vector, k)``: ids of up to ``k`` units near ``vector`` by an ANN index, best
+#: first (any granularity; ids this index does not hold are skipped).
+Neighbours = Callable[[np.ndarray, int], Sequence[int]]
 
 #: Granularities that describe a whole session; their scores are copied down to its turns.
 SESSION_LEVEL = ("session", "summary", "keyword")
@@ -134,6 +143,18 @@ class RouterConfig:
     in the session ranking; ``session_ppr_weight`` (add the sessions' PPR mass) is an
     ablation switch, off because it did not help on the LoCoMo dev split.
 
+    Candidate pools (a search of an index past ``exhaustive_max_turns`` turns scores only
+    these; see :meth:`GranularIndex.candidate_turns`): ``dense_pool`` nearest and
+    ``lexical_pool`` best-BM25 units per channel, ``session_pool`` best sessions per
+    session-level channel (all their turns join), ``graph_pool`` strongest association
+    neighbours per candidate turn. On the LoCoMo dev split every pool setting from 10/0/0 to
+    200/10/3 scores within 0.7 points of exhaustive turn R@5 (``memos bench pools``; chosen
+    leave-one-conversation-out, held-out R@5 is within 1 point); the defaults keep a margin
+    for large cubes. ``exhaustive_max_turns`` (5,000): measured in process on the needle
+    cube's growing prefix, exhaustive scoring costs 7 ms at 1k turns, 15 ms at 4k, 21 ms at
+    8k and 27 ms at 12.8k (p50), the pool 14-22 ms at every size: they cross between 4k and
+    8k turns.
+
     How the defaults were set: channel priors, the two lexical weights, ``speaker_boost``
     and ``context_window`` (1 vs 2) by a handful of coarse comparisons on the LoCoMo dev
     split (5 conversations), not by a fine search; ``time_boost`` (from 0.5-5),
@@ -161,6 +182,11 @@ class RouterConfig:
     session_ppr_weight: float = 0.0
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    dense_pool: int = 100
+    lexical_pool: int = 100
+    session_pool: int = 5
+    graph_pool: int = 3
+    exhaustive_max_turns: int = 5000
 
     def __post_init__(self) -> None:
         if self.session_dense not in ("best_turn", "mean"):
@@ -229,24 +255,66 @@ class _Channel:
         assert self._mat is not None
         return self._ids, self._mat
 
-    def scores(self, query_tokens: list[str], qvec: np.ndarray, lexical_weight: float, *,
-               dense: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(ids, fused z-score, lexical share)`` over every unit of the channel.
+    def lexical(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending, BM25 score)`` of every unit of the channel."""
+        return self._timed(self.bm25.scores_tokens, query_tokens)
 
-        ``dense`` replaces the units' cosines with the caller's (one per unit, id order).
-        """
-        ids, mat = self.matrix()
-        if not len(ids):
-            return ids, np.zeros(0), np.zeros(0)
+    def matches(self, query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids ascending, BM25 score)`` of the units scoring > 0 (cost: the postings)."""
+        return self._timed(self.bm25.matches, query_tokens)
+
+    def _timed(self, fn: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+               query_tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         before = self.bm25.rebuilds
-        lex_ids, lex = self.bm25.scores_tokens(query_tokens)
+        lex_ids, lex = fn(query_tokens)
         if self.bm25.rebuilds != before:
             self.rebuild_ms += self.bm25.last_rebuild_ms
-        if not np.array_equal(lex_ids, ids):  # both sorted ascending over the same id set
-            raise RuntimeError("lexical and dense views out of sync")
-        fused, share = fuse(mat @ qvec if dense is None else dense, lex,
-                            lexical_weight=lexical_weight)
-        return ids, fused, share
+        return lex_ids, lex
+
+
+@dataclass
+class _ChannelView:
+    """One channel's units in a view: dense and BM25 scores (one per unit), and the
+    ``(unit row, target row)`` pairs mapping them onto turns (or sessions)."""
+
+    dense: np.ndarray
+    lex: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+
+
+@dataclass
+class _View:
+    """The units one query scores: every unit (exhaustive) or a candidate pool."""
+
+    turn_ids: np.ndarray
+    t_sess: np.ndarray
+    skeys: list[str]
+    speakers: np.ndarray
+    times: np.ndarray
+    channels: dict[str, _ChannelView]
+    graph: Callable[[], sp.csr_matrix]
+
+
+def _wanted(gran: str, wanted: set[str] | None) -> bool:
+    return wanted is None or gran in wanted or (gran == "context" and "turn" in wanted)
+
+
+def _top_ids(ids: np.ndarray, scores: np.ndarray, k: int, *,
+             positive: bool = False) -> np.ndarray:
+    """The ids of the ``k`` best scores (only scores > 0 with ``positive``), any order."""
+    if k <= 0 or not len(ids):
+        return ids[:0]
+    k = min(k, len(ids))
+    top = np.argpartition(-scores, k - 1)[:k]
+    return ids[top[scores[top] > 0]] if positive else ids[top]
+
+
+def _dense(vectors: dict[int, np.ndarray], ids: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+    """Cosines of these units' vectors with the query."""
+    if not len(ids):
+        return np.zeros(0)
+    return np.stack([vectors[int(i)] for i in ids]) @ qvec
 
 
 @dataclass
@@ -293,13 +361,16 @@ class GranularIndex:
                                           "lexical_ms": 0.0}
 
     # ------------------------------------------------------------------ mutation
-    def add(self, units: Sequence[IndexUnit]) -> list[gmm.Link]:
+    def add(self, units: Sequence[IndexUnit], *,
+            neighbours: Neighbours | None = None) -> list[gmm.Link]:
         """Index units (an existing id is replaced). Returns the new association links
-        (``src`` = the new unit), which the cube persists as ``associated`` links."""
+        (``src`` = the new unit), which the cube persists as ``associated`` links. With
+        ``neighbours`` (an ANN index), a channel past ``exhaustive_max_turns`` units
+        associates each new unit among the units it names only (see :meth:`_associate`)."""
         with _blas_threads(self.blas_threads):
-            return self._add(list(units))
+            return self._add(list(units), neighbours)
 
-    def _add(self, units: list[IndexUnit]) -> list[gmm.Link]:
+    def _add(self, units: list[IndexUnit], neighbours: Neighbours | None) -> list[gmm.Link]:
         seen: set[int] = set()
         for u in units:
             if not isinstance(u.id, (int, np.integer)):
@@ -323,7 +394,7 @@ class GranularIndex:
         for gran, group in by_gran.items():
             ch = self._channel(gran)
             if self.associate_on_add:
-                links.extend(self._associate(ch, group))
+                links.extend(self._associate(ch, group, neighbours))
             t = time.perf_counter()
             ch.put([u.id for u in group], [u.text for u in group], [u.vector for u in group])
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
@@ -400,71 +471,239 @@ class GranularIndex:
     # ------------------------------------------------------------------ search
     def search(self, query_text: str, query_vec: np.ndarray, *, top_k: int = 10,
                granularities: Sequence[str] | None = None, explain: bool = False,
-               probe_mass: float | None = None, top_sessions: int | None = None
+               probe_mass: float | None = None, top_sessions: int | None = None,
+               candidates: bool | None = None, dense_ids: Sequence[int] | None = None
                ) -> SearchResult:
         """Rank turns and sessions for a query (higher score = more relevant).
 
         ``granularities`` restricts the channels used (default: all present).
         ``probe_mass`` (e.g. 0.9) scores only the turns of the clusters holding that much
-        of the query's posterior (needs ``cluster=True``); ``None`` = full search.
+        of the query's posterior (needs ``cluster=True`` and exhaustive scoring); ``None`` =
+        full search. ``candidates``: score only a bounded candidate pool (see
+        :meth:`candidate_turns`) instead of every unit; ``None`` (default) does so when the
+        index holds more than ``config.exhaustive_max_turns`` turns. ``dense_ids`` are the
+        nearest units to the query by an ANN index (any granularity, best first; ids this
+        index does not hold are ignored); without them the pool's dense part is an exact
+        top-k scan of each channel.
         """
         with _blas_threads(self.blas_threads):
             return self._search(query_text, query_vec, top_k=top_k, granularities=granularities,
                                 explain=explain, probe_mass=probe_mass,
-                                top_sessions=top_sessions)
+                                top_sessions=top_sessions, candidates=candidates,
+                                dense_ids=dense_ids)
+
+    def uses_candidates(self) -> bool:
+        """Whether a default search scores a candidate pool (the index is past
+        ``config.exhaustive_max_turns`` turns) rather than every unit."""
+        ch = self._channels.get("turn")
+        return ch is not None and len(ch.vectors) > self.config.exhaustive_max_turns
 
     def _search(self, query_text: str, query_vec: np.ndarray, *, top_k: int,
                 granularities: Sequence[str] | None, explain: bool, probe_mass: float | None,
-                top_sessions: int | None) -> SearchResult:
+                top_sessions: int | None, candidates: bool | None,
+                dense_ids: Sequence[int] | None) -> SearchResult:
         start = time.perf_counter()
         if not query_text.strip():
             raise ValueError("query_text must not be empty")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        cfg = self.config
         qvec = np.asarray(query_vec, dtype=np.float32).ravel()
         qtok = self.analyzer.tokens(query_text)
         if "turn" not in self._channels or not self._channels["turn"].vectors:
             return SearchResult([], [], {}, {}, (time.perf_counter() - start) * 1e3)
-        lay = self._layout_now()
-        turn_ids, t_sess, skeys = lay.turn_ids, lay.t_sess, lay.skeys
-        n = len(turn_ids)
-
+        use = self.uses_candidates() if candidates is None else candidates
+        if use and probe_mass is not None:
+            if candidates:
+                raise ValueError("probe_mass needs exhaustive scoring (candidates=False)")
+            use = False
         wanted = set(granularities) if granularities is not None else None
-        per_turn: dict[str, np.ndarray] = {}
-        shares: dict[str, np.ndarray] = {}
-        entropies: dict[str, float] = {}
+        view = (self._candidate_view(qtok, qvec, wanted, dense_ids) if use
+                else self._full_view(qtok, qvec, wanted))
+        allowed = None
+        if probe_mass is not None:
+            allowed = np.isin(view.turn_ids, self._probe(qvec, probe_mass))
+        return self._rank(view, query_text, top_k=top_k, explain=explain, allowed=allowed,
+                          top_sessions=top_sessions, start=start)
+
+    def _full_view(self, qtok: list[str], qvec: np.ndarray, wanted: set[str] | None) -> _View:
+        """Every unit of every channel: the reference scoring."""
+        cfg = self.config
+        lay = self._layout_now()
         t_dense = session_dense = None
         if cfg.session_dense == "best_turn" and "session" in self._channels:
             # a session's dense evidence is its best turn's cosine
             t_dense = self._channels["turn"].matrix()[1] @ qvec
             src, dst = lay.maps["turn"]
-            per_sess = np.full(len(skeys), -1.0)
-            np.maximum.at(per_sess, t_sess[dst], t_dense[src])
+            per_sess = np.full(len(lay.skeys), -1.0)
+            np.maximum.at(per_sess, lay.t_sess[dst], t_dense[src])
             src, dst = lay.maps["session"]
             session_dense = np.full(len(self._channels["session"].matrix()[0]), -1.0)
             session_dense[src] = per_sess[dst]
+        chans: dict[str, _ChannelView] = {}
         for gran, ch in self._channels.items():
-            if wanted is not None and gran not in wanted and not (
-                    gran == "context" and "turn" in wanted):
+            if not _wanted(gran, wanted):
                 continue
-            lw = cfg.context_lexical_weight if gran == "context" else cfg.lexical_weight
-            given = {"turn": t_dense, "session": session_dense}.get(gran)
-            ids, fused, share = ch.scores(qtok, qvec, lw, dense=given)
+            ids, mat = ch.matrix()
             if not len(ids):
                 continue
-            entropies[gran] = normalized_entropy(fused, temperature=cfg.entropy_temperature)
+            given = {"turn": t_dense, "session": session_dense}.get(gran)
+            lex_ids, lex = ch.lexical(qtok)
+            if not np.array_equal(lex_ids, ids):  # both sorted ascending over one id set
+                raise RuntimeError("lexical and dense views out of sync")
             src, dst = lay.maps[gran]
+            chans[gran] = _ChannelView(mat @ qvec if given is None else given, lex, src, dst)
+        lay_ = lay
+        return _View(lay.turn_ids, lay.t_sess, lay.skeys, lay.speakers, lay.times, chans,
+                     lambda: self._graph_matrix(lay_.turn_ids, lay_.t_sess, len(lay_.skeys)))
+
+    def candidate_turns(self, qtok: list[str], qvec: np.ndarray, *,
+                        wanted: set[str] | None = None,
+                        dense_ids: Sequence[int] | None = None,
+                        matches: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                        ) -> tuple[set[int], dict[str, set[int]]]:
+        """The candidate pool of a query: ``(turn ids, other units per channel)``.
+
+        Per channel, the ``dense_pool`` nearest units (from ``dense_ids``, else an exact
+        scan) and the ``lexical_pool`` best by BM25; facts bring the turns they cite; the
+        ``session_pool`` best sessions of each session-level channel (dense and BM25) bring
+        all their turns; every candidate turn brings its ``graph_pool`` strongest
+        association neighbours. The pool is bounded by these sizes, not by the index.
+        ``matches`` (filled here) keeps each channel's BM25 matches for the caller.
+        """
+        matches = {} if matches is None else matches
+        cfg = self.config
+        units = self._units
+        dense_by: dict[str, list[int]] = {}
+        if dense_ids is not None:
+            for i in dense_ids:
+                u = units.get(int(i))
+                if u is not None and len(dense_by.get(u.granularity, ())) < cfg.dense_pool:
+                    dense_by.setdefault(u.granularity, []).append(int(i))
+        turns: set[int] = set()
+        others: dict[str, set[int]] = {}
+        sessions: set[str] = set()
+        turn_ch = self._channels["turn"]
+        for gran, ch in self._channels.items():
+            if not _wanted(gran, wanted) or not ch.vectors:
+                continue
+            session_level = gran in SESSION_LEVEL
+            kd = cfg.session_pool if session_level else cfg.dense_pool
+            kl = cfg.session_pool if session_level else cfg.lexical_pool
+            found: set[int] = set()
+            lex_ids, lex = matches[gran] = ch.matches(qtok)
+            found.update(int(i) for i in _top_ids(lex_ids, lex, kl, positive=True))
+            if gran == "context":
+                pass  # a context document's vector is its turn's neighbourhood mean
+            elif dense_ids is not None:
+                found.update(dense_by.get(gran, [])[:kd])
+            elif not (session_level and gran == "session" and cfg.session_dense == "best_turn"):
+                ids, mat = ch.matrix()
+                found.update(int(i) for i in _top_ids(ids, mat @ qvec, kd))
+            if gran in ("turn", "context"):
+                turns.update(found)
+            elif session_level:
+                sessions.update(units[i].session_key for i in found)
+            else:
+                others[gran] = found
+                turns.update(s for i in found for s in units[i].sources if s in turn_ch.vectors)
+        if cfg.graph_pool:
+            for t in list(turns):
+                nb = self._links.get(t)
+                if nb:
+                    best = sorted(nb, key=nb.__getitem__, reverse=True)[:cfg.graph_pool]
+                    turns.update(b for b in best if b in turn_ch.vectors)
+        for key in sessions:
+            turns.update(self._sessions.get(key, ()))
+        return turns, others
+
+    def _candidate_view(self, qtok: list[str], qvec: np.ndarray, wanted: set[str] | None,
+                        dense_ids: Sequence[int] | None) -> _View:
+        """The candidate pool's units only; channel statistics (z-scores, entropies) are
+        taken over the pool."""
+        cfg = self.config
+        units = self._units
+        matches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        turns, others = self.candidate_turns(qtok, qvec, wanted=wanted, dense_ids=dense_ids,
+                                             matches=matches)
+        turn_ids = np.array(sorted(turns), dtype=np.int64)
+        row = {int(t): r for r, t in enumerate(turn_ids)}
+        sess_of = [units[int(t)].session_key for t in turn_ids]
+        skeys = sorted(set(sess_of))
+        srow = {k: i for i, k in enumerate(skeys)}
+        t_sess = np.array([srow[k] for k in sess_of], dtype=np.int64)
+        turn_ch = self._channels["turn"]
+        t_dense = _dense(turn_ch.vectors, turn_ids, qvec)
+        chans: dict[str, _ChannelView] = {}
+        for gran, ch in self._channels.items():
+            if not _wanted(gran, wanted) or not ch.vectors:
+                continue
+            if gran in ("turn", "context"):
+                ids = turn_ids
+                src = dst = np.arange(len(ids), dtype=np.int64)
+                dense = t_dense if gran == "turn" else _dense(ch.vectors, ids, qvec)
+            elif gran in SESSION_LEVEL:
+                ids = np.array(sorted(i for k in skeys for i in
+                                      self._session_units.get(k, {}).get(gran, ())),
+                               dtype=np.int64)
+                if not len(ids):
+                    continue
+                src = np.arange(len(ids), dtype=np.int64)
+                dst = np.array([srow[units[int(i)].session_key] for i in ids], dtype=np.int64)
+                if gran == "session" and cfg.session_dense == "best_turn":
+                    per_sess = np.full(len(skeys), -1.0)
+                    np.maximum.at(per_sess, t_sess, t_dense)
+                    dense = per_sess[dst]
+                else:
+                    dense = _dense(ch.vectors, ids, qvec)
+            else:
+                ids = np.array(sorted(others.get(gran, ())), dtype=np.int64)
+                pairs = [(j, row[s]) for j, i in enumerate(ids.tolist())
+                         for s in units[i].sources if s in row]
+                if not pairs:
+                    continue
+                src = np.array([a for a, _ in pairs], dtype=np.int64)
+                dst = np.array([b for _, b in pairs], dtype=np.int64)
+                dense = _dense(ch.vectors, ids, qvec)
+            lex_ids, lex = matches[gran] if gran in matches else ch.matches(qtok)
+            at = np.minimum(np.searchsorted(lex_ids, ids), max(len(lex_ids) - 1, 0))
+            hit = (lex_ids[at] == ids) if len(lex_ids) else np.zeros(len(ids), dtype=bool)
+            chans[gran] = _ChannelView(dense, np.where(hit, lex[at] if len(lex) else 0.0, 0.0),
+                                       src, dst)
+        speakers = np.array([units[int(t)].speaker or "" for t in turn_ids], dtype=object)
+        times = np.array([np.nan if (ts := units[int(t)].timestamp) is None else float(ts)
+                          for t in turn_ids], dtype=np.float64)
+        return _View(turn_ids, t_sess, skeys, speakers, times, chans,
+                     lambda: self._subgraph(turn_ids, row, t_sess, len(skeys)))
+
+    def _rank(self, view: _View, query_text: str, *, top_k: int, explain: bool,
+              allowed: np.ndarray | None, top_sessions: int | None,
+              start: float) -> SearchResult:
+        """Router, priors, spreading and session ranking over a view's units."""
+        cfg = self.config
+        turn_ids, t_sess, skeys = view.turn_ids, view.t_sess, view.skeys
+        n = len(turn_ids)
+        per_turn: dict[str, np.ndarray] = {}
+        shares: dict[str, np.ndarray] = {}
+        entropies: dict[str, float] = {}
+        for gran, cv in view.channels.items():
+            lw = cfg.context_lexical_weight if gran == "context" else cfg.lexical_weight
+            fused, share = fuse(cv.dense, cv.lex, lexical_weight=lw)
+            if not len(fused):
+                continue
+            entropies[gran] = normalized_entropy(fused, temperature=cfg.entropy_temperature)
+            src, dst = cv.src, cv.dst
             size = len(skeys) if gran in SESSION_LEVEL else n
             best = np.full(size, fused.min())
             np.maximum.at(best, dst, fused[src])
             bshare = np.zeros(size)
-            o = src[np.argsort(fused[src], kind="stable")]  # ascending: the best writes last
-            bshare[lay.dst_of[gran][o]] = share[o]
+            o = np.argsort(fused[src], kind="stable")  # ascending: the best writes last
+            bshare[dst[o]] = share[src[o]]
             if gran in SESSION_LEVEL:
                 per_turn[gran], shares[gran] = best[t_sess], bshare[t_sess]
             else:
                 per_turn[gran], shares[gran] = best, bshare
+        if not per_turn:
+            return SearchResult([], [], {}, {}, (time.perf_counter() - start) * 1e3)
         priors = {g: cfg.priors.get(g, 0.1) for g in per_turn}
         weights = confidence_weights({g: entropies[g] for g in per_turn}, tau=cfg.tau,
                                      prior=priors)
@@ -473,17 +712,16 @@ class GranularIndex:
             score += weights[g] * vec
         speaker = self._mentioned_speaker(query_text)
         if speaker is not None and cfg.speaker_boost:
-            score = score + cfg.speaker_boost * (lay.speakers == speaker)
+            score = score + cfg.speaker_boost * (view.speakers == speaker)
         near = None
         if cfg.time_boost and (periods := query_periods(query_text)):
-            near = time_closeness(periods, lay.times)
+            near = time_closeness(periods, view.times)
             score = score + cfg.time_boost * near
         ppr = sess_ppr = None
         if cfg.ppr_weight > 0 and self._links:
-            ppr, sess_ppr, score = self._spread(score, turn_ids, t_sess, len(skeys))
-        if probe_mass is not None:
-            allowed = self._probe(qvec, probe_mass)
-            score = np.where(np.isin(turn_ids, allowed), score, -np.inf)
+            ppr, sess_ppr, score = self._spread(score, view.graph(), n)
+        if allowed is not None:
+            score = np.where(allowed, score, -np.inf)
 
         k = min(top_k, n)
         order = np.argsort(-score, kind="stable")
@@ -601,33 +839,57 @@ class GranularIndex:
             ch.put(ids, texts, vecs)
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
 
-    def _associate(self, ch: _Channel, group: list[IndexUnit]) -> list[gmm.Link]:
+    def _associate(self, ch: _Channel, group: list[IndexUnit],
+                   neighbours: Neighbours | None = None) -> list[gmm.Link]:
+        """GMM association of each new unit with its ``association_top_k`` most similar
+        earlier units of the channel: all of them (an exact scan) up to
+        ``exhaustive_max_turns`` units or without ``neighbours``, else the ones an ANN index
+        names (``neighbours(vector, k)``), so a write costs O(its units), not O(index)."""
         t = time.perf_counter()
-        old_ids, old = ch.matrix()
-        new = np.stack([np.asarray(u.vector, dtype=np.float32) for u in group])
-        new_ids = np.array([u.id for u in group], dtype=np.int64)
-        cand_ids = np.concatenate([old_ids, new_ids])
-        cand = np.concatenate([old, new]) if len(old_ids) else new
-        sims = new @ cand.T                                           # (m, n_old + m)
         k = self.config.association_top_k
-        tops: list[np.ndarray] = []
-        for j in range(len(group)):
-            n_valid = len(old_ids) + j  # earlier units only: the batch order is arrival order
-            s = sims[j, :n_valid]
-            kk = min(k, n_valid)
-            top = np.argpartition(-s, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
-            tops.append(top[np.argsort(-s[top], kind="stable")])
+        new = np.stack([np.asarray(u.vector, dtype=np.float32) for u in group])
+        # per new unit: (candidate ids, their similarities), best first, earlier units only
+        tops: list[tuple[np.ndarray, np.ndarray]] = []
+        if neighbours is None or len(ch.vectors) <= self.config.exhaustive_max_turns:
+            old_ids, old = ch.matrix()
+            new_ids = np.array([u.id for u in group], dtype=np.int64)
+            cand_ids = np.concatenate([old_ids, new_ids])
+            cand = np.concatenate([old, new]) if len(old_ids) else new
+            sims = new @ cand.T                                           # (m, n_old + m)
+            for j in range(len(group)):
+                n_valid = len(old_ids) + j  # earlier units only: the batch is arrival order
+                s = sims[j, :n_valid]
+                kk = min(k, n_valid)
+                top = np.argpartition(-s, kk - 1)[:kk] if kk else np.zeros(0, dtype=np.int64)
+                top = top[np.argsort(-s[top], kind="stable")]
+                tops.append((cand_ids[top], s[top]))
+        else:
+            batch = {int(u.id): j for j, u in enumerate(group)}
+            for j in range(len(group)):
+                ids = list(dict.fromkeys(
+                    [int(i) for i in neighbours(new[j], 4 * k + len(group))
+                     if int(i) in ch.vectors and int(i) not in batch]
+                    + [int(g.id) for g in group[:j]]))
+                if not ids:
+                    tops.append((np.zeros(0, dtype=np.int64), np.zeros(0)))
+                    continue
+                vecs = np.stack([ch.vectors[i] if i in ch.vectors else new[batch[i]]
+                                 for i in ids])
+                s = vecs @ new[j]
+                top = np.argsort(-s, kind="stable")[:k]
+                tops.append((np.asarray(ids, dtype=np.int64)[top], s[top]))
         # rows with a full candidate list are decided in one vectorised GMM fit
-        full = [j for j, top in enumerate(tops) if len(top) == k]
+        full = [j for j, (ids, _) in enumerate(tops) if len(ids) == k]
         masks: dict[int, np.ndarray] = {}
         if full:
-            batch = np.stack([sims[j, tops[j]] for j in full])
-            masks.update(zip(full, gmm.gmm_accept(batch), strict=True))
-        for j, top in enumerate(tops):
+            masks.update(zip(full, gmm.gmm_accept(np.stack([tops[j][1] for j in full])),
+                             strict=True))
+        for j, (_, sims_j) in enumerate(tops):
             if j not in masks:
-                masks[j] = gmm.gmm_accept(sims[j, top])
-        links = [gmm.Link(int(u.id), int(cand_ids[i]), float(np.clip(sims[j, i], 0, 1)))
-                 for j, u in enumerate(group) for i in tops[j][masks[j]]]
+                masks[j] = gmm.gmm_accept(sims_j)
+        links = [gmm.Link(int(u.id), int(i), float(np.clip(w, 0, 1)))
+                 for j, u in enumerate(group)
+                 for i, w in zip(tops[j][0][masks[j]], tops[j][1][masks[j]], strict=True)]
         self.timings["associate_ms"] += (time.perf_counter() - t) * 1e3
         return links
 
@@ -690,12 +952,30 @@ class GranularIndex:
         self._graph = (turn_ids.copy(), pt)
         return pt
 
-    def _spread(self, score: np.ndarray, turn_ids: np.ndarray, t_sess: np.ndarray,
-                n_sess: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(turn PPR mass, session PPR mass, spread turn scores)``."""
-        cfg = self.config
-        pt = self._graph_matrix(turn_ids, t_sess, n_sess)
+    def _subgraph(self, turn_ids: np.ndarray, row: dict[int, int], t_sess: np.ndarray,
+                  n_sess: int) -> sp.csr_matrix:
+        """``Pᵀ`` of :meth:`_graph_matrix` restricted to a candidate pool's turns and sessions."""
         n = len(turn_ids)
+        rows, cols, vals = [], [], []
+        for ra, a in enumerate(turn_ids.tolist()):
+            for b, w in self._links.get(a, {}).items():
+                rb = row.get(b)
+                if rb is not None:
+                    rows.append(ra)
+                    cols.append(rb)
+                    vals.append(w)
+        r_idx = np.arange(n)
+        adj = sp.csr_matrix((np.concatenate([vals, np.full(2 * n, 0.5)]),
+                             (np.concatenate([rows, r_idx, n + t_sess]).astype(np.int64),
+                              np.concatenate([cols, n + t_sess, r_idx]).astype(np.int64))),
+                            shape=(n + n_sess, n + n_sess))
+        return transition_matrix(adj)
+
+    def _spread(self, score: np.ndarray, pt: sp.csr_matrix,
+                n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(turn PPR mass, session PPR mass, spread turn scores)`` over transition ``pt``
+        (its first ``n`` nodes are the scored turns)."""
+        cfg = self.config
         k = min(cfg.ppr_seeds, n)
         top = np.argpartition(-score, k - 1)[:k]
         seed = np.zeros(pt.shape[0])

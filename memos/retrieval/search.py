@@ -212,8 +212,13 @@ class Searcher:
                 assert self.router is not None
                 # Every granularity is evidence for the ranking; the granularity filter only
                 # selects which hits come back.
+                dense_ids = None
+                if self.router.uses_candidates(session, cube):
+                    dense_ids = self.index.nearest(session, cube, query, self.router.ann_k)
+                    t = timings.add("ann", t)
                 found = self.router.search(session, cube, body.query, query,
-                                                   top_k=body.top_k, explain=body.explain)
+                                           top_k=body.top_k, explain=body.explain,
+                                           dense_ids=dense_ids)
                 t = timings.add("router", t)
                 rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
                     UnitRow.pk.in_([h.id for h in found.turns + found.sessions
