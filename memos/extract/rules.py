@@ -230,12 +230,24 @@ _SUBJECT = re.compile(
     r"^(?:(?P<fp>i|we)\b(?P<contr>'m|'ve|'d|'ll|'re)?|(?:me and|my (?:" + _REL_RE +
     r") and i)\b|(?:my|our) (?P<rel>" + _REL_RE + r")(?:,? (?P<relname>(?-i:[A-Z][a-z]+)),?)?"
     r"(?=\s|'s)|(?P<own>my|our) (?=\w))", re.IGNORECASE)
+# Irrealis and idle musing are not facts. Wants, hopes, plans, needs, feelings and opinions
+# are: "Ana wants to learn Spanish" is true of Ana, and the fact keeps the verb that says so.
 _INTENT = re.compile(
-    r"^(?:'d|would|could|should|might|may|want|wants|hope|hopes|plan to|need|needs|"
-    r"have to|'ll|will|am going to|'m going to|guess|think|feel|wonder|was wondering|"
-    r"don't know|do not know|wish)\b", re.IGNORECASE)
+    r"^(?:'d|would|could|should|might|may|have to|'ll|will|am going to|'m going to|guess|"
+    r"wonder|was wondering|don't know|do not know|wish)\b", re.IGNORECASE)
+#: A first-person word anywhere in a clause: a statement about the speaker even when it does
+#: not open with "I"/"my" ("Maintaining a balanced diet is essential for my health").
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|myself|mine)\b", re.IGNORECASE)
+#: A fronted adverbial before the subject ("Recently, I …", "Mentally, I …").
+_FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.IGNORECASE)
+#: Openings of a clause about the listener or the exchange itself, not about the speaker.
+_ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
+                             re.IGNORECASE)
+_RELATION_MENTION = re.compile(r"\b(?:" + _REL_RE + r")s?\b", re.IGNORECASE)
 
 
+#: Words that can follow a bare "I" without being its verb ("and I", "I and my sister").
+_NOT_VERBS = frozenset("""and or but to the a an of in on at for with as so than that""".split())
 _AUXILIARIES = frozenset("""m ve re s d ll am is are have has been was were do does did not
 n't don't didn't doesn't""".split())
 
@@ -339,9 +351,16 @@ class RulesExtractor:
         time_expr = time_match.group(0).strip() if time_match else ""
         if time_match and time_match.start() == 0:
             body = DISCOURSE.sub("", body[time_match.end():].lstrip(" ,"))
+        front = ""
         subj = _SUBJECT.match(body)
         if subj is None:
-            return None
+            fronted = _FRONTED.match(body)
+            if fronted is not None and not TIME_EXPR.search(fronted.group("front")):
+                front = fronted.group("front")
+                body = body[fronted.end():]
+                subj = _SUBJECT.match(body)
+        if subj is None:
+            return self._mention_fact(clause, body, msg, me, you, ref)
         predicate = body[subj.end():].strip()
         if subj.group("contr"):
             predicate = subj.group("contr") + " " + predicate
@@ -388,6 +407,8 @@ class RulesExtractor:
             subject = me
             attribute, value, negated, mtype = self._attribute(_strip_adverbs(predicate))
             sentence = f"{me} {self._resolve_pronouns(self._conjugate(predicate), me, you)}"
+        if front:
+            sentence = f"{front}, {sentence}"
         sentence = _clean(sentence)
         valid_from = valid_to = None
         time_text = ""
@@ -415,6 +436,44 @@ class RulesExtractor:
             valid_from=valid_from, valid_to=valid_to, observed_at=msg.timestamp,
             time_text=time_text, resolved_names=resolved_names, extractor=self.name,
             extractor_version=self.version, confidence=0.8 if generic else 0.95)
+
+    def _mention_fact(self, clause: Clause, body: str, msg: ExtractInput, me: str, you: str,
+                      ref: datetime | None) -> ExtractedFact | None:
+        """A clause that mentions the speaker without opening with them ("The promotion has
+        been great for my confidence"): the clause itself, first person resolved, typed by
+        tense. Keyed ``about:<first content word>``, never single-valued: it adds, and only
+        an identical statement is a duplicate."""
+        if not _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body):
+            return None
+        if REPORTED.search(body) or len(content_tokens(body)) < 3:
+            return None
+        text = _clean(self._resolve_pronouns(body, me, you))
+        if not text:
+            return None
+        text = text[0].upper() + text[1:]
+        if not text.endswith((".", "!")):
+            text += "."
+        past = is_past(body)
+        time_match = TIME_EXPR.search(body)
+        valid_from = valid_to = None
+        time_text = ""
+        if time_match and ref is not None:
+            resolved = resolve_relative_time(time_match.group(0).strip(), ref, past=past)
+            if resolved is not None:
+                valid_from, valid_to, time_text = resolved
+                text = f"{text[:-1]} ({time_text})."
+        head = content_tokens(body)[0]
+        mtype = RELATIONSHIP if _RELATION_MENTION.search(body) else (
+            EVENT if past or time_text else PERSONA)
+        resolved_names = tuple(sorted(
+            ({me} if me.lower() not in msg.content.lower() else set())
+            | ({you} if re.search(r"\byour?s?\b", clause.text.lower()) else set())))
+        return ExtractedFact(
+            text=text, subject=me, attribute=f"about:{head}", value=_clean(body.lower()),
+            memory_type=mtype, source_message_id=msg.id, span=(clause.start, clause.end),
+            negated=has_negation(body), valid_from=valid_from, valid_to=valid_to,
+            observed_at=msg.timestamp, time_text=time_text, resolved_names=resolved_names,
+            extractor=self.name, extractor_version=self.version, confidence=0.7)
 
     @staticmethod
     def _relation_attr(rel: str) -> str:
@@ -487,10 +546,18 @@ class RulesExtractor:
         mapping = {"i": me, "me": me, "myself": me, "my": f"{me}'s", "mine": f"{me}'s",
                    "we": me, "us": me, "our": f"{me}'s", "ours": f"{me}'s",
                    "you": you, "your": f"{you}'s", "yours": f"{you}'s", "yourself": you,
-                   "i'm": f"{me} is", "i've": f"{me} has", "i'll": f"{me} will"}
+                   "i'm": f"{me} is", "i've": f"{me} has", "i'll": f"{me} will",
+                   "i'd": f"{me} would", "we're": f"{me} is", "we've": f"{me} has",
+                   "we'll": f"{me} will"}
+        # "activities I like" → "activities Ana likes": a bare "I" inside a clause keeps
+        # its verb in agreement (adverbs in between are skipped)
+        text = re.sub(r"(?<![\w'])I((?:\s+(?:" + "|".join(sorted(_ADVERBS - {"no", "longer"}))
+                      + r"))*)\s+([a-z]+)\b(?!')",
+                      lambda m: f"I{m.group(1)} {_third_person(m.group(2))}"
+                      if m.group(2) not in _NOT_VERBS else m.group(0), text)
 
         def sub(m: re.Match[str]) -> str:
             return mapping[m.group(0).lower()]
 
-        return re.sub(r"\b(?:i'm|i've|i'll|i|me|myself|my|mine|we|us|our|ours|you|your|"
-                      r"yours|yourself)\b", sub, text, flags=re.IGNORECASE)
+        return re.sub(r"\b(?:i'm|i've|i'll|i'd|we're|we've|we'll|i|me|myself|my|mine|we|us|"
+                      r"our|ours|you|your|yours|yourself)\b", sub, text, flags=re.IGNORECASE)
