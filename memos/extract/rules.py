@@ -105,6 +105,28 @@ def _third_person(verb: str) -> str:
     return verb + "s"
 
 
+_NOT_LIKE = re.compile(r"^(?:(?:really|just|also|honestly)\s+)?(?:don't|do not|doesn't|"
+                       r"does not)\s+(?:really\s+|particularly\s+)?(?:like|enjoy)\s+"
+                       r"(?:to\s+(?P<verb>[a-z]+)\b)?", re.IGNORECASE)
+
+
+def _gerund(verb: str) -> str:
+    low = verb.lower()
+    if low.endswith("e") and not low.endswith(("ee", "ye", "oe")) and len(low) > 2:
+        return verb[:-1] + "ing"
+    return verb + "ing"
+
+
+def _dislike(predicate: str) -> str | None:
+    """ "don't like to wear cargo pants" → "dislikes wearing cargo pants": one verb that
+    carries the polarity, as people summarise a preference ("dislikes X")."""
+    m = _NOT_LIKE.match(predicate)
+    if m is None:
+        return None
+    verb = m.group("verb")
+    return "dislikes " + (_gerund(verb) + " " if verb else "") + predicate[m.end():]
+
+
 def _clean(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip(" ,;:-")
     return re.sub(r"\s+([,.!?])", r"\1", s)
@@ -406,7 +428,8 @@ class RulesExtractor:
         else:
             subject = me
             attribute, value, negated, mtype = self._attribute(_strip_adverbs(predicate))
-            sentence = f"{me} {self._resolve_pronouns(self._conjugate(predicate), me, you)}"
+            stated = _dislike(predicate) if attribute == "food_dislike" else None
+            sentence = f"{me} {self._resolve_pronouns(stated or self._conjugate(predicate), me, you)}"
         if front:
             sentence = f"{front}, {sentence}"
         sentence = _clean(sentence)

@@ -25,6 +25,7 @@ older than the active one for a single-valued attribute never overwrites it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -125,6 +126,7 @@ class Updater(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=1 << 14)
 def _norm_subject(s: str) -> str:
     return re.sub(r"'s\b", "", s.lower()).strip()
 
@@ -166,9 +168,12 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
     """
     pool = list(active)
     key = (_norm_subject(new.subject), new.attribute)
-    same = [a for a in pool if (_norm_subject(a.subject), a.attribute) == key]
-    rest = [a for a in pool if a not in same]
-    if embedder is None or not rest:
+    same = [a for a in pool if a.attribute == key[1] and _norm_subject(a.subject) == key[0]]
+    if embedder is None:
+        return same
+    chosen = {id(a) for a in same}  # by identity: equality would compare every field
+    rest = [a for a in pool if id(a) not in chosen]
+    if not rest:
         return same
     vecs = np.asarray(embedder.embed([new.text] + [a.text for a in rest]), dtype=np.float32)
     sims = vecs[1:] @ vecs[0]
