@@ -265,6 +265,11 @@ _FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.
 #: Openings of a clause about the listener or the exchange itself, not about the speaker.
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
+#: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
+_CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
+                      r"that's true|true|right|correct|definitely)\b", re.IGNORECASE)
+#: "You"/"your …" opening a statement about the listener.
+_YOU_SUBJECT = re.compile(r"^(?:you|you're|you've|your)\b", re.IGNORECASE)
 _RELATION_MENTION = re.compile(r"\b(?:" + _REL_RE + r")s?\b", re.IGNORECASE)
 
 
@@ -306,11 +311,53 @@ class RulesExtractor:
         facts: list[ExtractedFact] = []
         previous: list[ExtractInput] = []
         for msg in messages:
+            if msg.role == "user" and previous and previous[-1].role == "assistant" \
+                    and _CONFIRM.match(msg.content):
+                facts.extend(self._confirmed(previous[-1], msg, session_time))
             if msg.role == "user" or (self.include_assistant and msg.role == "assistant"):
                 facts.extend(self._extract_message(msg, session_time,
                                                    self._addressee(msg, previous)))
             previous.append(msg)
         return facts
+
+    def _confirmed(self, said: ExtractInput, reply: ExtractInput,
+                   session_time: datetime | None) -> list[ExtractedFact]:
+        """What the assistant said about the user ("You moved to Berlin last year"), when
+        the user's next turn confirms it ("Yes, …"): the user's fact, citing the assistant's
+        words. Only plain statements with "you"/"your" as their subject count — not the
+        assistant's suggestions, recollections ("I recall you …"), hedges or questions."""
+        user = reply.speaker or self.user_name or "the user"
+        ref = said.timestamp or reply.timestamp or session_time
+        out: list[ExtractedFact] = []
+        for sentence in sentences(said.content):
+            text = sentence.text
+            if text.endswith("?") or HYPOTHETICAL.search(text) or ASSISTANT_BOILERPLATE.search(
+                    text) or REPORTED.search(text) or re.search(r"\b(?:i|me|my|we|us|our)\b",
+                                                                text, re.IGNORECASE):
+                continue
+            body = DISCOURSE.sub("", text.rstrip(".!"))
+            m = _YOU_SUBJECT.match(body)
+            if m is None or len(content_tokens(body)) < 3:
+                continue
+            resolved = _clean(re.sub(
+                r"\b(?:you're|you've|you|your|yours|yourself)\b",
+                lambda w: {"you're": f"{user} is", "you've": f"{user} has",
+                           "your": f"{user}'s", "yours": f"{user}'s"}.get(
+                               w.group(0).lower(), user), body, flags=re.IGNORECASE))
+            if resolved.startswith(user + " "):  # "Ana have" → "Ana has"
+                resolved = f"{user} {self._conjugate(resolved[len(user) + 1:])}"
+            fact_text = resolved[0].upper() + resolved[1:] + "."
+            past = is_past(body)
+            out.append(ExtractedFact(
+                text=fact_text, subject=user, attribute=f"about:{content_tokens(body)[0]}",
+                value=_clean(body.lower()),
+                memory_type=RELATIONSHIP if _RELATION_MENTION.search(body) else (
+                    EVENT if past else PERSONA),
+                source_message_id=said.id, span=(sentence.start, sentence.end),
+                negated=has_negation(body), observed_at=ref,
+                resolved_names=(user,), extractor=self.name, extractor_version=self.version,
+                confidence=0.6, confirmed_by=reply.id))
+        return out
 
     def _addressee(self, msg: ExtractInput, previous: Sequence[ExtractInput]) -> str | None:
         """Who "you" is: the latest earlier speaker other than this one (in a conversation
