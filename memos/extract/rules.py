@@ -162,6 +162,9 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
         (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
          r"|has been working) as (?:a |an )?" + _V + r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?"
          + _END, "job", PERSONA, False),
+        (r"^(?:'ve |have |has |had )?(?:just |recently |finally )?(?:been |got |was )?"
+         r"promoted to (?:a |an |the )?(?:role of |position of )?" + _V +
+         r"(?: (?:at|in|with) (?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
         (r"^(?:got|landed|started|accepted|took) (?:a |my |her |his )?(?:new )?"
          r"(?:job|position|role) as (?:a |an )?" + _V + r"(?: (?:at|for|with) "
          r"(?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
@@ -265,6 +268,12 @@ _FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.
 #: Openings of a clause about the listener or the exchange itself, not about the speaker.
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
+#: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
+#: singular present copula — the statement of an attribute's current value.
+_OWNED_VALUE = re.compile(
+    r"^(?P<attr>(?:[a-z-]+ ){0,3}[a-z-]+?) (?:is|has been|has become|is still|remains|"
+    r"has (?:gone up|risen|increased|dropped|decreased|fallen|changed) to)"
+    r"(?: now| currently| still)? (?P<v>(?:\d,\d|[^,;])+?)(?:[,;].*)?$", re.IGNORECASE)
 #: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
 _CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
                       r"that's true|true|right|correct|definitely)\b", re.IGNORECASE)
@@ -466,17 +475,24 @@ class RulesExtractor:
         elif owned:  # "my favorite food is sushi", "my birthday is in June"
             attribute, value, negated, mtype = self._attribute(predicate)
             if attribute.startswith(("stmt:", "event:")):
-                head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
-                attribute = stem(head.group(1)) if head else attribute
-                value = _clean(re.sub(r"^[\w ]*?\b(?:is|are|was|were)\b", "", predicate,
-                                      count=1))
+                held = _OWNED_VALUE.match(predicate)
+                if held is not None:
+                    # "my monthly income is now 18,000": the current value of one attribute
+                    attribute = "own:" + "_".join(stem(w) for w in held.group("attr").split())
+                    value = _clean(held.group("v"))
+                else:
+                    head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
+                    attribute = stem(head.group(1)) if head else attribute
+                    value = _clean(re.sub(r"^[\w ]*?\b(?:is|are|was|were)\b", "", predicate,
+                                          count=1))
             subject = me
             sentence = f"{me}'s {self._resolve_pronouns(predicate, me, you)}"
         else:
             subject = me
             attribute, value, negated, mtype = self._attribute(_strip_adverbs(predicate))
             stated = _dislike(predicate) if attribute == "food_dislike" else None
-            sentence = f"{me} {self._resolve_pronouns(stated or self._conjugate(predicate), me, you)}"
+            stated = stated or self._conjugate(predicate)
+            sentence = f"{me} {self._resolve_pronouns(stated, me, you)}"
         if front:
             sentence = f"{front}, {sentence}"
         sentence = _clean(sentence)

@@ -213,7 +213,7 @@ class RulesUpdater:
         if new.negated:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
-                or key[1] in self.single_valued and not _value_tokens(new.value))]
+                or self._single(key[1]) and not _value_tokens(new.value))]
             if live:
                 target = _latest(live)
                 return Decision(Action.DELETE, target.id,
@@ -223,7 +223,7 @@ class RulesUpdater:
                             "kept as a negative fact")
 
         # 3. new value of a single-valued attribute
-        if key[1] in self.single_valued and same_key:
+        if self._single(key[1]) and same_key:
             target = _latest(same_key)
             target_seen = _seen(target)
             if new_seen is not None and target_seen is not None and new_seen < target_seen:
@@ -236,6 +236,11 @@ class RulesUpdater:
         return Decision(Action.ADD, None,
                         "new information" if not same_key else
                         f"another value of multi-valued {key[1]!r}")
+
+    def _single(self, attribute: str) -> bool:
+        """Single-valued: a named attribute (job, city, …) or an ``own:`` attribute, the
+        value a speaker states their own attribute has ("my monthly income is …")."""
+        return attribute in self.single_valued or attribute.startswith("own:")
 
     def _near_duplicate(self, new: ExtractedFact, candidates: Sequence[ActiveFact]
                         ) -> Decision | None:
