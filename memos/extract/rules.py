@@ -479,7 +479,7 @@ class RulesExtractor:
                 if held is not None:
                     # "my monthly income is now 18,000": the current value of one attribute
                     attribute = "own:" + "_".join(stem(w) for w in held.group("attr").split())
-                    value = _clean(held.group("v"))
+                    value = _clean(held.group("v")).lower()
                 else:
                     head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
                     attribute = stem(head.group(1)) if head else attribute
@@ -494,7 +494,7 @@ class RulesExtractor:
             stated = stated or self._conjugate(predicate)
             sentence = f"{me} {self._resolve_pronouns(stated, me, you)}"
         if front:
-            sentence = f"{front}, {sentence}"
+            sentence = f"{self._resolve_pronouns(front, me, you)}, {sentence}"
         sentence = _clean(sentence)
         valid_from = valid_to = None
         time_text = ""

@@ -147,6 +147,16 @@ def same_value(a: str, b: str) -> bool:
     return ta <= tb or tb <= ta
 
 
+def _says_no_more(new: str, old: str) -> bool:
+    """For a single-valued attribute: the new value adds nothing to the old one (equal, or
+    its words are a subset: "Berlin" after "Berlin, Germany"). "senior director" after
+    "director" adds a word: a changed value, not a repeat."""
+    tn, to = _value_tokens(new), _value_tokens(old)
+    if not tn or not to:
+        return _norm_text(new) == _norm_text(old)
+    return tn <= to
+
+
 def _event_time(f: ExtractedFact | ActiveFact) -> datetime | None:
     t = f.valid_from or f.observed_at
     return t.replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
@@ -202,7 +212,8 @@ class RulesUpdater:
             if _norm_text(c.text) == _norm_text(new.text):
                 return Decision(Action.NOOP, c.id, f"same statement as {c.id}")
         for c in same_key:
-            if c.negated == new.negated and same_value(c.value, new.value):
+            if c.negated == new.negated and (same_value(c.value, new.value) if not self._single(
+                    key[1]) else _says_no_more(new.value, c.value)):
                 return Decision(Action.NOOP, c.id,
                                 f"already known: {key[1]} = {c.value!r} ({c.id})")
         dup = self._near_duplicate(new, [c for c in candidates if c.negated == new.negated])
