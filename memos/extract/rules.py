@@ -478,7 +478,10 @@ class RulesExtractor:
                 held = _OWNED_VALUE.match(predicate)
                 if held is not None:
                     # "my monthly income is now 18,000": the current value of one attribute
-                    attribute = "own:" + "_".join(stem(w) for w in held.group("attr").split())
+                    parts = [stem(w) for w in held.group("attr").split()]
+                    # "my car is …" is the named attribute the other rules key "car" too
+                    attribute = parts[0] if parts[0] in _SINGLE_VALUED and len(parts) == 1 \
+                        else "own:" + "_".join(parts)
                     value = _clean(held.group("v")).lower()
                 else:
                     head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
