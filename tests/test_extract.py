@@ -214,3 +214,49 @@ def test_llm_extractor_unparseable_response_yields_nothing() -> None:
     ex = LLMExtractor("gpt-4o-mini", completion_kwargs={"mock_response": "sorry, no JSON"})
     msg = ExtractInput(id="m1", role="user", speaker="Ana", content="I moved to Berlin.")
     assert ex.extract([msg]) == [] and ex.rejected == ["unparseable response"]
+
+
+def test_clauses_that_mention_the_speaker_without_opening_with_them() -> None:
+    f = one("Maintaining a balanced diet is essential for my health.")
+    assert f.text == "Maintaining a balanced diet is essential for Ana's health."
+    assert f.attribute.startswith("about:") and f.subject == "Ana"
+    assert f.span == (0, len("Maintaining a balanced diet is essential for my health."))
+    g = one("When I travel, I keep a journal of places I like.")
+    assert g.text == "When Ana travels, Ana keeps a journal of places Ana likes."
+    # a fronted subordinate clause does not split off: the statement stays whole
+    h = one("I believe that by doing so, I can create a positive ripple effect.")
+    assert h.text.startswith("Ana believes that by doing so, Ana can create")
+    # about the listener, or too little content: nothing
+    assert facts("Your advice helped my team a lot.") == []
+    assert facts("It is my thing.") == []
+
+
+def test_wants_plans_and_feelings_are_facts_with_their_verb() -> None:
+    assert one("I want to learn Spanish.").text == "Ana wants to learn Spanish."
+    assert one("I feel proud of my team's progress.").text == \
+        "Ana feels proud of Ana's team's progress."
+    assert facts("I would love to visit Japan someday.") == []  # irrealis stays out
+
+
+def test_dislike_is_stated_with_one_verb_and_passes_the_gate() -> None:
+    f = one("I don't like to wear cargo pants.")
+    assert f.text == "Ana dislikes wearing cargo pants." and not f.negated
+    assert check(f, "I don't like to wear cargo pants.").supported
+    # "dislikes" still disagrees with an affirmative source
+    assert not check("Ana dislikes cargo pants.", "I like cargo pants.", aliases=["Ana"]).supported
+
+
+def test_assistant_statement_counts_once_the_user_confirms_it() -> None:
+    said = ExtractInput(id="a1", role="assistant", speaker="assistant", timestamp=TS,
+                        content="You have been training for the marathon since March. "
+                                "I recall you also love cycling. You could try yoga too.")
+    yes = ExtractInput(id="m2", role="user", speaker="Ana", timestamp=TS,
+                       content="Yes, it has been hard work.")
+    no = ExtractInput(id="m2", role="user", speaker="Ana", timestamp=TS,
+                      content="It has been hard work.")
+    out = RulesExtractor().extract([said, yes])
+    confirmed = [f for f in out if f.source_message_id == "a1"]
+    assert [f.text for f in confirmed] == [
+        "Ana has been training for the marathon since March."]
+    assert confirmed[0].confirmed_by == "m2" and confirmed[0].span == (0, 52)
+    assert not [f for f in RulesExtractor().extract([said, no]) if f.source_message_id == "a1"]

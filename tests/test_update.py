@@ -154,3 +154,22 @@ def test_ingest_plan_gates_then_decides() -> None:
     again = ingest_plan(msgs, [stored_fact], extractor=RulesExtractor())
     assert [p.status for p in again] == ["noop"]
     assert again[0].decision is not None and again[0].decision.target_fact_id == "u1"
+
+
+def test_own_attribute_value_is_single_valued() -> None:
+    old = stored(fact("My monthly income is 15,700 USD.", T1), "f1")
+    new = fact("My monthly income is now 18,000 USD.", T2)
+    assert new.attribute == old.attribute == "own:monthli_incom"
+    assert new.value == "18,000 usd"
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1" and d.valid_to == T2
+    same = fact("My monthly income is 15,700 USD.", T3, mid="m3")
+    assert RulesUpdater().decide(same, candidates_for(same, [old])).action is Action.NOOP
+
+
+def test_promotion_sets_the_job() -> None:
+    old = stored(fact("I work as a director at Acme.", T1), "f1")
+    new = fact("I've just been promoted to senior director at Acme.", T2)
+    assert (new.attribute, new.value) == ("job", "senior director")
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"

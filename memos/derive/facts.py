@@ -124,6 +124,7 @@ class FactDeriver:
                 # A source message was deleted, corrected or purged since it was read: the
                 # change queued this session's next job, which extracts from what is there.
                 return
+            pending: list[tuple[PlannedFact, UnitRow, UnitRow | None]] = []
             for p in planned:
                 fact = p.fact
                 if p.status == "noop":
@@ -154,7 +155,11 @@ class FactDeriver:
                     confidence=fact.confidence, valid_from=fact.valid_from,
                     valid_to=fact.valid_to, created_at=now, embedding=vector_of[id(p)])
                 session.add(row)
-                session.flush()
+                pending.append((p, row, target))
+            # one flush gives every new row its key (a flush per row was most of the write)
+            session.flush()
+            for p, row, target in pending:
+                fact, decision = p.fact, p.decision
                 session.add(TagRow(unit_pk=row.pk, tag=row.tags[0]))
                 message_pk = message_pks.get(fact.source_message_id)
                 if message_pk is not None:

@@ -78,8 +78,14 @@ _SENTENCE = re.compile(r"(?:\b(?:St|Dr|Mr|Mrs|Ms|Jr|Sr|Prof|Mt|vs|etc|e\.g|i\.e)
                        r"[^.!?\n])+(?:[.!?]+|$)")
 _CLAUSE_SPLIT = re.compile(
     r"(?:,\s*|\s+)(?:and|but|so|although|though|because|plus)\s+(?=(?:i|i'm|i've|i'd|"
-    r"i'll|my|we|we're|we've|our)\b)|;\s*|\s+-\s+|,\s+(?=(?:i|i'm|i've|my|we|our)\b)",
+    r"i'll|my)\b)|;\s*|\s+-\s+|,\s+(?=(?:i|i'm|i've|my)\b)",
     re.IGNORECASE)
+#: A left piece that ends inside an open subordinate clause ("I believe that by doing so,",
+#: "When I travel,"): the comma after it does not end a clause. ("we"/"our" never start a
+#: new clause: "we" includes someone else, whom the clause before names.)
+_OPEN_LEFT = re.compile(
+    r"\b(?:that|if|when|whenever|while|as|because|since|although|though|after|before|once|"
+    r"until|unless|whether|by|which|who)\b[^,]*$", re.IGNORECASE)
 
 
 @dataclass
@@ -107,6 +113,8 @@ def clauses(sentence: Clause) -> Iterator[Clause]:
     pos = 0
     for m in _CLAUSE_SPLIT.finditer(sentence.text):
         piece = sentence.text[pos:m.start()]
+        if m.group(0).startswith(",") and m.group(0).strip() == "," and _OPEN_LEFT.search(piece):
+            continue  # the comma closes a fronted subordinate clause, not a statement
         if piece.strip():
             lead = len(piece) - len(piece.lstrip())
             yield Clause(piece.strip(), sentence.start + pos + lead,

@@ -76,6 +76,9 @@ class ExtractedFact:
     extractor: str = "rules"
     extractor_version: str = ""
     confidence: float = 1.0
+    #: The user message that confirmed this fact, when it was stated by someone else (the
+    #: assistant said "You moved to Berlin", the user answered "Yes, …").
+    confirmed_by: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """JSON-safe dict for the memory unit's ``metadata`` column."""

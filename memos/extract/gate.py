@@ -57,6 +57,9 @@ MIN_SUPPORT = 0.8
 #: unrelated sentences 0–0.3.
 MIN_SIMILARITY = 0.45
 
+_NOT_LIKE = re.compile(r"(?:n't|\bnot)\s+(?:really\s+|particularly\s+)?(?:like|enjoy)\b",
+                       re.IGNORECASE)
+_DISLIKE = re.compile(r"\bdislik(?:e|es|ed|ing)\b", re.IGNORECASE)
 _FUNCTION_CAPS = {"i", "the", "a", "an", "on", "in", "at", "of", "and", "with", "to", "for",
                   "from", "by", "my", "his", "her", "their", "our"}
 _ROLE_WORDS = {"assistant", "user"}
@@ -113,6 +116,8 @@ def check(fact: ExtractedFact | str, source_text: str, *, embedder: Embedder | N
     checks: dict[str, bool] = {}
 
     src_tokens = set(content_tokens(source_text))
+    if _NOT_LIKE.search(source_text):
+        src_tokens.add(stem("dislike"))  # "I don't like X" supports "dislikes X"
     fact_tokens = [t for t in content_tokens(text) if t not in excused]
     missing = [t for t in fact_tokens if t not in src_tokens]
     support = 1.0 - len(missing) / len(fact_tokens) if fact_tokens else 0.0
@@ -140,7 +145,9 @@ def check(fact: ExtractedFact | str, source_text: str, *, embedder: Embedder | N
     checks["names"] = not bad_names
     failures.extend(f"name {n!r} not in source" for n in dict.fromkeys(bad_names))
 
-    fact_neg, src_neg = has_negation(text), has_negation(source_text)
+    # "dislikes" carries the polarity that "don't like" spells with a negation
+    fact_neg = has_negation(text) or bool(_DISLIKE.search(text))
+    src_neg = has_negation(source_text) or bool(_DISLIKE.search(source_text))
     checks["negation"] = fact_neg == src_neg
     if not checks["negation"]:
         failures.append("negation mismatch: the fact is " + ("negated" if fact_neg else

@@ -105,6 +105,28 @@ def _third_person(verb: str) -> str:
     return verb + "s"
 
 
+_NOT_LIKE = re.compile(r"^(?:(?:really|just|also|honestly)\s+)?(?:don't|do not|doesn't|"
+                       r"does not)\s+(?:really\s+|particularly\s+)?(?:like|enjoy)\s+"
+                       r"(?:to\s+(?P<verb>[a-z]+)\b)?", re.IGNORECASE)
+
+
+def _gerund(verb: str) -> str:
+    low = verb.lower()
+    if low.endswith("e") and not low.endswith(("ee", "ye", "oe")) and len(low) > 2:
+        return verb[:-1] + "ing"
+    return verb + "ing"
+
+
+def _dislike(predicate: str) -> str | None:
+    """ "don't like to wear cargo pants" → "dislikes wearing cargo pants": one verb that
+    carries the polarity, as people summarise a preference ("dislikes X")."""
+    m = _NOT_LIKE.match(predicate)
+    if m is None:
+        return None
+    verb = m.group("verb")
+    return "dislikes " + (_gerund(verb) + " " if verb else "") + predicate[m.end():]
+
+
 def _clean(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip(" ,;:-")
     return re.sub(r"\s+([,.!?])", r"\1", s)
@@ -140,6 +162,9 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
         (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
          r"|has been working) as (?:a |an )?" + _V + r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?"
          + _END, "job", PERSONA, False),
+        (r"^(?:'ve |have |has |had )?(?:just |recently |finally )?(?:been |got |was )?"
+         r"promoted to (?:a |an |the )?(?:role of |position of )?" + _V +
+         r"(?: (?:at|in|with) (?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
         (r"^(?:got|landed|started|accepted|took) (?:a |my |her |his )?(?:new )?"
          r"(?:job|position|role) as (?:a |an )?" + _V + r"(?: (?:at|for|with) "
          r"(?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
@@ -230,12 +255,35 @@ _SUBJECT = re.compile(
     r"^(?:(?P<fp>i|we)\b(?P<contr>'m|'ve|'d|'ll|'re)?|(?:me and|my (?:" + _REL_RE +
     r") and i)\b|(?:my|our) (?P<rel>" + _REL_RE + r")(?:,? (?P<relname>(?-i:[A-Z][a-z]+)),?)?"
     r"(?=\s|'s)|(?P<own>my|our) (?=\w))", re.IGNORECASE)
+# Irrealis and idle musing are not facts. Wants, hopes, plans, needs, feelings and opinions
+# are: "Ana wants to learn Spanish" is true of Ana, and the fact keeps the verb that says so.
 _INTENT = re.compile(
-    r"^(?:'d|would|could|should|might|may|want|wants|hope|hopes|plan to|need|needs|"
-    r"have to|'ll|will|am going to|'m going to|guess|think|feel|wonder|was wondering|"
-    r"don't know|do not know|wish)\b", re.IGNORECASE)
+    r"^(?:'d|would|could|should|might|may|have to|'ll|will|am going to|'m going to|guess|"
+    r"wonder|was wondering|don't know|do not know|wish)\b", re.IGNORECASE)
+#: A first-person word anywhere in a clause: a statement about the speaker even when it does
+#: not open with "I"/"my" ("Maintaining a balanced diet is essential for my health").
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|myself|mine)\b", re.IGNORECASE)
+#: A fronted adverbial before the subject ("Recently, I …", "Mentally, I …").
+_FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.IGNORECASE)
+#: Openings of a clause about the listener or the exchange itself, not about the speaker.
+_ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
+                             re.IGNORECASE)
+#: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
+#: singular present copula — the statement of an attribute's current value.
+_OWNED_VALUE = re.compile(
+    r"^(?P<attr>(?:[a-z-]+ ){0,3}[a-z-]+?) (?:is|has been|has become|is still|remains|"
+    r"has (?:gone up|risen|increased|dropped|decreased|fallen|changed) to)"
+    r"(?: now| currently| still)? (?P<v>(?:\d,\d|[^,;])+?)(?:[,;].*)?$", re.IGNORECASE)
+#: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
+_CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
+                      r"that's true|true|right|correct|definitely)\b", re.IGNORECASE)
+#: "You"/"your …" opening a statement about the listener.
+_YOU_SUBJECT = re.compile(r"^(?:you|you're|you've|your)\b", re.IGNORECASE)
+_RELATION_MENTION = re.compile(r"\b(?:" + _REL_RE + r")s?\b", re.IGNORECASE)
 
 
+#: Words that can follow a bare "I" without being its verb ("and I", "I and my sister").
+_NOT_VERBS = frozenset("""and or but to the a an of in on at for with as so than that""".split())
 _AUXILIARIES = frozenset("""m ve re s d ll am is are have has been was were do does did not
 n't don't didn't doesn't""".split())
 
@@ -272,11 +320,53 @@ class RulesExtractor:
         facts: list[ExtractedFact] = []
         previous: list[ExtractInput] = []
         for msg in messages:
+            if msg.role == "user" and previous and previous[-1].role == "assistant" \
+                    and _CONFIRM.match(msg.content):
+                facts.extend(self._confirmed(previous[-1], msg, session_time))
             if msg.role == "user" or (self.include_assistant and msg.role == "assistant"):
                 facts.extend(self._extract_message(msg, session_time,
                                                    self._addressee(msg, previous)))
             previous.append(msg)
         return facts
+
+    def _confirmed(self, said: ExtractInput, reply: ExtractInput,
+                   session_time: datetime | None) -> list[ExtractedFact]:
+        """What the assistant said about the user ("You moved to Berlin last year"), when
+        the user's next turn confirms it ("Yes, …"): the user's fact, citing the assistant's
+        words. Only plain statements with "you"/"your" as their subject count — not the
+        assistant's suggestions, recollections ("I recall you …"), hedges or questions."""
+        user = reply.speaker or self.user_name or "the user"
+        ref = said.timestamp or reply.timestamp or session_time
+        out: list[ExtractedFact] = []
+        for sentence in sentences(said.content):
+            text = sentence.text
+            if text.endswith("?") or HYPOTHETICAL.search(text) or ASSISTANT_BOILERPLATE.search(
+                    text) or REPORTED.search(text) or re.search(r"\b(?:i|me|my|we|us|our)\b",
+                                                                text, re.IGNORECASE):
+                continue
+            body = DISCOURSE.sub("", text.rstrip(".!"))
+            m = _YOU_SUBJECT.match(body)
+            if m is None or len(content_tokens(body)) < 3:
+                continue
+            resolved = _clean(re.sub(
+                r"\b(?:you're|you've|you|your|yours|yourself)\b",
+                lambda w: {"you're": f"{user} is", "you've": f"{user} has",
+                           "your": f"{user}'s", "yours": f"{user}'s"}.get(
+                               w.group(0).lower(), user), body, flags=re.IGNORECASE))
+            if resolved.startswith(user + " "):  # "Ana have" → "Ana has"
+                resolved = f"{user} {self._conjugate(resolved[len(user) + 1:])}"
+            fact_text = resolved[0].upper() + resolved[1:] + "."
+            past = is_past(body)
+            out.append(ExtractedFact(
+                text=fact_text, subject=user, attribute=f"about:{content_tokens(body)[0]}",
+                value=_clean(body.lower()),
+                memory_type=RELATIONSHIP if _RELATION_MENTION.search(body) else (
+                    EVENT if past else PERSONA),
+                source_message_id=said.id, span=(sentence.start, sentence.end),
+                negated=has_negation(body), observed_at=ref,
+                resolved_names=(user,), extractor=self.name, extractor_version=self.version,
+                confidence=0.6, confirmed_by=reply.id))
+        return out
 
     def _addressee(self, msg: ExtractInput, previous: Sequence[ExtractInput]) -> str | None:
         """Who "you" is: the latest earlier speaker other than this one (in a conversation
@@ -339,9 +429,16 @@ class RulesExtractor:
         time_expr = time_match.group(0).strip() if time_match else ""
         if time_match and time_match.start() == 0:
             body = DISCOURSE.sub("", body[time_match.end():].lstrip(" ,"))
+        front = ""
         subj = _SUBJECT.match(body)
         if subj is None:
-            return None
+            fronted = _FRONTED.match(body)
+            if fronted is not None and not TIME_EXPR.search(fronted.group("front")):
+                front = fronted.group("front")
+                body = body[fronted.end():]
+                subj = _SUBJECT.match(body)
+        if subj is None:
+            return self._mention_fact(clause, body, msg, me, you, ref)
         predicate = body[subj.end():].strip()
         if subj.group("contr"):
             predicate = subj.group("contr") + " " + predicate
@@ -378,16 +475,29 @@ class RulesExtractor:
         elif owned:  # "my favorite food is sushi", "my birthday is in June"
             attribute, value, negated, mtype = self._attribute(predicate)
             if attribute.startswith(("stmt:", "event:")):
-                head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
-                attribute = stem(head.group(1)) if head else attribute
-                value = _clean(re.sub(r"^[\w ]*?\b(?:is|are|was|were)\b", "", predicate,
-                                      count=1))
+                held = _OWNED_VALUE.match(predicate)
+                if held is not None:
+                    # "my monthly income is now 18,000": the current value of one attribute
+                    parts = [stem(w) for w in held.group("attr").split()]
+                    # "my car is …" is the named attribute the other rules key "car" too
+                    attribute = parts[0] if parts[0] in _SINGLE_VALUED and len(parts) == 1 \
+                        else "own:" + "_".join(parts)
+                    value = _clean(held.group("v")).lower()
+                else:
+                    head = re.match(r"^(?:favou?rite |fave )?([a-z]+)", predicate, re.I)
+                    attribute = stem(head.group(1)) if head else attribute
+                    value = _clean(re.sub(r"^[\w ]*?\b(?:is|are|was|were)\b", "", predicate,
+                                          count=1))
             subject = me
             sentence = f"{me}'s {self._resolve_pronouns(predicate, me, you)}"
         else:
             subject = me
             attribute, value, negated, mtype = self._attribute(_strip_adverbs(predicate))
-            sentence = f"{me} {self._resolve_pronouns(self._conjugate(predicate), me, you)}"
+            stated = _dislike(predicate) if attribute == "food_dislike" else None
+            stated = stated or self._conjugate(predicate)
+            sentence = f"{me} {self._resolve_pronouns(stated, me, you)}"
+        if front:
+            sentence = f"{self._resolve_pronouns(front, me, you)}, {sentence}"
         sentence = _clean(sentence)
         valid_from = valid_to = None
         time_text = ""
@@ -415,6 +525,44 @@ class RulesExtractor:
             valid_from=valid_from, valid_to=valid_to, observed_at=msg.timestamp,
             time_text=time_text, resolved_names=resolved_names, extractor=self.name,
             extractor_version=self.version, confidence=0.8 if generic else 0.95)
+
+    def _mention_fact(self, clause: Clause, body: str, msg: ExtractInput, me: str, you: str,
+                      ref: datetime | None) -> ExtractedFact | None:
+        """A clause that mentions the speaker without opening with them ("The promotion has
+        been great for my confidence"): the clause itself, first person resolved, typed by
+        tense. Keyed ``about:<first content word>``, never single-valued: it adds, and only
+        an identical statement is a duplicate."""
+        if not _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body):
+            return None
+        if REPORTED.search(body) or len(content_tokens(body)) < 3:
+            return None
+        text = _clean(self._resolve_pronouns(body, me, you))
+        if not text:
+            return None
+        text = text[0].upper() + text[1:]
+        if not text.endswith((".", "!")):
+            text += "."
+        past = is_past(body)
+        time_match = TIME_EXPR.search(body)
+        valid_from = valid_to = None
+        time_text = ""
+        if time_match and ref is not None:
+            resolved = resolve_relative_time(time_match.group(0).strip(), ref, past=past)
+            if resolved is not None:
+                valid_from, valid_to, time_text = resolved
+                text = f"{text[:-1]} ({time_text})."
+        head = content_tokens(body)[0]
+        mtype = RELATIONSHIP if _RELATION_MENTION.search(body) else (
+            EVENT if past or time_text else PERSONA)
+        resolved_names = tuple(sorted(
+            ({me} if me.lower() not in msg.content.lower() else set())
+            | ({you} if re.search(r"\byour?s?\b", clause.text.lower()) else set())))
+        return ExtractedFact(
+            text=text, subject=me, attribute=f"about:{head}", value=_clean(body.lower()),
+            memory_type=mtype, source_message_id=msg.id, span=(clause.start, clause.end),
+            negated=has_negation(body), valid_from=valid_from, valid_to=valid_to,
+            observed_at=msg.timestamp, time_text=time_text, resolved_names=resolved_names,
+            extractor=self.name, extractor_version=self.version, confidence=0.7)
 
     @staticmethod
     def _relation_attr(rel: str) -> str:
@@ -487,10 +635,18 @@ class RulesExtractor:
         mapping = {"i": me, "me": me, "myself": me, "my": f"{me}'s", "mine": f"{me}'s",
                    "we": me, "us": me, "our": f"{me}'s", "ours": f"{me}'s",
                    "you": you, "your": f"{you}'s", "yours": f"{you}'s", "yourself": you,
-                   "i'm": f"{me} is", "i've": f"{me} has", "i'll": f"{me} will"}
+                   "i'm": f"{me} is", "i've": f"{me} has", "i'll": f"{me} will",
+                   "i'd": f"{me} would", "we're": f"{me} is", "we've": f"{me} has",
+                   "we'll": f"{me} will"}
+        # "activities I like" → "activities Ana likes": a bare "I" inside a clause keeps
+        # its verb in agreement (adverbs in between are skipped)
+        text = re.sub(r"(?<![\w'])I((?:\s+(?:" + "|".join(sorted(_ADVERBS - {"no", "longer"}))
+                      + r"))*)\s+([a-z]+)\b(?!')",
+                      lambda m: f"I{m.group(1)} {_third_person(m.group(2))}"
+                      if m.group(2) not in _NOT_VERBS else m.group(0), text)
 
         def sub(m: re.Match[str]) -> str:
             return mapping[m.group(0).lower()]
 
-        return re.sub(r"\b(?:i'm|i've|i'll|i|me|myself|my|mine|we|us|our|ours|you|your|"
-                      r"yours|yourself)\b", sub, text, flags=re.IGNORECASE)
+        return re.sub(r"\b(?:i'm|i've|i'll|i'd|we're|we've|we'll|i|me|myself|my|mine|we|us|"
+                      r"our|ours|you|your|yours|yourself)\b", sub, text, flags=re.IGNORECASE)

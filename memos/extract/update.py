@@ -25,6 +25,7 @@ older than the active one for a single-valued attribute never overwrites it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -125,6 +126,7 @@ class Updater(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=1 << 14)
 def _norm_subject(s: str) -> str:
     return re.sub(r"'s\b", "", s.lower()).strip()
 
@@ -143,6 +145,16 @@ def same_value(a: str, b: str) -> bool:
     if not ta or not tb:
         return _norm_text(a) == _norm_text(b)
     return ta <= tb or tb <= ta
+
+
+def _says_no_more(new: str, old: str) -> bool:
+    """For a single-valued attribute: the new value adds nothing to the old one (equal, or
+    its words are a subset: "Berlin" after "Berlin, Germany"). "senior director" after
+    "director" adds a word: a changed value, not a repeat."""
+    tn, to = _value_tokens(new), _value_tokens(old)
+    if not tn or not to:
+        return _norm_text(new) == _norm_text(old)
+    return tn <= to
 
 
 def _event_time(f: ExtractedFact | ActiveFact) -> datetime | None:
@@ -166,9 +178,12 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
     """
     pool = list(active)
     key = (_norm_subject(new.subject), new.attribute)
-    same = [a for a in pool if (_norm_subject(a.subject), a.attribute) == key]
-    rest = [a for a in pool if a not in same]
-    if embedder is None or not rest:
+    same = [a for a in pool if a.attribute == key[1] and _norm_subject(a.subject) == key[0]]
+    if embedder is None:
+        return same
+    chosen = {id(a) for a in same}  # by identity: equality would compare every field
+    rest = [a for a in pool if id(a) not in chosen]
+    if not rest:
         return same
     vecs = np.asarray(embedder.embed([new.text] + [a.text for a in rest]), dtype=np.float32)
     sims = vecs[1:] @ vecs[0]
@@ -197,7 +212,8 @@ class RulesUpdater:
             if _norm_text(c.text) == _norm_text(new.text):
                 return Decision(Action.NOOP, c.id, f"same statement as {c.id}")
         for c in same_key:
-            if c.negated == new.negated and same_value(c.value, new.value):
+            if c.negated == new.negated and (same_value(c.value, new.value) if not self._single(
+                    key[1]) else _says_no_more(new.value, c.value)):
                 return Decision(Action.NOOP, c.id,
                                 f"already known: {key[1]} = {c.value!r} ({c.id})")
         dup = self._near_duplicate(new, [c for c in candidates if c.negated == new.negated])
@@ -208,7 +224,7 @@ class RulesUpdater:
         if new.negated:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
-                or key[1] in self.single_valued and not _value_tokens(new.value))]
+                or self._single(key[1]) and not _value_tokens(new.value))]
             if live:
                 target = _latest(live)
                 return Decision(Action.DELETE, target.id,
@@ -218,7 +234,7 @@ class RulesUpdater:
                             "kept as a negative fact")
 
         # 3. new value of a single-valued attribute
-        if key[1] in self.single_valued and same_key:
+        if self._single(key[1]) and same_key:
             target = _latest(same_key)
             target_seen = _seen(target)
             if new_seen is not None and target_seen is not None and new_seen < target_seen:
@@ -231,6 +247,11 @@ class RulesUpdater:
         return Decision(Action.ADD, None,
                         "new information" if not same_key else
                         f"another value of multi-valued {key[1]!r}")
+
+    def _single(self, attribute: str) -> bool:
+        """Single-valued: a named attribute (job, city, …) or an ``own:`` attribute, the
+        value a speaker states their own attribute has ("my monthly income is …")."""
+        return attribute in self.single_valued or attribute.startswith("own:")
 
     def _near_duplicate(self, new: ExtractedFact, candidates: Sequence[ActiveFact]
                         ) -> Decision | None:
