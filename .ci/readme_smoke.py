@@ -66,6 +66,21 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) ->
     fail(f"no /healthz answer within {timeout:.0f} s", log)
 
 
+def inspector(base: str) -> None:
+    """The banner's inspector link answers on the server extra alone, with its chart script
+    served from the package (no CDN)."""
+    with urllib.request.urlopen(base + "/ui", timeout=30) as r:
+        page = r.read().decode()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page)
+    if not scripts or any(src.startswith(("http:", "https:", "//")) for src in scripts):
+        fail(f"/ui should load its scripts from the server itself: {scripts}")
+    for src in scripts:
+        with urllib.request.urlopen(base + src, timeout=30) as r:
+            if r.status != 200:
+                fail(f"/ui script {src} answered {r.status}")
+    print(f"  ok: /ui serves, its {len(scripts)} scripts from the server itself")
+
+
 def commands(block: str) -> list[str]:
     """The block's commands: chunks separated by blank lines or comment lines."""
     out, current = [], []
@@ -196,6 +211,7 @@ def main() -> None:
         if f"on {base}" not in log.read_text():
             fail("the start banner did not appear", log)
         print("  ok: the README's first command serves and shows what to do next")
+        inspector(base)
         try_it(base)
         sdk_only(base, work)
     finally:

@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def banner() -> None:
         print(f"memos {__version__} on {url} ({where}; auth {'on' if auth else 'off: local only'})")
         print(f"  API docs:   {url}/docs")
+        print(f"  inspector:  {url}/ui")
         print(f"  try:        curl -X POST {url}/v1/cubes -H 'content-type: application/json' "
               "-d '{\"id\": \"demo\"}'")
         print("  or Python:  from memos.client import MemosClient; "

@@ -95,7 +95,8 @@ def test_the_banner_comes_once_the_server_answers(tmp_path) -> None:
         assert first.startswith("memos 0.1.0 on http://127.0.0.1:"), first
         url = first.split(" on ", 1)[1].split(" ", 1)[0]
         assert httpx.get(url + "/healthz").json()["status"] == "ok"
-        assert "try:" in "".join(proc.stdout.readline() for _ in range(2))
+        shown = "".join(proc.stdout.readline() for _ in range(3))
+        assert "/docs" in shown and "/ui" in shown and "try:" in shown, shown
     finally:
         proc.terminate()
         proc.communicate(timeout=60)  # also closes the pipes
