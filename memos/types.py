@@ -584,7 +584,7 @@ class SearchResponse(BaseModel):
         "together), calibrated on the HaluMem dev users against the offline judge's "
         "evidence coverage "
         "(approximate; README, Honest answers). The offline answerer says 'not in memory' "
-        "below 0.2.")
+        "below 0.26.")
 
 
 class ContextRequest(_Body):

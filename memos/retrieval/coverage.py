@@ -56,7 +56,7 @@ class Calibration:
 
 #: Fitted by ``memos eval halumem-calibrate`` on the traces of HaluMem users 3 and 12
 #: (``memos eval halumem --trace``, rules extractor, offline judge; README, "Honest answers").
-CALIBRATION = Calibration(weights=(-2.4482, 0.6746, 2.296),
+CALIBRATION = Calibration(weights=(-1.4849, 1.446, -0.1588),
                           source="halumem-calibrate on HaluMem dev users 3 and 12")
 
 
