@@ -21,7 +21,17 @@ from starlette.routing import Match, Mount, compile_path
 
 from api.local_only import LocalOnlyGuard
 from api.middleware import BodyLimit, InternalErrorAsJson
-from api.routes import chat, cubes, jobs, memories, model_memory, search, stats, system
+from api.routes import (
+    chat,
+    cubes,
+    jobs,
+    memories,
+    model_memory,
+    search,
+    stats,
+    structure,
+    system,
+)
 from api.ui import mount_static
 from api.ui import router as ui_router
 from memos import __version__
@@ -263,6 +273,7 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     app.include_router(model_memory.router)
     app.include_router(jobs.router)
     app.include_router(stats.router)
+    app.include_router(structure.router)
     app.include_router(ui_router)
     mount_static(app)
     return app

@@ -47,9 +47,11 @@ from memos.types import (
     ActivationRefresh,
     AdapterCreate,
     AdapterPublic,
+    AssociationMixture,
     ChatRequest,
     ChatResponse,
     ChatStreamEvent,
+    ClusterMap,
     ContextResponse,
     CubeExport,
     CubePublic,
@@ -379,6 +381,16 @@ class _Calls:
         return _Call("GET", f"/v1/cubes/{cube_id}/stats", _model(CubeStats))
 
     @staticmethod
+    def cluster_map(cube_id: str, granularity: str, limit: int) -> _Call[ClusterMap]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/structure/clusters", _model(ClusterMap),
+                     params={"granularity": granularity, "limit": limit})
+
+    @staticmethod
+    def association_mixture(cube_id: str, memory_id: str) -> _Call[AssociationMixture]:
+        return _Call("GET", f"/v1/cubes/{cube_id}/structure/association/{memory_id}",
+                     _model(AssociationMixture))
+
+    @staticmethod
     def list_jobs(cube_id: str, status: str | None, offset: int,
                   limit: int) -> _Call[JobPage]:
         return _Call("GET", f"/v1/cubes/{cube_id}/jobs", _model(JobPage),
@@ -595,6 +607,15 @@ class MemosClient:
         """Unit counts per granularity and kind (active) and per status."""
         return self._send(_Calls.cube_stats(cube_id))
 
+    def cluster_map(self, cube_id: str, *, granularity: str = "turn",
+                    limit: int = 2000) -> ClusterMap:
+        """The GMM clustering of the newest ``limit`` units of ``granularity``, in 2-D."""
+        return self._send(_Calls.cluster_map(cube_id, granularity, limit))
+
+    def association_mixture(self, cube_id: str, memory_id: str) -> AssociationMixture:
+        """How GMM association decided the unit's links (scores, Gaussians, threshold)."""
+        return self._send(_Calls.association_mixture(cube_id, memory_id))
+
     def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
                   limit: int = 50) -> JobPage:
         """The cube's background jobs, newest first, with their errors."""
@@ -799,6 +820,15 @@ class AsyncMemosClient:
     async def cube_stats(self, cube_id: str) -> CubeStats:
         """Unit counts per granularity and kind (active) and per status."""
         return await self._send(_Calls.cube_stats(cube_id))
+
+    async def cluster_map(self, cube_id: str, *, granularity: str = "turn",
+                          limit: int = 2000) -> ClusterMap:
+        """The GMM clustering of the newest ``limit`` units of ``granularity``, in 2-D."""
+        return await self._send(_Calls.cluster_map(cube_id, granularity, limit))
+
+    async def association_mixture(self, cube_id: str, memory_id: str) -> AssociationMixture:
+        """How GMM association decided the unit's links (scores, Gaussians, threshold)."""
+        return await self._send(_Calls.association_mixture(cube_id, memory_id))
 
     async def list_jobs(self, cube_id: str, *, status: str | None = None, offset: int = 0,
                         limit: int = 50) -> JobPage:

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from memos import structure
 from memos.derive import DeriveContext, Deriver
 from memos.embed import Embedder, embed_texts
 from memos.embedders import Embedders
@@ -41,6 +42,7 @@ from memos.memories import Memories
 from memos.memory import BackboneProvider, ModelMemory
 from memos.reembed import Reembedder
 from memos.retrieval.cache import RouterCache
+from memos.retrieval.granular_index import RouterConfig
 from memos.retrieval.search import (
     Searcher,
     Timings,
@@ -60,6 +62,8 @@ from memos.store.models import (
 from memos.store.sql import Store
 from memos.store.units import UnitRepository, new_cube_key
 from memos.types import (
+    AssociationMixture,
+    ClusterMap,
     ContextRequest,
     ContextResponse,
     CubeCreate,
@@ -344,6 +348,26 @@ class MemCube:
                 gran[g] = gran.get(g, 0) + n
                 kind[k] = kind.get(k, 0) + n
         return CubeStats(granularity=gran, kind=kind, status=status)
+
+    # ================================================================== structure
+    def cluster_map(self, cube_id: str, *, tenant: str, granularity: Granularity,
+                    limit: int = 2000) -> ClusterMap:
+        """The GMM clustering of the newest ``limit`` units of ``granularity``, in 2-D."""
+        with self.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            return structure.cluster_map(session, cube=cube, granularity=granularity,
+                                         limit=limit)
+
+    def association_mixture(self, cube_id: str, memory_id: str, *,
+                            tenant: str) -> AssociationMixture:
+        """How GMM association decided ``memory_id``'s links (:mod:`memos.structure`)."""
+        top_k = (self.router.config if self.router else RouterConfig()).association_top_k
+        with self.store.transaction() as session:
+            cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            unit = self.units.unit_row(session, cube=cube, unit_id=memory_id)
+            return structure.association_mixture(
+                session, cube=cube, unit=unit, top_k=top_k,
+                nearest=lambda vec, k: self.index.nearest(session, cube, vec, k))
 
     # ================================================================== jobs
     def list_jobs(self, cube_id: str, *, tenant: str, status: JobStatus | None = None,

@@ -848,6 +848,65 @@ class CubeStats(BaseModel):
                                    "(deleted units are never counted).")
 
 
+# --------------------------------------------------------------------------- structure
+class ClusterPoint(BaseModel):
+    """One unit on the cluster map: its first two principal coordinates and its cluster."""
+
+    id: str
+    x: float
+    y: float
+    cluster: int = Field(ge=0)
+    text: str = Field(description="The unit's text, cut to 160 characters.")
+
+
+class ClusterMap(BaseModel):
+    """The Gaussian-mixture clustering of a granularity's newest units, projected to 2-D
+    (``x``, ``y``: the first two principal axes of the vectors; the mixture itself is
+    fitted on up to 32 axes, component count by BIC)."""
+
+    granularity: Granularity
+    units: int = Field(ge=0, description="Units fitted (the newest `limit` active ones).")
+    clusters: int = Field(ge=0, description="Mixture components chosen (0: under 4 units).")
+    points: list[ClusterPoint]
+    bic: dict[str, float] = Field(description="BIC per component count tried (lower wins).")
+
+
+class MixtureScore(BaseModel):
+    """One candidate of the association: its cosine similarity and whether it was linked."""
+
+    id: str
+    score: float = Field(description="Cosine similarity to the unit (higher = closer).")
+    accepted: bool
+    text: str = Field(description="The candidate's text, cut to 160 characters.")
+
+
+class MixtureComponent(BaseModel):
+    """One Gaussian of the 2-component mixture fitted to the similarity scores."""
+
+    weight: float
+    mean: float
+    var: float
+
+
+class AssociationMixture(BaseModel):
+    """How GMM association decided one unit's links: the top-``top_k`` similarities to
+    earlier units of its granularity, the two Gaussians fitted to them and the threshold
+    (the lowest accepted score). ``rule`` is ``gmm`` when the mixture decided,
+    ``percentile`` when too few or too similar scores fell back to the 75th percentile."""
+
+    id: str
+    granularity: Granularity
+    top_k: int
+    scan: Literal["exact", "index"] = Field(description="Earlier units scanned exactly, or "
+                                            "named by the vector index (big granularities).")
+    scores: list[MixtureScore]
+    components: list[MixtureComponent]
+    threshold: float | None
+    rule: Literal["gmm", "percentile", "none"]
+    curve: list[list[float]] = Field(description="Points to draw the two Gaussians: "
+                                     "[x, density of the lower, of the higher component].")
+
+
 class JobStatus(str, Enum):
     queued = "queued"
     running = "running"

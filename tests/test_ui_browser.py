@@ -349,6 +349,32 @@ def test_restoring_a_quarantined_fact_shows_its_reason_then_makes_it_active(
         assert current.json()["status"] == "active"
 
 
+def test_structure_page_maps_the_clusters_and_a_memory_shows_its_mixture(
+        page: Any, server: Server, artefacts: Path) -> None:
+    with server.api(ALICE) as api:
+        expected = api.get("/v1/cubes/small/structure/clusters?granularity=turn").json()
+        turns = api.get("/v1/cubes/small/memories?granularity=turn&limit=50").json()["items"]
+        turn = next(u for u in turns if u["text"].startswith("Yes, I climb"))
+        mix = api.get(f"/v1/cubes/small/structure/association/{turn['id']}").json()
+    _open(page, server, "/ui/cubes/small/structure")
+    page.wait_for_function("Chart.getChart(document.getElementById('chart-clusters'))")
+    sizes = page.evaluate("Chart.getChart(document.getElementById('chart-clusters'))"
+                          ".data.datasets.map(d => d.data.length)")
+    assert len(sizes) == expected["clusters"] >= 2 and sum(sizes) == expected["units"]
+    assert page.locator("#clusters tbody tr").count() == expected["clusters"]
+    _shot(page, artefacts, "structure")
+    _open(page, server, f"/ui/cubes/small/memories/{turn['id']}")
+    page.wait_for_function("Chart.getChart(document.getElementById('chart-association'))")
+    labels = page.evaluate("Chart.getChart(document.getElementById('chart-association'))"
+                           ".data.datasets.map(d => d.label)")
+    assert labels[0] == "scores (density)" and len(labels) == 1 + len(mix["components"]) + (
+        mix["threshold"] is not None)
+    assert page.locator("#association-scores tbody tr").count() == len(mix["scores"]) >= 2
+    linked = page.locator("#association-scores tbody tr", has_text="linked").count()
+    assert linked == sum(s["accepted"] for s in mix["scores"])
+    _shot(page, artefacts, "association")
+
+
 def test_jobs_show_their_error_and_a_failed_one_is_retried(page: Any, server: Server,
                                                             artefacts: Path) -> None:
     _open(page, server, "/ui/cubes/small/model")

@@ -84,6 +84,13 @@ def search_page(request: Request, cube_id: str) -> HTMLResponse:
     return _render(request, "search.html", "search", cube_id=cube_id)
 
 
+@router.get("/cubes/{cube_id}/structure", response_class=HTMLResponse)
+def structure_page(request: Request, cube_id: str) -> HTMLResponse:
+    """The GMM clusters of a granularity as a 2-D map (each memory's page shows the
+    similarity mixture that chose its links)."""
+    return _render(request, "structure.html", "structure", cube_id=cube_id)
+
+
 @router.get("/cubes/{cube_id}/model", response_class=HTMLResponse)
 def model_page(request: Request, cube_id: str) -> HTMLResponse:
     """Jobs (queue, errors, retry) and model memory: activation units, adapters, the

@@ -386,6 +386,7 @@ async function memoryPage() {
   });
   const done = new URLSearchParams(location.search).get("done");
   if (done) notice(`${done}: version ${unit.version}`, "info");
+  if (unit.kind === "plaintext") await associationChart(id);
 }
 
 function shareBar(explain) {
@@ -513,12 +514,91 @@ async function modelPage() {
   ]);
 }
 
+// ---------------------------------------------------------------- structure
+
+const MIX_BINS = 10;
+
+async function structurePage() {
+  const form = $("#structure-form");
+  const draw = async () => {
+    const f = Object.fromEntries(new FormData(form));
+    const map = await api("GET", cubePath(`/structure/clusters?${query(f)}`))
+      .catch(fail("cluster map"));
+    $("#cluster-summary").textContent = map.clusters
+      ? `${map.units} ${map.granularity} units in ${map.clusters} clusters (BIC chose among `
+        + `${Object.keys(map.bic).join(", ")})`
+      : `${map.units} ${map.granularity} units: too few to cluster`;
+    const byCluster = new Map();
+    for (const p of map.points) {
+      if (!byCluster.has(p.cluster)) byCluster.set(p.cluster, []);
+      byCluster.get(p.cluster).push(p);
+    }
+    const clusters = [...byCluster.keys()].sort((a, b) => a - b);
+    chart($("#chart-clusters"), { type: "scatter",
+      data: { datasets: clusters.map((c) => ({ label: `cluster ${c}`, pointRadius: 4,
+        data: byCluster.get(c) })) },
+      options: { parsing: { xAxisKey: "x", yAxisKey: "y" },
+        plugins: { tooltip: { callbacks: { label: (ctx) => clip(ctx.raw.text, 80) } } },
+        scales: { x: { title: { display: true, text: "principal axis 1" } },
+          y: { title: { display: true, text: "principal axis 2" } } },
+        onClick: (_e, items) => { if (items.length) {
+          const { datasetIndex, index } = items[0];
+          location.href = memoryHref(byCluster.get(clusters[datasetIndex])[index].id);
+        } } } });
+    fill($("#clusters tbody"), clusters.map((c) => el("tr", {},
+      el("th", {}, `cluster ${c}`), el("td", { class: "num" }, byCluster.get(c).length),
+      el("td", {}, clip(byCluster.get(c)[0].text, 120)))));
+  };
+  form.addEventListener("submit", (event) => { event.preventDefault(); draw(); });
+  await draw();
+}
+
+async function associationChart(id) {
+  const mix = await api("GET", cubePath(`/structure/association/${enc(id)}`))
+    .catch(() => null);
+  const box = $("#association");
+  if (!mix || !mix.scores.length) {
+    box.querySelector(".muted").textContent = mix ? "no earlier unit of this granularity to "
+      + "associate with" : "no association view for this memory";
+    return;
+  }
+  const accepted = mix.scores.filter((s) => s.accepted).length;
+  box.querySelector(".muted").textContent = `top ${mix.scores.length} similarities to earlier `
+    + `${mix.granularity} units (${mix.scan} scan); rule: ${mix.rule}; threshold `
+    + `${mix.threshold === null ? "none" : mix.threshold.toFixed(3)}; ${accepted} linked`;
+  const values = mix.scores.map((s) => s.score);
+  const xs = mix.curve.length ? mix.curve.map((p) => p[0]) : values;
+  const lo = Math.min(...xs, ...values);
+  const hi = Math.max(...xs, ...values);
+  const width = (hi - lo) / MIX_BINS || 1;
+  const counts = new Array(MIX_BINS).fill(0);
+  for (const v of values) counts[Math.min(MIX_BINS - 1, Math.floor((v - lo) / width))] += 1;
+  const datasets = [{ type: "bar", label: "scores (density)", barPercentage: 1,
+    categoryPercentage: 1, data: counts.map((n, i) => ({ x: lo + (i + 0.5) * width,
+      y: n / (values.length * width) })) }];
+  mix.components.forEach((c, k) => datasets.push({ type: "line", pointRadius: 0,
+    label: `${k ? "higher" : "lower"} Gaussian (w ${c.weight.toFixed(2)}, μ ${c.mean.toFixed(3)})`,
+    data: mix.curve.map((p) => ({ x: p[0], y: p[k + 1] })) }));
+  if (mix.threshold !== null) {
+    const top = Math.max(...datasets.flatMap((d) => d.data.map((p) => p.y)), 1);
+    datasets.push({ type: "line", label: "threshold", borderDash: [6, 4], pointRadius: 0,
+      data: [{ x: mix.threshold, y: 0 }, { x: mix.threshold, y: top }] });
+  }
+  chart($("#chart-association"), { type: "bar", data: { datasets },
+    options: { scales: { x: { type: "linear", min: lo, max: hi,
+      title: { display: true, text: "cosine similarity" } },
+    y: { title: { display: true, text: "density" } } } } });
+  fill($("#association-scores tbody"), mix.scores.map((s) => el("tr", {},
+    el("td", { class: "num" }, s.score.toFixed(3)), el("td", {}, s.accepted ? "linked" : ""),
+    el("td", {}, memoryLink(s.id, clip(s.text, 100))))));
+}
+
 // ---------------------------------------------------------------- start
 
 const STATUSES = JSON.parse(body.dataset.statuses || "[]");
 const KINDS = JSON.parse(body.dataset.kinds || "[]");
 const PAGES = { cubes: cubesPage, cube: cubePage, session: sessionPage, memory: memoryPage,
-  search: searchPage, model: modelPage };
+  search: searchPage, model: modelPage, structure: structurePage };
 
 document.addEventListener("DOMContentLoaded", async () => {
   setupKey();
