@@ -291,8 +291,9 @@ class _Calls:
 
     @staticmethod
     def search(cube_id: str, query: str, top_k: int, filters: Filters | Mapping[str, Any] | None,
-               explain: bool) -> _Call[SearchResponse]:
-        body = {"query": query, "top_k": top_k, "filters": _filters(filters), "explain": explain}
+               explain: bool, mode: str = "auto") -> _Call[SearchResponse]:
+        body = {"query": query, "top_k": top_k, "filters": _filters(filters), "explain": explain,
+                "mode": mode}
         return _Call("POST", f"/v1/cubes/{cube_id}/search", _model(SearchResponse), json=body)
 
     @staticmethod
@@ -517,8 +518,10 @@ class MemosClient:
 
     def search(self, cube_id: str, *, query: str, top_k: int = 10,
                filters: Filters | Mapping[str, Any] | None = None,
-               explain: bool = False) -> SearchResponse:
-        return self._send(_Calls.search(cube_id, query, top_k, filters, explain))
+               explain: bool = False, mode: str = "auto") -> SearchResponse:
+        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router`` or
+        ``dense`` (see :class:`memos.types.SearchRequest`)."""
+        return self._send(_Calls.search(cube_id, query, top_k, filters, explain, mode))
 
     def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
                 filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:
@@ -735,8 +738,10 @@ class AsyncMemosClient:
 
     async def search(self, cube_id: str, *, query: str, top_k: int = 10,
                      filters: Filters | Mapping[str, Any] | None = None,
-                     explain: bool = False) -> SearchResponse:
-        return await self._send(_Calls.search(cube_id, query, top_k, filters, explain))
+                     explain: bool = False, mode: str = "auto") -> SearchResponse:
+        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router`` or
+        ``dense`` (see :class:`memos.types.SearchRequest`)."""
+        return await self._send(_Calls.search(cube_id, query, top_k, filters, explain, mode))
 
     async def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
                       filters: Filters | Mapping[str, Any] | None = None) -> ContextResponse:

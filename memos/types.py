@@ -547,7 +547,8 @@ class SearchRequest(_Body):
         description="'router': multi-granularity (dense + BM25 per granularity, entropy "
         "router, association graph) ranking turns and sessions; 'dense': vector search over "
         "the units the filters select; 'auto': router when the filters allow it (none "
-        "besides a granularity list including 'turn') and the cube is small enough.")
+        "besides a granularity list including 'turn') and the cube is within "
+        "MEMOS_ROUTER_MAX_UNITS (a memory guard; past it, dense).")
 
     @field_validator("query")
     @classmethod

@@ -80,8 +80,15 @@ def test_training_lowers_the_loss_and_leaves_the_model_untouched() -> None:
             detach(lm.model)
 
     base = loss(None)
-    tensors = train_lora(lm, examples, cfg, steps=40, lr=1e-2)
+    report: dict[str, object] = {}
+    tensors = train_lora(lm, examples, cfg, steps=40, lr=1e-2, report=report)
     assert loss(tensors) < 0.7 * base
+    # what the adapter's unit records: the NLL before/after (the same as measured outside)
+    # and one training loss per step
+    assert report["nll_before"] == pytest.approx(base, rel=1e-3)
+    assert report["nll_after"] == pytest.approx(loss(tensors), rel=1e-3)
+    curve = report["loss_curve"]
+    assert isinstance(curve, list) and len(curve) == 40 and curve[-1] < curve[0]
     assert all(torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
     assert all(p.requires_grad for p in lm.model.parameters())
     assert set(tensors) == {f"1.{t}.{ab}" for t in cfg.targets for ab in "ab"}
@@ -101,6 +108,7 @@ def test_adapters_over_http_sync_and_as_a_job(client: TestClient, tmp_path: Path
     assert unit["kind"] == "parametric" and r.json()["source_ids"] == ids
     meta = client.get(f"/v1/cubes/c1/adapters/{unit['id']}").json()["payload_meta"]
     assert meta["lora"]["rank"] == 2 and {"backbone", "tokenizer", "variant"} <= set(meta)
+    assert len(meta["loss_curve"]) == 3 and meta["nll_before"] > 0 and meta["nll_after"] > 0
     adapter = mm.adapters.load("c1", unit["id"], tenant="default")
     assert adapter.config.targets == ("q_proj", "v_proj", "o_proj")
     # as a background job, with progress

@@ -29,6 +29,7 @@ from memos.config import Settings
 from memos.derive.facts import FactDeriver
 from memos.derive.granularity import GranularityDeriver
 from memos.eval.loaders import locomo_sessions
+from memos.store.units import new_unit
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -141,6 +142,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[
             row = service.jobs.enqueue(session, kind="derive_session", cube_key=key,
                                        payload={"session_id": "gone", "tenant": "alice"})
             row.status, row.attempts, row.error = "failed", 5, "RuntimeError: disk on fire"
+            # an adapter's unit as training records it (training itself needs the backbone)
+            session.add(new_unit(cube=service.units.cube_row(session, cube_id="small",
+                                                             tenant="alice"),
+                                 granularity="cluster", kind="parametric", unit_id="lora-1",
+                                 text="- Ana moved to Lisbon in March.", extractor="lora",
+                                 payload_sha256="0" * 64, meta={"sources": []},
+                                 payload_meta={"steps": 4, "nll_before": 2.5, "nll_after": 1.25,
+                                               "loss_curve": [2.5, 1.9, 1.5, 1.3]}))
         bob.post("/v1/cubes", json={"id": "secret"})
         _ingest(bob, "secret", "b1", [{"id": "x1", "speaker": "Bob",
                                         "content": "My bank PIN is hidden in the blue book."}])
@@ -389,6 +398,16 @@ def test_jobs_show_their_error_and_a_failed_one_is_retried(page: Any, server: Se
         (job,) = [j for j in api.get("/v1/cubes/small/jobs").json()["items"]
                   if str(j["id"]) == job_id]
     assert job["status"] == "queued" and job["attempts"] == 0  # no worker runs here
+
+
+def test_adapters_show_their_nll_and_training_curve(page: Any, server: Server) -> None:
+    _open(page, server, "/ui/cubes/small/model")
+    row = page.locator("#adapters tr[data-id='lora-1']")
+    assert row.locator("[data-field=nll]").inner_text() == "2.500 → 1.250"
+    page.wait_for_function("Chart.getChart(document.getElementById('chart-adapter-loss'))")
+    curve = page.evaluate("Chart.getChart(document.getElementById('chart-adapter-loss'))"
+                          ".data.datasets[0].data.map(p => p.y)")
+    assert curve == [2.5, 1.9, 1.5, 1.3]
 
 
 def test_alices_key_cannot_see_or_touch_bobs_cube_in_the_ui(page: Any, server: Server) -> None:

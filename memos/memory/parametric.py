@@ -248,11 +248,15 @@ def rehearsal_examples(lm: LanguageModel, count: int, *,
 
 def train_lora(lm: LanguageModel, examples: Sequence[tuple[list[int], int]], cfg: LoRAConfig, *,
                steps: int = 60, lr: float = 2e-3, batch_size: int = 16, seed: int = 0,
-               progress: Callable[[float], None] | None = None) -> dict[str, torch.Tensor]:
+               progress: Callable[[float], None] | None = None,
+               report: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """Train an adapter; returns its tensors (``{layer}.{target}.a|b``).
 
     The blocks below the first adapted one are frozen and adapter-free, so their outputs
     are computed once; each step runs only the adapted blocks, the final norm and the head.
+    ``report``, when given, receives ``loss_curve`` (the training loss of every step, nats
+    per target token) and ``nll_before`` / ``nll_after``: the mean NLL of every example
+    before training (the adapter starts as the identity: B = 0) and after it.
     """
     import torch
     import torch.nn.functional as F
@@ -285,28 +289,48 @@ def train_lora(lm: LanguageModel, examples: Sequence[tuple[list[int], int]], cfg
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = random.Random(seed)
     order: list[int] = []
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        width = int((target[idx] != -100).nonzero()[:, 1].max()) + 2
+        x = x0[idx, :width]
+        c, s = cos[:width], sin[:width]
+        for i in layers:
+            x, _ = model.layers[i](x, c, s, None)
+        tgt = target[idx, :width]
+        keep = tgt != -100  # the head (V x C) only where there is a target: ~3x cheaper
+        return F.cross_entropy(model.lm_head(model.norm(x)[keep]), tgt[keep],
+                               reduction="sum") / keep.sum()
+
+    def mean_nll() -> float:
+        with torch.no_grad():
+            total = tokens = 0.0
+            for start in range(0, n, batch_size):
+                idx = torch.arange(start, min(n, start + batch_size))
+                count = float((target[idx] != -100).sum())
+                total += float(batch_loss(idx)) * count
+                tokens += count
+            return total / max(tokens, 1.0)
+
+    curve: list[float] = []
     try:
+        if report is not None:
+            report["nll_before"] = round(mean_nll(), 5)
         for step in range(steps):
             if len(order) < batch_size:
                 more = list(range(n))
                 rng.shuffle(more)
                 order += more
             batch, order = order[:batch_size], order[batch_size:]
-            idx = torch.tensor(batch)
-            width = int((target[idx] != -100).nonzero()[:, 1].max()) + 2
-            x = x0[idx, :width]
-            c, s = cos[:width], sin[:width]
-            for i in layers:
-                x, _ = model.layers[i](x, c, s, None)
-            tgt = target[idx, :width]
-            keep = tgt != -100  # the head (V x C) only where there is a target: ~3x cheaper
-            logits = model.lm_head(model.norm(x)[keep])  # (M, V)
-            loss = F.cross_entropy(logits, tgt[keep])
+            loss = batch_loss(torch.tensor(batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            curve.append(round(float(loss.detach()), 5))
             if progress is not None:
                 progress((step + 1) / steps)
+        if report is not None:
+            report["nll_after"] = round(mean_nll(), 5)
+            report["loss_curve"] = curve
         return {k: v.detach().clone() for k, v in (
             (f"{key}.{ab}", getattr(w, f"lora_{ab}"))
             for (key, _, _), w in zip(_targets(model, cfg), wrappers) for ab in "ab")}
@@ -404,8 +428,9 @@ class ParametricMemory:
             examples = render_examples(lm, [(text, qa) for _, text, qa in facts])
             n_facts = len(examples)
             examples += rehearsal_examples(lm, int(n_facts * body.rehearsal))
+            training: dict[str, Any] = {}
             tensors = train_lora(lm, examples, cfg, steps=body.steps, lr=body.lr,
-                                 progress=progress)
+                                 progress=progress, report=training)
         train_s = time.perf_counter() - started
         meta = {**fingerprint, "format": FORMAT, "lora": json.dumps(asdict(cfg)),
                 "steps": str(body.steps), "examples": str(len(examples)),
@@ -430,7 +455,7 @@ class ParametricMemory:
                           payload_meta={**meta, "lora": asdict(cfg), "steps": body.steps,
                                         "examples": len(examples),
                                         "rehearsal_examples": len(examples) - n_facts,
-                                        "train_s": train_s},
+                                        "train_s": train_s, **training},
                           meta={"sources": [f[0] for f in facts], "job_id": job_id},
                           confidence=1.0, created_at=now)
             session.add(row)

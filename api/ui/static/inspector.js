@@ -505,11 +505,24 @@ async function modelPage() {
     }),
     section("adapters", async () => {
       const units = await api("GET", cubePath("/adapters?include_inactive=true"));
-      fill($("#adapters tbody"), units.map((a) => el("tr", {},
+      const HIDDEN = ["fingerprint", "lora", "loss_curve", "nll_before", "nll_after"];
+      const nll = (m) => (m.nll_before === undefined ? "—"
+        : `${m.nll_before.toFixed(3)} → ${m.nll_after.toFixed(3)}`);
+      fill($("#adapters tbody"), units.map((a) => el("tr", { "data-id": a.unit.id },
         el("td", {}, memoryLink(a.unit.id)), el("td", {}, a.unit.status),
         el("td", { class: "num" }, a.source_ids.length),
+        el("td", { class: "num", "data-field": "nll" }, nll(a.payload_meta)),
         el("td", {}, el("code", {}, clip(JSON.stringify(Object.fromEntries(Object.entries(
-          a.payload_meta).filter(([k]) => !["fingerprint", "lora"].includes(k)))), 200))))));
+          a.payload_meta).filter(([k]) => !HIDDEN.includes(k)))), 200))))));
+      const curves = units.filter((a) => Array.isArray(a.payload_meta.loss_curve));
+      $("#adapter-curves").hidden = !curves.length;
+      if (curves.length) {
+        chart($("#chart-adapter-loss"), { type: "line", data: { datasets: curves.map((a) => ({
+          label: a.unit.id.slice(0, 8), pointRadius: 0,
+          data: a.payload_meta.loss_curve.map((y, i) => ({ x: i + 1, y })) })) },
+        options: { scales: { x: { type: "linear", title: { display: true, text: "step" } },
+          y: { title: { display: true, text: "training loss (nats/token)" } } } } });
+      }
     }),
   ]);
 }
