@@ -43,7 +43,12 @@ def _iso_only(value: Any) -> Any:
 
 
 def _in_utc_range(value: datetime) -> datetime:
-    """Stored in UTC: ``0001-01-01T00:00:00+01:00`` has no UTC year, so it is refused."""
+    """Stored in UTC: ``0001-01-01T00:00:00+01:00`` has no UTC year, so it is refused; so is
+    any time on the first and last day (0001-01-01, 9999-12-31), whose UTC year depends on
+    the offset, as the schema's pattern says."""
+    if (value.year, value.month, value.day) in ((1, 1, 1), (9999, 12, 31)):
+        raise ValueError("the date-time is outside years 1-9999 in UTC: use 0001-01-02 .. "
+                         "9999-12-30")
     if value.tzinfo is not None:
         try:
             value.astimezone(timezone.utc)
@@ -53,8 +58,9 @@ def _in_utc_range(value: datetime) -> datetime:
 
 
 #: A date-time field: an ISO 8601 string (or a ``datetime``), never epoch seconds, within
-#: years 1-9999 once in UTC.
-Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc_range)]
+#: years 1-9999 once in UTC (the first and last day excluded: their UTC year depends on the offset).
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_in_utc_range),
+                      Field(json_schema_extra={"pattern": r"^(?!0001-01-01|9999-12-31)"})]
 
 
 def _is_int(annotation: Any) -> bool:
@@ -171,7 +177,7 @@ def _nonblank(value: str, field: str) -> str:
 
 # --------------------------------------------------------------------------- cubes
 # --------------------------------------------------------------------------- embedders
-class BundledEmbedderSpec(BaseModel):
+class BundledEmbedderSpec(_Body):
     """The bundled all-MiniLM-L6-v2 (384-d, no network). ``variant`` ``int8-per-channel``
     is the per-channel dynamic int8 quantization of the same model, produced on this
     machine by ``memos embedders quantize`` (never downloaded)."""
@@ -182,7 +188,7 @@ class BundledEmbedderSpec(BaseModel):
     variant: Literal["default", "int8-per-channel"] = "default"
 
 
-class OnnxEmbedderSpec(BaseModel):
+class OnnxEmbedderSpec(_Body):
     """Any ONNX sentence-embedding model by path, with its Hugging Face ``tokenizer.json``
     and its pooling declared. The file must lie under one of the server's
     ``MEMOS_ONNX_MODEL_DIRS`` when a cube asks for it."""
@@ -206,7 +212,7 @@ class OnnxEmbedderSpec(BaseModel):
                                description="Pin the model file: loading refuses any other.")
 
 
-class LiteLLMEmbedderSpec(BaseModel):
+class LiteLLMEmbedderSpec(_Body):
     """Any embedding model litellm reaches (OpenAI, Voyage, Cohere, Ollama, …). Its
     credentials come from the server's environment (e.g. ``OPENAI_API_KEY``), never from a
     request; a cube may use it only when the server allows the model
@@ -234,7 +240,7 @@ class LiteLLMEmbedderSpec(BaseModel):
         return self
 
 
-class HashingEmbedderSpec(BaseModel):
+class HashingEmbedderSpec(_Body):
     """Bag-of-words hashing vectors: no semantics, for tests only."""
 
     model_config = ConfigDict(extra="forbid")
@@ -248,7 +254,7 @@ EmbedderSpec = Annotated[BundledEmbedderSpec | OnnxEmbedderSpec | LiteLLMEmbedde
                          | HashingEmbedderSpec, Field(discriminator="kind")]
 
 
-class EmbedderSwitch(BaseModel):
+class EmbedderSwitch(_Body):
     """Re-embed a cube with another embedder (``POST /v1/cubes/{id}/embedder``)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -101,6 +101,9 @@ function query(params) {
 
 function memoryLink(id, label) { return el("a", { href: memoryHref(id) }, label || id); }
 
+// a stale KV cache or adapter says why (its sources changed, another model, …)
+const statusWithReason = (u) => (u.status_reason ? `${u.status} (${u.status_reason})` : u.status);
+
 function chart(canvas, config) {
   const old = Chart.getChart(canvas);
   if (old) old.destroy();
@@ -498,7 +501,7 @@ async function modelPage() {
     section("activations", async () => {
       const units = await api("GET", cubePath("/activations?include_inactive=true"));
       fill($("#activations tbody"), units.map((a) => el("tr", {},
-        el("td", {}, memoryLink(a.unit.id)), el("td", {}, a.unit.status),
+        el("td", {}, memoryLink(a.unit.id)), el("td", {}, statusWithReason(a.unit)),
         el("td", { class: "num" }, a.n_tokens),
         el("td", {}, el("code", {}, clip(JSON.stringify(a.payload_meta.fingerprint || {}), 80))),
         el("td", {}, a.source_ids.flatMap((i) => [memoryLink(i), " "])))));
@@ -509,7 +512,7 @@ async function modelPage() {
       const nll = (m) => (m.nll_before === undefined ? "—"
         : `${m.nll_before.toFixed(3)} → ${m.nll_after.toFixed(3)}`);
       fill($("#adapters tbody"), units.map((a) => el("tr", { "data-id": a.unit.id },
-        el("td", {}, memoryLink(a.unit.id)), el("td", {}, a.unit.status),
+        el("td", {}, memoryLink(a.unit.id)), el("td", {}, statusWithReason(a.unit)),
         el("td", { class: "num" }, a.source_ids.length),
         el("td", { class: "num", "data-field": "nll" }, nll(a.payload_meta)),
         el("td", {}, el("code", {}, clip(JSON.stringify(Object.fromEntries(Object.entries(
