@@ -195,7 +195,7 @@ def test_switch_errors_are_clear(api: TestClient, svc: MemCube) -> None:
     assert r.status_code == 409 and "already embeds with 'hashing-64'" in r.text
     r = api.post("/v1/cubes/c/embedder", json={"embedder": {"kind": "onnx", "path": "/x.onnx",
                                                "tokenizer": "/t.json", "dim": 8}})
-    assert r.status_code == 422 and "MEMOS_ONNX_MODEL_DIRS" in r.text
+    assert r.status_code == 403 and "MEMOS_ONNX_MODEL_DIRS" in r.text
     r = api.post("/v1/cubes/c/embedder", json={})
     assert r.status_code == 422
     assert api.post("/v1/cubes/nope/embedder", json={"embedder": BUNDLED}).status_code == 404

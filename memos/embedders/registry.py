@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from memos.embed import Embedder, HashingEmbedder, OnnxEmbedder, OnnxMiniLM
-from memos.errors import Conflict, InvalidInput
+from memos.errors import Conflict, Forbidden, InvalidInput
 from memos.store.models import CubeRow
 from memos.types import EmbedderSpec
 
@@ -147,8 +147,9 @@ class Embedders:
 
     def for_request(self, spec: Any | None) -> tuple[dict[str, Any] | None, Embedder]:
         """The canonical spec and embedder for a spec a request named (``None``: the
-        default's). :class:`InvalidInput` when the server does not allow it or it does not
-        load (bad file, wrong ``dim``)."""
+        default's). :class:`Forbidden` (403) when the server does not allow it (an operator
+        choice, not a bad request), :class:`InvalidInput` when it does not load (bad file,
+        wrong ``dim``)."""
         if spec is None:
             return self.default_spec, self.default
         canonical = canonical_spec(spec)
@@ -156,23 +157,23 @@ class Embedders:
         return canonical, self.resolve(canonical)
 
     def check_allowed(self, spec: Mapping[str, Any]) -> None:
-        """:class:`InvalidInput` unless a request may ask for ``spec``."""
+        """:class:`Forbidden` unless a request may ask for ``spec`` on this server."""
         if self.default_spec is not None and _key(spec) == _key(self.default_spec):
             return
         if spec["kind"] == "hashing":
-            raise InvalidInput("the hashing embedder is for tests only: a cube may use it "
+            raise Forbidden("the hashing embedder is for tests only: a cube may use it "
                                "only where it is the server's default (MEMOS_EMBEDDER)")
         if spec["kind"] == "onnx":
             for field in ("path", "tokenizer"):
                 path = Path(spec[field]).resolve()
                 if not any(path.is_relative_to(d) for d in self.onnx_dirs):
-                    raise InvalidInput(
+                    raise Forbidden(
                         f"ONNX {field} {spec[field]!r} is outside the directories this server "
                         "allows; an operator lists them in MEMOS_ONNX_MODEL_DIRS",
                         details={"field": field, "allowed": [str(d) for d in self.onnx_dirs]})
         elif spec["kind"] == "litellm":
             if "*" not in self.litellm_models and spec["model"] not in self.litellm_models:
-                raise InvalidInput(
+                raise Forbidden(
                     f"litellm embedding model {spec['model']!r} is not allowed on this server; "
                     "an operator lists allowed models in MEMOS_LITELLM_EMBEDDING_MODELS",
                     details={"allowed": self.litellm_models})
