@@ -227,17 +227,11 @@ class LiteLLMEmbedderSpec(_Body):
                            "response is checked against it).")
     api_base: str | None = Field(default=None, max_length=1_000,
                                  description="Provider URL (e.g. an Ollama server).")
-    dimensions: StrictInt | None = Field(default=None, ge=1, le=16_000, description=""
-                                         "Ask the provider for shortened vectors "
-                                         "(OpenAI text-embedding-3); must equal dim.")
+    shorten: StrictBool = Field(default=False, description="Ask the provider for `dim`-long "
+                                "(shortened) vectors: litellm's `dimensions`, for models "
+                                "that support it (OpenAI text-embedding-3).")
     batch_size: StrictInt = Field(default=128, ge=1, le=2_048,
                                   description="Texts per request.")
-
-    @model_validator(mode="after")
-    def _dimensions_match(self) -> LiteLLMEmbedderSpec:
-        if self.dimensions is not None and self.dimensions != self.dim:
-            raise ValueError(f"dimensions ({self.dimensions}) must equal dim ({self.dim})")
-        return self
 
 
 class HashingEmbedderSpec(_Body):

@@ -121,7 +121,7 @@ def test_litellm_embedder_retries_checks_and_normalises() -> None:
 def test_the_setting_names_a_shorthand_or_a_json_spec() -> None:
     assert parse_embedder_setting("minilm") == {"kind": "bundled", "variant": "default"}
     spec = parse_embedder_setting(json.dumps({"kind": "litellm", "model": REMOTE, "dim": 8}))
-    assert spec["batch_size"] == 128 and spec["dimensions"] is None
+    assert spec["batch_size"] == 128 and spec["shorten"] is False
     with pytest.raises(InvalidInput, match="unknown embedder"):
         parse_embedder_setting("word2vec")
     with pytest.raises(InvalidInput, match="invalid embedder spec"):
@@ -217,7 +217,7 @@ def test_each_cube_searches_and_ingests_with_its_own_embedder(
     ({"kind": "hashing", "dim": 64}, 403, "for tests only"),
     (ONNX_SPEC | {"pooling": "max"}, 422, "pooling"),
     (ONNX_SPEC | {"dim": 100}, 422, "not the declared 100"),
-    ({"kind": "litellm", "model": REMOTE, "dim": 32, "dimensions": 16}, 422, "must equal dim"),
+    ({"kind": "litellm", "model": REMOTE, "dim": 32, "dimensions": 16}, 422, "dimensions"),
     ({"kind": "word2vec"}, 422, "kind"),
 ])
 def test_bad_embedder_choices_are_clear_errors(api: TestClient, spec: dict[str, Any],

@@ -98,7 +98,7 @@ def build_embedder(spec: Mapping[str, Any], *, models_dir: Path | None = None,
         from memos.embedders.remote import LiteLLMEmbedder
 
         return LiteLLMEmbedder(model=spec["model"], dim=spec["dim"], api_base=spec.get("api_base"),
-                               dimensions=spec.get("dimensions"),
+                               dimensions=spec["dim"] if spec.get("shorten") else None,
                                batch_size=spec.get("batch_size", 128), options=litellm_options)
     if kind == "hashing":
         return HashingEmbedder(spec["dim"])
