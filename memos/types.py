@@ -184,7 +184,7 @@ class BundledEmbedderSpec(_Body):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["bundled"] = "bundled"
+    kind: Literal["bundled"]
     variant: Literal["default", "int8-per-channel"] = "default"
 
 
