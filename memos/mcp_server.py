@@ -5,8 +5,10 @@
 
 Over stdio (the default) an MCP host (Claude Desktop, an IDE, an agent framework) starts this
 command and talks to it over stdin/stdout. With ``--http PORT`` it serves the streamable-HTTP
-transport at ``http://HOST:PORT/mcp`` instead (``--host`` defaults to 127.0.0.1; the endpoint
-has no authentication of its own, so binding elsewhere shares the cube with the network).
+transport at ``http://HOST:PORT/mcp`` instead (``--host`` defaults to 127.0.0.1). With
+``$MEMOS_MCP_TOKEN`` set, every HTTP request must carry ``Authorization: Bearer <token>``
+(401 otherwise); on any interface other than loopback the token is required, so the cube is
+never shared with the network unauthenticated.
 
 The five tools are those of :mod:`memos.tools` — same names, descriptions and JSON schemas,
 same argument validation and result shapes — but every call goes through the SDK
@@ -26,6 +28,7 @@ imported only inside the functions that need them, so this module imports withou
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import sys
@@ -43,13 +46,15 @@ if TYPE_CHECKING:
     import mcp_types
     from mcp.server.lowlevel import Server
 
-__all__ = ["ClientBackend", "mcp_tools", "call_tool", "build_server", "check_cube",
-           "serve_stdio", "serve_http", "run_mcp", "add_mcp_command"]
+__all__ = ["ClientBackend", "BearerTokenGuard", "mcp_tools", "call_tool", "build_server",
+           "check_cube", "serve_stdio", "serve_http", "run_mcp", "add_mcp_command"]
 
 SERVER_NAME = "memos"
 DEFAULT_HOST = "127.0.0.1"
 MCP_PATH = "/mcp"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: The environment variable holding the bearer token the HTTP endpoint requires.
+TOKEN_ENV = "MEMOS_MCP_TOKEN"
 
 
 @dataclass
@@ -161,27 +166,67 @@ def serve_stdio(server: Server[Any]) -> None:
     anyio.run(serve)
 
 
-def serve_http(server: Server[Any], *, host: str, port: int) -> None:
+class BearerTokenGuard:
+    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get a 401.
+
+    The comparison is constant-time. The answer is the ``{"error": {...}}`` JSON of the REST
+    API with ``WWW-Authenticate: Bearer``; lifespan and other non-HTTP scopes pass through.
+    """
+
+    def __init__(self, app: Any, *, token: str) -> None:
+        if not token:
+            raise ValueError("the MCP bearer token must not be empty")
+        self._app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self._expected):
+                body = json.dumps({"error": {
+                    "type": "unauthorized", "details": {},
+                    "message": f"missing or wrong bearer token (the MCP endpoint wants "
+                               f"'Authorization: Bearer' with the value of ${TOKEN_ENV})"}
+                }).encode()
+                await send({"type": "http.response.start", "status": 401, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
+
+
+def serve_http(server: Server[Any], *, host: str, port: int, token: str | None = None) -> None:
     """Serve ``server`` over streamable HTTP at ``http://host:port/mcp`` until interrupted.
 
     The app is the mcp package's own (its ``StreamableHTTPSessionManager``, stateful
     sessions), which turns on DNS-rebinding protection when ``host`` is a loopback name.
+    With ``token``, every request must carry it as a bearer token (:class:`BearerTokenGuard`).
     """
     import uvicorn
 
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    app: Any = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    if token:
+        app = BearerTokenGuard(app, token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def run_mcp(*, base_url: str, cube_id: str, port: int | None = None,
-            host: str = DEFAULT_HOST) -> None:
-    """Check the cube, then serve its memory tools over stdio, or over HTTP when ``port``.
+            host: str = DEFAULT_HOST, token: str | None = None) -> None:
+    """Check the cube, then serve its memory tools over stdio, or over HTTP when ``port``
+    (requiring ``token`` as a bearer token when given).
 
-    Raises the :func:`check_cube` errors before serving anything.
+    Raises ``ValueError`` when ``host`` is not loopback and there is no ``token``, and the
+    :func:`check_cube` errors, before serving anything.
 
         run_mcp(base_url="http://127.0.0.1:8000", cube_id="ana")              # stdio
         run_mcp(base_url="http://127.0.0.1:8000", cube_id="ana", port=8765)   # HTTP
     """
+    if port is not None and host not in _LOOPBACK and not token:
+        raise ValueError(f"--host {host} shares cube {cube_id!r} with the network: set "
+                         f"${TOKEN_ENV} to a secret the MCP clients send as "
+                         "'Authorization: Bearer <token>'")
     with MemosClient(base_url) as client:
         check_cube(client, cube_id=cube_id, base_url=base_url)
         server = build_server(client, cube_id)
@@ -190,13 +235,10 @@ def run_mcp(*, base_url: str, cube_id: str, port: int | None = None,
             return
         # stdout is not the protocol channel here, but stderr keeps both modes alike.
         shown = f"[{host}]" if ":" in host else host
-        print(f"memos: MCP for cube {cube_id!r} of {base_url} at http://{shown}:{port}{MCP_PATH}",
-              file=sys.stderr, flush=True)
-        if host not in _LOOPBACK:
-            print(f"memos: warning: the MCP endpoint has no authentication; whoever reaches "
-                  f"{shown}:{port} can read and change cube {cube_id!r}", file=sys.stderr,
-                  flush=True)
-        serve_http(server, host=host, port=port)
+        auth = f" (bearer token from ${TOKEN_ENV})" if token else " (no token: loopback only)"
+        print(f"memos: MCP for cube {cube_id!r} of {base_url} at "
+              f"http://{shown}:{port}{MCP_PATH}{auth}", file=sys.stderr, flush=True)
+        serve_http(server, host=host, port=port, token=token)
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
@@ -208,7 +250,8 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
     if args.http is not None and not 0 < args.http < 65536:
         raise ValueError(f"--http needs a TCP port (1-65535), not {args.http}")
     run_mcp(base_url=args.base_url or os.environ.get("MEMOS_URL") or DEFAULT_BASE_URL,
-            cube_id=cube, port=args.http, host=args.host or DEFAULT_HOST)
+            cube_id=cube, port=args.http, host=args.host or DEFAULT_HOST,
+            token=os.environ.get(TOKEN_ENV) or None)
     return 0
 
 
@@ -226,6 +269,6 @@ def add_mcp_command(subparsers: Any) -> None:
     p.add_argument("--http", type=int, default=None, metavar="PORT",
                    help=f"serve streamable HTTP at http://HOST:PORT{MCP_PATH} instead of stdio")
     p.add_argument("--host", default=None,
-                   help=f"interface to bind with --http (default {DEFAULT_HOST}; the endpoint "
-                        "has no authentication, so other interfaces expose the cube)")
+                   help=f"interface to bind with --http (default {DEFAULT_HOST}; any other "
+                        f"needs ${TOKEN_ENV}, the bearer token clients must send)")
     p.set_defaults(func=_cmd_mcp)

@@ -8,6 +8,7 @@ host would start it) reaches it over HTTP exactly as it would reach ``memos serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -143,24 +144,25 @@ async def test_mcp_server_over_stdio(memos_url: str) -> None:
             "Dara keeps three hens"]
 
 
-@pytest.fixture
-def mcp_http_url(memos_url: str, tmp_path: Path) -> Iterator[str]:
-    """``memos mcp --cube m --http PORT`` as a subprocess; yields its MCP endpoint URL."""
+@contextlib.contextmanager
+def _serve_mcp_http(memos_url: str, tmp_path: Path, cube: str,
+                    env: dict[str, str]) -> Iterator[str]:
+    """``memos mcp --cube CUBE --http PORT`` as a subprocess; yields its MCP endpoint URL."""
     with MemosClient(memos_url) as sdk:
-        sdk.create_cube("m")
+        sdk.create_cube(cube)
     port = free_port()
-    log_path = tmp_path / "mcp.log"
+    log_path = tmp_path / f"mcp-{cube}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "memos.cli", "mcp", "--cube", "m", "--base-url", memos_url,
-             "--http", str(port)], env=_child_env(), stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "memos.cli", "mcp", "--cube", cube, "--base-url", memos_url,
+             "--http", str(port)], env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(url, timeout=2)  # any answer (400/406 without a session) = serving
+                httpx.get(url, timeout=2)  # any answer (400/401/406 without a session) = serving
                 break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -175,6 +177,13 @@ def mcp_http_url(memos_url: str, tmp_path: Path) -> Iterator[str]:
             proc.kill()
             proc.wait()
     assert f"at {url}" in log_path.read_text()  # the command says where it serves
+
+
+@pytest.fixture
+def mcp_http_url(memos_url: str, tmp_path: Path) -> Iterator[str]:
+    """The MCP endpoint of ``memos mcp --cube m --http PORT`` without a token."""
+    with _serve_mcp_http(memos_url, tmp_path, "m", _child_env()) as url:
+        yield url
 
 
 async def test_mcp_server_over_streamable_http(mcp_http_url: str, memos_url: str) -> None:
@@ -209,6 +218,44 @@ def test_http_endpoint_refuses_foreign_hosts(mcp_http_url: str) -> None:
                                           "Accept": "application/json, text/event-stream"},
                    json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=5)
     assert r.status_code == 421 and "mcp-session-id" not in r.headers  # Misdirected Request
+
+
+async def test_http_endpoint_with_a_token_wants_it(memos_url: str, tmp_path: Path) -> None:
+    """With $MEMOS_MCP_TOKEN, a request without (or with a wrong) bearer token is a 401 with
+    the REST API's error JSON; an MCP client that sends it gets a working session."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    env = {**_child_env(), "MEMOS_MCP_TOKEN": "s3cret-token"}
+    with _serve_mcp_http(memos_url, tmp_path, "t", env) as url:
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        accept = {"Accept": "application/json, text/event-stream"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            r = httpx.post(url, headers={**accept, **headers}, json=ping, timeout=5)
+            assert r.status_code == 401, headers
+            assert r.headers["www-authenticate"] == "Bearer"
+            assert r.json()["error"]["type"] == "unauthorized"
+            assert "MEMOS_MCP_TOKEN" in r.json()["error"]["message"]
+        async with (create_mcp_http_client(headers={"Authorization": "Bearer s3cret-token"})
+                    as http,
+                    streamable_http_client(url, http_client=http) as (read_stream, write_stream),
+                    ClientSession(read_stream, write_stream) as session):
+            await session.initialize()
+            added = await session.call_tool("add_memory", {"text": "Fen keeps bees"})
+            assert not added.is_error
+    with MemosClient(memos_url) as sdk:
+        assert [m.text for m in sdk.list_memories("t").items] == ["Fen keeps bees"]
+
+
+def test_other_interfaces_need_a_token(memos_url: str, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding beyond loopback without $MEMOS_MCP_TOKEN fails before serving, saying why."""
+    monkeypatch.delenv("MEMOS_MCP_TOKEN", raising=False)
+    assert main(["mcp", "--cube", "c", "--base-url", memos_url, "--http", str(free_port()),
+                 "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$MEMOS_MCP_TOKEN" in err and "Bearer" in err
 
 
 # ----------------------------------------------------------------- failing before serving
@@ -251,6 +298,7 @@ def test_every_option_has_help() -> None:
     mcp = parser._subparsers._group_actions[0].choices["mcp"]  # type: ignore[union-attr]
     options = [a for a in mcp._actions if a.dest != "help"]
     assert {a.dest for a in options} == {"cube", "base_url", "http", "host"}
+    assert "MEMOS_MCP_TOKEN" in next(a.help for a in options if a.dest == "host")
     assert all(a.help for a in options)
 
 
