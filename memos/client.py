@@ -104,11 +104,27 @@ def _drop_none(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _filters(filters: Filters | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``filters`` as request JSON; a malformed one raises ``InvalidInput`` (as the server's
+    422 would) before any I/O."""
     if filters is None:
         return {}
     if isinstance(filters, Filters):
         return filters.model_dump(mode="json", exclude_none=True)
-    return Filters.model_validate(dict(filters)).model_dump(mode="json", exclude_none=True)
+    if not isinstance(filters, Mapping):
+        raise InvalidInput(f"filters: expected a Filters or a mapping, not "
+                           f"{type(filters).__name__}", details={"errors": ["filters"]})
+    try:
+        model = Filters.model_validate(dict(filters))
+    except ValidationError as exc:
+        raise _invalid(exc, prefix="filters.") from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def _invalid(exc: ValidationError, *, prefix: str = "") -> InvalidInput:
+    """The ``InvalidInput`` for a local validation failure: one ``loc: msg`` per problem."""
+    problems = [f"{prefix}{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors()]
+    return InvalidInput("; ".join(problems), details={"errors": problems})
 
 
 def _iso(value: datetime | str | None) -> str | None:
@@ -121,9 +137,7 @@ def _body(schema: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
     try:
         model = schema.model_validate(_drop_none(fields))
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                    for e in exc.errors()]
-        raise InvalidInput("; ".join(problems), details={"errors": problems}) from None
+        raise _invalid(exc) from None
     return dict(model.model_dump(mode="json", exclude_unset=True))
 
 

@@ -74,6 +74,21 @@ def test_client_raises_the_library_errors(sdk: MemosClient) -> None:
         sdk.add_memory("x", text="y" * 40_000)
 
 
+@pytest.mark.parametrize("filters, message", [
+    ({"granularity": "turn"}, "filters.granularity"),      # a list, not a string
+    ({"granularity": ["nope"]}, "filters.granularity.0"),
+    ({"no_such_field": 1}, "filters.no_such_field"),
+    (["turn"], "expected a Filters or a mapping, not list"),
+])
+def test_bad_filters_are_invalid_input_before_sending(sdk: MemosClient, filters: object,
+                                                      message: str) -> None:
+    sdk.create_cube("f")
+    with pytest.raises(InvalidInput, match=message):
+        sdk.search("f", query="hi", filters=filters)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=message):
+        sdk.list_memories("f", filters=filters)  # type: ignore[arg-type]
+
+
 async def test_async_client_shares_the_core(client: TestClient) -> None:
     app = client.app
     transport = httpx.ASGITransport(app=app)
