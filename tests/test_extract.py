@@ -260,3 +260,24 @@ def test_assistant_statement_counts_once_the_user_confirms_it() -> None:
         "Ana has been training for the marathon since March."]
     assert confirmed[0].confirmed_by == "m2" and confirmed[0].span == (0, 52)
     assert not [f for f in RulesExtractor().extract([said, no]) if f.source_message_id == "a1"]
+
+
+def test_confirmation_must_address_the_claim() -> None:
+    said = ExtractInput(id="a1", role="assistant", speaker="assistant", timestamp=TS,
+                        content="You ran the Berlin marathon in April. "
+                                "You have also been painting mountain landscapes.")
+
+    def confirmed(reply: str) -> list[str]:
+        msg = ExtractInput(id="m2", role="user", speaker="Ana", timestamp=TS, content=reply)
+        return [f.text for f in RulesExtractor().extract([said, msg])
+                if f.source_message_id == "a1"]
+
+    # the reply names the marathon: that claim is confirmed, the painting one is not
+    assert confirmed("Yes, the marathon was tough but I finished it.") == [
+        "Ana ran the Berlin marathon in April."]
+    # agreement, then talk about something else: nothing is confirmed
+    assert confirmed("Absolutely, my new job keeps me busy with spreadsheets and meetings.") == []
+    # an agreement that turns into a correction confirms nothing
+    assert confirmed("Yes, but it was the Paris marathon.") == []
+    # a bare agreement answers the last claim of the turn only
+    assert confirmed("Yes, exactly.") == ["Ana has also been painting mountain landscapes."]

@@ -277,6 +277,13 @@ _OWNED_VALUE = re.compile(
 #: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
 _CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
                       r"that's true|true|right|correct|definitely)\b", re.IGNORECASE)
+#: An agreement that turns at once into a correction ("Yes, but …", "Right, although …",
+#: "Yes, actually no"): it does not confirm the claim it answers.
+_BUT = re.compile(r"^\W*\w+(?:'s \w+)?\W*(?:but|though|although|however|actually|well|not)\b",
+                  re.IGNORECASE)
+#: Content words that say nothing about *which* claim a reply addresses.
+_GENERIC_REPLY_WORDS = frozenset(stem(w) for w in """think feel know sure lot time really
+great good true right correct definitely absolutely exactly indeed yes yeah important""".split())
 #: "You"/"your …" opening a statement about the listener.
 _YOU_SUBJECT = re.compile(r"^(?:you|you're|you've|your)\b", re.IGNORECASE)
 _RELATION_MENTION = re.compile(r"\b(?:" + _REL_RE + r")s?\b", re.IGNORECASE)
@@ -321,7 +328,7 @@ class RulesExtractor:
         previous: list[ExtractInput] = []
         for msg in messages:
             if msg.role == "user" and previous and previous[-1].role == "assistant" \
-                    and _CONFIRM.match(msg.content):
+                    and _CONFIRM.match(msg.content) and not _BUT.match(msg.content):
                 facts.extend(self._confirmed(previous[-1], msg, session_time))
             if msg.role == "user" or (self.include_assistant and msg.role == "assistant"):
                 facts.extend(self._extract_message(msg, session_time,
@@ -332,12 +339,21 @@ class RulesExtractor:
     def _confirmed(self, said: ExtractInput, reply: ExtractInput,
                    session_time: datetime | None) -> list[ExtractedFact]:
         """What the assistant said about the user ("You moved to Berlin last year"), when
-        the user's next turn confirms it ("Yes, …"): the user's fact, citing the assistant's
-        words. Only plain statements with "you"/"your" as their subject count — not the
-        assistant's suggestions, recollections ("I recall you …"), hedges or questions."""
+        the user's next turn confirms it: the user's fact, citing the assistant's words.
+
+        Only plain statements with "you"/"your" as their subject count — not the
+        assistant's suggestions, recollections ("I recall you …"), hedges or questions. A
+        confirmation is an explicit agreement ("Yes", "Exactly", …; not "Yes, but …") that
+        addresses the claim: the reply shares a content word with it ("Yes, the marathon
+        was tough" confirms "You ran a marathon"), or it is a bare agreement ("Yes, it has
+        been hard.", under three content words) and then confirms only the last claim of
+        the turn, the one it answers. A reply about something else confirms nothing."""
         user = reply.speaker or self.user_name or "the user"
         ref = said.timestamp or reply.timestamp or session_time
-        out: list[ExtractedFact] = []
+        reply_words = set(content_tokens(_CONFIRM.sub("", reply.content, count=1)))
+        reply_words -= {stem(t) for t in content_tokens(user)} | _GENERIC_REPLY_WORDS
+        bare = len(reply_words) < 3
+        claims: list[ExtractedFact] = []
         for sentence in sentences(said.content):
             text = sentence.text
             if text.endswith("?") or HYPOTHETICAL.search(text) or ASSISTANT_BOILERPLATE.search(
@@ -357,7 +373,9 @@ class RulesExtractor:
                 resolved = f"{user} {self._conjugate(resolved[len(user) + 1:])}"
             fact_text = resolved[0].upper() + resolved[1:] + "."
             past = is_past(body)
-            out.append(ExtractedFact(
+            if not bare and not reply_words & set(content_tokens(body)):
+                continue  # the reply talks about something else
+            claims.append(ExtractedFact(
                 text=fact_text, subject=user, attribute=f"about:{content_tokens(body)[0]}",
                 value=_clean(body.lower()),
                 memory_type=RELATIONSHIP if _RELATION_MENTION.search(body) else (
@@ -366,7 +384,7 @@ class RulesExtractor:
                 negated=has_negation(body), observed_at=ref,
                 resolved_names=(user,), extractor=self.name, extractor_version=self.version,
                 confidence=0.6, confirmed_by=reply.id))
-        return out
+        return claims[-1:] if bare else claims
 
     def _addressee(self, msg: ExtractInput, previous: Sequence[ExtractInput]) -> str | None:
         """Who "you" is: the latest earlier speaker other than this one (in a conversation
