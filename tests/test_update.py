@@ -173,3 +173,16 @@ def test_promotion_sets_the_job() -> None:
     assert (new.attribute, new.value) == ("job", "senior director")
     d = RulesUpdater().decide(new, candidates_for(new, [old]))
     assert d.action is Action.UPDATE and d.target_fact_id == "f1"
+
+
+def test_a_description_does_not_replace_a_quantity() -> None:
+    # "my income is 11800 USD … my income is stable": two aspects, both kept
+    amount = stored(fact("My monthly income is 11800 USD.", T1), "f1")
+    described = fact("My monthly income is stable.", T1, mid="m2")
+    d = RulesUpdater().decide(described, candidates_for(described, [amount]))
+    assert d.action is Action.ADD and "another aspect" in d.reason
+    # a later amount replaces the amount, not the description
+    desc = stored(described, "f2")
+    raise_ = fact("My monthly income is now 12,000 USD.", T2, mid="m3")
+    d = RulesUpdater().decide(raise_, candidates_for(raise_, [amount, desc]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"

@@ -40,7 +40,7 @@ from memos.embed import Embedder
 from memos.extract.fact import ExtractedFact, ExtractInput, Extractor
 from memos.extract.gate import GateVerdict
 from memos.extract.gate import check as gate_check
-from memos.extract.text import content_tokens
+from memos.extract.text import content_tokens, numbers_in
 from memos.llm import CompletionFn, ask_json
 
 __all__ = [
@@ -234,8 +234,15 @@ class RulesUpdater:
                             "kept as a negative fact")
 
         # 3. new value of a single-valued attribute
+        if self._single(key[1]) and same_key and key[1].startswith("own:") and not any(
+                _same_kind(new.value, c.value) for c in same_key):
+            # "my income is 11800 USD" then "my income is stable": a quantity and a
+            # description are two aspects of the attribute, not one value replacing another
+            return Decision(Action.ADD, None, f"another aspect of {key[1]!r}: "
+                            f"{new.value!r} is not the kind of value {same_key[0].value!r} is")
         if self._single(key[1]) and same_key:
-            target = _latest(same_key)
+            target = _latest([c for c in same_key if _same_kind(new.value, c.value)]
+                             or same_key)
             target_seen = _seen(target)
             if new_seen is not None and target_seen is not None and new_seen < target_seen:
                 return Decision(Action.NOOP, target.id,
@@ -266,6 +273,11 @@ class RulesUpdater:
                             f"near-duplicate of {candidates[best].id} "
                             f"(cosine {sims[best]:.2f})")
         return None
+
+
+def _same_kind(a: str, b: str) -> bool:
+    """Both values are quantities (they hold a number) or both are descriptions."""
+    return bool(numbers_in(a)) == bool(numbers_in(b))
 
 
 def _latest(facts: Sequence[ActiveFact]) -> ActiveFact:
