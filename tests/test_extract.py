@@ -281,3 +281,27 @@ def test_confirmation_must_address_the_claim() -> None:
     assert confirmed("Yes, but it was the Paris marathon.") == []
     # a bare agreement answers the last claim of the turn only
     assert confirmed("Yes, exactly.") == ["Ana has also been painting mountain landscapes."]
+
+
+def test_a_sentence_that_goes_on_about_a_statement_joins_its_fact() -> None:
+    content = ("I've finally retired from my consulting career. It's a mix of relief and "
+               "anticipation for what's next. Their support has been invaluable during my move. "
+               "My sister lives in Paris. The weather there is lovely in spring.")
+    out = RulesExtractor().extract([ExtractInput("m1", "user", "Ana", content, TS)])
+    first = out[0]
+    assert first.text == ("Ana has finally retired from Ana's consulting career; it's a mix "
+                          "of relief and anticipation for what's next; their support has been "
+                          "invaluable during Ana's move.")
+    assert first.span == (0, content.index(" My sister"))
+    assert check(first, content[slice(*first.span)], speakers=["Ana"]).supported
+    # a named attribute stays crisp: what follows it is not taken in
+    assert [f.text for f in out[1:]] == ["Ana's sister lives in Paris."]
+
+
+def test_elaboration_needs_an_adjacent_generic_statement() -> None:
+    # nothing stated before it: a sentence about "it" alone is no fact about the speaker
+    assert facts("It was a lovely evening with great food.") == []
+    # a question in between breaks the chain
+    content = "I attended a jazz festival. Was it fun? It was loud and crowded all night."
+    out = RulesExtractor().extract([ExtractInput("m1", "user", "Ana", content, TS)])
+    assert [f.text for f in out] == ["Ana attended a jazz festival."]

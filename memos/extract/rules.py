@@ -13,7 +13,8 @@ so the updater can find "the same subject and attribute". Each fact's span is it
 The same input always gives the same facts, byte for byte: the extractor reads no clock
 and no model; ``version`` names the rule set.
 
->>> from datetime import datetime
+>>> from dataclasses import replace
+from datetime import datetime
 >>> msg = ExtractInput(id="m1", role="user", speaker="Ana", content="I moved to Berlin.",
 ...                    timestamp=datetime(2023, 5, 8))
 >>> [(f.text, f.attribute, f.value) for f in RulesExtractor().extract([msg])]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from memos.extract.clauses import (
@@ -266,6 +268,16 @@ _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|myself|mine)\b", re.
 #: A fronted adverbial before the subject ("Recently, I …", "Mentally, I …").
 _FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.IGNORECASE)
 #: Openings of a clause about the listener or the exchange itself, not about the speaker.
+#: The opening of a sentence that goes on about what the one before it said ("It was …",
+#: "The festival atmosphere …", "This has …"), not about a new, named subject.
+_ELABORATION = re.compile(r"^(?:it|it's|this|that|these|those|they|they're|they've|the|"
+                          r"such|both|each|there)\b", re.IGNORECASE)
+#: The longest span (characters) a statement grows to by taking in the sentences after it.
+MAX_ELABORATED = 500
+#: An opening that points back at what was just said ("It", "This", "Their support"):
+#: the sentence continues the one before it even when it mentions the speaker.
+_ANAPHOR = re.compile(r"^(?:it|it's|this|these|those|they|they're|they've|their|such)\b",
+                      re.IGNORECASE)
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
 #: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
@@ -416,11 +428,45 @@ class RulesExtractor:
         for sentence in sentences(msg.content):
             if self._skip_sentence(sentence.text, msg.role):
                 continue
-            for clause in clauses(sentence):
-                fact = self._clause_fact(clause, msg, me, you, ref)
-                if fact is not None:
-                    out.append(fact)
+            found = [f for f in (self._clause_fact(clause, msg, me, you, ref)
+                                 for clause in clauses(sentence)) if f is not None]
+            if out and (not found or _ANAPHOR.match(DISCOURSE.sub("", sentence.text)) and all(
+                    f.attribute.startswith(("stmt:", "event:", "about:")) for f in found)):
+                extended = self._elaborate(out[-1], sentence, msg, me, you)
+                if extended is not None:
+                    out[-1] = extended
+                    continue
+            out.extend(found)
         return out
+
+    def _elaborate(self, fact: ExtractedFact, sentence: Clause, msg: ExtractInput, me: str,
+                   you: str) -> ExtractedFact | None:
+        """A sentence right after a statement, about what it stated rather than about
+        anyone ("I've finally retired. It's a mix of relief and anticipation."): the
+        statement goes on, so the fact takes it in, its span growing to cover both. Only a
+        generic statement (no named attribute) of the same turn that ends where this
+        sentence starts is extended; a sentence about a person, the listener or the
+        exchange, reported speech, or one with under three content words is not."""
+        if fact.source_message_id != msg.id or fact.confirmed_by is not None \
+                or not fact.attribute.startswith(("stmt:", "event:", "about:")):
+            return None
+        if msg.content[fact.span[1]:sentence.start].strip(" .!,;"):
+            return None  # something was skipped in between
+        if sentence.end - fact.span[0] > MAX_ELABORATED:
+            return None
+        body = sentence.text.rstrip(".!").strip()
+        anaphoric = bool(_ANAPHOR.match(DISCOURSE.sub("", body)))
+        if (_FIRST_PERSON.search(body) and not anaphoric) or _ABOUT_LISTENER.match(body) \
+                or not (anaphoric or _ELABORATION.match(body)) or re.search(r"\byour?s?\b", body, re.IGNORECASE) \
+                or REPORTED.search(body) or len(content_tokens(body)) < 3:
+            return None
+        body = _clean(self._resolve_pronouns(body, me, you))
+        text = f"{fact.text.rstrip('.!')}; {body[0].lower()}{body[1:]}."
+        if fact.time_text and fact.time_text in fact.text:
+            text = f"{fact.text.replace(' ' + fact.time_text, '').rstrip('.!')}; " \
+                   f"{body[0].lower()}{body[1:]} {fact.time_text}."
+        return replace(fact, text=text, span=(fact.span[0], sentence.end),
+                       negated=fact.negated or has_negation(body))
 
     @staticmethod
     def _skip_sentence(text: str, role: str) -> bool:
