@@ -457,8 +457,9 @@ class RulesExtractor:
         body = sentence.text.rstrip(".!").strip()
         anaphoric = bool(_ANAPHOR.match(DISCOURSE.sub("", body)))
         if (_FIRST_PERSON.search(body) and not anaphoric) or _ABOUT_LISTENER.match(body) \
-                or not (anaphoric or _ELABORATION.match(body)) or re.search(r"\byour?s?\b", body, re.IGNORECASE) \
-                or REPORTED.search(body) or len(content_tokens(body)) < 3:
+                or not (anaphoric or _ELABORATION.match(body)) \
+                or re.search(r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
+                or len(content_tokens(body)) < 3:
             return None
         body = _clean(self._resolve_pronouns(body, me, you))
         text = f"{fact.text.rstrip('.!')}; {body[0].lower()}{body[1:]}."
