@@ -226,3 +226,11 @@ def test_a_preference_turned_around_supersedes_the_old_one() -> None:
     # a dislike of something else that names it is no reversal
     jazz = fact("I dislike jazz because it sounds nothing like rock music.", T3, mid="m4")
     assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
+
+
+def test_work_at_a_place_as_a_role_is_the_job_a_promotion_replaces() -> None:
+    old = stored(fact("I work at Oracle as a manager.", T1), "f1")
+    assert (old.attribute, old.value) == ("job", "manager")
+    new = fact("I've just been promoted to senior manager at Oracle.", T2)
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"

@@ -164,6 +164,9 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
         (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
          r"|has been working) as (?:a |an )?" + _V + r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?"
          + _END, "job", PERSONA, False),
+        (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
+         r"|has been working) (?:at|for|with) (?P<emp>[^,.;!?]+?) as (?:a |an |the )?" + _V
+         + _END, "job", PERSONA, False),
         (r"^(?:'ve |have |has |had )?(?:just |recently |finally )?(?:been |got |was )?"
          r"promoted to (?:a |an |the )?(?:role of |position of )?" + _V +
          r"(?: (?:at|in|with) (?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
