@@ -260,3 +260,48 @@ def test_assistant_statement_counts_once_the_user_confirms_it() -> None:
         "Ana has been training for the marathon since March."]
     assert confirmed[0].confirmed_by == "m2" and confirmed[0].span == (0, 52)
     assert not [f for f in RulesExtractor().extract([said, no]) if f.source_message_id == "a1"]
+
+
+def test_confirmation_must_address_the_claim() -> None:
+    said = ExtractInput(id="a1", role="assistant", speaker="assistant", timestamp=TS,
+                        content="You ran the Berlin marathon in April. "
+                                "You have also been painting mountain landscapes.")
+
+    def confirmed(reply: str) -> list[str]:
+        msg = ExtractInput(id="m2", role="user", speaker="Ana", timestamp=TS, content=reply)
+        return [f.text for f in RulesExtractor().extract([said, msg])
+                if f.source_message_id == "a1"]
+
+    # the reply names the marathon: that claim is confirmed, the painting one is not
+    assert confirmed("Yes, the marathon was tough but I finished it.") == [
+        "Ana ran the Berlin marathon in April."]
+    # agreement, then talk about something else: nothing is confirmed
+    assert confirmed("Absolutely, my new job keeps me busy with spreadsheets and meetings.") == []
+    # an agreement that turns into a correction confirms nothing
+    assert confirmed("Yes, but it was the Paris marathon.") == []
+    # a bare agreement answers the last claim of the turn only
+    assert confirmed("Yes, exactly.") == ["Ana has also been painting mountain landscapes."]
+
+
+def test_a_sentence_that_goes_on_about_a_statement_joins_its_fact() -> None:
+    content = ("I've finally retired from my consulting career. It's a mix of relief and "
+               "anticipation for what's next. Their support has been invaluable during my move. "
+               "My sister lives in Paris. The weather there is lovely in spring.")
+    out = RulesExtractor().extract([ExtractInput("m1", "user", "Ana", content, TS)])
+    first = out[0]
+    assert first.text == ("Ana has finally retired from Ana's consulting career; it's a mix "
+                          "of relief and anticipation for what's next; their support has been "
+                          "invaluable during Ana's move.")
+    assert first.span == (0, content.index(" My sister"))
+    assert check(first, content[slice(*first.span)], speakers=["Ana"]).supported
+    # a named attribute stays crisp: what follows it is not taken in
+    assert [f.text for f in out[1:]] == ["Ana's sister lives in Paris."]
+
+
+def test_elaboration_needs_an_adjacent_generic_statement() -> None:
+    # nothing stated before it: a sentence about "it" alone is no fact about the speaker
+    assert facts("It was a lovely evening with great food.") == []
+    # a question in between breaks the chain
+    content = "I attended a jazz festival. Was it fun? It was loud and crowded all night."
+    out = RulesExtractor().extract([ExtractInput("m1", "user", "Ana", content, TS)])
+    assert [f.text for f in out] == ["Ana attended a jazz festival."]

@@ -151,3 +151,24 @@ def test_a_fact_about_someone_nobody_mentioned_is_still_quarantined() -> None:
     # the speaker excuses only their own name, not every name
     assert not check("Ana's dog Pixel loves the canal.", "My dog Pixel loves the canal.",
                      speakers=["Ben"]).supported
+
+
+def test_a_turned_preference_is_the_next_version_valid_from_when_it_was_said(
+        service: MemCube, client: TestClient) -> None:
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "s1", [{"id": "p1", "role": "user", "speaker": "Ana",
+                            "content": "I don't like to play puzzle games.",
+                            "timestamp": "2023-05-08T10:00:00Z"}])
+    _ingest(client, "s2", [{"id": "p2", "role": "user", "speaker": "Ana",
+                            "content": "I have started to appreciate puzzle games for their "
+                                       "strategy.",
+                            "timestamp": "2023-09-08T10:00:00Z"}])
+    (now,) = _facts(client, "s2")
+    history = client.get(f"/v1/cubes/a/memories/{now['id']}/history").json()
+    assert [(h["text"], h["status"]) for h in history] == [
+        ("Ana dislikes playing puzzle games.", "superseded"), (now["text"], "active")]
+    assert history[0]["valid_to"].startswith("2023-09-08")
+    assert now["valid_from"].startswith("2023-09-08")
+    prov = client.get(f"/v1/cubes/a/memories/{now['id']}/provenance").json()
+    assert [link["type"] for link in prov["links"]] == ["supersedes"]

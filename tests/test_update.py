@@ -173,3 +173,64 @@ def test_promotion_sets_the_job() -> None:
     assert (new.attribute, new.value) == ("job", "senior director")
     d = RulesUpdater().decide(new, candidates_for(new, [old]))
     assert d.action is Action.UPDATE and d.target_fact_id == "f1"
+
+
+def test_a_description_does_not_replace_a_quantity() -> None:
+    # "my income is 11800 USD … my income is stable": two aspects, both kept
+    amount = stored(fact("My monthly income is 11800 USD.", T1), "f1")
+    described = fact("My monthly income is stable.", T1, mid="m2")
+    d = RulesUpdater().decide(described, candidates_for(described, [amount]))
+    assert d.action is Action.ADD and "another aspect" in d.reason
+    # a later amount replaces the amount, not the description
+    desc = stored(described, "f2")
+    raise_ = fact("My monthly income is now 12,000 USD.", T2, mid="m3")
+    d = RulesUpdater().decide(raise_, candidates_for(raise_, [amount, desc]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"
+
+
+def test_income_and_monthly_income_are_one_attribute() -> None:
+    old = stored(fact("My monthly income is 11800 USD.", T1), "f1")
+    new = fact("My income is now $12,000.", T2)
+    assert new.attribute == "own:incom" and old.attribute == "own:monthli_incom"
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1" and d.valid_to == T2
+    # two different attributes that share a word stay apart
+    body = stored(fact("My physical health is normal.", T1), "f2")
+    mind = fact("My mental health is stable.", T2)
+    assert RulesUpdater().decide(mind, candidates_for(mind, [body])).action is Action.ADD
+
+
+def test_a_long_description_does_not_replace_another() -> None:
+    old = stored(fact("My social network has been incredibly supportive of my new career.",
+                      T1), "f1")
+    new = fact("My social network has been instrumental in supporting my health journey.", T2)
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.ADD and "description" in d.reason
+
+
+def test_a_preference_turned_around_supersedes_the_old_one() -> None:
+    dislike = stored(fact("I don't like to play puzzle games.", T1), "f1")
+    other = stored(fact("I don't like to eat spicy food.", T1, mid="m0"), "f0")
+    assert dislike.text == "Ana dislikes playing puzzle games."
+    now = fact("I have started to appreciate puzzle games for their strategy.", T2, mid="m2")
+    cands = candidates_for(now, [dislike, other])
+    assert [c.id for c in cands] == ["f1"]  # found whatever attribute each was keyed by
+    d = RulesUpdater().decide(now, cands)
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1" and d.valid_to == T2
+    assert "turned around" in d.reason
+    # the other way: a liking that fades
+    likes = stored(fact("I like rock music, because it energizes me.", T1), "f3")
+    fades = fact("My interest in rock music has decreased.", T3, mid="m3")
+    d = RulesUpdater().decide(fades, candidates_for(fades, [likes]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f3"
+    # a dislike of something else that names it is no reversal
+    jazz = fact("I dislike jazz because it sounds nothing like rock music.", T3, mid="m4")
+    assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
+
+
+def test_work_at_a_place_as_a_role_is_the_job_a_promotion_replaces() -> None:
+    old = stored(fact("I work at Oracle as a manager.", T1), "f1")
+    assert (old.attribute, old.value) == ("job", "manager")
+    new = fact("I've just been promoted to senior manager at Oracle.", T2)
+    d = RulesUpdater().decide(new, candidates_for(new, [old]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f1"

@@ -6,8 +6,9 @@ update decision (:mod:`memos.extract.update`) → store, in one transaction per 
 - supported facts become active ``fact`` units citing their source span;
 - unsupported ones are stored ``quarantined`` with the gate's reasons (never searchable);
 - UPDATE / DELETE make the new fact the next version of the old fact's lineage; the old
-  version is ``superseded`` with ``valid_to`` = when it stopped being true, so the history
-  keeps every value;
+  version is ``superseded`` with ``valid_to`` = when it stopped being true (and the new
+  one, unless it states its own date, is valid from then), so the history keeps every
+  value;
 - NOOP (already known) records the extra source span on the existing fact.
 
 Idempotent: a fact already stored for the same source span and text (in any status but
@@ -152,7 +153,10 @@ class FactDeriver:
                     status=p.status, status_reason=p.status_reason if p.status ==
                     "quarantined" else (decision.reason if decision else None),
                     tags=[_memory_tag(fact.memory_type)], meta=fact.metadata(),
-                    confidence=fact.confidence, valid_from=fact.valid_from,
+                    confidence=fact.confidence,
+                    # the next version holds from when the one it replaces stopped holding
+                    valid_from=fact.valid_from or (decision.valid_to if target is not None
+                                                   and decision is not None else None),
                     valid_to=fact.valid_to, created_at=now, embedding=vector_of[id(p)])
                 session.add(row)
                 pending.append((p, row, target))

@@ -13,7 +13,8 @@ so the updater can find "the same subject and attribute". Each fact's span is it
 The same input always gives the same facts, byte for byte: the extractor reads no clock
 and no model; ``version`` names the rule set.
 
->>> from datetime import datetime
+>>> from dataclasses import replace
+from datetime import datetime
 >>> msg = ExtractInput(id="m1", role="user", speaker="Ana", content="I moved to Berlin.",
 ...                    timestamp=datetime(2023, 5, 8))
 >>> [(f.text, f.attribute, f.value) for f in RulesExtractor().extract([msg])]
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from memos.extract.clauses import (
@@ -162,6 +164,9 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
         (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
          r"|has been working) as (?:a |an )?" + _V + r"(?: (?:at|for) (?P<emp>[^,.;!?]+?))?"
          + _END, "job", PERSONA, False),
+        (r"^(?:work|works|am working|'m working|is working|have been working|'ve been working"
+         r"|has been working) (?:at|for|with) (?P<emp>[^,.;!?]+?) as (?:a |an |the )?" + _V
+         + _END, "job", PERSONA, False),
         (r"^(?:'ve |have |has |had )?(?:just |recently |finally )?(?:been |got |was )?"
          r"promoted to (?:a |an |the )?(?:role of |position of )?" + _V +
          r"(?: (?:at|in|with) (?P<emp>[^,.;!?]+?))?" + _END, "job", PERSONA, False),
@@ -266,6 +271,16 @@ _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|myself|mine)\b", re.
 #: A fronted adverbial before the subject ("Recently, I …", "Mentally, I …").
 _FRONTED = re.compile(r"^(?P<front>[^,]{2,60}?),\s+(?=(?:i|i'm|i've|my)\b)", re.IGNORECASE)
 #: Openings of a clause about the listener or the exchange itself, not about the speaker.
+#: The opening of a sentence that goes on about what the one before it said ("It was …",
+#: "The festival atmosphere …", "This has …"), not about a new, named subject.
+_ELABORATION = re.compile(r"^(?:it|it's|this|that|these|those|they|they're|they've|the|"
+                          r"such|both|each|there)\b", re.IGNORECASE)
+#: The longest span (characters) a statement grows to by taking in the sentences after it.
+MAX_ELABORATED = 500
+#: An opening that points back at what was just said ("It", "This", "Their support"):
+#: the sentence continues the one before it even when it mentions the speaker.
+_ANAPHOR = re.compile(r"^(?:it|it's|this|these|those|they|they're|they've|their|such)\b",
+                      re.IGNORECASE)
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
 #: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
@@ -277,6 +292,13 @@ _OWNED_VALUE = re.compile(
 #: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
 _CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
                       r"that's true|true|right|correct|definitely)\b", re.IGNORECASE)
+#: An agreement that turns at once into a correction ("Yes, but …", "Right, although …",
+#: "Yes, actually no"): it does not confirm the claim it answers.
+_BUT = re.compile(r"^\W*\w+(?:'s \w+)?\W*(?:but|though|although|however|actually|well|not)\b",
+                  re.IGNORECASE)
+#: Content words that say nothing about *which* claim a reply addresses.
+_GENERIC_REPLY_WORDS = frozenset(stem(w) for w in """think feel know sure lot time really
+great good true right correct definitely absolutely exactly indeed yes yeah important""".split())
 #: "You"/"your …" opening a statement about the listener.
 _YOU_SUBJECT = re.compile(r"^(?:you|you're|you've|your)\b", re.IGNORECASE)
 _RELATION_MENTION = re.compile(r"\b(?:" + _REL_RE + r")s?\b", re.IGNORECASE)
@@ -321,7 +343,7 @@ class RulesExtractor:
         previous: list[ExtractInput] = []
         for msg in messages:
             if msg.role == "user" and previous and previous[-1].role == "assistant" \
-                    and _CONFIRM.match(msg.content):
+                    and _CONFIRM.match(msg.content) and not _BUT.match(msg.content):
                 facts.extend(self._confirmed(previous[-1], msg, session_time))
             if msg.role == "user" or (self.include_assistant and msg.role == "assistant"):
                 facts.extend(self._extract_message(msg, session_time,
@@ -332,12 +354,21 @@ class RulesExtractor:
     def _confirmed(self, said: ExtractInput, reply: ExtractInput,
                    session_time: datetime | None) -> list[ExtractedFact]:
         """What the assistant said about the user ("You moved to Berlin last year"), when
-        the user's next turn confirms it ("Yes, …"): the user's fact, citing the assistant's
-        words. Only plain statements with "you"/"your" as their subject count — not the
-        assistant's suggestions, recollections ("I recall you …"), hedges or questions."""
+        the user's next turn confirms it: the user's fact, citing the assistant's words.
+
+        Only plain statements with "you"/"your" as their subject count — not the
+        assistant's suggestions, recollections ("I recall you …"), hedges or questions. A
+        confirmation is an explicit agreement ("Yes", "Exactly", …; not "Yes, but …") that
+        addresses the claim: the reply shares a content word with it ("Yes, the marathon
+        was tough" confirms "You ran a marathon"), or it is a bare agreement ("Yes, it has
+        been hard.", under three content words) and then confirms only the last claim of
+        the turn, the one it answers. A reply about something else confirms nothing."""
         user = reply.speaker or self.user_name or "the user"
         ref = said.timestamp or reply.timestamp or session_time
-        out: list[ExtractedFact] = []
+        reply_words = set(content_tokens(_CONFIRM.sub("", reply.content, count=1)))
+        reply_words -= {stem(t) for t in content_tokens(user)} | _GENERIC_REPLY_WORDS
+        bare = len(reply_words) < 3
+        claims: list[ExtractedFact] = []
         for sentence in sentences(said.content):
             text = sentence.text
             if text.endswith("?") or HYPOTHETICAL.search(text) or ASSISTANT_BOILERPLATE.search(
@@ -357,7 +388,9 @@ class RulesExtractor:
                 resolved = f"{user} {self._conjugate(resolved[len(user) + 1:])}"
             fact_text = resolved[0].upper() + resolved[1:] + "."
             past = is_past(body)
-            out.append(ExtractedFact(
+            if not bare and not reply_words & set(content_tokens(body)):
+                continue  # the reply talks about something else
+            claims.append(ExtractedFact(
                 text=fact_text, subject=user, attribute=f"about:{content_tokens(body)[0]}",
                 value=_clean(body.lower()),
                 memory_type=RELATIONSHIP if _RELATION_MENTION.search(body) else (
@@ -366,7 +399,7 @@ class RulesExtractor:
                 negated=has_negation(body), observed_at=ref,
                 resolved_names=(user,), extractor=self.name, extractor_version=self.version,
                 confidence=0.6, confirmed_by=reply.id))
-        return out
+        return claims[-1:] if bare else claims
 
     def _addressee(self, msg: ExtractInput, previous: Sequence[ExtractInput]) -> str | None:
         """Who "you" is: the latest earlier speaker other than this one (in a conversation
@@ -398,11 +431,46 @@ class RulesExtractor:
         for sentence in sentences(msg.content):
             if self._skip_sentence(sentence.text, msg.role):
                 continue
-            for clause in clauses(sentence):
-                fact = self._clause_fact(clause, msg, me, you, ref)
-                if fact is not None:
-                    out.append(fact)
+            found = [f for f in (self._clause_fact(clause, msg, me, you, ref)
+                                 for clause in clauses(sentence)) if f is not None]
+            if out and (not found or _ANAPHOR.match(DISCOURSE.sub("", sentence.text)) and all(
+                    f.attribute.startswith(("stmt:", "event:", "about:")) for f in found)):
+                extended = self._elaborate(out[-1], sentence, msg, me, you)
+                if extended is not None:
+                    out[-1] = extended
+                    continue
+            out.extend(found)
         return out
+
+    def _elaborate(self, fact: ExtractedFact, sentence: Clause, msg: ExtractInput, me: str,
+                   you: str) -> ExtractedFact | None:
+        """A sentence right after a statement, about what it stated rather than about
+        anyone ("I've finally retired. It's a mix of relief and anticipation."): the
+        statement goes on, so the fact takes it in, its span growing to cover both. Only a
+        generic statement (no named attribute) of the same turn that ends where this
+        sentence starts is extended; a sentence about a person, the listener or the
+        exchange, reported speech, or one with under three content words is not."""
+        if fact.source_message_id != msg.id or fact.confirmed_by is not None \
+                or not fact.attribute.startswith(("stmt:", "event:", "about:")):
+            return None
+        if msg.content[fact.span[1]:sentence.start].strip(" .!,;"):
+            return None  # something was skipped in between
+        if sentence.end - fact.span[0] > MAX_ELABORATED:
+            return None
+        body = sentence.text.rstrip(".!").strip()
+        anaphoric = bool(_ANAPHOR.match(DISCOURSE.sub("", body)))
+        if (_FIRST_PERSON.search(body) and not anaphoric) or _ABOUT_LISTENER.match(body) \
+                or not (anaphoric or _ELABORATION.match(body)) \
+                or re.search(r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
+                or len(content_tokens(body)) < 3:
+            return None
+        body = _clean(self._resolve_pronouns(body, me, you))
+        text = f"{fact.text.rstrip('.!')}; {body[0].lower()}{body[1:]}."
+        if fact.time_text and fact.time_text in fact.text:
+            text = f"{fact.text.replace(' ' + fact.time_text, '').rstrip('.!')}; " \
+                   f"{body[0].lower()}{body[1:]} {fact.time_text}."
+        return replace(fact, text=text, span=(fact.span[0], sentence.end),
+                       negated=fact.negated or has_negation(body))
 
     @staticmethod
     def _skip_sentence(text: str, role: str) -> bool:

@@ -40,7 +40,7 @@ from memos.embed import Embedder
 from memos.extract.fact import ExtractedFact, ExtractInput, Extractor
 from memos.extract.gate import GateVerdict
 from memos.extract.gate import check as gate_check
-from memos.extract.text import content_tokens
+from memos.extract.text import content_tokens, numbers_in
 from memos.llm import CompletionFn, ask_json
 
 __all__ = [
@@ -58,6 +58,8 @@ __all__ = [
     "PlannedFact",
     "ingest_plan",
     "same_value",
+    "same_attribute",
+    "preference",
 ]
 
 #: Attributes with one current value per subject; a new value supersedes the old one.
@@ -135,6 +137,69 @@ def _norm_text(s: str) -> str:
     return " ".join(re.findall(r"[a-z0-9]+", s.lower()))
 
 
+def same_attribute(a: str, b: str) -> bool:
+    """The same attribute: equal keys, or two ``own:`` keys of which one names the other
+    with fewer words ("own:incom" and "own:monthli_incom": "my income" and "my monthly
+    income" are one attribute; "own:physical_health" and "own:mental_health" are two)."""
+    if a == b:
+        return True
+    if not (a.startswith("own:") and b.startswith("own:")):
+        return False
+    wa, wb = set(a[4:].split("_")), set(b[4:].split("_"))
+    return bool(wa and wb) and (wa <= wb or wb <= wa)
+
+
+#: A stated preference in a fact's text: "<subject> dislikes playing golf because …",
+#: "<subject> likes rock music, because …"; the object ends at a comma or "because".
+_PREFERENCE = re.compile(
+    r"^(?P<subj>.+?) (?P<verb>dislikes|likes|loves|enjoys|hates|prefers|is fond of)\s+"
+    r"(?:to\s+)?(?:(?:play(?:ing)?|watch(?:ing)?|eat(?:ing)?|drink(?:ing)?|listen(?:ing)? to|"
+    r"wear(?:ing)?|read(?:ing)?|do(?:ing)?)\s+)?(?P<obj>[^,.;!?]+?)(?:,|\s+because\b|[.;!?]|$)",
+    re.IGNORECASE)
+#: A turn towards liking something ("has started to appreciate", "now enjoys", "fan of").
+_LIKING = re.compile(r"\b(?:appreciat\w*|enjoy\w*|lov(?:e|es|ed|ing)|lik(?:es|ed|ing)|"
+                     r"fond of|fan of|embrac\w*|appeal\w*|favou?rite)\b", re.IGNORECASE)
+#: A turn away from something ("dislikes", "no longer enjoys", "lost interest in").
+_DISLIKING = re.compile(r"\b(?:dislik\w*|hat(?:e|es|ed)|no longer (?:enjoy|like|love)s?|"
+                        r"lost (?:interest|the appeal)|tired of|(?:interest|appreciation) "
+                        r"(?:in \w+(?: \w+)? )?(?:has )?(?:decreased|faded|waned))\b",
+                        re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def preference(text: str, subject: str) -> tuple[bool, frozenset[str]] | None:
+    """``(likes, object words)`` when ``text`` states ``subject``'s preference for one thing
+    (at most four content words), else None."""
+    m = _PREFERENCE.match(text)
+    if m is None or _norm_subject(m["subj"]) != _norm_subject(subject):
+        return None
+    obj = frozenset(content_tokens(m["obj"]))
+    if not obj or len(obj) > 4:
+        return None
+    return m["verb"].lower() not in ("dislikes", "hates"), obj
+
+
+def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
+    """``new`` turns ``old``'s stated preference around: "Ana dislikes puzzle games", then
+    "Ana has started to appreciate puzzle games" (or the other way): same subject, every
+    word of the object in the new fact, the opposite leaning and no negation of it."""
+    if _norm_subject(new.subject) != _norm_subject(old.subject):
+        return False
+    pref = preference(old.text, old.subject)
+    if pref is None:
+        return False
+    likes, obj = pref
+    if not obj <= set(content_tokens(new.text)):
+        return False
+    stated = preference(new.text, new.subject)
+    if stated is not None:  # a preference itself: about the same thing, the other way
+        return stated[0] != likes and obj <= stated[1]
+    if likes:
+        return bool(_DISLIKING.search(new.text))
+    return bool(_LIKING.search(new.text)) and not new.negated and not _DISLIKING.search(
+        new.text)
+
+
 def _value_tokens(s: str) -> set[str]:
     return set(content_tokens(s))
 
@@ -178,7 +243,12 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
     """
     pool = list(active)
     key = (_norm_subject(new.subject), new.attribute)
-    same = [a for a in pool if a.attribute == key[1] and _norm_subject(a.subject) == key[0]]
+    same = [a for a in pool if same_attribute(a.attribute, key[1])
+            and _norm_subject(a.subject) == key[0]]
+    if _LIKING.search(new.text) or _DISLIKING.search(new.text):
+        # a preference it may turn around, whatever attribute either was keyed by
+        same += [a for a in pool if not same_attribute(a.attribute, key[1])
+                 and _reverses(new, a)]
     if embedder is None:
         return same
     chosen = {id(a) for a in same}  # by identity: equality would compare every field
@@ -203,7 +273,8 @@ class RulesUpdater:
 
     def decide(self, new: ExtractedFact, candidates: Sequence[ActiveFact]) -> Decision:
         key = (_norm_subject(new.subject), new.attribute)
-        same_key = [c for c in candidates if (_norm_subject(c.subject), c.attribute) == key]
+        same_key = [c for c in candidates if _norm_subject(c.subject) == key[0]
+                    and same_attribute(c.attribute, key[1])]
         new_time = _event_time(new)
         new_seen = _seen(new)
 
@@ -220,7 +291,15 @@ class RulesUpdater:
         if dup is not None:
             return dup
 
-        # 2. retraction
+        # 2. a preference turned around supersedes the old one
+        turned = [c for c in candidates if _reverses(new, c)]
+        if turned:
+            target = _latest(turned)
+            return Decision(Action.UPDATE, target.id,
+                            f"preference turned around: {target.text!r} -> {new.text!r}",
+                            valid_to=new_time)
+
+        # 3. retraction
         if new.negated:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
@@ -233,9 +312,21 @@ class RulesUpdater:
             return Decision(Action.ADD, None, "retraction of something not on record; "
                             "kept as a negative fact")
 
-        # 3. new value of a single-valued attribute
+        # 4. new value of a single-valued attribute
+        if self._single(key[1]) and same_key and key[1].startswith("own:") and not any(
+                _same_kind(new.value, c.value) for c in same_key):
+            # "my income is 11800 USD" then "my income is stable": a quantity and a
+            # description are two aspects of the attribute, not one value replacing another
+            return Decision(Action.ADD, None, f"another aspect of {key[1]!r}: "
+                            f"{new.value!r} is not the kind of value {same_key[0].value!r} is")
+        if self._single(key[1]) and same_key and key[1].startswith("own:") and (
+                _described(new.value) or all(_described(c.value) for c in same_key)):
+            # "my network has been instrumental in my career growth": a description of the
+            # attribute, which adds to what else is said of it, not a value that replaces one
+            return Decision(Action.ADD, None, f"a description of {key[1]!r}, not a value")
         if self._single(key[1]) and same_key:
-            target = _latest(same_key)
+            target = _latest([c for c in same_key if _same_kind(new.value, c.value)]
+                             or same_key)
             target_seen = _seen(target)
             if new_seen is not None and target_seen is not None and new_seen < target_seen:
                 return Decision(Action.NOOP, target.id,
@@ -266,6 +357,20 @@ class RulesUpdater:
                             f"near-duplicate of {candidates[best].id} "
                             f"(cosine {sims[best]:.2f})")
         return None
+
+
+#: A value of more content words than this is a description ("has been instrumental in
+#: supporting me through this process"), not a value ("18,000 usd", "senior director").
+MAX_VALUE_WORDS = 3
+
+
+def _described(value: str) -> bool:
+    return not numbers_in(value) and len(content_tokens(value)) > MAX_VALUE_WORDS
+
+
+def _same_kind(a: str, b: str) -> bool:
+    """Both values are quantities (they hold a number) or both are descriptions."""
+    return bool(numbers_in(a)) == bool(numbers_in(b))
 
 
 def _latest(facts: Sequence[ActiveFact]) -> ActiveFact:
