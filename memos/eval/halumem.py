@@ -607,14 +607,22 @@ RECENT_TIE = 0.05
 _DATE_TOKEN = re.compile(r"[dm]\d{6,8}")
 _ASKS_CURRENT = re.compile(r"\b(?:current(?:ly)?|now|latest|these days|still)\b",
                            re.IGNORECASE)
-#: Opposite stances a yes/no question can ask about ("Did Ana express a liking for …"
-#: against "Ana dislikes …"): stemmed word pairs.
-_OPPOSITES = [(stem(a), stem(b)) for a, b in (
-    ("like", "dislike"), ("love", "hate"), ("enjoy", "dislike"), ("prefer", "dislike"),
-    ("continue", "avoid"), ("continue", "stop"), ("start", "stop"), ("confusion", "clarity"),
-    ("indecision", "determination"), ("skepticism", "excitement"), ("accept", "reject"),
-    ("agree", "disagree"), ("increase", "decrease"), ("more", "less"), ("happy", "sad"),
-    ("positive", "negative"), ("success", "failure"), ("easy", "difficult"))]
+#: A stance lexicon for yes/no questions ("Did Ana express disappointment with …" against
+#: "Ana was delighted with …"): everyday words of a positive and of a negative stance.
+_POSITIVE = frozenset(stem(w) for w in """like likes liked love loves loved enjoy enjoys
+enjoyed enjoying prefer prefers preferred excited excitement exciting delight delighted
+enthusiasm enthusiastic grateful gratitude appreciate appreciates appreciated appreciation
+happy proud pride support supported supportive include included increase increased improve
+improved improvement success successful interest interested clarity determined determination
+confident confidence optimistic satisfied satisfaction continue continued accept accepted
+agree agreed positive easy benefit benefited helpful inspired inspiring""".split())
+_NEGATIVE = frozenset(stem(w) for w in """dislike dislikes disliked hate hates hated
+disinterest disinterested disappointed disappointment dissatisfied dissatisfaction
+frustrated frustration skeptical skepticism confused confusion indecision indecisive avoid
+avoided exclude excluded stop stopped quit decrease decreased decline declined reject
+rejected disagree disagreed sad unhappy fail failed failure negative difficult unrelated
+worried worry anxious anxiety doubt doubted lack lacked regret regretted bored boring
+reluctant reluctance""".split())
 
 
 def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieved,
@@ -622,8 +630,9 @@ def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieve
     """How well memory ``r`` answers ``question`` (None: it cannot): the weighted share of
     the question's key words it holds, plus :data:`DENSE_WEIGHT` × its search score. It
     must hold one of the question's identifying words, say something the question does
-    not (unless it is a yes/no question, which it then confirms), carry what the question asks for (:func:`memos.retrieval.coverage.carries`) and be
-    about the subject, not a relative the question does not name."""
+    not (unless it is a yes/no question, which it then confirms), carry what the question
+    asks for (:func:`memos.retrieval.coverage.carries`) and be about the subject, not a
+    relative the question does not name."""
     have = set(key_tokens(r.text, ignore))
     # the extractor's attribute key ("job") is part of what the memory says
     attr = set(content_tokens(str((r.metadata or {}).get("attribute", "")).replace(
@@ -646,14 +655,15 @@ def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieve
 
 def _stance(question: str, memory: str) -> str:
     """A yes/no answer's lead: "No" when the memory takes the opposite stance to the one
-    the question asks about (negation, or a word of :data:`_OPPOSITES`), "Yes" when it
+    the question asks about (negation, or a stance word of :data:`_POSITIVE` against one of
+    :data:`_NEGATIVE` or the other way round), "Yes" when it
     holds every identifying word of the question with the same polarity, else ""."""
     q, m = set(content_tokens(question)), set(content_tokens(memory))
     if has_negation(question) != has_negation(memory):
         return "No"
-    for a, b in _OPPOSITES:
-        if (a in q and b in m and b not in q) or (b in q and a in m and a not in q):
-            return "No"
+    for asked, held in ((_NEGATIVE, _POSITIVE), (_POSITIVE, _NEGATIVE)):
+        if (q & asked) - m and (m & held) - q:
+            return "No"  # the question asks about one stance, the memory takes the other
     heavy = {t for t, w in key_tokens(question).items() if w >= 1.0} - _QWORDS
     return "Yes" if heavy and heavy <= m else ""
 
@@ -845,8 +855,8 @@ def _diagnose(judge: Judge, evidence: Sequence[str], subject: str, *, cube_facts
     """Where a question's evidence points are, for the trace: their integrity scores
     against every fact read back so far (``cube_evidence_scores``; a superset of the active
     facts: one superseded later still counts), against every dialogue turn so far, the
-    user's and the assistant's (``turn_evidence_scores``), and against the top 20 of a router search over facts and
-    turns (``mixed_hits``, ``mixed_evidence_scores``)."""
+    user's and the assistant's (``turn_evidence_scores``), and against the top 20 of a
+    router search over facts and turns (``mixed_hits``, ``mixed_evidence_scores``)."""
     def scores(texts: Sequence[str]) -> list[int | None]:
         out = []
         for e in evidence:

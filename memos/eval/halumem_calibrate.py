@@ -271,6 +271,12 @@ def calibrate(paths: Sequence[str | Path], *, json_path: str | Path | None = Non
     final = _fit(users)
     cal = final["calibration"]
     pooled = [r for u in users for r in u]
+    for path, user in zip(paths, users, strict=True):
+        # in-sample: the weights and τ fitted on every user, as shipped
+        cov = _coverage(user, cal)
+        held[str(path)]["qa_with_all_users_fit"] = {
+            **_qa_rates(user, cov, final["abstain_below"]),
+            "by_question_type": _qa_by_type(user, cov, final["abstain_below"])}
     checked = {}
     for path, rows in zip(check, checks, strict=True):
         cov = _coverage(rows, cal)
