@@ -14,7 +14,7 @@ one trace per development user. :func:`calibrate`:
 2. **abstention** — the threshold τ: below it the answerer says "not in memory" (labelled
    as the trace's ``abstain_label``: correct where the reference abstains, else an
    omission). Low hallucination first: τ is the smallest threshold whose hallucination
-   rate on the fitting users is at most :data:`MAX_HALLUCINATION` (so the answerer answers
+   rate on each fitting user is at most :data:`MAX_HALLUCINATION` (so the answerer answers
    as much as that bound allows); when none is, the one maximising
    ``correct − HALLUCINATION_COST × hallucination``.
 
@@ -215,11 +215,18 @@ def _qa_by_type(rows: Sequence[dict[str, Any]], cov: np.ndarray, tau: float
     return out
 
 
-def _choose_tau(rows: Sequence[dict[str, Any]], cov: np.ndarray) -> float:
-    within = [t for t in THRESHOLDS if _qa_rates(rows, cov, t)["hallucination"]
-              <= MAX_HALLUCINATION]
+def _choose_tau(users: Sequence[Sequence[dict[str, Any]]], cal: Calibration) -> float:
+    """The smallest τ keeping *every* fitting user's hallucination within
+    :data:`MAX_HALLUCINATION` (the target holds per user, not pooled); without one, the τ
+    maximising pooled correct − :data:`HALLUCINATION_COST` × hallucination."""
+    covs = [_coverage(u, cal) for u in users]
+    within = [t for t in THRESHOLDS if all(_qa_rates(u, c, t)["hallucination"]
+                                           <= MAX_HALLUCINATION for u, c in zip(users, covs,
+                                                                               strict=True))]
     if within:
         return float(within[0])
+    rows = [r for u in users for r in u]
+    cov = np.concatenate(covs) if covs else np.zeros(0)
     best = max(THRESHOLDS, key=lambda t: (
         (r := _qa_rates(rows, cov, t))["correct"] - HALLUCINATION_COST * r["hallucination"],
         -t))
@@ -230,7 +237,7 @@ def _fit(users: Sequence[list[dict[str, Any]]]) -> dict[str, Any]:
     rows = [r for u in users for r in u]
     y = np.asarray([_target(r) for r in rows])
     cal = Calibration(weights=fit_logistic(_features(rows), y), source="fit")
-    return {"calibration": cal, "abstain_below": _choose_tau(rows, _coverage(rows, cal))}
+    return {"calibration": cal, "abstain_below": _choose_tau(users, cal)}
 
 
 def _coverage(rows: Sequence[dict[str, Any]], cal: Calibration) -> np.ndarray:
