@@ -195,3 +195,22 @@ def test_evidence_limits_place_each_point_where_the_judge_first_finds_it() -> No
                              "not_extracted": 0.25, "not_found": 0.25, "mixed_hits": 0.5}
     assert set(limits["by_question_type"]) == {"a"}  # a question without evidence is left out
     assert evidence_limits([{"evidence_scores": [2]}]) is None  # an older trace
+
+
+def test_tau_keeps_every_fitting_users_hallucination_within_the_bound() -> None:
+    from memos.eval.halumem_calibrate import MAX_HALLUCINATION, _choose_tau
+    from memos.retrieval.coverage import Calibration
+
+    def row(k: int, answerable: bool, label: str) -> dict[str, Any]:
+        text = f"Ana talked about topic{k} at length." if answerable else "Ana mentioned x."
+        return {"question": f"What did Ana say about topic{k}?", "hits": [{"text": text}],
+                "answered_label": label, "label": label, "abstain_label": "omission"}
+
+    cal = Calibration(weights=(0.0, 4.0), source="test")  # coverage 0.5 or 0.98
+    u1 = [row(k, True, "correct") for k in range(10)]
+    u2 = [row(k, False, "hallucination") for k in range(3)] + \
+        [row(k, True, "correct") for k in range(3, 10)]
+    # pooled, 3 hallucinations in 20 are within the bound: no abstention needed
+    assert 3 / 20 <= MAX_HALLUCINATION and _choose_tau([u1 + u2], cal) == 0.0
+    # per user, user 2's 3 in 10 are not: τ must rise above its uncovered questions
+    assert _choose_tau([u1, u2], cal) > 0.5
