@@ -580,12 +580,13 @@ class SearchResponse(BaseModel):
     coverage: float | None = Field(
         default=None, ge=0.0, le=1.0, description="How well the hits cover the query, in "
         "[0, 1]: the estimated share of the memory the answer rests on that the hits hold "
-        "(0: nothing relevant found). A logistic model of retrieval signals (the share of "
-        "the query's content words in the best of the top 5 hits and in the top 3 "
-        "together), calibrated on the HaluMem dev users against the offline judge's "
-        "evidence coverage "
-        "(approximate; README, Honest answers). The offline answerer says 'not in memory' "
-        "below 0.26.")
+        "(0: nothing relevant found). A logistic model of lexical signals, chiefly the "
+        "share of the query's content words in the best of the top 5 hits that can answer "
+        "it (says more than the query and holds the date, number, name or place the query "
+        "asks for), calibrated on the HaluMem dev users against the offline judge's "
+        "evidence coverage (approximate; README, Honest answers). Not a probability that "
+        "an answer is right. The offline answerer says 'not in memory' below "
+        "memos.eval.halumem.ABSTAIN_BELOW.")
 
 
 class ContextRequest(_Body):

@@ -12,8 +12,8 @@ import pytest
 
 from memos.client import MemosClient
 from memos.errors import InvalidInput
-from memos.eval.halumem_calibrate import THRESHOLDS, calibrate, fit_logistic
-from memos.retrieval.coverage import CALIBRATION, query_coverage, signals
+from memos.eval.halumem_calibrate import THRESHOLDS, calibrate, evidence_limits, fit_logistic
+from memos.retrieval.coverage import CALIBRATION, answer_type, carries, query_coverage, signals
 
 ANA = ["Ana's dog is named Rex.", "Ana works as a nurse in Oslo.", "Ana likes hiking.",
        "Ana's sister Mia lives in Rome.", "Ana drives a red Volvo."]
@@ -39,12 +39,45 @@ def test_a_word_most_hits_share_says_nothing_about_the_query() -> None:
     assert signals("Ana's blood type?", ANA[:2])["lexical_best"] > 0
 
 
+def test_answer_type_reads_what_the_question_asks_for() -> None:
+    assert [answer_type(q) for q in (
+        "When did Ana move to Oslo?", "What is Ana's birth date?", "How many kids does Ana have?",
+        "What is Ana's monthly income as of May 2025?", "Who is Ana's manager?",
+        "Where does Ana live as of September 4, 2025?", "Did Ana move?",
+        "What does Ana do for a living?")] == [
+        "date", "date", "number", "number", "name", "place", "yes_no", "open"]
+
+
+def test_a_hit_carries_an_answer_only_beyond_what_the_question_names() -> None:
+    q = "How much did Ana earn in 2024?"
+    assert carries("number", "Ana earned 52,000 in 2024.", q)
+    assert not carries("number", "Ana's pay rose in 2024.", q)  # only the question's year
+    assert carries("date", "Ana moved on 2021-05-03.", "When did Ana move?")
+    assert carries("date", "Ana moved last week.", "When did Ana move?")
+    assert not carries("date", "Ana moved for work.", "When did Ana move?")
+    assert carries("place", "Ana lives in Oslo.", "Where does Ana live?")
+    assert not carries("place", "Ana lives near the sea.", "Where does Ana live?")
+    assert carries("open", "anything", "What does Ana like?")
+
+
+def test_answer_best_needs_a_hit_that_adds_the_asked_for_answer() -> None:
+    # the hit repeats the question's words but holds no date: it cannot answer "when"
+    assert signals("When did Ana move to Oslo?", ["Ana moved to Oslo."])["answer_best"] == 0
+    dated = signals("When did Ana move to Oslo?", ["Ana moved to Oslo.",
+                                                   "Ana moved to Oslo in May 2021."])
+    assert dated["answer_best"] == 1.0
+    assert query_coverage("When did Ana move to Oslo?", ["Ana moved to Oslo in May 2021."]) > \
+        query_coverage("When did Ana move to Oslo?", ["Ana moved to Oslo."])
+
+
 def test_the_shipped_calibration_is_monotone_in_every_signal() -> None:
     # more of the query's words in the hits never lowers the coverage
     assert sum(CALIBRATION.weights[1:]) > 0 and CALIBRATION.weights[1] > 0
-    low = query_coverage("Ana's dog and boat", ["Ana's cat.", "x", "y"])
-    high = query_coverage("Ana's dog and boat", ["Ana's dog and boat.", "x", "y"])
+    low = query_coverage("Ana's dog and boat", ["Ana's cat Tom.", "x", "y"])
+    high = query_coverage("Ana's dog and boat", ["Ana's dog Rex and boat Wave.", "x", "y"])
     assert high > low
+    # a hit that only repeats the query holds no answer to it
+    assert query_coverage("Ana's dog and boat", ["Ana's dog and boat.", "x", "y"]) < high
 
 
 def test_search_and_context_report_coverage_through_the_sdk(sdk: MemosClient) -> None:
@@ -88,7 +121,8 @@ def _trace(path: Path, seed: int) -> Path:
                  else f"Ana mentioned filler{i}x{k}.", "score": float(rng.uniform(0.3, 0.8))}
                 for k in range(6)]
         rows.append({"question": f"What did Ana say about {word}?", "question_type": "t",
-                     "reference": "the thing" if answerable else "unknown",
+                     "subject": "Ana",
+                     "reference": f"{word} at length" if answerable else "unknown",
                      "evidence": ["e"] if answerable else [],
                      "evidence_scores": [2] if answerable else [],
                      "hits": hits, "label": "correct" if answerable else "hallucination",
@@ -132,3 +166,51 @@ def test_calibrate_reads_the_answer_before_a_traced_runs_own_abstention(
         paths.append(path)
     held = next(iter(calibrate(paths, print_table=False)["held_out"].values()))
     assert held["qa_without_abstention"]["hallucination"] == pytest.approx(1 / 3)
+
+
+def test_calibrate_reanswers_and_checks_other_data_it_never_fits_on(tmp_path: Path) -> None:
+    paths = [_trace(tmp_path / "u1.jsonl", 1), _trace(tmp_path / "u2.jsonl", 2)]
+    other = _trace(tmp_path / "synth.jsonl", 3)
+    fitted = calibrate(paths, print_table=False)["all_users"]["weights"]
+    report = calibrate(paths, print_table=False, reanswer_traces=True, check=[other])
+    assert report["reanswered"] is True
+    assert report["all_users"]["weights"] == fitted  # the check is scored, not fitted on
+    checked = report["checked"][str(other)]
+    assert set(checked) >= {"coverage", "qa_without_abstention", "qa_with_abstention",
+                            "qa_by_question_type"}
+    # reanswered by the offline answerer: it quotes the hit about the topic where there is
+    # one and says unknown where there is none, so every answer is correct
+    assert checked["qa_without_abstention"]["correct"] == 1.0
+
+
+def test_evidence_limits_place_each_point_where_the_judge_first_finds_it() -> None:
+    rows = [{"question_type": "a", "evidence_scores": [2, 0, 1, 0],
+             "cube_evidence_scores": [2, 2, 1, 0], "turn_evidence_scores": [2, 2, 2, 1],
+             "mixed_evidence_scores": [2, 2, 0, 0]},
+            {"question_type": "b", "evidence_scores": [], "cube_evidence_scores": [],
+             "turn_evidence_scores": [], "mixed_evidence_scores": []}]
+    limits = evidence_limits(rows)
+    assert limits is not None
+    assert limits["all"] == {"n": 1, "in_hits": 0.25, "ranked_out": 0.25,
+                             "not_extracted": 0.25, "not_found": 0.25, "mixed_hits": 0.5}
+    assert set(limits["by_question_type"]) == {"a"}  # a question without evidence is left out
+    assert evidence_limits([{"evidence_scores": [2]}]) is None  # an older trace
+
+
+def test_tau_keeps_every_fitting_users_hallucination_within_the_bound() -> None:
+    from memos.eval.halumem_calibrate import MAX_HALLUCINATION, _choose_tau
+    from memos.retrieval.coverage import Calibration
+
+    def row(k: int, answerable: bool, label: str) -> dict[str, Any]:
+        text = f"Ana talked about topic{k} at length." if answerable else "Ana mentioned x."
+        return {"question": f"What did Ana say about topic{k}?", "hits": [{"text": text}],
+                "answered_label": label, "label": label, "abstain_label": "omission"}
+
+    cal = Calibration(weights=(0.0, 4.0), source="test")  # coverage 0.5 or 0.98
+    u1 = [row(k, True, "correct") for k in range(10)]
+    u2 = [row(k, False, "hallucination") for k in range(3)] + \
+        [row(k, True, "correct") for k in range(3, 10)]
+    # pooled, 3 hallucinations in 20 are within the bound: no abstention needed
+    assert 3 / 20 <= MAX_HALLUCINATION and _choose_tau([u1 + u2], cal) == 0.0
+    # per user, user 2's 3 in 10 are not: τ must rise above its uncovered questions
+    assert _choose_tau([u1, u2], cal) > 0.5

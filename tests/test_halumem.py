@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from memos.embed import HashingEmbedder, OnnxMiniLM
+from memos.errors import InvalidInput
 from memos.eval import halumem_synth
 from memos.eval.halumem import (
     LLMJudge,
@@ -310,10 +311,51 @@ def test_offline_answerer_prefers_recent_and_says_unknown() -> None:
     hits = [Retrieved("1", "Ana works as a nurse.", 0.9, {"valid_from": "2023-01-01"}),
             Retrieved("2", "Ana works as a teacher.", 0.8, {"valid_from": "2023-06-01"}),
             Retrieved("3", "Ana has a dog named Rex.", 0.5, {})]
-    assert offline_answer("What does Ana work as?", hits, subject="Ana") == \
+    # asked for the present value, the newer of two equally supported memories wins
+    assert offline_answer("What does Ana currently work as?", hits, subject="Ana") == \
         "Ana works as a teacher."
+    # otherwise support decides: the same words, the better search score
+    assert offline_answer("What does Ana work as?", hits, subject="Ana") == \
+        "Ana works as a nurse."
     assert offline_answer("What is the name of Ana's goldfish?", hits, subject="Ana") == \
         "unknown"
+
+
+def test_offline_answerer_needs_a_memory_of_the_asked_answer_type() -> None:
+    hits = [Retrieved("1", "Ana moved to Oslo for the new job.", 0.9, {}),
+            Retrieved("2", "Ana moved to Oslo in May 2021.", 0.6, {}),
+            Retrieved("3", "Ana earns 4,200 a month as a nurse.", 0.5, {})]
+    # "when" needs a date: the higher-scored undated memory cannot answer it
+    assert offline_answer("When did Ana move to Oslo?", hits, subject="Ana") == \
+        "Ana moved to Oslo in May 2021."
+    assert offline_answer("How much does Ana earn a month?", hits, subject="Ana") == \
+        "Ana earns 4,200 a month as a nurse."
+    # a "who" question with no name beyond the question's own: nothing qualifies
+    assert offline_answer("Who did Ana move to Oslo with?", hits[:1], subject="Ana") == \
+        "unknown"
+    # a memory that only repeats a yes/no question confirms it
+    assert offline_answer("Did Ana move to Oslo?", [Retrieved("1", "Ana moved to Oslo.",
+                                                              0.9, {})], subject="Ana") \
+        == "Yes, Ana moved to Oslo."
+
+
+def test_offline_answerer_answers_yes_no_by_the_memorys_stance() -> None:
+    hits = [Retrieved("1", "Ana dislikes romantic comedies.", 0.8, {})]
+    assert offline_answer("Did Ana express a liking for romantic comedies?", hits,
+                          subject="Ana") == "No, Ana dislikes romantic comedies."
+    hits = [Retrieved("1", "Ana does not eat meat anymore.", 0.8, {})]
+    assert offline_answer("Does Ana eat meat?", hits, subject="Ana").startswith("No, ")
+
+
+def test_offline_answerer_tries_facts_before_quoting_a_turn() -> None:
+    fact = Retrieved("f", "Ana lives in Oslo.", 0.7, {"granularity": "fact"})
+    turn = Retrieved("t", "Thanks! Honestly the commute is long. My sister Mia works at "
+                     "the Fjord Bakery downtown.", 0.9, {"granularity": "turn"})
+    assert offline_answer("Where does Ana live?", [turn, fact], subject="Ana") == \
+        "Ana lives in Oslo."
+    # no fact qualifies: the turn's sentence that carries the answer, not the whole turn
+    assert offline_answer("Where does Ana's sister Mia work?", [turn, fact],
+                          subject="Ana") == "My sister Mia works at the Fjord Bakery downtown."
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -339,6 +381,14 @@ def test_run_halumem_through_test_double(synth_file: Any, embedder: OnnxMiniLM,
                                          "Relationship Memory"}
     assert client.cubes == {}  # every cube is deleted afterwards
     assert "HaluMem" in capsys.readouterr().out
+    assert report["qa_search"] == "facts+turns"
+
+
+def test_run_halumem_refuses_an_unknown_qa_search(synth_file: Any, embedder: OnnxMiniLM
+                                                 ) -> None:
+    with pytest.raises(InvalidInput, match="qa_search must be one of facts\\+turns, facts"):
+        run_halumem(synth_file, client=FakeMemosClient(embedder), qa_search="turns",
+                    progress=False, print_table=False)
 
 
 def test_bad_systems_score_clearly_worse(tmp_path: Any, embedder: OnnxMiniLM) -> None:

@@ -45,7 +45,7 @@ from memos.embed import Embedder
 from memos.errors import InvalidInput
 from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
-from memos.retrieval.coverage import query_coverage
+from memos.retrieval.coverage import EXPANSIONS, answer_type, carries, query_coverage
 from memos.temporal import TIME_EXPR
 
 __all__ = [
@@ -77,7 +77,14 @@ UNKNOWN = "unknown"
 NOT_IN_MEMORY = "not in memory"
 #: The offline answerer abstains below this coverage: chosen on the dev users with
 #: ``memos eval halumem-calibrate`` (leave-one-user-out; README, "Honest answers").
-ABSTAIN_BELOW = 0.26
+ABSTAIN_BELOW = 0.53
+#: What each QA question's context is: ``"facts+turns"`` (default) the best
+#: ``QA_TOP_K - QA_TURNS`` facts (dense search) then the best ``QA_TURNS`` dialogue turns
+#: (router search), as an agent reading memory would get both; ``"facts"`` the best
+#: ``QA_TOP_K`` facts only.
+QA_SEARCHES = ("facts+turns", "facts")
+QA_TOP_K = 20
+QA_TURNS = 10
 
 
 @dataclass(frozen=True)
@@ -581,23 +588,9 @@ def _reason(out: dict[str, Any] | None) -> str:
 _QWORDS = frozenset(stem(w) for w in """what which who whom whose when where why how does did
 is are was were name named called kind sort type right suggest should recommend cook make
 happy would enjoy living""".split())
-#: Query expansion for common personal-fact questions: a question word → words a memory
-#: answering it tends to use ("do for a living" is answered by "works as").
+#: :data:`memos.retrieval.coverage.EXPANSIONS` with the judge's stemmer.
 _EXPAND: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
-    (re.compile(p, re.IGNORECASE), tuple(stem(w) for w in ws.split())) for p, ws in [
-        (r"for a living|\bjob\b|profession|occupation|career|works? as", "work job profession"),
-        (r"\bcity\b|\blives?\b|\bliving in\b|where .* based", "live move based relocat"),
-        (r"company|employer|works? (?:for|at)", "work join employer company"),
-        (r"\bcar\b|\bdrives?\b", "drive car bought"),
-        (r"allergic|allergy|must .* avoid|should .* avoid", "allergic allergy"),
-        (r"instrument", "play"),
-        (r"language", "speak learning language"),
-        (r"\bstudy|school|university|college|graduat", "studied study graduated school"),
-        (r"how old|\bage\b|years old", "old age turned"),
-        (r"\bdish\b|\bfood\b|\bcook\b|\beat\b|restaurant", "food favorite love eat"),
-        (r"activity|hobby|weekend|free time", "enjoy love hobby taken"),
-        (r"married|partner|wife|husband", "married partner wife husband"),
-    ]]
+    (pattern, tuple(stem(w) for w in words)) for pattern, words in EXPANSIONS]
 
 
 def _recency(r: Retrieved) -> str:
@@ -605,53 +598,144 @@ def _recency(r: Retrieved) -> str:
     return str(md.get("valid_from") or md.get("observed_at") or md.get("created_at") or "")
 
 
+#: How much a hit's search score adds to its lexical support when the offline answerer
+#: picks the memory to answer from (cosine scores; a router score is scaled the same way).
+DENSE_WEIGHT = 0.5
+#: For a question about the present value ("current", "now", "latest") the newer memory
+#: wins a near tie (within this much support); otherwise support decides, then recency.
+RECENT_TIE = 0.05
+_DATE_TOKEN = re.compile(r"[dm]\d{6,8}")
+_ASKS_CURRENT = re.compile(r"\b(?:current(?:ly)?|now|latest|these days|still)\b",
+                           re.IGNORECASE)
+#: A stance lexicon for yes/no questions ("Did Ana express disappointment with …" against
+#: "Ana was delighted with …"): everyday words of a positive and of a negative stance.
+_POSITIVE = frozenset(stem(w) for w in """like likes liked love loves loved enjoy enjoys
+enjoyed enjoying prefer prefers preferred excited excitement exciting delight delighted
+enthusiasm enthusiastic grateful gratitude appreciate appreciates appreciated appreciation
+happy proud pride support supported supportive include included increase increased improve
+improved improvement success successful interest interested clarity determined determination
+confident confidence optimistic satisfied satisfaction continue continued accept accepted
+agree agreed positive easy benefit benefited helpful inspired inspiring""".split())
+_NEGATIVE = frozenset(stem(w) for w in """dislike dislikes disliked hate hates hated
+disinterest disinterested disappointed disappointment dissatisfied dissatisfaction
+frustrated frustration skeptical skepticism confused confusion indecision indecisive avoid
+avoided exclude excluded stop stopped quit decrease decreased decline declined reject
+rejected disagree disagreed sad unhappy fail failed failure negative difficult unrelated
+worried worry anxious anxiety doubt doubted lack lacked regret regretted bored boring
+reluctant reluctance""".split())
+
+
+def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieved,
+             ignore: Sequence[str], kind: str, subject: str) -> float | None:
+    """How well memory ``r`` answers ``question`` (None: it cannot): the weighted share of
+    the question's key words it holds, plus :data:`DENSE_WEIGHT` × its search score. It
+    must hold one of the question's identifying words, say something the question does
+    not (unless it is a yes/no question, which it then confirms), carry what the question
+    asks for (:func:`memos.retrieval.coverage.carries`) and be about the subject, not a
+    relative the question does not name."""
+    have = set(key_tokens(r.text, ignore))
+    # the extractor's attribute key ("job") is part of what the memory says
+    attr = set(content_tokens(str((r.metadata or {}).get("attribute", "")).replace(
+        "_", " ").replace(":", " ")))
+    have |= attr
+    if heavy and not heavy & have:
+        return None
+    if kind != "yes_no" and not have - set(want) - set(key_tokens(question, ignore)):
+        return None  # only repeats the question (which confirms a yes/no question)
+    if not carries(kind, r.text, question):
+        return None
+    if subject and _relations(r.text, subject) - _relations(question, subject):
+        return None  # about the subject's coworker/sister, not the subject
+    total = sum(want.values())
+    overlap = sum(w for t, w in want.items() if t in have)
+    if overlap <= 0 or not total:
+        return None
+    return overlap / total + DENSE_WEIGHT * max(0.0, min(1.0, r.score))
+
+
+def _stance(question: str, memory: str) -> str:
+    """A yes/no answer's lead: "No" when the memory takes the opposite stance to the one
+    the question asks about (negation, or a stance word of :data:`_POSITIVE` against one of
+    :data:`_NEGATIVE` or the other way round), "Yes" when it
+    holds every identifying word of the question with the same polarity, else ""."""
+    q, m = set(content_tokens(question)), set(content_tokens(memory))
+    if has_negation(question) != has_negation(memory):
+        return "No"
+    for asked, held in ((_NEGATIVE, _POSITIVE), (_POSITIVE, _NEGATIVE)):
+        if (q & asked) - m and (m & held) - q:
+            return "No"  # the question asks about one stance, the memory takes the other
+    heavy = {t for t, w in key_tokens(question).items() if w >= 1.0} - _QWORDS
+    return "Yes" if heavy and heavy <= m else ""
+
+
 def _answer_one(question: str, retrieved: Sequence[Retrieved], subject: str) -> str:
     ignore = [subject] if subject else []
-    want = {t: w for t, w in key_tokens(question, ignore).items() if t not in _QWORDS}
+    kind = answer_type(question)
+    # a date the question names anchors it in time ("on May 20, 2026"); it is not what
+    # the answer is about
+    want = {t: w for t, w in key_tokens(question, ignore).items()
+            if t not in _QWORDS and not _DATE_TOKEN.fullmatch(t)}
     confirm = bool(re.search(r",\s*(?:right|correct|isn't (?:it|she|he)|doesn't (?:she|he))\?$",
                              question.strip(), re.IGNORECASE))
-    heavy = set() if confirm else {t for t, w in want.items() if w >= 1.0}
+    heavy = set() if confirm or kind == "yes_no" else {t for t, w in want.items() if w >= 1.0}
     for pattern, words_ in _EXPAND:
         if pattern.search(question):
             for w in words_:
-                want[w] = max(want.get(w, 0.0), 1.0)
-                heavy.add(w) if not confirm else None
-    best: tuple[float, str, float] | None = None
-    best_text = ""
+                want.setdefault(w, 0.5)
+                heavy.add(w) if heavy else None
+    scored = [(sup, r) for r in retrieved
+              if (sup := _support(question, want, heavy, r, ignore, kind, subject)) is not None]
+    if not scored:
+        return ""
+    top = max(sup for sup, _ in scored)
+    if _ASKS_CURRENT.search(question):
+        near = [(sup, r) for sup, r in scored if sup >= top - RECENT_TIE]
+        best = max(near, key=lambda p: (_recency(p[1]), p[0]))[1]
+    else:
+        best = max(scored, key=lambda p: (p[0], _recency(p[1])))[1]
+    text = best.text.strip()
+    if kind == "yes_no":
+        lead = _stance(question, text)
+        return f"{lead}, {text}" if lead else text
+    return text
+
+
+def _sentences(retrieved: Sequence[Retrieved]) -> list[Retrieved]:
+    """Each sentence of each (turn) hit as a hit of its own, so an answer quotes the
+    sentence that carries it, not the whole turn."""
+    out = []
     for r in retrieved:
-        have = set(key_tokens(r.text, ignore))
-        # the extractor's attribute key ("job") is part of what the memory says
-        attr = set(content_tokens(str((r.metadata or {}).get("attribute", "")).replace(
-            "_", " ").replace(":", " ")))
-        have |= attr
-        if heavy and not heavy & have:
-            continue
-        if subject and _relations(r.text, subject) - _relations(question, subject):
-            continue  # about the subject's coworker/sister, not the subject
-        overlap = sum(w for t, w in want.items() if t in have)
-        if overlap <= 0:
-            continue
-        overlap += 0.5 * len(attr & set(want))  # the key names what the question asks
-        key = (overlap, _recency(r), r.score)
-        if best is None or key > best:
-            best, best_text = key, r.text
-    return best_text
+        for k, sent in enumerate(re.split(r"(?<=[.!?])\s+", r.text.strip())):
+            if len(sent.split()) >= 3:
+                out.append(Retrieved(id=f"{r.id}#{k}", text=sent, score=r.score,
+                                     metadata=r.metadata))
+    return out
 
 
 def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: str = ""
                    ) -> str:
-    """Extractive answer: the memory that best covers the question's content words.
+    """Extractive answer: the memory that best supports the question.
 
-    Prefers higher overlap (with a small query expansion for personal-fact questions),
-    then the more recent memory, then the search score; a two-part question ("X, and Y?")
-    is answered part by part. Says "unknown" when no memory shares a content word with the
-    question beyond its subject.
+    Support (see :func:`_support`) is the weighted share of the question's content words a
+    memory holds (with a small query expansion for personal-fact questions) plus half its
+    search score; a memory counts only if it adds something to the question and carries
+    the answer type the question asks for (:func:`memos.retrieval.coverage.answer_type`:
+    a date for "when", a number for "how many", a name for "who", a place for "where").
+    For a question about the current value the newest of the near-best memories wins. A
+    yes/no question is answered "Yes, …"/"No, …" with the memory when the memory takes the
+    same/opposite stance, else with the memory alone. A two-part question ("X, and Y?") is
+    answered part by part. Facts are tried first; only when none qualifies is the answer
+    the best-supporting sentence of another hit (a dialogue turn). Says "unknown" when no
+    memory qualifies.
     """
     parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
                                  r"when|how)\b)", question) if p.strip()]
+    facts = [r for r in retrieved if (r.metadata or {}).get("granularity", "fact") == "fact"]
+    others = [r for r in retrieved if r not in facts]
     answers = []
     for part in parts:
-        text = _answer_one(part, retrieved, subject)
+        text = _answer_one(part, facts, subject) or _answer_one(part, _sentences(others),
+                                                                  subject)
         if text and text not in answers:
             answers.append(text)
     return " ".join(answers) if answers else UNKNOWN
@@ -744,6 +828,9 @@ def _retrieved(response: Any) -> list[Retrieved]:
     for hit in getattr(response, "hits", response) or []:
         unit = getattr(hit, "unit", hit)
         md = dict(getattr(unit, "metadata", None) or {})
+        gran = getattr(unit, "granularity", None)
+        if gran is not None and "granularity" not in md:
+            md["granularity"] = _value(gran)
         for key in ("valid_from", "created_at"):
             val = getattr(unit, key, None)
             if val is not None and key not in md:
@@ -752,6 +839,36 @@ def _retrieved(response: Any) -> list[Retrieved]:
             getattr(unit, "text", "") or ""), score=float(getattr(hit, "score", 0.0)),
             metadata=md))
     return out
+
+
+_TRACE_METADATA = ("granularity", "valid_from", "created_at", "observed_at", "attribute",
+                   "memory_type")
+
+
+def _trace_metadata(hit: Retrieved) -> dict[str, Any]:
+    md = hit.metadata or {}
+    return {k: md[k] for k in _TRACE_METADATA if md.get(k) is not None}
+
+
+def _diagnose(judge: Judge, evidence: Sequence[str], subject: str, *, cube_facts: Sequence[str],
+              turns: Sequence[str], mixed: Sequence[Retrieved]) -> dict[str, Any]:
+    """Where a question's evidence points are, for the trace: their integrity scores
+    against every fact read back so far (``cube_evidence_scores``; a superset of the active
+    facts: one superseded later still counts), against every dialogue turn so far, the
+    user's and the assistant's (``turn_evidence_scores``), and against the top 20 of a
+    router search over facts and turns (``mixed_hits``, ``mixed_evidence_scores``)."""
+    def scores(texts: Sequence[str]) -> list[int | None]:
+        out = []
+        for e in evidence:
+            m = judge.integrity(e, list(texts), subject=subject)
+            out.append(None if m is None else m.score)
+        return out
+
+    return {"cube_evidence_scores": scores(cube_facts), "turn_evidence_scores": scores(turns),
+            "mixed_hits": [{"text": h.text, "score": h.score,
+                            "granularity": str((h.metadata or {}).get("granularity", ""))}
+                           for h in mixed],
+            "mixed_evidence_scores": scores([h.text for h in mixed])}
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -790,7 +907,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                 embedder: Embedder | None = None, search_filters: dict[str, Any] | None = None,
                 cube_prefix: str = "halumem", print_table: bool = True,
                 abstain_below: float | None = None, trace_path: str | Path | None = None,
-                extractor: str | None = None) -> dict[str, Any]:
+                extractor: str | None = None, qa_search: str = "facts+turns"
+                ) -> dict[str, Any]:
     """Evaluate the memos server behind ``client`` on a HaluMem-format file.
 
     ``client`` needs ``create_cube``, ``delete_cube``, ``add_messages``,
@@ -798,9 +916,11 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     that is deleted afterwards. ``search_filters`` default to fact memories only (the units
     HaluMem calls memories). Returns the report dict (also written to ``json_path``).
 
-    Each question's hits come with the search's calibrated ``coverage``
-    (:mod:`memos.retrieval.coverage`; computed here from the hits for a client whose
-    responses lack it). The offline answerer abstains ("not in memory") when it is below
+    Each question's context is chosen by ``qa_search`` (:data:`QA_SEARCHES`; default the
+    best facts then the best turns, 20 units in all) and comes with the calibrated
+    ``coverage`` of its fact search (:mod:`memos.retrieval.coverage`: the search's own, or
+    computed here from the fact hits for a client whose responses lack it; the model is
+    fitted on fact hits). The offline answerer abstains ("not in memory") when it is below
     ``abstain_below`` (default :data:`ABSTAIN_BELOW`; 0 never abstains). *Evidence
     coverage* is, per question with evidence, the share of its evidence points the same
     judge scores 2 against the question's hits (``full``: what "covers" means), at least 1
@@ -812,6 +932,9 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     """
     from tqdm import tqdm
 
+    if qa_search not in QA_SEARCHES:
+        raise InvalidInput(f"qa_search must be one of {', '.join(QA_SEARCHES)}, not "
+                           f"{qa_search!r}")
     records = load_jsonl(data_path)
     the_judge = make_judge(judge, embedder=embedder)
     answer = answer_fn or make_answerer(answerer)
@@ -834,15 +957,29 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     search_times: list[float] = []
     n_sessions = n_memories = 0
 
-    def search(cube_id: str, query: str, k: int) -> tuple[list[Retrieved], float]:
+    # diagnosis for the trace: every fact read back so far and every dialogue turn so far,
+    # so an evidence point the hits miss can be told apart as ranked out / not extracted
+    facts_seen: dict[str, str] = {}
+    said: list[str] = []
+
+    def search(cube_id: str, query: str, k: int, *, filters: dict[str, Any] = filters,
+               timed: bool = True) -> tuple[list[Retrieved], float]:
         t0 = time.perf_counter()
         resp = client.search(cube_id, query=query, top_k=k, filters=filters)
-        search_times.append(time.perf_counter() - t0)
+        if timed:
+            search_times.append(time.perf_counter() - t0)
         hits = _retrieved(resp)
         cov = getattr(resp, "coverage", None)
         if cov is None:
             cov = query_coverage(query, [h.text for h in hits])
         return hits, float(cov)
+
+    def qa_context(cube_id: str, question: str) -> tuple[list[Retrieved], float]:
+        if qa_search == "facts":
+            return search(cube_id, question, QA_TOP_K)
+        facts, cov = search(cube_id, question, QA_TOP_K - QA_TURNS)
+        turns, _ = search(cube_id, question, QA_TURNS, filters={"granularity": ["turn"]})
+        return facts + turns, cov
 
     total_sessions = sum(len(r.get("sessions", [])) for r in records)
     bar = tqdm(total=total_sessions, desc="halumem sessions", disable=not progress,
@@ -872,6 +1009,10 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                             and _value(getattr(m, "status", "active")) == "active"]
                 texts = [str(m.text) for m in memories if getattr(m, "text", None)]
                 n_memories += len(texts)
+                if trace is not None:
+                    facts_seen.update((str(getattr(m, "id", i)), str(m.text))
+                                      for i, m in enumerate(memories) if getattr(m, "text", None))
+                    said.extend(m["content"] for m in messages)
                 points = session.get("memory_points", []) or []
                 g_points = [p for p in points if p.get("memory_source") != "interference"]
                 i_points = [p for p in points if p.get("memory_source") == "interference"]
@@ -902,7 +1043,7 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                         [h.text for h in hits], subject=subject))
                     upd_types.append(p.get("memory_type", "unknown"))
                 for q in session.get("questions", []) or []:
-                    hits, cov = search(cube_id, q["question"], 20)
+                    hits, cov = qa_context(cube_id, q["question"])
                     if answer is None:
                         reply = offline_answer(q["question"], hits, subject=subject)
                     else:
@@ -928,12 +1069,18 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                     if evidence:
                         evid.append((qtype, scores))
                     if trace is not None:
+                        diagnosis = _diagnose(the_judge, evidence, subject, cube_facts=list(
+                            facts_seen.values()), turns=said, mixed=search(
+                                cube_id, q["question"], 20,
+                                filters={"granularity": ["fact", "turn"]}, timed=False)[0])
                         trace.write(json.dumps({
                             "user": ui, "session": si, "subject": subject,
                             "question": q["question"], "question_type": qtype,
                             "reference": str(q["answer"]), "evidence": evidence,
                             "evidence_scores": scores, "coverage": cov,
-                            "hits": [{"text": h.text, "score": h.score} for h in hits],
+                            "hits": [{"text": h.text, "score": h.score,
+                                      "metadata": _trace_metadata(h)} for h in hits],
+                            **diagnosis,
                             "answer": reply, "label": label, "answered": answered,
                             "answered_label": answered_label, "abstain_label": abstain_label,
                         }, ensure_ascii=False) + "\n")
@@ -973,6 +1120,7 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
         "judge": the_judge.name,
         "approximate": the_judge.name.startswith("offline"),
         "extractor": extractor or "the server's (MEMOS_EXTRACTOR; default rules)",
+        "qa_search": qa_search,
         "answerer": "offline (extractive)" if answer is None else getattr(
             answer, "model", getattr(answer, "__name__", "custom")),
         "users": len(records),
@@ -1081,7 +1229,8 @@ def _cmd_halumem(args: Any) -> int:
     extractor = _extractor_setting(args.extractor)
     options = {"judge": args.judge, "answerer": args.answerer, "json_path": args.json,
                "progress": not args.no_progress, "abstain_below": args.abstain_below,
-               "trace_path": args.trace, "extractor": extractor}
+               "trace_path": args.trace, "extractor": extractor,
+               "qa_search": args.qa_search}
     if args.base_url:
         if extractor is not None:
             raise InvalidInput("--extractor configures the local server this command starts; "
@@ -1124,6 +1273,9 @@ def add_halumem_commands(subparsers: Any) -> None:
     p.add_argument("--abstain-below", type=float, default=None, metavar="COVERAGE",
                    help=f"offline answerer: answer 'not in memory' below this search "
                    f"coverage (default {ABSTAIN_BELOW}; 0 never abstains)")
+    p.add_argument("--qa-search", default="facts+turns", choices=QA_SEARCHES,
+                   help=f"each question's context: the best {QA_TOP_K - QA_TURNS} facts then "
+                   f"the best {QA_TURNS} turns (default), or the best {QA_TOP_K} facts")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write one JSON line per question (hits, coverage, evidence scores, "
                    "labels) for 'memos eval halumem-calibrate'")

@@ -8,12 +8,13 @@ one trace per development user. :func:`calibrate`:
 1. **coverage** — the target of a question is its evidence coverage: the share of its
    evidence points the judge scores 2 (fully covered) against the hits, and 0 when the
    reference answer itself abstains (the answer is not in the dialogues). A logistic
-   model of the retrieval signals of :mod:`memos.retrieval.coverage` is fitted to it by
-   maximum likelihood (fractional targets, a small L2 penalty);
+   model of the retrieval signals of :mod:`memos.retrieval.coverage` over the question's
+   *fact* hits (the coverage is the fact search's, whatever else the context held) is
+   fitted to it by maximum likelihood (fractional targets, a small L2 penalty);
 2. **abstention** — the threshold τ: below it the answerer says "not in memory" (labelled
    as the trace's ``abstain_label``: correct where the reference abstains, else an
    omission). Low hallucination first: τ is the smallest threshold whose hallucination
-   rate on the fitting users is at most :data:`MAX_HALLUCINATION` (so the answerer answers
+   rate on each fitting user is at most :data:`MAX_HALLUCINATION` (so the answerer answers
    as much as that bound allows); when none is, the one maximising
    ``correct − HALLUCINATION_COST × hallucination``.
 
@@ -36,7 +37,8 @@ import numpy as np
 from memos.errors import InvalidInput
 from memos.retrieval.coverage import FEATURES, Calibration, signals
 
-__all__ = ["load_trace", "fit_logistic", "calibrate", "add_calibrate_command",
+__all__ = ["load_trace", "fit_logistic", "calibrate", "add_calibrate_command", "reanswer",
+           "evidence_limits", "EVIDENCE_PLACES",
            "MAX_HALLUCINATION", "HALLUCINATION_COST", "THRESHOLDS"]
 
 #: The hallucination rate τ must keep on the fitting users (HaluMem QA, offline judge).
@@ -63,6 +65,29 @@ def load_trace(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def reanswer(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trace rows answered anew by today's offline answerer from their hits and
+    labelled by the offline judge (``answered``, ``answered_label``, ``abstain_label``), so
+    a change to the answerer is measured without rerunning the evaluation."""
+    from memos.eval.halumem import NOT_IN_MEMORY, OfflineJudge, Retrieved, offline_answer
+
+    judge = OfflineJudge()
+    out = []
+    for r in rows:
+        hits = [Retrieved(id=str(i), text=h["text"], score=float(h.get("score", 0.0)),
+                          metadata=dict(h.get("metadata") or {}))
+                for i, h in enumerate(r["hits"])]
+        subject = str(r.get("subject", ""))
+        answer = offline_answer(r["question"], hits, subject=subject)
+        label = judge.qa_label(r["question"], r["reference"], r.get("evidence", []), answer,
+                               subject=subject)
+        abstain = judge.qa_label(r["question"], r["reference"], r.get("evidence", []),
+                                 NOT_IN_MEMORY, subject=subject)
+        out.append({**r, "answered": answer, "answered_label": label,
+                    "abstain_label": abstain})
+    return out
+
+
 def _target(row: dict[str, Any]) -> float:
     if _ABSTAINS.search(str(row["reference"])):
         return 0.0
@@ -70,9 +95,15 @@ def _target(row: dict[str, Any]) -> float:
     return sum(1 for s in scores if s == 2) / len(scores) if scores else 0.0
 
 
+def _fact_texts(row: dict[str, Any]) -> list[str]:
+    """The texts of a row's fact hits (a hit without a granularity is a fact: older traces
+    held facts only): the coverage is the fact search's, whatever else the context held."""
+    return [h["text"] for h in row["hits"]
+            if (h.get("metadata") or {}).get("granularity", "fact") == "fact"]
+
+
 def _features(rows: Sequence[dict[str, Any]]) -> np.ndarray:
-    out = [[signals(r["question"], [h["text"] for h in r["hits"]])[n] for n in FEATURES]
-           for r in rows]
+    out = [[signals(r["question"], _fact_texts(r))[n] for n in FEATURES] for r in rows]
     return np.asarray(out, dtype=float).reshape(len(rows), len(FEATURES))
 
 
@@ -98,6 +129,47 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = _L2, steps: int = 
 def _predict(weights: Sequence[float], x: np.ndarray) -> np.ndarray:
     z = weights[0] + x @ np.asarray(weights[1:])
     return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+#: Where an evidence point the hits miss is, in order: stored as a fact but ranked below
+#: the hits ("ranked_out"), only in the dialogue ("not_extracted"), nowhere the
+#: judge finds it ("not_found").
+EVIDENCE_PLACES = ("in_hits", "ranked_out", "not_extracted", "not_found")
+
+
+def evidence_limits(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """What limits evidence coverage, per question type: each evidence point of a question
+    is placed by the trace's diagnosis scores (``memos eval halumem --trace``) in the first
+    of :data:`EVIDENCE_PLACES` where the judge scores it 2 — the QA hits, every fact read
+    back so far, every dialogue turn so far — and the shares are means over questions (as
+    evidence coverage is). ``mixed_hits`` is the evidence coverage a router search over
+    facts and turns would have had. None for a trace without the diagnosis fields."""
+    if not rows or any("cube_evidence_scores" not in r for r in rows):
+        return None
+
+    def places(r: dict[str, Any]) -> list[str]:
+        out = []
+        for hit, cube, turn in zip(r["evidence_scores"], r["cube_evidence_scores"],
+                                   r["turn_evidence_scores"], strict=True):
+            out.append("in_hits" if hit == 2 else "ranked_out" if cube == 2 else
+                       "not_extracted" if turn == 2 else "not_found")
+        return out
+
+    def shares(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        group = [r for r in group if r["evidence_scores"]]
+        out: dict[str, Any] = {"n": len(group)}
+        for place in EVIDENCE_PLACES:
+            out[place] = float(np.mean([places(r).count(place) / len(r["evidence_scores"])
+                                        for r in group])) if group else 0.0
+        out["mixed_hits"] = float(np.mean([
+            sum(1 for s in r["mixed_evidence_scores"] if s == 2) / len(r["evidence_scores"])
+            for r in group])) if group else 0.0
+        return out
+
+    by_type = {t: shares([r for r in rows if r.get("question_type") == t])
+               for t in sorted({str(r.get("question_type")) for r in rows})}
+    return {"all": shares(rows), "by_question_type": {t: v for t, v in by_type.items()
+                                                      if v["n"]}}
 
 
 def _calibration_figures(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -134,11 +206,27 @@ def _qa_rates(rows: Sequence[dict[str, Any]], cov: np.ndarray, tau: float) -> di
             "abstained": float(np.mean(cov < tau)) if len(cov) else 0.0}
 
 
-def _choose_tau(rows: Sequence[dict[str, Any]], cov: np.ndarray) -> float:
-    within = [t for t in THRESHOLDS if _qa_rates(rows, cov, t)["hallucination"]
-              <= MAX_HALLUCINATION]
+def _qa_by_type(rows: Sequence[dict[str, Any]], cov: np.ndarray, tau: float
+                ) -> dict[str, dict[str, float]]:
+    out = {}
+    for t in sorted({str(r.get("question_type")) for r in rows}):
+        sel = [i for i, r in enumerate(rows) if str(r.get("question_type")) == t]
+        out[t] = {"n": len(sel), **_qa_rates([rows[i] for i in sel], cov[sel], tau)}
+    return out
+
+
+def _choose_tau(users: Sequence[Sequence[dict[str, Any]]], cal: Calibration) -> float:
+    """The smallest τ keeping *every* fitting user's hallucination within
+    :data:`MAX_HALLUCINATION` (the target holds per user, not pooled); without one, the τ
+    maximising pooled correct − :data:`HALLUCINATION_COST` × hallucination."""
+    covs = [_coverage(u, cal) for u in users]
+    within = [t for t in THRESHOLDS if all(_qa_rates(u, c, t)["hallucination"]
+                                           <= MAX_HALLUCINATION for u, c in zip(users, covs,
+                                                                               strict=True))]
     if within:
         return float(within[0])
+    rows = [r for u in users for r in u]
+    cov = np.concatenate(covs) if covs else np.zeros(0)
     best = max(THRESHOLDS, key=lambda t: (
         (r := _qa_rates(rows, cov, t))["correct"] - HALLUCINATION_COST * r["hallucination"],
         -t))
@@ -149,7 +237,7 @@ def _fit(users: Sequence[list[dict[str, Any]]]) -> dict[str, Any]:
     rows = [r for u in users for r in u]
     y = np.asarray([_target(r) for r in rows])
     cal = Calibration(weights=fit_logistic(_features(rows), y), source="fit")
-    return {"calibration": cal, "abstain_below": _choose_tau(rows, _coverage(rows, cal))}
+    return {"calibration": cal, "abstain_below": _choose_tau(users, cal)}
 
 
 def _coverage(rows: Sequence[dict[str, Any]], cal: Calibration) -> np.ndarray:
@@ -157,12 +245,21 @@ def _coverage(rows: Sequence[dict[str, Any]], cal: Calibration) -> np.ndarray:
 
 
 def calibrate(paths: Sequence[str | Path], *, json_path: str | Path | None = None,
-              print_table: bool = True) -> dict[str, Any]:
-    """Fit and check the coverage model and τ on one trace per user (see module doc)."""
+              print_table: bool = True, reanswer_traces: bool = False,
+              check: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Fit and check the coverage model and τ on one trace per user (see module doc).
+
+    ``reanswer_traces``: answer every question anew with today's offline answerer and the
+    offline judge (:func:`reanswer`) instead of using the traced answers. ``check``: traces
+    of other data (the synthetic set, say) scored with the model and τ fitted on all of
+    ``paths``, never fitted on."""
     if len(paths) < 2:
         raise InvalidInput("--trace: give one trace per development user, at least two "
                            "(the fit is checked leave-one-user-out)")
     users = [load_trace(p) for p in paths]
+    checks = [load_trace(p) for p in check]
+    if reanswer_traces:
+        users, checks = [reanswer(u) for u in users], [reanswer(c) for c in checks]
     held: dict[str, Any] = {}
     for k, user in enumerate(users):
         fitted = _fit([u for j, u in enumerate(users) if j != k])
@@ -175,18 +272,38 @@ def calibrate(paths: Sequence[str | Path], *, json_path: str | Path | None = Non
             "qa_without_abstention": _qa_rates(user, cov, 0.0),
             "qa_with_abstention": _qa_rates(user, cov, tau),
             "qa_by_threshold": {str(t): _qa_rates(user, cov, t) for t in THRESHOLDS[::5]},
+            "qa_by_question_type": _qa_by_type(user, cov, tau),
+            "evidence_limits": evidence_limits(user),
         }
     final = _fit(users)
     cal = final["calibration"]
     pooled = [r for u in users for r in u]
+    for path, user in zip(paths, users, strict=True):
+        # in-sample: the weights and τ fitted on every user, as shipped
+        cov = _coverage(user, cal)
+        held[str(path)]["qa_with_all_users_fit"] = {
+            **_qa_rates(user, cov, final["abstain_below"]),
+            "by_question_type": _qa_by_type(user, cov, final["abstain_below"])}
+    checked = {}
+    for path, rows in zip(check, checks, strict=True):
+        cov = _coverage(rows, cal)
+        y = np.asarray([_target(r) for r in rows])
+        checked[str(path)] = {
+            "coverage": _calibration_figures(cov, y),
+            "qa_without_abstention": _qa_rates(rows, cov, 0.0),
+            "qa_with_abstention": _qa_rates(rows, cov, final["abstain_below"]),
+            "qa_by_question_type": _qa_by_type(rows, cov, final["abstain_below"]),
+            "evidence_limits": evidence_limits(rows)}
     report = {
         "note": "approximate: targets and labels are the offline judge's",
+        "reanswered": reanswer_traces,
         "features": list(FEATURES),
         "max_hallucination": MAX_HALLUCINATION, "hallucination_cost": HALLUCINATION_COST,
         "held_out": held,
         "all_users": {"weights": cal.weights, "abstain_below": final["abstain_below"],
                       "qa_by_threshold": {str(t): _qa_rates(pooled, _coverage(pooled, cal), t)
                                           for t in THRESHOLDS[::5]}},
+        "checked": checked,
     }
     if json_path is not None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -218,13 +335,35 @@ def _print(report: dict[str, Any]) -> None:
             print(f"    coverage {bin_['coverage'][0]:.1f}-{bin_['coverage'][1]:.1f}: "
                   f"n={bin_['n']:<4} mean coverage {bin_['mean_coverage']:.2f}  mean "
                   f"evidence coverage {bin_['mean_evidence_coverage']:.2f}")
+        _print_limits(h.get("evidence_limits"))
+    for path, h in report.get("checked", {}).items():
+        c, a, b = h["coverage"], h["qa_without_abstention"], h["qa_with_abstention"]
+        rho = "   n/a" if c["spearman"] is None else f"{c['spearman']:7.2f}"
+        print(f"check {Path(path).name[:21]:<22}{'':>6}{c['brier']:>8.3f}"
+              f"{c['brier_constant_baseline']:>8.3f}{rho}{_pct(c['mean_coverage'])}"
+              f"{_pct(c['mean_evidence_coverage'])} | {_pct(a['correct'])}"
+              f"{_pct(a['hallucination'])}{_pct(a['omission'])} -> {_pct(b['correct'])}"
+              f"{_pct(b['hallucination'])}{_pct(b['omission'])}{_pct(b['abstained'])}")
+        _print_limits(h.get("evidence_limits"))
     f = report["all_users"]
     print(f"all users: weights {f['weights']} (intercept, {', '.join(report['features'])})  "
           f"abstain below {f['abstain_below']:.2f}")
 
 
+def _print_limits(limits: dict[str, Any] | None) -> None:
+    if not limits:
+        return
+    print(f"    {'evidence points, by question type':<34}{'n':>4}{'in hits':>9}{'ranked':>8}"
+          f"{'not ext':>8}{'nowhere':>8}{'router':>8}")
+    for t, v in [("all", limits["all"]), *limits["by_question_type"].items()]:
+        print(f"    {t[:33]:<34}{v['n']:>4}{_pct(v['in_hits']):>9}{_pct(v['ranked_out']):>8}"
+              f"{_pct(v['not_extracted']):>8}{_pct(v['not_found']):>8}"
+              f"{_pct(v['mixed_hits']):>8}")
+
+
 def _cmd(args: Any) -> int:
-    calibrate(args.trace, json_path=args.json)
+    calibrate(args.trace, json_path=args.json, reanswer_traces=args.reanswer,
+              check=args.check or ())
     return 0
 
 
@@ -236,5 +375,11 @@ def add_calibrate_command(subparsers: Any) -> None:
              "(leave-one-user-out; approximate)")
     p.add_argument("--trace", action="append", required=True, metavar="FILE",
                    help="a 'memos eval halumem --trace' file of one user (repeat per user)")
+    p.add_argument("--check", action="append", default=None, metavar="FILE",
+                   help="a trace of other data (the synthetic set, say) to score with the "
+                   "model fitted on every --trace, never fitted on (repeatable)")
+    p.add_argument("--reanswer", action="store_true",
+                   help="answer every traced question anew with today's offline answerer and "
+                   "offline judge instead of the traced answers")
     p.add_argument("--json", default=None, help="write the JSON report here")
     p.set_defaults(func=_cmd)
