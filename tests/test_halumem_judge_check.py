@@ -223,11 +223,28 @@ def test_integrity_judges_polarity_and_person_by_the_clause_that_carries_the_poi
     assert j.integrity("Ana leads social initiatives at Oracle.",
                        ["Ana plans to use her manager role to lead social initiatives at "
                         "Oracle."], subject="Ana").score == 2
-    # still: someone else's fact, or the negated fact, is not the point
+    # still: someone else's fact is not the point
     assert j.integrity("Ana enjoys chess.", ["Ana's coworker Tom enjoys chess."],
                        subject="Ana").score == 0
+
+
+def test_integrity_gives_a_contradicting_memory_partial_credit_at_most() -> None:
+    # HaluMem's LLM judge gave 9 of 12 such dev-user points 1 (it touches the point but
+    # says the other thing), so the offline judge does too: never 2
+    j = OfflineJudge()
     assert j.integrity("Ana works at Acme.", ["Ana no longer works at Acme."],
-                       subject="Ana").score == 0
+                       subject="Ana").score == 1
+    assert j.integrity("Ana has a new interest in romantic comedies.",
+                       ["Ana enjoys adventure films and dislikes romantic comedies."],
+                       subject="Ana").score == 1
+    # the stance is read where the shared words are: a negation elsewhere does not count
+    assert j.integrity("Ana exercises regularly to stay healthy.",
+                       ["Ana has no chronic diseases, stays healthy by exercising "
+                        "regularly."], subject="Ana").score == 2
+    # a memory that states another number for the point still counts partly (4 of 5)
+    m = j.integrity("Ana earns 5200 dollars a month.", ["Ana earns 4800 dollars a month."],
+                    subject="Ana")
+    assert m.score == 1 and m.wrong_key
 
 
 def test_integrity_scores_an_attribute_by_its_value() -> None:
@@ -238,6 +255,15 @@ def test_integrity_scores_an_attribute_by_its_value() -> None:
     assert j.integrity("Ana lives in Oslo.", ["Ana lives in Berlin."], subject="Ana").score == 0
     assert j.integrity("Ana lives in Oslo with her dog.", ["Ana's dog is called Rex."],
                        subject="Ana").score == 1
+    # a one- or two-word value stated in full identifies its attribute
+    assert j.integrity("Ana's MBTI personality type is INFP",
+                       ["Ana says the MBTI test calls her an INFP."], subject="Ana").score == 2
+    assert j.integrity("Ana's gender is Female",
+                       ["Ana, a 30-year-old female, lives in Oslo."], subject="Ana").score == 2
+    # with min_shared=2 one shared identifying word is not a partial cover
+    strict = OfflineJudge(min_shared=2)
+    assert strict.integrity("Ana lives in Oslo with her dog.", ["Ana's dog is called Rex."],
+                            subject="Ana").score == 0
 
 
 def test_update_with_only_the_old_value_is_an_omission() -> None:

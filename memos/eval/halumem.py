@@ -184,10 +184,18 @@ def _cover(want: dict[str, float], have: set[str]) -> float:
     return cov
 
 
-def _shares_identifying_word(target: str, candidate: str, ignore: Iterable[str]) -> bool:
-    """Whether ``candidate`` has one of ``target``'s identifying (non-light) words."""
+#: How many of a point's identifying words a memory must share to cover it partly (all of
+#: them when the point has fewer).
+MIN_SHARED = 1
+
+
+def _shares_identifying_word(target: str, candidate: str, ignore: Iterable[str],
+                             at_least: int = 1) -> bool:
+    """Whether ``candidate`` has ``at_least`` of ``target``'s identifying (non-light) words
+    (all of them, when it has fewer)."""
     have = set(key_tokens(candidate, ignore))
-    return any(w >= 1.0 and t in have for t, w in key_tokens(target, ignore).items())
+    heavy = [t for t, w in key_tokens(target, ignore).items() if w >= 1.0]
+    return bool(heavy) and sum(t in have for t in heavy) >= min(at_least, len(heavy))
 
 
 #: Where a long memory's statements part: sentence ends, semicolons, and contrasting or
@@ -223,6 +231,46 @@ def _relations(text: str, subject: str) -> set[str]:
     for m in re.finditer(pat, text, re.IGNORECASE):
         found |= {stem(w) for w in m.groups() if w}
     return found & _RELATION_WORDS
+
+
+#: Words that turn a statement against what follows them: negation, and aversion or a
+#: negative judgement ("dislikes romantic comedies", "avoids soda", "a negative impact on").
+_AGAINST = frozenset("""not no never none nothing neither nor cannot without dislike dislikes
+disliked avoid avoids avoided avoiding hate hates hated negative negatively lack lacks lacking
+against refuse refuses refused quit quits stopped""".split())
+#: How many words after an against-word it still applies to (within the clause).
+_AGAINST_SCOPE = 4
+_WORD_OR_BREAK = re.compile(r"[\w'’-]+|[,;:.!?()]")
+
+
+def _stance(text: str, subject: str) -> dict[str, bool]:
+    """Each key token of ``text`` mapped to whether an against-word governs it: one of
+    :data:`_AGAINST` (or a "-n't" verb) at most :data:`_AGAINST_SCOPE` words before it in
+    the same clause. "Ana dislikes golf but loves tennis" → golf against, tennis not."""
+    skip = {stem(t) for t in content_tokens(subject)}
+    out: dict[str, bool] = {}
+    last = -100
+    for k, w in enumerate(_WORD_OR_BREAK.findall(canon_dates(text).lower())):
+        if not (w[0].isalnum() or w[0] == "_"):
+            last = -100  # a clause or list break ends the scope
+            continue
+        if w in _AGAINST or w.endswith(("n't", "n’t")):
+            last = k
+            continue
+        for tok in content_tokens(w):
+            if tok not in skip:
+                out[tok] = out.get(tok, False) or k - last <= _AGAINST_SCOPE
+    return out
+
+
+def _opposite_stance(point: str, memory: str, subject: str) -> bool:
+    """Whether ``memory`` takes the other stance than ``point`` on one of the identifying
+    words they share ("Ana has a new interest in romantic comedies" / "Ana dislikes
+    romantic comedies"; "Ana works at Acme" / "Ana no longer works at Acme"). Negation
+    elsewhere in the memory ("no chronic diseases") does not count."""
+    want = key_tokens(point, [subject])
+    p, m = _stance(point, subject), _stance(memory, subject)
+    return any(want.get(t, 0.0) >= 1.0 and t in m and p[t] != m[t] for t in p)
 
 
 @dataclass(frozen=True)
@@ -285,6 +333,7 @@ class OfflineJudge:
     embedder: Embedder | None = None
     full: float = 0.6
     partial: float = 0.2
+    min_shared: int = MIN_SHARED
     qa_full: float = 0.8
     qa_partial: float = 0.5
     max_answer_words: int = 60
@@ -296,15 +345,14 @@ class OfflineJudge:
         clause = _best_clause(point, memory, subject)
         if _subject_relation(clause, subject) - _relations(point, subject):
             return Match(0, "memory is about another person")
-        if has_negation(point) != has_negation(clause):
-            return Match(0, "opposite polarity")
+        against = _opposite_stance(point, clause, subject)
         cov = max(coverage(point, memory, [subject]), self._value_coverage(point, memory,
                                                                             subject))
         p_nums = numbers_in(canon_dates(point)) | _date_tokens(point)
         m_nums = numbers_in(canon_dates(memory)) | _date_tokens(memory)
         missing_nums = p_nums - m_nums
         wrong_key = bool(missing_nums and (m_nums - p_nums) and cov >= self.partial * 0.6)
-        mentioned = _shares_identifying_word(point, memory, [subject])
+        mentioned = _shares_identifying_word(point, memory, [subject], self.min_shared)
         if cov >= self.full and not missing_nums:
             score = 2
         elif (cov >= self.partial and mentioned) or (cov >= self.full and missing_nums):
@@ -313,6 +361,9 @@ class OfflineJudge:
             score = 0
         if score == 2 and HYPOTHETICAL.search(memory) and not HYPOTHETICAL.search(point):
             score = 1
+        if against:
+            return Match(min(score, 1), f"opposite polarity, coverage {cov:.2f}",
+                         wrong_key=wrong_key)
         return Match(score, f"coverage {cov:.2f}", wrong_key=wrong_key)
 
     def _value_coverage(self, point: str, memory: str, subject: str) -> float:
@@ -329,7 +380,9 @@ class OfflineJudge:
             return 0.0
         attr = key_tokens(m["attr"], [subject])
         keyed = bool(numbers_in(canon_dates(m["value"])))
-        recognisable = not attr or _cover(attr, have) >= 0.5
+        # a one- or two-word value stated in full identifies the attribute ("ENTJ",
+        # "female"); a longer one needs the attribute to be recognisable too
+        recognisable = not attr or len(value) <= 2 or _cover(attr, have) >= 0.5
         return self.full if keyed or recognisable else self.partial
 
     def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match:

@@ -69,7 +69,7 @@ RECALL_VIEW = "integrity_2_vs_rest"
 #: Offline-judge thresholds refitted per task by :func:`leave_one_out`, with the values
 #: tried. Update labels follow from the integrity thresholds and are not fitted on.
 FIT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
-    "integrity": {"full": (0.6, 0.7, 0.8, 0.9), "partial": (0.2, 0.3, 0.4, 0.5, 0.6)},
+    "integrity": {"full": (0.6, 0.7), "partial": (0.2, 0.3), "min_shared": (1, 2)},
     "qa": {"qa_full": (0.7, 0.8, 0.9), "qa_partial": (0.2, 0.34, 0.5)},
 }
 
