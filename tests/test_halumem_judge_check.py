@@ -282,3 +282,38 @@ def test_qa_incomplete_answer_with_unsupported_content_is_a_hallucination() -> N
     assert j.qa_label(q, ref, evidence, "Mystery thrillers.", subject="Ana") == "omission"
     assert j.qa_label(q, ref, evidence, "Mystery thrillers and romantic dramas.",
                       subject="Ana") == "hallucination"
+
+
+def test_qa_yes_no_answer_to_a_reference_that_states_the_fact() -> None:
+    j = OfflineJudge()
+    # the reference takes the other stance on the question's words: it answers "no"
+    q = "Did Ana decide to keep drinking soda after the seminar?"
+    ref = "Ana decided to avoid soda entirely."
+    assert j.qa_label(q, ref, [], "No, she avoids soda.", subject="Ana") == "correct"
+    assert j.qa_label(q, ref, [], "Yes, she still drinks soda.",
+                      subject="Ana") == "hallucination"
+    # it replaces the question's claim with another one: also "no"
+    q = "Did Ana express confusion and indecision about her choices?"
+    ref = "Ana expressed clarity and determination in her choices."
+    assert j.qa_label(q, ref, [], "No, she didn't.", subject="Ana") == "correct"
+    # it states the question's claim: "yes"
+    assert j.qa_label("Did Ana adopt a rescue dog?", "Ana adopted a rescue dog.", [],
+                      "No.", subject="Ana") == "hallucination"
+
+
+def test_update_reads_what_memories_state_not_when_they_were_recorded() -> None:
+    j = OfflineJudge()
+    # the old value kept is an omission, also when the memory carries its record time
+    assert j.update_label("Ana's monthly income changed from 5000 to 6200.",
+                          ["Ana's monthly income is 5000."],
+                          ["2025-09-05T13:30:48+00:00: Ana's monthly income is 5000."],
+                          subject="Ana") == "omission"
+    # a value that is neither the new nor an old one is a hallucinated update
+    assert j.update_label("Ana's monthly income changed from 5000 to 6200.",
+                          ["Ana's monthly income is 5000."],
+                          ["Ana's monthly income changed to 7100."],
+                          subject="Ana") == "hallucination"
+    # a point that restates the old one is updated only by a memory that differs from it
+    old = "Ana is committed to mentoring young athletes."
+    assert j.update_label("Ana is committed to mentoring young athletes.", [old], [old],
+                          subject="Ana") == "omission"
