@@ -317,3 +317,14 @@ def test_update_reads_what_memories_state_not_when_they_were_recorded() -> None:
     old = "Ana is committed to mentoring young athletes."
     assert j.update_label("Ana is committed to mentoring young athletes.", [old], [old],
                           subject="Ana") == "omission"
+
+
+def test_judge_check_reports_halumem_headline_rates_of_both_raters(tmp_path: Path) -> None:
+    report = check_judge([_judged_file(tmp_path)], print_table=False)
+    f = next(iter(report["files"].values()))
+    llm, off = f["headline"]["llm"], f["headline"]["offline"]
+    # one gold point with a verdict scored 2, one 0: recall 0.5; the interference record
+    # had no verdict, so there is no FMR
+    assert llm["recall"] == 0.5 and llm["fmr"] is None and llm["interference_n"] == 0
+    assert llm["qa_correct"] == 0.5 and llm["qa_hallucination"] == 0.5
+    assert off == llm  # the offline judge agrees on every record here
