@@ -15,14 +15,17 @@ from memos.eval.halumem import OfflineJudge
 from memos.eval.halumem_judge_check import agreement, check_judge, cohen_kappa, load_judged
 
 #: The offline judge's agreement with the LLM verdicts on the dev users, frozen: pooled over
-#: users 3 and 12 at the shipped thresholds (``memos eval halumem-judge-check``, README).
-#: The issue's target is 0.80 accuracy on integrity and QA; the judge is not there (the two
-#: users' LLM verdicts disagree with each other on what "partly covered" means; README).
-#: A change to the judge may raise these, never lower them, and states before/after in its
-#: commit message.
-FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.61, "kappa": 0.32},
-                    "qa": {"accuracy": 0.66, "kappa": 0.43}}
-FROZEN_PER_USER_ACCURACY = {"integrity": 0.57, "qa": 0.64}
+#: users 3 and 12 at the shipped thresholds (``memos eval halumem-judge-check``, README;
+#: approximate figures). The issue's target is 0.80 accuracy on integrity and QA; the judge
+#: is not there (user 12's LLM verdicts do not follow the memories it was shown, and the two
+#: users disagree on what "partly covered" means; README). A change to the judge may raise
+#: these, never lower them, and states before/after in its commit message.
+#: Before the stance/update/yes-no rules: integrity 0.617/0.323, QA 0.667/0.439, update
+#: 0.868/0.086 (accuracy/kappa, pooled); per user integrity 0.671 (u3) / 0.579 (u12).
+FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.63, "kappa": 0.36},
+                    "qa": {"accuracy": 0.68, "kappa": 0.47},
+                    "update": {"accuracy": 0.91, "kappa": 0.14}}
+FROZEN_PER_USER_ACCURACY = {"integrity": 0.59, "qa": 0.64, "update": 0.88}
 
 
 @needs_shared("halumem", "judged_user3.json")
