@@ -238,39 +238,49 @@ def _relations(text: str, subject: str) -> set[str]:
 _AGAINST = frozenset("""not no never none nothing neither nor cannot without dislike dislikes
 disliked avoid avoids avoided avoiding hate hates hated negative negatively lack lacks lacking
 against refuse refuses refused quit quits stopped""".split())
-#: How many words after an against-word it still applies to (within the clause).
-_AGAINST_SCOPE = 4
-_WORD_OR_BREAK = re.compile(r"[\w'’-]+|[,;:.!?()]")
+#: How many content words after an against-word it still applies to (within the clause).
+_AGAINST_SCOPE = 3
+#: Words that open a new clause, where an against-word before them stops applying.
+_SCOPE_ENDS = frozenset("""because since so which who whom that but while whereas although
+though when as if""".split())
+_WORD_OR_BREAK = re.compile(r"[\w'’-]+|[,;.!?()]")
 
 
-def _stance(text: str, subject: str) -> dict[str, bool]:
-    """Each key token of ``text`` mapped to whether an against-word governs it: one of
-    :data:`_AGAINST` (or a "-n't" verb) at most :data:`_AGAINST_SCOPE` words before it in
-    the same clause. "Ana dislikes golf but loves tennis" → golf against, tennis not."""
+def _stance(text: str, subject: str) -> dict[str, set[bool]]:
+    """Each key token of ``text`` mapped to the stances it occurs in: True where an
+    against-word governs it (one of :data:`_AGAINST`, or a "-n't" verb, at most
+    :data:`_AGAINST_SCOPE` content words before it in the same clause, before any of
+    :data:`_SCOPE_ENDS`), False where none does.
+    "Ana dislikes golf but loves tennis" → golf {True}, tennis {False}."""
     skip = {stem(t) for t in content_tokens(subject)}
-    out: dict[str, bool] = {}
+    out: dict[str, set[bool]] = {}
     last = -100
-    for k, w in enumerate(_WORD_OR_BREAK.findall(canon_dates(text).lower())):
-        if not (w[0].isalnum() or w[0] == "_"):
-            last = -100  # a clause or list break ends the scope
+    k = 0  # position in content words: the user's name and stopwords do not count
+    for w in _WORD_OR_BREAK.findall(canon_dates(text).lower()):
+        if not (w[0].isalnum() or w[0] == "_") or w in _SCOPE_ENDS:
+            last = -100  # a clause break or a new clause ("… because …") ends the scope
             continue
         if w in _AGAINST or w.endswith(("n't", "n’t")):
             last = k
             continue
         for tok in content_tokens(w):
             if tok not in skip:
-                out[tok] = out.get(tok, False) or k - last <= _AGAINST_SCOPE
+                k += 1
+                out.setdefault(tok, set()).add(k - last <= _AGAINST_SCOPE)
     return out
 
 
 def _opposite_stance(point: str, memory: str, subject: str) -> bool:
-    """Whether ``memory`` takes the other stance than ``point`` on one of the identifying
-    words they share ("Ana has a new interest in romantic comedies" / "Ana dislikes
-    romantic comedies"; "Ana works at Acme" / "Ana no longer works at Acme"). Negation
-    elsewhere in the memory ("no chronic diseases") does not count."""
+    """Whether ``memory`` takes only the other stance than ``point`` on one of the
+    identifying words they share ("Ana has a new interest in romantic comedies" / "Ana
+    dislikes romantic comedies"; "Ana works at Acme" / "Ana no longer works at Acme"). A
+    word used both ways in either text ("dislikes heavy metal … finds heavy metal too
+    aggressive") and negation elsewhere in the memory ("no chronic diseases") do not
+    count."""
     want = key_tokens(point, [subject])
     p, m = _stance(point, subject), _stance(memory, subject)
-    return any(want.get(t, 0.0) >= 1.0 and t in m and p[t] != m[t] for t in p)
+    return any(want.get(t, 0.0) >= 1.0 and t in m and len(p[t]) == len(m[t]) == 1
+               and p[t] != m[t] for t in p)
 
 
 @dataclass(frozen=True)
