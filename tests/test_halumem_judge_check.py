@@ -244,6 +244,19 @@ def test_integrity_gives_a_contradicting_memory_partial_credit_at_most() -> None
     assert j.integrity("Ana exercises regularly to stay healthy.",
                        ["Ana has no chronic diseases, stays healthy by exercising "
                         "regularly."], subject="Ana").score == 2
+    # a stance read on the words it governs: across a colon, not past "because", not
+    # counting the user's name, and not where a text uses a word both ways
+    for point, memory in [
+            ("Ana Clothing I dislike: Oversized sweaters",
+             "Ana dislikes wearing oversized sweaters."),
+            ("Ana dislikes cargo pants because they feel utilitarian.",
+             "Ana dislikes cargo pants, because they feel utilitarian."),
+            ("Ana finds heavy metal aggressive; it doesn't match my upbeat personality.",
+             "Ana finds heavy metal aggressive; it doesn't match Ana's upbeat personality.")]:
+        assert j.integrity(point, [memory], subject="Ana").score == 2, point
+    assert not j.integrity("Ana Music I dislike Heavy metal reason: I find heavy metal "
+                           "aggressive.", ["Ana finds heavy metal aggressive."],
+                           subject="Ana").why.startswith("opposite")
     # a memory that states another number for the point still counts partly (4 of 5)
     m = j.integrity("Ana earns 5200 dollars a month.", ["Ana earns 4800 dollars a month."],
                     subject="Ana")
