@@ -284,8 +284,10 @@ def test_offline_judge_integrity_and_labels() -> None:
     # someone else's fact does not count as the user's
     assert j.integrity("Ana enjoys chess.", ["Ana's coworker Tom enjoys chess."],
                        subject="Ana").score == 0
+    # the negated fact touches the point but contradicts it: partial at most, as HaluMem's
+    # LLM judge scores it (test_halumem_judge_check)
     assert j.integrity("Ana works at Acme.", ["Ana no longer works at Acme."],
-                       subject="Ana").score == 0
+                       subject="Ana").score == 1
     # update labels
     assert j.update_label("Ana now lives in Oslo.", ["Ana lives in Berlin."],
                           ["Ana moved to Oslo."], subject="Ana") == "correct"

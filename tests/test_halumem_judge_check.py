@@ -15,14 +15,17 @@ from memos.eval.halumem import OfflineJudge
 from memos.eval.halumem_judge_check import agreement, check_judge, cohen_kappa, load_judged
 
 #: The offline judge's agreement with the LLM verdicts on the dev users, frozen: pooled over
-#: users 3 and 12 at the shipped thresholds (``memos eval halumem-judge-check``, README).
-#: The issue's target is 0.80 accuracy on integrity and QA; the judge is not there (the two
-#: users' LLM verdicts disagree with each other on what "partly covered" means; README).
-#: A change to the judge may raise these, never lower them, and states before/after in its
-#: commit message.
-FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.61, "kappa": 0.32},
-                    "qa": {"accuracy": 0.66, "kappa": 0.43}}
-FROZEN_PER_USER_ACCURACY = {"integrity": 0.57, "qa": 0.64}
+#: users 3 and 12 at the shipped thresholds (``memos eval halumem-judge-check``, README;
+#: approximate figures). The issue's target is 0.80 accuracy on integrity and QA; the judge
+#: is not there (user 12's LLM verdicts do not follow the memories it was shown, and the two
+#: users disagree on what "partly covered" means; README). A change to the judge may raise
+#: these, never lower them, and states before/after in its commit message.
+#: Before the stance/update/yes-no rules: integrity 0.617/0.323, QA 0.667/0.439, update
+#: 0.868/0.086 (accuracy/kappa, pooled); per user integrity 0.671 (u3) / 0.579 (u12).
+FROZEN_AGREEMENT = {"integrity": {"accuracy": 0.63, "kappa": 0.36},
+                    "qa": {"accuracy": 0.68, "kappa": 0.47},
+                    "update": {"accuracy": 0.91, "kappa": 0.14}}
+FROZEN_PER_USER_ACCURACY = {"integrity": 0.59, "qa": 0.64, "update": 0.88}
 
 
 @needs_shared("halumem", "judged_user3.json")
@@ -223,11 +226,41 @@ def test_integrity_judges_polarity_and_person_by_the_clause_that_carries_the_poi
     assert j.integrity("Ana leads social initiatives at Oracle.",
                        ["Ana plans to use her manager role to lead social initiatives at "
                         "Oracle."], subject="Ana").score == 2
-    # still: someone else's fact, or the negated fact, is not the point
+    # still: someone else's fact is not the point
     assert j.integrity("Ana enjoys chess.", ["Ana's coworker Tom enjoys chess."],
                        subject="Ana").score == 0
+
+
+def test_integrity_gives_a_contradicting_memory_partial_credit_at_most() -> None:
+    # HaluMem's LLM judge gave 9 of 12 such dev-user points 1 (it touches the point but
+    # says the other thing), so the offline judge does too: never 2
+    j = OfflineJudge()
     assert j.integrity("Ana works at Acme.", ["Ana no longer works at Acme."],
-                       subject="Ana").score == 0
+                       subject="Ana").score == 1
+    assert j.integrity("Ana has a new interest in romantic comedies.",
+                       ["Ana enjoys adventure films and dislikes romantic comedies."],
+                       subject="Ana").score == 1
+    # the stance is read where the shared words are: a negation elsewhere does not count
+    assert j.integrity("Ana exercises regularly to stay healthy.",
+                       ["Ana has no chronic diseases, stays healthy by exercising "
+                        "regularly."], subject="Ana").score == 2
+    # a stance read on the words it governs: across a colon, not past "because", not
+    # counting the user's name, and not where a text uses a word both ways
+    for point, memory in [
+            ("Ana Clothing I dislike: Oversized sweaters",
+             "Ana dislikes wearing oversized sweaters."),
+            ("Ana dislikes cargo pants because they feel utilitarian.",
+             "Ana dislikes cargo pants, because they feel utilitarian."),
+            ("Ana finds heavy metal aggressive; it doesn't match my upbeat personality.",
+             "Ana finds heavy metal aggressive; it doesn't match Ana's upbeat personality.")]:
+        assert j.integrity(point, [memory], subject="Ana").score == 2, point
+    assert not j.integrity("Ana Music I dislike Heavy metal reason: I find heavy metal "
+                           "aggressive.", ["Ana finds heavy metal aggressive."],
+                           subject="Ana").why.startswith("opposite")
+    # a memory that states another number for the point still counts partly (4 of 5)
+    m = j.integrity("Ana earns 5200 dollars a month.", ["Ana earns 4800 dollars a month."],
+                    subject="Ana")
+    assert m.score == 1 and m.wrong_key
 
 
 def test_integrity_scores_an_attribute_by_its_value() -> None:
@@ -238,6 +271,15 @@ def test_integrity_scores_an_attribute_by_its_value() -> None:
     assert j.integrity("Ana lives in Oslo.", ["Ana lives in Berlin."], subject="Ana").score == 0
     assert j.integrity("Ana lives in Oslo with her dog.", ["Ana's dog is called Rex."],
                        subject="Ana").score == 1
+    # a one- or two-word value stated in full identifies its attribute
+    assert j.integrity("Ana's MBTI personality type is INFP",
+                       ["Ana says the MBTI test calls her an INFP."], subject="Ana").score == 2
+    assert j.integrity("Ana's gender is Female",
+                       ["Ana, a 30-year-old female, lives in Oslo."], subject="Ana").score == 2
+    # with min_shared=2 one shared identifying word is not a partial cover
+    strict = OfflineJudge(min_shared=2)
+    assert strict.integrity("Ana lives in Oslo with her dog.", ["Ana's dog is called Rex."],
+                            subject="Ana").score == 0
 
 
 def test_update_with_only_the_old_value_is_an_omission() -> None:
@@ -256,3 +298,49 @@ def test_qa_incomplete_answer_with_unsupported_content_is_a_hallucination() -> N
     assert j.qa_label(q, ref, evidence, "Mystery thrillers.", subject="Ana") == "omission"
     assert j.qa_label(q, ref, evidence, "Mystery thrillers and romantic dramas.",
                       subject="Ana") == "hallucination"
+
+
+def test_qa_yes_no_answer_to_a_reference_that_states_the_fact() -> None:
+    j = OfflineJudge()
+    # the reference takes the other stance on the question's words: it answers "no"
+    q = "Did Ana decide to keep drinking soda after the seminar?"
+    ref = "Ana decided to avoid soda entirely."
+    assert j.qa_label(q, ref, [], "No, she avoids soda.", subject="Ana") == "correct"
+    assert j.qa_label(q, ref, [], "Yes, she still drinks soda.",
+                      subject="Ana") == "hallucination"
+    # it replaces the question's claim with another one: also "no"
+    q = "Did Ana express confusion and indecision about her choices?"
+    ref = "Ana expressed clarity and determination in her choices."
+    assert j.qa_label(q, ref, [], "No, she didn't.", subject="Ana") == "correct"
+    # it states the question's claim: "yes"
+    assert j.qa_label("Did Ana adopt a rescue dog?", "Ana adopted a rescue dog.", [],
+                      "No.", subject="Ana") == "hallucination"
+
+
+def test_update_reads_what_memories_state_not_when_they_were_recorded() -> None:
+    j = OfflineJudge()
+    # the old value kept is an omission, also when the memory carries its record time
+    assert j.update_label("Ana's monthly income changed from 5000 to 6200.",
+                          ["Ana's monthly income is 5000."],
+                          ["2025-09-05T13:30:48+00:00: Ana's monthly income is 5000."],
+                          subject="Ana") == "omission"
+    # a value that is neither the new nor an old one is a hallucinated update
+    assert j.update_label("Ana's monthly income changed from 5000 to 6200.",
+                          ["Ana's monthly income is 5000."],
+                          ["Ana's monthly income changed to 7100."],
+                          subject="Ana") == "hallucination"
+    # a point that restates the old one is updated only by a memory that differs from it
+    old = "Ana is committed to mentoring young athletes."
+    assert j.update_label("Ana is committed to mentoring young athletes.", [old], [old],
+                          subject="Ana") == "omission"
+
+
+def test_judge_check_reports_halumem_headline_rates_of_both_raters(tmp_path: Path) -> None:
+    report = check_judge([_judged_file(tmp_path)], print_table=False)
+    f = next(iter(report["files"].values()))
+    llm, off = f["headline"]["llm"], f["headline"]["offline"]
+    # one gold point with a verdict scored 2, one 0: recall 0.5; the interference record
+    # had no verdict, so there is no FMR
+    assert llm["recall"] == 0.5 and llm["fmr"] is None and llm["interference_n"] == 0
+    assert llm["qa_correct"] == 0.5 and llm["qa_hallucination"] == 0.5
+    assert off == llm  # the offline judge agrees on every record here

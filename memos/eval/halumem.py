@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from memos.embed import Embedder
 from memos.errors import InvalidInput
-from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
+from memos.extract import HYPOTHETICAL, check, content_tokens, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
 from memos.retrieval.coverage import EXPANSIONS, answer_type, carries, query_coverage
 from memos.temporal import TIME_EXPR
@@ -191,10 +191,18 @@ def _cover(want: dict[str, float], have: set[str]) -> float:
     return cov
 
 
-def _shares_identifying_word(target: str, candidate: str, ignore: Iterable[str]) -> bool:
-    """Whether ``candidate`` has one of ``target``'s identifying (non-light) words."""
+#: How many of a point's identifying words a memory must share to cover it partly (all of
+#: them when the point has fewer).
+MIN_SHARED = 1
+
+
+def _shares_identifying_word(target: str, candidate: str, ignore: Iterable[str],
+                             at_least: int = 1) -> bool:
+    """Whether ``candidate`` has ``at_least`` of ``target``'s identifying (non-light) words
+    (all of them, when it has fewer)."""
     have = set(key_tokens(candidate, ignore))
-    return any(w >= 1.0 and t in have for t, w in key_tokens(target, ignore).items())
+    heavy = [t for t, w in key_tokens(target, ignore).items() if w >= 1.0]
+    return bool(heavy) and sum(t in have for t in heavy) >= min(at_least, len(heavy))
 
 
 #: Where a long memory's statements part: sentence ends, semicolons, and contrasting or
@@ -230,6 +238,56 @@ def _relations(text: str, subject: str) -> set[str]:
     for m in re.finditer(pat, text, re.IGNORECASE):
         found |= {stem(w) for w in m.groups() if w}
     return found & _RELATION_WORDS
+
+
+#: Words that turn a statement against what follows them: negation, and aversion or a
+#: negative judgement ("dislikes romantic comedies", "avoids soda", "a negative impact on").
+_AGAINST = frozenset("""not no never none nothing neither nor cannot without dislike dislikes
+disliked avoid avoids avoided avoiding hate hates hated negative negatively lack lacks lacking
+against refuse refuses refused quit quits stopped""".split())
+#: How many content words after an against-word it still applies to (within the clause).
+_AGAINST_SCOPE = 3
+#: Words that open a new clause, where an against-word before them stops applying.
+_SCOPE_ENDS = frozenset("""because since so which who whom that but while whereas although
+though when as if""".split())
+_WORD_OR_BREAK = re.compile(r"[\w'’-]+|[,;.!?()]")
+
+
+def _stance(text: str, subject: str) -> dict[str, set[bool]]:
+    """Each key token of ``text`` mapped to the stances it occurs in: True where an
+    against-word governs it (one of :data:`_AGAINST`, or a "-n't" verb, at most
+    :data:`_AGAINST_SCOPE` content words before it in the same clause, before any of
+    :data:`_SCOPE_ENDS`), False where none does.
+    "Ana dislikes golf but loves tennis" → golf {True}, tennis {False}."""
+    skip = {stem(t) for t in content_tokens(subject)}
+    out: dict[str, set[bool]] = {}
+    last = -100
+    k = 0  # position in content words: the user's name and stopwords do not count
+    for w in _WORD_OR_BREAK.findall(canon_dates(text).lower()):
+        if not (w[0].isalnum() or w[0] == "_") or w in _SCOPE_ENDS:
+            last = -100  # a clause break or a new clause ("… because …") ends the scope
+            continue
+        if w in _AGAINST or w.endswith(("n't", "n’t")):
+            last = k
+            continue
+        for tok in content_tokens(w):
+            if tok not in skip:
+                k += 1
+                out.setdefault(tok, set()).add(k - last <= _AGAINST_SCOPE)
+    return out
+
+
+def _opposite_stance(point: str, memory: str, subject: str) -> bool:
+    """Whether ``memory`` takes only the other stance than ``point`` on one of the
+    identifying words they share ("Ana has a new interest in romantic comedies" / "Ana
+    dislikes romantic comedies"; "Ana works at Acme" / "Ana no longer works at Acme"). A
+    word used both ways in either text ("dislikes heavy metal … finds heavy metal too
+    aggressive") and negation elsewhere in the memory ("no chronic diseases") do not
+    count."""
+    want = key_tokens(point, [subject])
+    p, m = _stance(point, subject), _stance(memory, subject)
+    return any(want.get(t, 0.0) >= 1.0 and t in m and len(p[t]) == len(m[t]) == 1
+               and p[t] != m[t] for t in p)
 
 
 @dataclass(frozen=True)
@@ -268,23 +326,32 @@ class OfflineJudge:
     Integrity of a point p against memories: the best single memory (or the union of the
     two best, for points split over two memories) by weighted key-token coverage (for an
     "<attribute> is <value>" point, the value is the key field); 2 if coverage ≥ ``full``
-    with p's numbers/dates present, 1 if ≥ ``partial`` and the memory shares one of p's
-    identifying words, or if a key number/date is off, 0 otherwise. A memory whose clause
-    carrying p is about someone else (it opens with a relation noun p lacks: "Ana's
-    coworker …") or has the opposite polarity counts 0; a hypothetical memory for a plain
-    point is capped at 1.
+    with p's numbers/dates present, 1 if ≥ ``partial`` and the memory shares
+    ``min_shared`` of p's identifying words (all, if p has fewer), or if a key number/date
+    is off (a memory stating another value touches the point: HaluMem's LLM judge scores it
+    1), 0 otherwise. A memory whose clause carrying p is about someone else (it opens with
+    a relation noun p lacks: "Ana's coworker …") counts 0; one that takes the other stance
+    on the words it shares with p (negation or aversion governing them: "avoids romantic
+    comedies" for "enjoys romantic comedies") or a hypothetical one for a plain point is
+    capped at 1.
 
-    Update: correct when the new point scores 2 and no memory still states an original as
-    current; hallucination when a related memory has a wrong number/date or the new and
-    the old value both stand; omission otherwise (HaluMem's "no new related memory").
+    Update (memories' leading record times ignored): correct when the new point scores 2,
+    no memory still states an original as current, and a memory stating it differs from
+    the originals (where the point restates an original, the original kept is no update);
+    hallucination when a related memory has a number/date that is neither the point's nor
+    an original's, or the new and the old value both stand; omission otherwise (HaluMem's
+    "no new related memory").
 
     QA: an abstention ("unknown", "not provided", "no record of …") is correct where the
     reference abstains, else an omission; a different number/date (beyond those the
     question names) is a hallucination; a yes/no answer with the wrong polarity is a
     hallucination, with the right one correct unless the reference's correction is
-    contradicted; otherwise the share of the reference's words the question does not
-    already contain decides: ≥ ``qa_full`` correct, ≥ ``qa_partial`` omission (incomplete)
-    unless the answer adds a content word nothing supports, else hallucination.
+    contradicted (a reference that states the fact without "yes"/"no" answers "no" when
+    it takes the other stance on the question's words or lacks most of them, "yes" when
+    it has them all in the question's stance); otherwise the share of the reference's
+    words the question does not already contain decides: ≥ ``qa_full`` correct,
+    ≥ ``qa_partial`` omission (incomplete) unless the answer adds a content word nothing
+    supports, else hallucination.
     Thresholds: fitted by ``memos eval halumem-judge-check`` on the LLM-judged dev users
     (README, HaluMem evaluation).
     """
@@ -292,6 +359,7 @@ class OfflineJudge:
     embedder: Embedder | None = None
     full: float = 0.6
     partial: float = 0.2
+    min_shared: int = MIN_SHARED
     qa_full: float = 0.8
     qa_partial: float = 0.5
     max_answer_words: int = 60
@@ -303,15 +371,14 @@ class OfflineJudge:
         clause = _best_clause(point, memory, subject)
         if _subject_relation(clause, subject) - _relations(point, subject):
             return Match(0, "memory is about another person")
-        if has_negation(point) != has_negation(clause):
-            return Match(0, "opposite polarity")
+        against = _opposite_stance(point, clause, subject)
         cov = max(coverage(point, memory, [subject]), self._value_coverage(point, memory,
                                                                             subject))
         p_nums = numbers_in(canon_dates(point)) | _date_tokens(point)
         m_nums = numbers_in(canon_dates(memory)) | _date_tokens(memory)
         missing_nums = p_nums - m_nums
         wrong_key = bool(missing_nums and (m_nums - p_nums) and cov >= self.partial * 0.6)
-        mentioned = _shares_identifying_word(point, memory, [subject])
+        mentioned = _shares_identifying_word(point, memory, [subject], self.min_shared)
         if cov >= self.full and not missing_nums:
             score = 2
         elif (cov >= self.partial and mentioned) or (cov >= self.full and missing_nums):
@@ -320,6 +387,9 @@ class OfflineJudge:
             score = 0
         if score == 2 and HYPOTHETICAL.search(memory) and not HYPOTHETICAL.search(point):
             score = 1
+        if against:
+            return Match(min(score, 1), f"opposite polarity, coverage {cov:.2f}",
+                         wrong_key=wrong_key)
         return Match(score, f"coverage {cov:.2f}", wrong_key=wrong_key)
 
     def _value_coverage(self, point: str, memory: str, subject: str) -> float:
@@ -336,7 +406,9 @@ class OfflineJudge:
             return 0.0
         attr = key_tokens(m["attr"], [subject])
         keyed = bool(numbers_in(canon_dates(m["value"])))
-        recognisable = not attr or _cover(attr, have) >= 0.5
+        # a one- or two-word value stated in full identifies the attribute ("ENTJ",
+        # "female"); a longer one needs the attribute to be recognisable too
+        recognisable = not attr or len(value) <= 2 or _cover(attr, have) >= 0.5
         return self.full if keyed or recognisable else self.partial
 
     def integrity(self, point: str, memories: Sequence[str], *, subject: str) -> Match:
@@ -381,19 +453,38 @@ class OfflineJudge:
 
     def update_label(self, point: str, originals: Sequence[str], memories: Sequence[str], *,
                      subject: str) -> str:
+        # a retrieved memory's record time ("2025-09-05T13:30:48+00:00: …") is not a date
+        # it states
+        memories = [_RECORD_TIME.sub("", m) for m in memories]
         new = self.integrity(point, memories, subject=subject)
         stale = False
+        carriers = []  # memories that state the new point in full
         for m in memories:
             if self._match_one(point, m, subject).score == 2:
+                carriers.append(m)
                 continue
             if any(self._match_one(o, m, subject).score == 2 and
                    coverage(point, m, [subject]) < self.full for o in originals):
                 stale = True
-        if new.score == 2 and not stale:
+        # a memory that states an original just as well shows no update: where the new
+        # point restates the old one, only a memory that differs from it does
+        shows_new = not carriers or any(
+            all(self._match_one(o, m, subject).score < 2 for o in originals) for m in carriers)
+        if new.score == 2 and not stale and shows_new:
             return "correct"
-        # HaluMem's rubric: a hallucinated update is a *new* related memory with wrong
-        # facts; the old value kept with nothing new is an omitted update
-        if new.wrong_key or (stale and new.score == 2):
+        # HaluMem's rubric: a hallucinated update is a related memory with wrong facts (a
+        # value that is neither the new one nor an original); the old value kept with
+        # nothing new is an omitted update
+        old_nums: set[str] = set()
+        for o in originals:
+            old_nums |= numbers_in(canon_dates(o)) | _date_tokens(o)
+        p_nums = numbers_in(canon_dates(point)) | _date_tokens(point)
+        for m in memories:
+            match = self._match_one(point, m, subject)
+            m_nums = numbers_in(canon_dates(m)) | _date_tokens(m)
+            if match.wrong_key and (m_nums - p_nums) - old_nums:
+                return "hallucination"
+        if stale and new.score == 2:
             return "hallucination"
         return "omission"
 
@@ -421,6 +512,11 @@ class OfflineJudge:
         key = {t: w for t, w in want.items() if t not in asked} or want
         cov = _cover(key, set(key_tokens(answer, [subject])))
         ref_polarity, ans_polarity = _YES_NO.match(reference), _YES_NO.match(answer)
+        if ans_polarity and not ref_polarity and _YES_NO_QUESTION.match(question):
+            implied = _implied_polarity(question, reference, subject)
+            if implied is not None:
+                return ("correct" if implied == ans_polarity.group(1).lower()
+                        else "hallucination")
         if ref_polarity and ans_polarity and _YES_NO_QUESTION.match(question):
             if ref_polarity.group(1).lower() != ans_polarity.group(1).lower():
                 return "hallucination"
@@ -449,6 +545,28 @@ class OfflineJudge:
 _YES_NO_LEAD = re.compile(r"^(?:no|yes)[.,!]\s*", re.IGNORECASE)
 _DATE_PHRASE = re.compile(r"\b(?:(?:on|in|during)\s+(?:the\s+)?(?:week\s+of\s+)?)?[dm]\d{6,8}\b"
                           r"|\bin\s+\d{4}\b")
+
+
+#: A leading record time on a retrieved memory (ISO date-time and a colon).
+_RECORD_TIME = re.compile(r"^\s*\[?\d{4}-\d{2}-\d{2}[T ][\d:.]+(?:Z|[+-]\d{2}:?\d{2})?\]?:?\s*")
+
+
+def _implied_polarity(question: str, reference: str, subject: str) -> str | None:
+    """How a reference that states a fact answers a yes/no question ("Did Ana keep
+    drinking soda?" / "Ana decided to avoid soda"): "no" when it takes the other stance on
+    the question's words or lacks at least half of its identifying words, "yes" when it has
+    them all in the same stance, None when it is unclear."""
+    asked = [t for t, w in key_tokens(question, [subject]).items()
+             if w >= 1.0 and not re.fullmatch(r"[dm]\d{6,8}|\d+", t)]
+    if not asked:
+        return None
+    if _opposite_stance(question, reference, subject):
+        return "no"
+    have = set(key_tokens(reference, [subject]))
+    missing = sum(t not in have for t in asked)
+    if missing * 2 >= len(asked):
+        return "no"
+    return "yes" if missing == 0 else None
 
 
 def _date_tokens(text: str) -> set[str]:

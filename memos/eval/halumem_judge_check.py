@@ -49,12 +49,14 @@ __all__ = [
     "agreement",
     "offline_verdicts",
     "label_signal",
+    "headline_rates",
     "check_judge",
     "leave_one_out",
     "print_check",
     "add_judge_check_command",
     "TASK_LABELS",
     "RECALL_VIEW",
+    "FMR_VIEW",
     "FIT_GRID",
 ]
 
@@ -66,10 +68,12 @@ TASK_LABELS: dict[str, tuple[str, ...]] = {
 }
 #: Integrity seen as HaluMem's recall sees it: scored 2 or not.
 RECALL_VIEW = "integrity_2_vs_rest"
+#: Interference records seen as HaluMem's FMR sees them: scored exactly 0 or not.
+FMR_VIEW = "interference_0_vs_rest"
 #: Offline-judge thresholds refitted per task by :func:`leave_one_out`, with the values
 #: tried. Update labels follow from the integrity thresholds and are not fitted on.
 FIT_GRID: dict[str, dict[str, tuple[float, ...]]] = {
-    "integrity": {"full": (0.6, 0.7, 0.8, 0.9), "partial": (0.2, 0.3, 0.4, 0.5, 0.6)},
+    "integrity": {"full": (0.6, 0.7), "partial": (0.2, 0.3), "min_shared": (1, 2)},
     "qa": {"qa_full": (0.7, 0.8, 0.9), "qa_partial": (0.2, 0.34, 0.5)},
 }
 
@@ -252,6 +256,29 @@ def label_signal(user: JudgedUser) -> dict[str, dict[str, float | int]]:
     return out
 
 
+def headline_rates(user: JudgedUser, verdicts: dict[str, list[str]]) -> dict[str, float | None]:
+    """HaluMem's headline metrics computed from one rater's ``verdicts`` (per task, in
+    record order) on ``user``'s judged records, as HaluMem's ``evaluation.py`` aggregates
+    them over records with a verdict: recall = share of gold (non-interference) points
+    scored 2; FMR = share of interference points scored exactly 0; update and QA label
+    shares. Comparing the LLM's and the offline judge's shows how the approximation moves
+    each headline figure (on that system's memories)."""
+    def share(xs: Sequence[str], label: str) -> float | None:
+        return sum(x == label for x in xs) / len(xs) if xs else None
+
+    integrity = verdicts["integrity"]
+    gold = [v for v, i in zip(integrity, user.integrity, strict=True)
+            if i.source != "interference"]
+    distractors = [v for v, i in zip(integrity, user.integrity, strict=True)
+                   if i.source == "interference"]
+    return {"recall": share(gold, "2"), "fmr": share(distractors, "0"),
+            "interference_n": len(distractors),
+            "update_correct": share(verdicts["update"], "correct"),
+            "qa_correct": share(verdicts["qa"], "correct"),
+            "qa_hallucination": share(verdicts["qa"], "hallucination"),
+            "qa_omission": share(verdicts["qa"], "omission")}
+
+
 def _llm_verdicts(user: JudgedUser, task: str) -> list[str]:
     items: Sequence[Any] = getattr(user, task)
     return [i.verdict for i in items]
@@ -312,7 +339,7 @@ def check_judge(paths: Sequence[str | Path], *, judge: OfflineJudge | None = Non
     the_judge = judge or OfflineJudge()
     users = [load_judged(p) for p in paths]
     per_file: dict[str, Any] = {}
-    labels_of = {**TASK_LABELS, RECALL_VIEW: ("2", "<2")}
+    labels_of = {**TASK_LABELS, RECALL_VIEW: ("2", "<2"), FMR_VIEW: ("0", ">0")}
     pooled: dict[str, tuple[list[str], list[str]]] = {t: ([], []) for t in labels_of}
     for user in users:
         verdicts = {t: (_llm_verdicts(user, t), offline_verdicts(the_judge, user, t))
@@ -320,15 +347,24 @@ def check_judge(paths: Sequence[str | Path], *, judge: OfflineJudge | None = Non
         llm_scores, off_scores = verdicts["integrity"]
         verdicts[RECALL_VIEW] = ([v if v == "2" else "<2" for v in llm_scores],
                                  [v if v == "2" else "<2" for v in off_scores])
+        interference = [k for k, i in enumerate(user.integrity) if i.source == "interference"]
+        verdicts[FMR_VIEW] = ([llm_scores[k] if llm_scores[k] == "0" else ">0"
+                               for k in interference],
+                              [off_scores[k] if off_scores[k] == "0" else ">0"
+                               for k in interference])
         tasks = {}
         for task, labels in labels_of.items():
             llm, off = verdicts[task]
             pooled[task][0].extend(llm)
             pooled[task][1].extend(off)
-            skipped = user.skipped["integrity" if task == RECALL_VIEW else task]
+            skipped = user.skipped["integrity" if task in (RECALL_VIEW, FMR_VIEW) else task]
             tasks[task] = {**agreement(llm, off, labels), "skipped": skipped}
-        per_file[user.path] = {"subject": user.subject, **tasks,
-                               "integrity_label_signal": label_signal(user)}
+        per_file[user.path] = {
+            "subject": user.subject, **tasks,
+            "integrity_label_signal": label_signal(user),
+            "headline": {"llm": headline_rates(user, {t: verdicts[t][0] for t in TASK_LABELS}),
+                         "offline": headline_rates(user, {t: verdicts[t][1]
+                                                          for t in TASK_LABELS})}}
     report: dict[str, Any] = {
         "judge": the_judge.name,
         "note": APPROXIMATE,
@@ -353,9 +389,9 @@ def _fmt(x: float | None) -> str:
 def print_check(report: dict[str, Any]) -> None:
     """A readable table: accuracy and kappa per task, file, pool and held-out fit."""
     print(f"HaluMem judge check  judge: {report['judge']}  ({report['note']})")
-    print(f"{'task':<20}{'set':<34}{'n':>5}{'accuracy':>10}{'kappa':>8}  skipped")
+    print(f"{'task':<24}{'set':<34}{'n':>5}{'accuracy':>10}{'kappa':>8}  skipped")
     rows = []
-    for task in (*TASK_LABELS, RECALL_VIEW):
+    for task in (*TASK_LABELS, RECALL_VIEW, FMR_VIEW):
         for path, f in report["files"].items():
             skipped = ", ".join(f"{v} {k}" for k, v in f[task]["skipped"].items()) or "-"
             rows.append((task, Path(path).name, f[task], skipped))
@@ -366,12 +402,17 @@ def print_check(report: dict[str, Any]) -> None:
                 rows.append((task, f"held out: {Path(path).name}", f, ""))
             rows.append((task, "held out: pooled", loo["pooled"], ""))
     for task, name, a, skipped in rows:
-        print(f"{task:<20}{name[:33]:<34}{a['n']:>5}{_fmt(a['accuracy']):>10}"
+        print(f"{task:<24}{name[:33]:<34}{a['n']:>5}{_fmt(a['accuracy']):>10}"
               f"{_fmt(a['kappa']):>8}  {skipped}")
     for task, labels in TASK_LABELS.items():
         m = report["pooled"][task]["confusion_llm_by_offline"]
         print(f"{task} pooled confusion (rows: LLM, columns: offline): " + "; ".join(
             f"{a}: " + " ".join(str(m[a][b]) for b in labels) for a in labels))
+    print("HaluMem's headline metrics on these records, LLM verdicts vs offline judge:")
+    for path, f in report["files"].items():
+        llm, off = f["headline"]["llm"], f["headline"]["offline"]
+        print(f"  {Path(path).name}: " + "; ".join(
+            f"{k} {_fmt(llm[k])} vs {_fmt(off[k])}" for k in llm if k != "interference_n"))
     print("best key-token coverage of a point by the memories the LLM was shown, per LLM "
           "integrity label (q25 / median / q75):")
     for path, f in report["files"].items():
