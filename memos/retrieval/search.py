@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from memos.embed import Embedder, QueryCache
 from memos.errors import InvalidInput
 from memos.index import VectorIndex
-from memos.public import unit_public
+from memos.public import PUBLIC_COLUMNS, unit_public
 from memos.retrieval.cache import RouterCache
 from memos.retrieval.coverage import query_coverage
 from memos.store.models import CubeRow, TagRow, UnitRow, vector_of
@@ -220,7 +220,7 @@ class Searcher:
                                            top_k=body.top_k, explain=body.explain,
                                            dense_ids=dense_ids)
                 t = timings.add("router", t)
-                rows = {r.pk: r for r in session.scalars(select(UnitRow).where(
+                rows = {r.pk: r for r in session.execute(select(*PUBLIC_COLUMNS).where(
                     UnitRow.pk.in_([h.id for h in found.turns + found.sessions
                                     if h.id is not None])))}
                 explained = self._public_ids(session, found) if body.explain else {}
