@@ -651,8 +651,10 @@ class GranularIndex:
                 others[gran] = found
                 turns.update(s for i in found for s in units[i].sources if s in turn_ch.vectors)
         if cfg.graph_pool and turns:
-            best = np.concatenate([self._neighbours(t)[0][:cfg.graph_pool] for t in turns])
-            turns.update(b for b in best.tolist() if b in turn_ch.vectors)
+            k = cfg.graph_pool
+            best = set(np.concatenate([ids[:k] for ids, _ in map(self._neighbours, turns)])
+                       .tolist())
+            turns.update(b for b in best - turns if b in turn_ch.vectors)
         for key in sessions:
             turns.update(self._sessions.get(key, ()))
         return turns, others
@@ -1018,11 +1020,11 @@ class GranularIndex:
         """``Pᵀ`` of :meth:`_graph_matrix` restricted to a candidate pool's turns (ascending
         ids) and sessions."""
         n = len(turn_ids)
-        nbs = [self._neighbours(a) for a in turn_ids.tolist()]
-        counts = np.fromiter((len(b) for b, _ in nbs), dtype=np.int64, count=n)
+        ids_of, w_of = zip(*map(self._neighbours, turn_ids.tolist())) if n else ((), ())
+        counts = np.fromiter(map(len, ids_of), dtype=np.int64, count=n)
         if counts.sum():
-            b = np.concatenate([b for b, _ in nbs])
-            w = np.concatenate([w for _, w in nbs])
+            b = np.concatenate(ids_of)
+            w = np.concatenate(w_of)
             at = np.minimum(np.searchsorted(turn_ids, b), n - 1)
             hit = turn_ids[at] == b
             rows, cols, vals = np.repeat(np.arange(n), counts)[hit], at[hit], w[hit]
