@@ -50,6 +50,7 @@ A removed id is never returned.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -298,6 +299,10 @@ class _View:
     graph: Callable[[], sp.csr_matrix]
 
 
+#: The vector of a unit :class:`GranularIndex` keeps: its channel's Rows hold the only copy.
+_IN_ROWS = np.zeros(0, dtype=np.float32)
+_IN_ROWS.flags.writeable = False
+
 #: Columns the turn channel keeps beside each vector (see GranularIndex._turn_columns).
 _TURN_COLUMNS = {"session": np.int64, "speaker": np.int64, "time": np.float64}
 
@@ -425,7 +430,8 @@ class GranularIndex:
                    **(self._turn_columns(group) if gran == "turn" else {}))
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
             for u in group:
-                self._units[int(u.id)] = u
+                # one copy of a vector, in its channel's Rows: the unit kept carries none
+                self._units[int(u.id)] = dataclasses.replace(u, vector=_IN_ROWS)
                 if gran == "turn":
                     self._insert_turn(u)
                     touched.add(u.session_key)
@@ -888,6 +894,7 @@ class GranularIndex:
             return
         w = self.config.context_window
         ch = self._channel("context")
+        turns = self._channels["turn"].vectors
         ids, texts, vecs = [], [], []
         for key in sessions:
             order = self._sessions.get(key, [])
@@ -895,7 +902,7 @@ class GranularIndex:
                 window = order[max(0, j - w): j + w + 1]
                 ids.append(tid)
                 texts.append(" ".join(self._units[i].text for i in window))
-                v = np.mean([self._units[i].vector for i in window], axis=0)
+                v = turns.gather(window).mean(axis=0)
                 vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
         if ids:
             t = time.perf_counter()

@@ -27,8 +27,8 @@ class Rows(Mapping[int, np.ndarray]):
     scalar ``columns`` (name → dtype) stored per id beside each vector.
 
     ``put`` appends (an id already present is replaced: its old row dies), ``drop`` kills
-    rows; dead rows are reclaimed by a compaction once they outnumber the live ones
-    (amortised O(1) per write). A row is never overwritten, so a view handed out earlier
+    rows; dead rows are reclaimed by a compaction once they outnumber the live ones, and
+    the arrays grow by a quarter when full (both amortised O(1) per write). A row is never overwritten, so a view handed out earlier
     keeps its values. Row numbers are internal (a compaction renumbers them): callers hold
     ids.
     """
@@ -90,7 +90,7 @@ class Rows(Mapping[int, np.ndarray]):
     def _reserve(self, n: int) -> None:
         if n <= len(self._vecs):
             return
-        cap = max(n, 2 * len(self._vecs), 64)
+        cap = max(n, len(self._vecs) + len(self._vecs) // 4, 64)  # slack ≤ 25% of the rows
         vecs = np.zeros((cap, self._vecs.shape[1]), dtype=np.float32)
         vecs[:self._n] = self._vecs[:self._n]
         self._vecs = vecs
