@@ -34,9 +34,12 @@ association neighbours) instead of every unit, so search cost does not grow with
 
 Incremental: ``add`` links each new unit to earlier ones (one matrix product per batch, or
 among its ANN neighbours past ``exhaustive_max_turns`` units) and
-updates only the touched sessions' context documents; BM25 matrices and stacked vectors are
-rebuilt lazily per channel on the first search after a change (``rebuild_ms`` measures it).
-A removed id is never returned.
+updates only the touched sessions' context documents. Each channel holds its vectors once, in
+:class:`~memos.retrieval.rows.Rows` (turns also their session, speaker and time), from which a
+candidate pool gathers its units with one fancy index; BM25 statistics are updated in place
+(:mod:`memos.lexical`); the ascending-id matrix exhaustive scoring reads is stacked lazily
+per channel on the first search after a change (``rebuild_ms`` measures it). A removed id is
+never returned.
 
 >>> import numpy as np
 >>> idx = GranularIndex()
