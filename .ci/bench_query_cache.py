@@ -84,7 +84,8 @@ def main() -> int:
                     for stage, ms in stages.items():
                         passes[name].setdefault(stage, []).append(ms)
     report = {
-        "what": "server time (Server-Timing total, the sum of its stages) of /v1/cubes/{id}/search, ms",
+        "what": "server time (Server-Timing total, the sum of its stages) of "
+                "/v1/cubes/{id}/search, ms",
         "conversation": args.conversation, "turns": turns, "queries": len(queries),
         "modes": sorted(modes),
         "miss": {stage: _percentiles(v) for stage, v in passes["miss"].items()},

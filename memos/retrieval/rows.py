@@ -28,9 +28,9 @@ class Rows(Mapping[int, np.ndarray]):
 
     ``put`` appends (an id already present is replaced: its old row dies), ``drop`` kills
     rows; dead rows are reclaimed by a compaction once they outnumber the live ones, and
-    the arrays grow by a quarter when full (both amortised O(1) per write). A row is never overwritten, so a view handed out earlier
-    keeps its values. Row numbers are internal (a compaction renumbers them): callers hold
-    ids.
+    the arrays grow by a quarter when full (both amortised O(1) per write). A row is never
+    overwritten, so a view handed out earlier keeps its values. Row numbers are internal (a
+    compaction renumbers them): callers hold ids.
     """
 
     def __init__(self, *, columns: Mapping[str, Any] | None = None) -> None:
