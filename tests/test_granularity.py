@@ -345,6 +345,31 @@ def test_candidate_search_with_an_unbounded_pool_equals_exhaustive_scoring():
             assert cand.weights == pytest.approx(full.weights)
 
 
+def test_an_unbounded_pool_still_equals_exhaustive_scoring_after_removes_and_replaces():
+    """The pool gathers from arrays and cached neighbour lists: writes keep them current."""
+    index, emb, text_of = _build(config=RouterConfig(dense_pool=10_000, lexical_pool=10_000,
+                                                     session_pool=10_000))
+    turns = sorted(i for i in text_of if i in index)
+    for q in _QUERIES:  # fills the caches the writes below must keep current
+        index.search(q, emb.embed([q])[0], candidates=True)
+    index.remove(turns[::3])  # drops their links from their neighbours' cached lists
+    for q in _QUERIES:
+        index.search(q, emb.embed([q])[0], candidates=True)
+    again = turns[1]
+    texts = [(again, "Caroline: I researched adoption agencies again in May"),  # a replace
+             (10_000, "Caroline: the adoption agency called back about the kids")]
+    links = index.add([IndexUnit(i, "turn", t, emb.embed([t])[0], "s3", speaker="Caroline",
+                                 timestamp=1_684_000_000.0) for i, t in texts])
+    assert links  # the new turns link to ones whose neighbour lists were cached
+    for q in _QUERIES + ["adoption agencies in May 2023"]:
+        v = emb.embed([q])[0]
+        full = index.search(q, v, top_k=20, candidates=False)
+        cand = index.search(q, v, top_k=20, candidates=True)
+        assert [h.id for h in cand.turns] == [h.id for h in full.turns]
+        assert [h.score for h in cand.turns] == pytest.approx([h.score for h in full.turns])
+        assert not {h.id for h in cand.turns} & set(turns[::3])
+
+
 def _big_index(n_sessions: int, per_session: int, config: RouterConfig
                ) -> tuple[GranularIndex, HashingEmbedder]:
     emb = HashingEmbedder(64)

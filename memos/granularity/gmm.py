@@ -27,6 +27,7 @@ the clusters that hold ``mass`` of a query's (tempered) posterior, for probe-onl
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -235,7 +236,7 @@ class ClusterModel:
     def n_components(self) -> int:
         return int(self.gmm.n_components)  # type: ignore[attr-defined]
 
-    def clusters(self, vectors_by_id: dict[int, np.ndarray] | None = None) -> list[Cluster]:
+    def clusters(self, vectors_by_id: Mapping[int, np.ndarray] | None = None) -> list[Cluster]:
         """Clusters with their members; centroids are member means when vectors are given,
         else the back-projected mixture means."""
         members: dict[int, list[int]] = {k: [] for k in range(self.n_components)}

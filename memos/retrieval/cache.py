@@ -43,8 +43,9 @@ from memos.store.models import CubeRow, LinkRow, SpanRow, UnitRow
 #: Granularities the router indexes (``cluster`` units are its own output, never input).
 ROUTED = ("turn", "session", "summary", "keyword", "fact")
 
-#: Python heap per routed unit (384-d vectors held twice, BM25 token lists, context
-#: documents, links), measured with tracemalloc at 4,000 turns (README, Router memory).
+#: Python heap per routed unit (384-d vectors: once in the channels' rows, again in the
+#: stacked matrix of a cube scored exhaustively; BM25 token lists, context documents,
+#: links), measured with tracemalloc at 4,000 turns (README, Router memory).
 BYTES_PER_UNIT = 6_500
 
 

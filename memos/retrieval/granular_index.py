@@ -34,9 +34,12 @@ association neighbours) instead of every unit, so search cost does not grow with
 
 Incremental: ``add`` links each new unit to earlier ones (one matrix product per batch, or
 among its ANN neighbours past ``exhaustive_max_turns`` units) and
-updates only the touched sessions' context documents; BM25 matrices and stacked vectors are
-rebuilt lazily per channel on the first search after a change (``rebuild_ms`` measures it).
-A removed id is never returned.
+updates only the touched sessions' context documents. Each channel holds its vectors once, in
+:class:`~memos.retrieval.rows.Rows` (turns also their session, speaker and time), from which a
+candidate pool gathers its units with one fancy index; BM25 statistics are updated in place
+(:mod:`memos.lexical`); the ascending-id matrix exhaustive scoring reads is stacked lazily
+per channel on the first search after a change (``rebuild_ms`` measures it). A removed id is
+never returned.
 
 >>> import numpy as np
 >>> idx = GranularIndex()
@@ -50,6 +53,7 @@ A removed id is never returned.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -69,6 +73,7 @@ from memos.retrieval.router import (
     personalized_pagerank,
     transition_matrix,
 )
+from memos.retrieval.rows import Rows
 from memos.temporal import query_periods, time_closeness
 
 __all__ = ["IndexUnit", "Hit", "SearchResult", "RouterConfig", "GranularIndex",
@@ -219,26 +224,27 @@ def _blas_threads(n: int | None) -> Iterator[None]:
 
 
 class _Channel:
-    """Vectors + BM25 for one granularity, materialised lazily."""
+    """Vectors + BM25 for one granularity; the ascending-id matrix is materialised lazily
+    (the exhaustive path reads it; a candidate pool gathers from ``vectors``)."""
 
-    def __init__(self, *, k1: float, b: float, analyzer: Analyzer) -> None:
-        self.vectors: dict[int, np.ndarray] = {}
+    def __init__(self, *, k1: float, b: float, analyzer: Analyzer,
+                 columns: dict[str, Any] | None = None) -> None:
+        self.vectors = Rows(columns=columns)
         self.bm25 = BM25Index(k1=k1, b=b, analyzer=analyzer)
         self._ids = np.zeros(0, dtype=np.int64)
         self._mat: np.ndarray | None = None
         self._dirty = True
         self.rebuild_ms = 0.0
 
-    def put(self, ids: Sequence[int], texts: Sequence[str], vecs: Sequence[np.ndarray]) -> None:
-        for i, v in zip(ids, vecs, strict=True):
-            self.vectors[int(i)] = np.asarray(v, dtype=np.float32)
+    def put(self, ids: Sequence[int], texts: Sequence[str], vecs: Sequence[np.ndarray],
+            **columns: Sequence[Any]) -> None:
+        self.vectors.put(ids, vecs, **columns)
         self.bm25.add(ids, texts)
         self._dirty = True
 
     def drop(self, ids: Iterable[int]) -> None:
         ids = [int(i) for i in ids if int(i) in self.vectors]
-        for i in ids:
-            del self.vectors[i]
+        self.vectors.drop(ids)
         self.bm25.remove(ids)
         if ids:
             self._dirty = True
@@ -248,8 +254,8 @@ class _Channel:
         if self._dirty:
             t = time.perf_counter()
             self._ids = np.array(sorted(self.vectors), dtype=np.int64)
-            self._mat = (np.stack([self.vectors[int(i)] for i in self._ids])
-                         if len(self._ids) else np.zeros((0, 0), dtype=np.float32))
+            self._mat = (self.vectors.gather(self._ids) if len(self._ids)
+                         else np.zeros((0, 0), dtype=np.float32))
             self._dirty = False
             self.rebuild_ms += (time.perf_counter() - t) * 1e3
         assert self._mat is not None
@@ -296,6 +302,14 @@ class _View:
     graph: Callable[[], sp.csr_matrix]
 
 
+#: The vector of a unit :class:`GranularIndex` keeps: its channel's Rows hold the only copy.
+_IN_ROWS = np.zeros(0, dtype=np.float32)
+_IN_ROWS.flags.writeable = False
+
+#: Columns the turn channel keeps beside each vector (see GranularIndex._turn_columns).
+_TURN_COLUMNS = {"session": np.int64, "speaker": np.int64, "time": np.float64}
+
+
 def _wanted(gran: str, wanted: set[str] | None) -> bool:
     return wanted is None or gran in wanted or (gran == "context" and "turn" in wanted)
 
@@ -310,11 +324,23 @@ def _top_ids(ids: np.ndarray, scores: np.ndarray, k: int, *,
     return ids[top[scores[top] > 0]] if positive else ids[top]
 
 
-def _dense(vectors: dict[int, np.ndarray], ids: np.ndarray, qvec: np.ndarray) -> np.ndarray:
-    """Cosines of these units' vectors with the query."""
-    if not len(ids):
-        return np.zeros(0)
-    return np.stack([vectors[int(i)] for i in ids]) @ qvec
+def _lookup(keys: np.ndarray, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``values`` of ``ids`` by ``keys`` (ascending), 0 for an id not among them."""
+    if not len(keys):
+        return np.zeros(len(ids))
+    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[at] == ids, values[at], 0.0)
+
+
+def _members(pairs: Sequence[tuple[int, int]], pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, row of b in pool)`` for the pairs whose ``b`` is in ``pool`` (ascending ids),
+    in pair order."""
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a, b = (np.array(x, dtype=np.int64) for x in zip(*pairs, strict=True))
+    at = np.minimum(np.searchsorted(pool, b), max(len(pool) - 1, 0))
+    hit = pool[at] == b if len(pool) else np.zeros(len(b), dtype=bool)
+    return a[hit], at[hit]
 
 
 @dataclass
@@ -354,6 +380,13 @@ class GranularIndex:
         self._session_units: dict[str, dict[str, set[int]]] = {}
         self._links: dict[int, dict[int, float]] = {}     # undirected association weights
         self._speakers: dict[str, str] = {}               # lower-case first name → speaker
+        # codes of the turn channel's "session" and "speaker" columns (append-only)
+        self._skey_codes: dict[str, int] = {}
+        self._skey_names: list[str] = []
+        self._speaker_codes: dict[str, int] = {}
+        self._speaker_names: list[str] = []
+        # per turn: association neighbours, strongest first (see _neighbours)
+        self._strongest: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._graph: tuple[np.ndarray, sp.csr_matrix] | None = None
         self._layout: _Layout | None = None
         self.clusters: dict[str, gmm.ClusterModel] = {}
@@ -396,10 +429,12 @@ class GranularIndex:
             if self.associate_on_add:
                 links.extend(self._associate(ch, group, neighbours))
             t = time.perf_counter()
-            ch.put([u.id for u in group], [u.text for u in group], [u.vector for u in group])
+            ch.put([u.id for u in group], [u.text for u in group], [u.vector for u in group],
+                   **(self._turn_columns(group) if gran == "turn" else {}))
             self.timings["lexical_ms"] += (time.perf_counter() - t) * 1e3
             for u in group:
-                self._units[int(u.id)] = u
+                # one copy of a vector, in its channel's Rows: the unit kept carries none
+                self._units[int(u.id)] = dataclasses.replace(u, vector=_IN_ROWS)
                 if gran == "turn":
                     self._insert_turn(u)
                     touched.add(u.session_key)
@@ -410,8 +445,7 @@ class GranularIndex:
                         gran, set()).add(int(u.id))
         self._refresh_context(touched)
         for link in links:
-            self._links.setdefault(link.src, {})[link.dst] = link.weight
-            self._links.setdefault(link.dst, {})[link.src] = link.weight
+            self._link(link)
         self._graph = None
         self._layout = None
         if self.cluster_on_add and "turn" in by_gran:
@@ -431,8 +465,10 @@ class GranularIndex:
                     self.clusters["turn"].labels.pop(u.id, None)
             elif u.granularity in SESSION_LEVEL:
                 self._session_units[u.session_key][u.granularity].discard(u.id)
+            self._strongest.pop(u.id, None)
             for other in self._links.pop(u.id, {}):
                 self._links.get(other, {}).pop(u.id, None)
+                self._strongest.pop(other, None)
         if "context" in self._channels:
             self._channels["context"].drop([u.id for u in gone if u.granularity == "turn"])
         self._refresh_context(touched)
@@ -445,9 +481,26 @@ class GranularIndex:
         """Restore association links persisted earlier (rebuilding the cache from SQL)."""
         for link in links:
             if link.src in self._units and link.dst in self._units:
-                self._links.setdefault(link.src, {})[link.dst] = link.weight
-                self._links.setdefault(link.dst, {})[link.src] = link.weight
+                self._link(link)
         self._graph = None
+
+    def _link(self, link: gmm.Link) -> None:
+        self._links.setdefault(link.src, {})[link.dst] = link.weight
+        self._links.setdefault(link.dst, {})[link.src] = link.weight
+        self._strongest.pop(link.src, None)
+        self._strongest.pop(link.dst, None)
+
+    def _neighbours(self, unit_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, weights)`` of a unit's association links, strongest first (ties in link
+        order), cached until one of its links changes."""
+        got = self._strongest.get(unit_id)
+        if got is None:
+            nb = self._links.get(unit_id, {})
+            ids = np.fromiter(nb.keys(), dtype=np.int64, count=len(nb))
+            w = np.fromiter(nb.values(), dtype=np.float64, count=len(nb))
+            o = np.argsort(-w, kind="stable")
+            got = self._strongest[unit_id] = (ids[o], w[o])
+        return got
 
     def __len__(self) -> int:
         return len(self._units)
@@ -606,12 +659,11 @@ class GranularIndex:
             else:
                 others[gran] = found
                 turns.update(s for i in found for s in units[i].sources if s in turn_ch.vectors)
-        if cfg.graph_pool:
-            for t in list(turns):
-                nb = self._links.get(t)
-                if nb:
-                    best = sorted(nb, key=nb.__getitem__, reverse=True)[:cfg.graph_pool]
-                    turns.update(b for b in best if b in turn_ch.vectors)
+        if cfg.graph_pool and turns:
+            k = cfg.graph_pool
+            best = set(np.concatenate([ids[:k] for ids, _ in map(self._neighbours, turns)])
+                       .tolist())
+            turns.update(b for b in best - turns if b in turn_ch.vectors)
         for key in sessions:
             turns.update(self._sessions.get(key, ()))
         return turns, others
@@ -619,20 +671,19 @@ class GranularIndex:
     def _candidate_view(self, qtok: list[str], qvec: np.ndarray, wanted: set[str] | None,
                         dense_ids: Sequence[int] | None) -> _View:
         """The candidate pool's units only; channel statistics (z-scores, entropies) are
-        taken over the pool."""
+        taken over the pool. Per-unit data is gathered from the channels' arrays (one
+        Python step per pool turn: the id → row lookup)."""
         cfg = self.config
         units = self._units
         matches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         turns, others = self.candidate_turns(qtok, qvec, wanted=wanted, dense_ids=dense_ids,
                                              matches=matches)
         turn_ids = np.array(sorted(turns), dtype=np.int64)
-        row = {int(t): r for r, t in enumerate(turn_ids)}
-        sess_of = [units[int(t)].session_key for t in turn_ids]
-        skeys = sorted(set(sess_of))
+        turn_rows = self._channels["turn"].vectors
+        at = turn_rows.rows(turn_ids)
+        skeys, t_sess = self._pool_sessions(turn_rows.column_at("session", at))
         srow = {k: i for i, k in enumerate(skeys)}
-        t_sess = np.array([srow[k] for k in sess_of], dtype=np.int64)
-        turn_ch = self._channels["turn"]
-        t_dense = _dense(turn_ch.vectors, turn_ids, qvec)
+        t_dense = turn_rows.vectors_at(at) @ qvec
         chans: dict[str, _ChannelView] = {}
         for gran, ch in self._channels.items():
             if not _wanted(gran, wanted) or not ch.vectors:
@@ -640,7 +691,7 @@ class GranularIndex:
             if gran in ("turn", "context"):
                 ids = turn_ids
                 src = dst = np.arange(len(ids), dtype=np.int64)
-                dense = t_dense if gran == "turn" else _dense(ch.vectors, ids, qvec)
+                dense = t_dense if gran == "turn" else ch.vectors.gather(ids) @ qvec
             elif gran in SESSION_LEVEL:
                 ids = np.array(sorted(i for k in skeys for i in
                                       self._session_units.get(k, {}).get(gran, ())),
@@ -654,26 +705,30 @@ class GranularIndex:
                     np.maximum.at(per_sess, t_sess, t_dense)
                     dense = per_sess[dst]
                 else:
-                    dense = _dense(ch.vectors, ids, qvec)
+                    dense = ch.vectors.gather(ids) @ qvec
             else:
                 ids = np.array(sorted(others.get(gran, ())), dtype=np.int64)
-                pairs = [(j, row[s]) for j, i in enumerate(ids.tolist())
-                         for s in units[i].sources if s in row]
-                if not pairs:
+                pairs = [(j, s) for j, i in enumerate(ids.tolist()) for s in units[i].sources]
+                src, dst = _members(pairs, turn_ids)
+                if not len(src):
                     continue
-                src = np.array([a for a, _ in pairs], dtype=np.int64)
-                dst = np.array([b for _, b in pairs], dtype=np.int64)
-                dense = _dense(ch.vectors, ids, qvec)
+                dense = ch.vectors.gather(ids) @ qvec
             lex_ids, lex = matches[gran] if gran in matches else ch.matches(qtok)
-            at = np.minimum(np.searchsorted(lex_ids, ids), max(len(lex_ids) - 1, 0))
-            hit = (lex_ids[at] == ids) if len(lex_ids) else np.zeros(len(ids), dtype=bool)
-            chans[gran] = _ChannelView(dense, np.where(hit, lex[at] if len(lex) else 0.0, 0.0),
-                                       src, dst)
-        speakers = np.array([units[int(t)].speaker or "" for t in turn_ids], dtype=object)
-        times = np.array([np.nan if (ts := units[int(t)].timestamp) is None else float(ts)
-                          for t in turn_ids], dtype=np.float64)
+            chans[gran] = _ChannelView(dense, _lookup(lex_ids, lex, ids), src, dst)
+        speakers = np.array(self._speaker_names, dtype=object)[
+            turn_rows.column_at("speaker", at)]
+        times = turn_rows.column_at("time", at)
         return _View(turn_ids, t_sess, skeys, speakers, times, chans,
-                     lambda: self._subgraph(turn_ids, row, t_sess, len(skeys)))
+                     lambda: self._subgraph(turn_ids, t_sess, len(skeys)))
+
+    def _pool_sessions(self, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """``(session keys sorted, session row of each turn)`` for turns' session codes."""
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        names = [self._skey_names[int(c)] for c in uniq]
+        order = sorted(range(len(names)), key=names.__getitem__)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return [names[i] for i in order], rank[inverse.ravel()]
 
     def _rank(self, view: _View, query_text: str, *, top_k: int, explain: bool,
               allowed: np.ndarray | None, top_sessions: int | None,
@@ -769,8 +824,25 @@ class GranularIndex:
     def _channel(self, name: str) -> _Channel:
         if name not in self._channels:
             self._channels[name] = _Channel(k1=self.config.bm25_k1, b=self.config.bm25_b,
-                                            analyzer=self.analyzer)
+                                            analyzer=self.analyzer,
+                                            columns=_TURN_COLUMNS if name == "turn" else None)
         return self._channels[name]
+
+    def _turn_columns(self, group: list[IndexUnit]) -> dict[str, list[Any]]:
+        """What a candidate pool reads of each turn besides its vector: its session and
+        speaker as codes (into ``_skey_names`` / ``_speaker_names``) and its time."""
+        def code(table: dict[str, int], names: list[str], name: str) -> int:
+            if name not in table:
+                table[name] = len(names)
+                names.append(name)
+            return table[name]
+
+        return {"session": [code(self._skey_codes, self._skey_names, u.session_key)
+                            for u in group],
+                "speaker": [code(self._speaker_codes, self._speaker_names, u.speaker or "")
+                            for u in group],
+                "time": [np.nan if u.timestamp is None else float(u.timestamp)
+                         for u in group]}
 
     def _insert_turn(self, u: IndexUnit) -> None:
         order = self._sessions.setdefault(u.session_key, [])
@@ -825,6 +897,7 @@ class GranularIndex:
             return
         w = self.config.context_window
         ch = self._channel("context")
+        turns = self._channels["turn"].vectors
         ids, texts, vecs = [], [], []
         for key in sessions:
             order = self._sessions.get(key, [])
@@ -832,7 +905,7 @@ class GranularIndex:
                 window = order[max(0, j - w): j + w + 1]
                 ids.append(tid)
                 texts.append(" ".join(self._units[i].text for i in window))
-                v = np.mean([self._units[i].vector for i in window], axis=0)
+                v = turns.gather(window).mean(axis=0)
                 vecs.append(v / max(float(np.linalg.norm(v)), 1e-12))
         if ids:
             t = time.perf_counter()
@@ -952,18 +1025,22 @@ class GranularIndex:
         self._graph = (turn_ids.copy(), pt)
         return pt
 
-    def _subgraph(self, turn_ids: np.ndarray, row: dict[int, int], t_sess: np.ndarray,
+    def _subgraph(self, turn_ids: np.ndarray, t_sess: np.ndarray,
                   n_sess: int) -> sp.csr_matrix:
-        """``Pᵀ`` of :meth:`_graph_matrix` restricted to a candidate pool's turns and sessions."""
+        """``Pᵀ`` of :meth:`_graph_matrix` restricted to a candidate pool's turns (ascending
+        ids) and sessions."""
         n = len(turn_ids)
-        rows, cols, vals = [], [], []
-        for ra, a in enumerate(turn_ids.tolist()):
-            for b, w in self._links.get(a, {}).items():
-                rb = row.get(b)
-                if rb is not None:
-                    rows.append(ra)
-                    cols.append(rb)
-                    vals.append(w)
+        ids_of, w_of = zip(*map(self._neighbours, turn_ids.tolist())) if n else ((), ())
+        counts = np.fromiter(map(len, ids_of), dtype=np.int64, count=n)
+        if counts.sum():
+            b = np.concatenate(ids_of)
+            w = np.concatenate(w_of)
+            at = np.minimum(np.searchsorted(turn_ids, b), n - 1)
+            hit = turn_ids[at] == b
+            rows, cols, vals = np.repeat(np.arange(n), counts)[hit], at[hit], w[hit]
+        else:
+            rows = cols = np.zeros(0, dtype=np.int64)
+            vals = np.zeros(0)
         r_idx = np.arange(n)
         adj = sp.csr_matrix((np.concatenate([vals, np.full(2 * n, 0.5)]),
                              (np.concatenate([rows, r_idx, n + t_sess]).astype(np.int64),

@@ -40,8 +40,9 @@ def standardize(scores: np.ndarray) -> np.ndarray:
     x = np.asarray(scores, dtype=np.float64)
     if x.size == 0:
         return x
-    sd = float(x.std())
-    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+    d = x - x.mean()
+    sd = float(np.sqrt(np.add.reduce(d * d) / x.size))  # x.std(), without a second mean
+    return d / sd if sd > 1e-12 else np.zeros_like(x)
 
 
 def softmax(scores: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
@@ -165,9 +166,9 @@ def personalized_pagerank(adj: sp.spmatrix | None, seed: np.ndarray, *, damping:
     s = s / s.sum()
     pt = transition
     r = s.copy()
+    restart = (1 - damping) * s
     for _ in range(max_iter):
-        spread = pt @ r
-        nxt = (1 - damping) * s + damping * spread
+        nxt = restart + damping * (pt @ r)
         nxt += (1.0 - nxt.sum()) * s  # dangling mass restarts at the seed
         if np.abs(nxt - r).sum() < tol:
             return nxt

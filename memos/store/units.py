@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from memos.embed import Embedder
@@ -93,6 +93,11 @@ def check_model_unchanged(cube: CubeRow, model: str) -> None:
                        details={"cube_model": cube.embedding_model, "embedded_with": model})
 
 
+#: A tenant's cube by id, built once: every request starts with it.
+_CUBE_OF_TENANT = select(CubeRow).where(CubeRow.tenant == bindparam("tenant"),
+                                        CubeRow.id == bindparam("cube_id"))
+
+
 class UnitRepository:
     """Rows of every cube over one store, and the vector index their writes keep current."""
 
@@ -110,8 +115,7 @@ class UnitRepository:
         """The tenant's cube named ``cube_id``. Cube ids are the tenant's own namespace:
         another tenant's cube of that id is not even looked at, so it is :class:`NotFound`
         exactly like a missing one (same message, same details)."""
-        cube = session.scalar(select(CubeRow).where(CubeRow.tenant == tenant,
-                                                    CubeRow.id == cube_id))
+        cube = session.scalar(_CUBE_OF_TENANT, {"tenant": tenant, "cube_id": cube_id})
         if cube is None:
             raise NotFound(f"cube {cube_id!r} not found", details={"cube_id": cube_id})
         return cube
