@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import _PG_PROBLEM, pg_database
 
 from memos.bench.needle import CachedEmbedder, VectorCache, cache_path, timing_lock
 from memos.cli import main
@@ -107,3 +109,24 @@ def test_timing_lock_is_exclusive(tmp_path: Path) -> None:
         pass
     with open(path) as other:  # released after the block
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_needle_on_postgres_with_two_workers(tmp_path: Path, pg_server: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PostgreSQL + pgvector variant: built there, searched by two API processes."""
+    if pg_server is None:
+        pytest.skip(f"PostgreSQL (pgserver) could not start: {_PG_PROBLEM}")
+    monkeypatch.setenv("MEMOS_EMBEDDER", "hashing")
+    url = pg_database(pg_server)
+    data = _locomo(tmp_path / "locomo.json")
+    out = tmp_path / "pg.json"
+    assert main(["bench", "needle", "--data", str(data), "--distractors", "30",
+                 "--session-size", "10", "--cache-dir", str(tmp_path / "cache"),
+                 "--data-dir", str(tmp_path / "cube"), "--database-url", url,
+                 "--workers", "2", "--no-progress", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["build"]["backend"] == "postgres" and report["workers"] == 2
+    assert report["build"]["units"]["turn"] == 34
+    assert not (tmp_path / "cube" / "memos.db").exists()  # nothing went to SQLite
+    for mode in ("router", "dense"):
+        assert report[mode]["served_mode"] == mode
