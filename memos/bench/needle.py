@@ -195,8 +195,10 @@ def timing_lock(path: str | Path | None) -> Iterator[None]:
 def _settings(data_dir: Path, database_url: str | None) -> Any:
     from memos.config import Settings
 
-    return Settings(data_dir=data_dir, extractor="none", run_worker=False,
-                    **({"MEMOS_DATABASE_URL": database_url} if database_url else {}))
+    settings = Settings(data_dir=data_dir, extractor="none", run_worker=False)
+    if database_url:
+        settings = settings.model_copy(update={"database_url_override": database_url})
+    return settings
 
 
 def _params(data_path: str | Path, *, distractors: int, seed: int, session_size: int,
