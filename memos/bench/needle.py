@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["VectorCache", "CachedEmbedder", "cache_path", "build_needle_cube",
-           "search_needle", "run_needle", "add_needle_command", "MANIFEST"]
+           "search_needle", "run_needle", "timing_lock", "add_needle_command", "MANIFEST"]
 
 #: The build's manifest, in the data directory.
 MANIFEST = "needle.json"
