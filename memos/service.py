@@ -40,8 +40,9 @@ from memos.types import SchedulerPolicy
 __all__ = ["Services", "open_cube", "build_services", "embedders_for"]
 
 
-def open_cube(settings: Settings) -> MemCube:
-    """The cube service over the storage ``settings`` describe (schema upgraded first).
+def open_cube(settings: Settings, *, embedders: Embedders | None = None) -> MemCube:
+    """The cube service over the storage ``settings`` describe (schema upgraded first),
+    embedding with ``embedders`` (default: :func:`embedders_for` ``settings``).
 
     An embedded data directory is locked to this process first (:class:`Conflict` if
     another holds it); the lock is released with ``cube.store.dispose()``, or here if
@@ -52,13 +53,13 @@ def open_cube(settings: Settings) -> MemCube:
     store = Store(settings.database_url, durability=settings.durability, data_dir_lock=lock)
     try:
         store.upgrade()
-        return _cube_over(store, settings)
+        return _cube_over(store, settings, embedders or embedders_for(settings))
     except BaseException:
         store.dispose()
         raise
 
 
-def _cube_over(store: Store, settings: Settings) -> MemCube:
+def _cube_over(store: Store, settings: Settings, embedder: Embedders) -> MemCube:
     from memos.derive.facts import FactDeriver
     from memos.derive.granularity import GranularityDeriver
     from memos.index.faiss import FaissIndex
@@ -70,7 +71,6 @@ def _cube_over(store: Store, settings: Settings) -> MemCube:
     else:
         index = FaissIndex(settings.data_dir / "index", store.session_factory,
                            snapshot_every=settings.index_snapshot_every)
-    embedder = embedders_for(settings)
     derivers: list[Deriver] = [GranularityDeriver()]
     facts = FactDeriver.from_setting(settings.extractor)
     if facts is not None:

@@ -1,22 +1,36 @@
 """``memos bench needle``: LoCoMo needles in a big cube, router against dense, over HTTP.
 
 One cube holds the LoCoMo dev conversations (each session a cube session, its turns
-messages with their session's date) spread among ``--distractors`` generated turns
+messages with their session's date) spread evenly among ``--distractors`` generated turns
 (:func:`memos.bench.dialogue.realistic_turns`, sessions of ``session_size`` turns dated
 across 2022–2024). Every scored LoCoMo question (categories 1–4) is then asked twice over
-HTTP, in router mode and in dense mode (turns only), and turn recall@{1,5,10} of its evidence is
-reported for both, with search latency percentiles and the ``Server-Timing`` stages.
-Ingest throughput is reported for the first 10,000 turns and for the whole run.
+HTTP, in router mode and in dense mode (turns only), and turn recall@{1,5,10} of its
+evidence is reported for both, with search latency percentiles and the ``Server-Timing``
+stages.
 
-Embedding 100k turns costs minutes on two cores, so the turns' vectors are computed once
-and cached on disk (:class:`VectorCache`, ``.npy`` + ``.json`` under ``--cache-dir``, never
-in the repository); the benchmark server (:mod:`api.bench`) embeds ingest texts from the
-cache and queries with the real model.
+The run has two halves:
+
+- **build** (:func:`build_needle_cube`): the sessions go through the service's own write
+  path in-process — :meth:`memos.cube.MemCube.ingest` with ``sync`` on, the code ``POST
+  /v1/cubes/{id}/messages`` runs, deriving inline what the ``derive_session`` job derives,
+  with the router cache and its GMM associations kept current on every write — into
+  ``--data-dir`` (SQLite + FAISS) or ``--database-url`` (PostgreSQL + pgvector). Ingest
+  throughput is reported per slice of ``slice_turns`` turns, to show whether it stays flat
+  as the cube grows. Turn vectors are computed once and cached on disk
+  (:class:`VectorCache`, files named by the embedder's fingerprint under ``--cache-dir``,
+  never in the repository), so the build times the write path, not the model.
+  A ``needle.json`` manifest in the data directory records what was built.
+- **search** (:func:`search_needle`): a real server (``uvicorn api.main:create_app``,
+  ``--workers N``) over the built cube; queries are embedded by the real model.
+
+``--reuse`` skips the build when the data directory's manifest matches the run, so the
+search half can be rerun on another code version in minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +48,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VectorCache", "CachedEmbedder", "run_needle", "add_needle_command"]
+__all__ = ["VectorCache", "CachedEmbedder", "cache_path", "build_needle_cube",
+           "search_needle", "run_needle", "timing_lock", "add_needle_command", "MANIFEST"]
+
+#: The build's manifest, in the data directory.
+MANIFEST = "needle.json"
+
+Session = tuple[str, "datetime | None", list[dict[str, Any]]]
 
 
 class VectorCache:
@@ -82,6 +102,13 @@ class VectorCache:
         return cls(embedder.name, all_texts, vectors)
 
 
+def cache_path(cache_dir: str | Path, kind: str, model: str) -> Path:
+    """The cache file of ``kind`` texts embedded by ``model`` (an embedder's ``name``, its
+    fingerprint): one file per model, so two models never overwrite each other's vectors."""
+    digest = hashlib.sha256(model.encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{kind}-{digest}.npy"
+
+
 class CachedEmbedder:
     """An embedder that answers texts found in ``caches`` (of the same model) from them
     and embeds the rest with ``base``; same ``name`` and ``dim`` as ``base``."""
@@ -90,6 +117,8 @@ class CachedEmbedder:
         self.base = base
         self.name, self.dim = base.name, base.dim
         self.caches = [c for c in caches if c.model == base.name]
+        #: texts answered from the caches and embedded by ``base``
+        self.hits = self.misses = 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -104,6 +133,8 @@ class CachedEmbedder:
                 missing.append(i)
         if missing:
             out[missing] = self.base.embed([texts[i] for i in missing])
+        self.misses += len(missing)
+        self.hits += len(texts) - len(missing)
         return out
 
 
@@ -118,6 +149,172 @@ def _distractor_sessions(n: int, *, seed: int, session_size: int
              turns[i:i + session_size]) for s, i in enumerate(range(0, n, session_size))]
 
 
+def _needle_sessions(convs: Sequence[Any]) -> list[Session]:
+    from memos.eval.loaders import parse_locomo_time
+
+    return [(f"{c.sample_id}-s{s.index}", parse_locomo_time(s.date_time), [
+        {"id": f"{c.sample_id}:{t.dia_id}", "role": "user", "speaker": t.speaker,
+         "content": t.text.removeprefix(f"{t.speaker}: ")} for t in s.turns])
+        for c in convs for s in c.sessions]
+
+
+def _interleave(needles: list[Session], noise: list[Session]) -> list[Session]:
+    """The needles evenly among the distractors, as old conversations in a long history."""
+    order: list[Session] = []
+    step = max(1, len(noise) // max(1, len(needles)))
+    it = iter(needles)
+    for i, item in enumerate(noise):
+        order.append(item)
+        if i % step == step - 1:
+            order.extend(x for x in [next(it, None)] if x is not None)
+    order.extend(it)
+    return order
+
+
+def _texts(sessions: Sequence[Session]) -> list[str]:
+    from memos.derive.session import turn_embedding_text
+
+    return [turn_embedding_text(m["speaker"], m["content"]) for *_, ms in sessions for m in ms]
+
+
+@contextmanager
+def timing_lock(path: str | Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (the machine's timing lock) for the block,
+    so no other timed run shares the machine; ``None``: no lock."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _settings(data_dir: Path, database_url: str | None) -> Any:
+    from memos.config import Settings
+
+    settings = Settings(data_dir=data_dir, extractor="none", run_worker=False)
+    if database_url:
+        settings = settings.model_copy(update={"database_url_override": database_url})
+    return settings
+
+
+def _params(data_path: str | Path, *, distractors: int, seed: int, session_size: int,
+            database_url: str | None) -> dict[str, Any]:
+    return {"dataset": str(data_path),
+            "dataset_sha256": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(),
+            "distractor_turns": distractors, "seed": seed, "session_size": session_size,
+            "backend": "postgres" if database_url else "sqlite"}
+
+
+def build_needle_cube(data_path: str | Path, data_dir: str | Path, *, distractors: int,
+                      seed: int = 0, session_size: int = 25,
+                      cache_dir: str | Path = "/tmp/memos-bench-cache",
+                      database_url: str | None = None, slice_turns: int = 10_000,
+                      lock: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Ingest the needle cube (cube id ``needle``) into ``data_dir`` (or the PostgreSQL
+    database at ``database_url``) through :meth:`MemCube.ingest`; write and return the
+    manifest (parameters, ingest throughput overall and per ``slice_turns`` slice).
+
+    Each slice is timed holding ``lock`` (the machine's timing lock), released between
+    slices so other timed runs can interleave. :class:`ValueError` when ``data_dir``
+    already holds a manifest.
+    """
+    from tqdm.auto import tqdm
+
+    from memos.embedders import Embedders
+    from memos.eval.locomo import load_locomo
+    from memos.service import embedders_for, open_cube
+    from memos.types import CubeCreate, MessagesIngest
+
+    data_dir = Path(data_dir)
+    if (data_dir / MANIFEST).exists():
+        raise ValueError(f"{data_dir} already holds a needle cube ({MANIFEST}); "
+                              "pass --reuse to search it, or another --data-dir")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    params = _params(data_path, distractors=distractors, seed=seed,
+                     session_size=session_size, database_url=database_url)
+    needles = _needle_sessions(load_locomo(data_path))
+    noise: list[Session] = [
+        (sid, when, [{"id": f"{sid}:{i}", "role": "user", "speaker": who, "content": text}
+                     for i, (who, text) in enumerate(turns)])
+        for sid, when, turns in _distractor_sessions(distractors, seed=seed,
+                                                     session_size=session_size)]
+    order = _interleave(needles, noise)
+    settings = _settings(data_dir, database_url)
+    base = embedders_for(settings)
+    caches = [VectorCache.build(cache_path(cache_dir, f"distractors-s{seed}", base.name),
+                                _texts(noise), base.default, progress=progress),
+              VectorCache.build(cache_path(cache_dir, "locomo-dev-turns", base.name),
+                                _texts(needles), base.default, progress=progress)]
+    cached = CachedEmbedder(base.default, caches)
+    cube = open_cube(settings, embedders=Embedders(default=cached,
+                                                   default_spec=base.default_spec))
+    total = sum(len(m) for *_, m in order)
+    slices: list[dict[str, Any]] = []
+    try:
+        cube.create_cube(CubeCreate(id="needle"), tenant="default")
+        done, busy = 0, 0.0
+        it = iter(order)
+        with tqdm(total=total, unit="turn", desc="ingest", disable=not progress) as bar:
+            while done < total:
+                start_turns = done
+                with timing_lock(lock):
+                    t0 = time.perf_counter()
+                    for sid, when, msgs in it:
+                        cube.ingest("needle", MessagesIngest.model_validate({
+                            "session_id": sid, "sync": True, "messages": [
+                                {**m, "timestamp": when.isoformat() if when else None}
+                                for m in msgs]}), tenant="default")
+                        done += len(msgs)
+                        bar.update(len(msgs))
+                        if done - start_turns >= slice_turns:
+                            break
+                    seconds = time.perf_counter() - t0
+                busy += seconds
+                slices.append({"turns_before": start_turns, "turns": done - start_turns,
+                               "seconds": round(seconds, 2),
+                               "turns_per_s": round((done - start_turns) / seconds, 1)})
+        cube.index.flush()
+        stats = cube.stats("needle", tenant="default")
+        links = _link_counts(cube)
+    finally:
+        cube.store.dispose()
+    rates = [s["turns_per_s"] for s in slices if s["turns"] >= slice_turns // 2]
+    manifest = {
+        **params, "cube": "needle", "embedder": base.name,
+        "needle_turns": sum(len(m) for *_, m in needles), "turns": total,
+        "units": stats.granularity, "links": links,
+        "ingest": {
+            "path": "MemCube.ingest (sync derive), in-process, one call per session",
+            "turns": total, "seconds": round(busy, 1),
+            "turns_per_s": round(total / busy, 1),
+            "slice_turns": slice_turns, "slices": slices,
+            "last_over_first_slice": round(rates[-1] / rates[0], 3) if rates else None,
+            "cache_hits": cached.hits, "embedded_live": cached.misses,
+            "timing_lock": str(lock) if lock else None},
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (data_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _link_counts(cube: Any) -> dict[str, int]:
+    """Links of the needle cube by type (``associated``: the router's GMM associations,
+    formed as the units arrived)."""
+    from sqlalchemy import func, select
+
+    from memos.store.models import CubeRow, LinkRow
+
+    with cube.store.transaction() as session:
+        key = session.scalar(select(CubeRow.key).where(CubeRow.id == "needle",
+                                                       CubeRow.tenant == "default"))
+        return {t: n for t, n in session.execute(
+            select(LinkRow.type, func.count()).where(LinkRow.cube_key == key)
+            .group_by(LinkRow.type))}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,31 +322,37 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _bench_server(data_dir: Path, caches: Sequence[Path], *, workers: int = 1,
-                  env: dict[str, str] | None = None) -> Iterator[str]:
+def _server(data_dir: Path, *, workers: int = 1, database_url: str | None = None
+            ) -> Iterator[str]:
+    """A real API server (``api.main:create_app``, ``workers`` processes on one port) over
+    ``data_dir`` or ``database_url``; its log goes to ``data_dir/server.log``."""
     import httpx
 
     port = _free_port()
-    environ = {**os.environ, "MEMOS_DATA_DIR": str(data_dir), "MEMOS_EXTRACTOR": "none",
-               "MEMOS_BENCH_VECTOR_CACHE": os.pathsep.join(str(p) for p in caches),
-               **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.bench:create_bench_app",
-                             "--factory", "--host", "127.0.0.1", "--port", str(port),
-                             "--log-level", "warning", "--workers", str(workers)],
-                            env=environ)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("MEMOS_DATABASE_URL", "MEMOS_API_KEYS", "MEMOS_DATA_DIR")}
+    environ.update({"MEMOS_DATA_DIR": str(data_dir), "MEMOS_EXTRACTOR": "none"})
+    if database_url:
+        environ["MEMOS_DATABASE_URL"] = database_url
+    with (data_dir / "server.log").open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app",
+                                 "--factory", "--host", "127.0.0.1", "--port", str(port),
+                                 "--log-level", "warning", "--workers", str(workers)],
+                                env=environ, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"bench server exited with {proc.returncode}")
+                raise RuntimeError(f"needle server exited with {proc.returncode}; see "
+                                   f"{data_dir / 'server.log'}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("bench server did not start within 300 s")
+                raise RuntimeError("needle server did not start within 300 s")
             time.sleep(0.5)
         yield url
     finally:
@@ -165,93 +368,44 @@ def _pct(values: Sequence[float]) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(a, q)), 2) for q in (50, 95, 99)}
 
 
-def run_needle(data_path: str | Path, *, distractors: int, seed: int = 0,
-               session_size: int = 25, cache_dir: str | Path = "/tmp/memos-bench-cache",
-               max_questions: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Build the needle cube over HTTP, ask every scored question in both modes; return the
-    report (recalls in percent, latencies in ms)."""
+def search_needle(data_path: str | Path, data_dir: str | Path, *, workers: int = 1,
+                  database_url: str | None = None, max_questions: int | None = None,
+                  lock: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Ask every scored question of ``data_path`` of the built needle cube over HTTP, in
+    router and in dense mode; the report (recalls in percent, latencies in ms). The timed
+    questions run holding ``lock``; the server's start and one warm-up search per mode
+    (which builds the router cache from SQL) do not."""
     import httpx
     from tqdm.auto import tqdm
 
-    from memos.client import MemosClient
-    from memos.derive.session import turn_embedding_text
-    from memos.embed import default_embedder
-    from memos.eval.loaders import parse_locomo_time
     from memos.eval.locomo import CATEGORIES, load_locomo
 
+    data_dir = Path(data_dir)
     convs = load_locomo(data_path)
-    sessions: list[tuple[str, datetime | None, list[dict[str, Any]]]] = []
-    for c in convs:
-        for s in c.sessions:
-            when = parse_locomo_time(s.date_time)
-            sessions.append((f"{c.sample_id}-s{s.index}", when, [
-                {"id": f"{c.sample_id}:{t.dia_id}", "role": "user", "speaker": t.speaker,
-                 "content": t.text.removeprefix(f"{t.speaker}: ")} for t in s.turns]))
-    needle_turns = sum(len(m) for *_, m in sessions)
-    noise = _distractor_sessions(distractors, seed=seed, session_size=session_size)
-    noise_msgs = [(sid, when, [{"id": f"{sid}:{i}", "role": "user", "speaker": who,
-                                "content": text} for i, (who, text) in enumerate(turns)])
-                  for sid, when, turns in noise]
-    # the needles sit evenly among the distractors, as old conversations in a long history
-    order: list[tuple[str, datetime | None, list[dict[str, Any]]]] = []
-    step = max(1, len(noise_msgs) // max(1, len(sessions)))
-    it = iter(sessions)
-    for i, item in enumerate(noise_msgs):
-        order.append(item)
-        if i % step == step - 1:
-            order.extend(x for x in [next(it, None)] if x is not None)
-    order.extend(it)
-
-    embedder = default_embedder()
-    cache_dir = Path(cache_dir)
-    texts = [turn_embedding_text(m["speaker"], m["content"]) for *_, ms in noise_msgs
-             for m in ms]
-    # the distractor stream is prefix-stable: one cache per seed serves every N
-    digest = hashlib.sha256(f"{seed}/{session_size}".encode()).hexdigest()[:12]
-    caches = [cache_dir / f"distractors-{digest}.npy", cache_dir / "locomo-dev-turns.npy"]
-    VectorCache.build(caches[0], texts, embedder, progress=progress)
-    VectorCache.build(caches[1], [turn_embedding_text(m["speaker"], m["content"])
-                                  for *_, ms in sessions for m in ms], embedder,
-                      progress=progress)
     questions = [(c.sample_id, q) for c in convs for q in
                  [q for q in c.questions if q.category in CATEGORIES and q.evidence]
                  [:max_questions]]
-    report: dict[str, Any] = {"dataset": str(data_path), "distractor_turns": distractors,
-                              "needle_turns": needle_turns, "questions": len(questions),
-                              "seed": seed, "session_size": session_size}
-    with tempfile.TemporaryDirectory(prefix="memos-needle-") as tmp, \
-            _bench_server(Path(tmp), caches) as url, \
-            MemosClient(url, timeout=600) as client:
+    report: dict[str, Any] = {"questions": len(questions), "workers": workers}
+    with _server(data_dir, workers=workers, database_url=database_url) as url, \
+            httpx.Client(base_url=url, timeout=600) as http:
         cube = "needle"
-        client.create_cube(cube)
-        done = 0
-        first_10k_s = None
-        t0 = time.perf_counter()
-        with tqdm(total=needle_turns + distractors, unit="turn", desc="ingest",
-                  disable=not progress) as bar:
-            for sid, when, msgs in order:
-                client.add_messages(cube, session_id=sid, messages=[
-                    {**m, "timestamp": when.isoformat() if when else None} for m in msgs])
-                done += len(msgs)
-                bar.update(len(msgs))
-                if first_10k_s is None and done >= 10_000:
-                    first_10k_s = (time.perf_counter() - t0, done)
-        ingest_s = time.perf_counter() - t0
-        while client.get_cube(cube).pending_jobs:
-            time.sleep(0.5)
-        report["ingest"] = {
-            "turns": done, "seconds": round(ingest_s, 1),
-            "turns_per_s": round(done / ingest_s, 1),
-            "first_10k_turns_per_s": None if first_10k_s is None else round(
-                first_10k_s[1] / first_10k_s[0], 1),
-            "derived_done_seconds": round(time.perf_counter() - t0, 1)}
-        with httpx.Client(base_url=url, timeout=120) as http:
-            for mode in ("router", "dense"):  # warm: builds the router cache and BM25 once
-                http.post(f"/v1/cubes/{cube}/search", json={"query": "warm up", "mode": mode})
+        warm: dict[str, float] = {}
+        for mode in ("router", "dense"):
+            # workers each build their own router cache: warm every worker (connections
+            # land on workers at random, so a few searches per worker)
+            t = time.perf_counter()
+            for i in range(4 * workers):
+                with httpx.Client(base_url=url, timeout=600) as fresh:
+                    fresh.post(f"/v1/cubes/{cube}/search", json={
+                        "query": f"warm up {i}", "mode": mode}).raise_for_status()
+            warm[mode] = round(time.perf_counter() - t, 1)
+        report["warmup_seconds"] = warm
+        with timing_lock(lock):
             for mode in ("router", "dense"):
                 rec: dict[int, list[float]] = {1: [], 5: [], 10: []}
                 lat: list[float] = []
                 stages: dict[str, list[float]] = {}
+                modes: set[str] = set()
                 for sample, q in tqdm(questions, desc=mode, disable=not progress):
                     t = time.perf_counter()
                     # dense ranks turns only (its hits would else hold session, summary and
@@ -266,13 +420,16 @@ def run_needle(data_path: str | Path, *, distractors: int, seed: int = 0,
                         if ";dur=" in part:
                             name, ms = part.strip().split(";dur=")
                             stages.setdefault(name, []).append(float(ms))
-                    got = [str(h["unit"]["metadata"].get("message_id")) for h in r.json()["hits"]
+                    body = r.json()
+                    modes.add(body["mode"])
+                    got = [str(h["unit"]["metadata"].get("message_id")) for h in body["hits"]
                            if h["unit"]["granularity"] == "turn"]
                     ev = {f"{sample}:{e}" for e in q.evidence}
                     for k in rec:
                         rec[k].append(len(ev & set(got[:k])) / len(ev))
                 report[mode] = {**{f"turn_recall@{k}": round(100 * float(np.mean(v)), 2)
                                    for k, v in rec.items()},
+                                "served_mode": "+".join(sorted(modes)),
                                 "search_ms": _pct(lat),
                                 "server_timing_ms": {n: _pct(v) for n, v in stages.items()}}
     report["router_minus_dense_r5"] = round(
@@ -280,9 +437,60 @@ def run_needle(data_path: str | Path, *, distractors: int, seed: int = 0,
     return report
 
 
+def run_needle(data_path: str | Path, *, distractors: int, seed: int = 0,
+               session_size: int = 25, cache_dir: str | Path = "/tmp/memos-bench-cache",
+               data_dir: str | Path | None = None, reuse: bool = False,
+               database_url: str | None = None, workers: int = 1,
+               max_questions: int | None = None, build_only: bool = False,
+               slice_turns: int = 10_000, lock: str | Path | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Build the needle cube (or, with ``reuse``, take the one ``data_dir`` holds when its
+    manifest matches these parameters) and search it; return the report: the manifest
+    (``build``) and the search results. ``data_dir`` ``None``: a temporary directory."""
+    tmp = tempfile.TemporaryDirectory(prefix="memos-needle-") if data_dir is None else None
+    directory = Path(tmp.name if tmp is not None else data_dir)  # type: ignore[arg-type]
+    try:
+        manifest_path = directory / MANIFEST
+        if reuse and manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            want = _params(data_path, distractors=distractors, seed=seed,
+                           session_size=session_size, database_url=database_url)
+            differ = {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
+            if differ:
+                raise ValueError(f"{manifest_path} was built with other parameters "
+                                 f"(built, asked): {differ}")
+            reused = True
+        else:
+            manifest = build_needle_cube(
+                data_path, directory, distractors=distractors, seed=seed,
+                session_size=session_size, cache_dir=cache_dir, database_url=database_url,
+                slice_turns=slice_turns, lock=lock, progress=progress)
+            reused = False
+        report: dict[str, Any] = {"build": manifest, "reused": reused,
+                                  "data_dir": str(directory)}
+        if not build_only:
+            report.update(search_needle(data_path, directory, workers=workers,
+                                        database_url=database_url,
+                                        max_questions=max_questions, lock=lock,
+                                        progress=progress))
+        return report
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    if args.reuse and not args.data_dir:
+        raise SystemExit("--reuse needs --data-dir (the directory of the built cube)")
+    if args.workers > 1 and not args.database_url:
+        raise SystemExit("--workers > 1 needs --database-url: an embedded data directory "
+                         "is locked to one process")
     report = run_needle(args.data, distractors=args.distractors, seed=args.seed,
-                        cache_dir=args.cache_dir, max_questions=args.max_questions,
+                        session_size=args.session_size,
+                        cache_dir=args.cache_dir, data_dir=args.data_dir, reuse=args.reuse,
+                        database_url=args.database_url, workers=args.workers,
+                        max_questions=args.max_questions, build_only=args.build_only,
+                        slice_turns=args.slice_turns, lock=args.timing_lock,
                         progress=not args.no_progress)
     print(json.dumps(report, indent=2))
     if args.json:
@@ -300,8 +508,26 @@ def add_needle_command(kinds: Any) -> None:
     p.add_argument("--distractors", type=int, default=10_000,
                    help="generated distractor turns (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distractor turns")
+    p.add_argument("--session-size", type=int, default=25,
+                   help="turns per distractor session (default 25)")
     p.add_argument("--cache-dir", default="/tmp/memos-bench-cache",
-                   help="where the turn vectors are cached between runs (never the repo)")
+                   help="where the turn vectors are cached between runs, one file per "
+                   "embedder fingerprint (never the repo)")
+    p.add_argument("--data-dir", help="build the cube here and keep it (default: a "
+                   "temporary directory, deleted after the run)")
+    p.add_argument("--reuse", action="store_true",
+                   help="search the cube --data-dir already holds (its needle.json must "
+                   "match these parameters) instead of building one")
+    p.add_argument("--build-only", action="store_true", help="build, do not search")
+    p.add_argument("--database-url", help="build and search on this PostgreSQL + pgvector "
+                   "database instead of SQLite + FAISS in the data directory")
+    p.add_argument("--workers", type=int, default=1,
+                   help="API worker processes of the search server (more than one needs "
+                   "--database-url)")
+    p.add_argument("--slice-turns", type=int, default=10_000,
+                   help="report ingest throughput per slice of this many turns")
+    p.add_argument("--timing-lock", help="flock this file while timing (each ingest slice, "
+                   "the timed searches), releasing it in between")
     p.add_argument("--max-questions", type=int, default=None,
                    help="ask at most this many questions per conversation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
