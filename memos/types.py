@@ -522,7 +522,7 @@ class Filters(BaseModel):
 
 
 #: JSON Schema of the rule router search applies (:class:`memos.retrieval.search.Searcher`):
-#: ``mode: router`` ranks turns, so its filters may hold only a granularity list with ``turn``.
+#: ``mode: router`` ranks turns, so its filters may hold only the granularity list ``["turn"]``.
 _ROUTER_TAKES_NO_FILTERS: JsonDict = {
     "if": {"properties": {"mode": {"const": "router"}}, "required": ["mode"]},
     "then": {"properties": {"filters": {
@@ -531,7 +531,7 @@ _ROUTER_TAKES_NO_FILTERS: JsonDict = {
                                                    "created_after", "created_before",
                                                    "as_of")},
             "granularity": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0},
-                                      {"type": "array", "contains": {"const": "turn"}}]}}}}}}
+                                      {"type": "array", "items": {"const": "turn"}}]}}}}}}
 
 
 class SearchRequest(_Body):

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from memos.embed import Embedder
 from memos.errors import InvalidInput
-from memos.extract import HYPOTHETICAL, check, content_tokens, numbers_in, stem
+from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
 from memos.retrieval.coverage import EXPANSIONS, answer_type, carries, query_coverage
 from memos.temporal import TIME_EXPR
@@ -771,7 +771,7 @@ def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieve
     return overlap / total + DENSE_WEIGHT * max(0.0, min(1.0, r.score))
 
 
-def _stance(question: str, memory: str) -> str:
+def _yes_no_lead(question: str, memory: str) -> str:
     """A yes/no answer's lead: "No" when the memory takes the opposite stance to the one
     the question asks about (negation, or a stance word of :data:`_POSITIVE` against one of
     :data:`_NEGATIVE` or the other way round), "Yes" when it
@@ -813,7 +813,7 @@ def _answer_one(question: str, retrieved: Sequence[Retrieved], subject: str) -> 
         best = max(scored, key=lambda p: (p[0], _recency(p[1])))[1]
     text = best.text.strip()
     if kind == "yes_no":
-        lead = _stance(question, text)
+        lead = _yes_no_lead(question, text)
         return f"{lead}, {text}" if lead else text
     return text
 

@@ -227,9 +227,7 @@ class Searcher:
                 rows = {r.pk: r for r in session.execute(_HIT_ROWS, {"pks": [
                     h.id for h in found.turns + found.sessions if h.id is not None]})}
                 explained = self._public_ids(session, found) if body.explain else {}
-                wanted = {g.value for g in body.filters.granularity or Granularity}
-                kept = [(h, rows[h.id]) for h in found.turns
-                        if h.id in rows and rows[h.id].granularity in wanted]
+                kept = [(h, rows[h.id]) for h in found.turns if h.id in rows]
                 hits = [Hit(unit=unit_public(row, cube.id), score=h.score,
                             explain=explained.get(id(h))) for h, row in kept]
                 sessions = [Hit(unit=unit_public(rows[h.id], cube.id), score=h.score,
@@ -283,12 +281,14 @@ class Searcher:
     def _mode(self, session: Session, cube: CubeRow, body: SearchRequest) -> SearchMode:
         f = body.filters
         only_granularity = f.model_dump(exclude_defaults=True).keys() <= {"granularity"}
+        # The router's hits are turns: a list naming other granularities wants those ranked
+        # too, which only the vector index does (router mode would silently drop them).
         routable = (self.router is not None and only_granularity
-                    and (not f.granularity or Granularity.turn in f.granularity))
+                    and set(f.granularity or [Granularity.turn]) == {Granularity.turn})
         if body.mode is SearchMode.router:
             if not routable:
                 raise InvalidInput("router search ranks turns: it takes no filters other than "
-                                   "a granularity list that includes 'turn'")
+                                   "the granularity list ['turn']")
             return SearchMode.router
         if body.mode is SearchMode.auto and routable:
             assert self.router is not None
