@@ -55,12 +55,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=0, description="Memory guard: cubes with at most this many "
         "turns are searched by the multi-granularity router (0 disables it), larger ones by "
         "the vector index alone. Router search cost is bounded by its candidate pool at any "
-        "size; what grows with a cube is the router cache (about 6.5 KB per routed unit per "
+        "size; what grows with a cube is the router cache (about 10 KB per routed unit per "
         "worker).")
     router_cache_units: int = Field(
         default=2_000_000, ge=1, description="Routed units one worker process keeps cached "
         "over all cubes (least recently used cubes are dropped past it and rebuilt from SQL "
-        "on their next search): bounds router memory per worker at about 6.5 KB per unit.")
+        "on their next search): bounds router memory per worker at about 10 KB per unit.")
     run_worker: bool = Field(default=True, description="Run a background job worker in the "
                              "API process (derived units, extraction).")
     retrieval_flush_seconds: float = Field(
