@@ -227,7 +227,11 @@ class Searcher:
                 rows = {r.pk: r for r in session.execute(_HIT_ROWS, {"pks": [
                     h.id for h in found.turns + found.sessions if h.id is not None]})}
                 explained = self._public_ids(session, found) if body.explain else {}
-                kept = [(h, rows[h.id]) for h in found.turns if h.id in rows]
+                # Turn-level units that are not turns (facts in a cube without turns) can rank;
+                # the filter keeps the granularities asked for.
+                wanted = {g.value for g in body.filters.granularity or Granularity}
+                kept = [(h, rows[h.id]) for h in found.turns
+                        if h.id in rows and rows[h.id].granularity in wanted]
                 hits = [Hit(unit=unit_public(row, cube.id), score=h.score,
                             explain=explained.get(id(h))) for h, row in kept]
                 sessions = [Hit(unit=unit_public(rows[h.id], cube.id), score=h.score,
