@@ -1,5 +1,5 @@
 """Fuzz the HTTP API with schemathesis, every check on (``.ci/schemathesis.toml``, which
-names the three exceptions and why), for a bounded time; exit 1 on any
+names the four exceptions and why), for a bounded time; exit 1 on any
 failure (a server error, a status or header the OpenAPI schema does not state, a valid
 request refused or an invalid one accepted, a 405 without ``Allow``, ...).
 

@@ -196,8 +196,10 @@ class OnnxEmbedderSpec(_Body):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["onnx"]
-    path: str = Field(min_length=1, max_length=1_000, description="The model.onnx file.")
-    tokenizer: str = Field(min_length=1, max_length=1_000,
+    # A file path cannot hold a NUL byte (the OS refuses it), so the schema says so too.
+    path: str = Field(min_length=1, max_length=1_000, pattern=r"^[^\x00]+$",
+                      description="The model.onnx file.")
+    tokenizer: str = Field(min_length=1, max_length=1_000, pattern=r"^[^\x00]+$",
                            description="Its tokenizer.json (Hugging Face tokenizers).")
     pooling: Literal["mean", "cls"] = Field(
         default="mean", description="Mean of the token vectors (attention-masked) or the "
@@ -388,7 +390,8 @@ class MemoryCreate(MemoryBase):
             "type": "number", "minimum": -1e300, "maximum": 1e300},
             "contains": {"not": {"const": 0}}}, {"type": "null"}]},
         description="Optional precomputed vector of the cube's embedding model: as many "
-        "values as the model has dimensions (the server's schema states the number), "
+        "values as that model has dimensions (the server's schema states the number for "
+        "its default embedder; a cube created with its own embedder takes that one's), "
         "not all zero.")
 
     @field_validator("text")

@@ -209,6 +209,7 @@ def test_each_cube_searches_and_ingests_with_its_own_embedder(
     (ONNX_SPEC | {"dim": 100}, 422, "not the declared 100"),
     ({"kind": "litellm", "model": REMOTE, "dim": 32, "dimensions": 16}, 422, "dimensions"),
     ({"kind": "word2vec"}, 422, "kind"),
+    (ONNX_SPEC | {"path": "model\x00.onnx"}, 422, "path"),  # no file path holds a NUL (fuzz)
 ])
 def test_bad_embedder_choices_are_clear_errors(api: TestClient, spec: dict[str, Any],
                                                status: int, message: str) -> None:
