@@ -337,7 +337,8 @@ def _server(data_dir: Path, *, workers: int = 1, database_url: str | None = None
     with (data_dir / "server.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app",
                                  "--factory", "--host", "127.0.0.1", "--port", str(port),
-                                 "--log-level", "warning", "--workers", str(workers)],
+                                 "--log-level", "warning", "--workers", str(workers),
+                                 "--http", "api.tcp:NoDelayH11Protocol"],
                                 env=environ, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
