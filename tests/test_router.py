@@ -144,3 +144,40 @@ def test_server_timing_stages_add_up_to_the_total(client) -> None:
         assert all(ms >= 0 for ms in stages.values())
         assert sum(stages.values()) == pytest.approx(total, abs=0.011 * len(stages))
         assert r.json()["took_ms"] <= total + 0.01
+
+
+def test_the_memory_guard_routes_up_to_max_units_and_counts_no_rows_per_write(
+        service, client) -> None:
+    """``MEMOS_ROUTER_MAX_UNITS``: a cube with more turns is searched by the vector index
+    alone; while the router cache is current its turn count answers the guard, so a write
+    runs no O(turns) count in SQL."""
+    from sqlalchemy import event
+
+    assert service.router is not None
+    service.router.max_units = 8
+    client.post("/v1/cubes", json={"id": "g"})
+
+    def add(session_id: str, n: int) -> None:
+        client.post("/v1/cubes/g/messages", json={"session_id": session_id, "sync": True,
+                                                  "messages": [
+            {"role": "user", "speaker": "Ana", "content": f"{session_id} turn {i} at the canal."}
+            for i in range(n)]})
+
+    add("s1", 4)
+    assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "router"
+    counts: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        if "count(" in statement.lower() and "units" in statement.lower():
+            counts.append(statement)
+
+    engine = service.store.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        add("s2", 4)  # 8 turns: still within the guard
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert counts == []
+    assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "router"
+    add("s3", 2)  # 10 turns: past it
+    assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "dense"

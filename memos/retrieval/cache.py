@@ -98,11 +98,20 @@ class RouterCache:
         return self.get(session, cube).index.uses_candidates()
 
     def usable(self, session: Session, cube: CubeRow) -> bool:
-        """Whether the cube is within the memory guard for router search (counted in SQL
-        once per index version)."""
+        """Whether the cube is within the memory guard for router search: its turns, read
+        off its cached index when that is current (or one write behind, the write being
+        applied: that write's turns may pass the guard), else counted in SQL, once per
+        index version."""
         known = self._usable.get(cube.key)
         if known is not None and known[0] == cube.index_version:
             return known[1]
+        entry = self._entries.get(cube.key)
+        if entry is not None and 0 <= cube.index_version - entry.version <= 1:
+            # the cached index is current, or one write behind (the write being applied):
+            # its turn count answers without an O(turns) count in SQL on every write
+            ok = entry.index.turn_count() <= self.max_units
+            self._usable[cube.key] = (cube.index_version, ok)
+            return ok
         turns = session.scalar(select(func.count()).select_from(UnitRow).where(
             UnitRow.cube_key == cube.key, UnitRow.granularity == "turn",
             UnitRow.status == "active")) or 0
@@ -162,6 +171,8 @@ class RouterCache:
                 if r.granularity == "session" and r.session_id:
                     entry.stats.add(r.session_id, entry.index.analyzer.tokens(r.text or ""))
             entry.version = cube.index_version
+            self._usable[cube.key] = (cube.index_version,
+                                      entry.index.turn_count() <= self.max_units)
             return links
 
     def stats(self, session: Session, cube: CubeRow) -> TermStats:

@@ -505,6 +505,11 @@ class GranularIndex:
     def __len__(self) -> int:
         return len(self._units)
 
+    def turn_count(self) -> int:
+        """Units in the turn channel (turns, and memories ranked as turns of their own)."""
+        ch = self._channels.get("turn")
+        return 0 if ch is None else len(ch.vectors)
+
     def __contains__(self, unit_id: object) -> bool:
         return isinstance(unit_id, (int, np.integer)) and int(unit_id) in self._units
 
