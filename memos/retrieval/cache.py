@@ -109,14 +109,17 @@ class RouterCache:
         if entry is not None and 0 <= cube.index_version - entry.version <= 1:
             # the cached index is current, or one write behind (the write being applied):
             # its turn count answers without an O(turns) count in SQL on every write
-            ok = entry.index.turn_count() <= self.max_units
-            self._usable[cube.key] = (cube.index_version, ok)
-            return ok
+            return self._remember_guard(cube, entry.index.turn_count())
         turns = session.scalar(select(func.count()).select_from(UnitRow).where(
             UnitRow.cube_key == cube.key, UnitRow.granularity == "turn",
             UnitRow.status == "active")) or 0
-        self._usable[cube.key] = (cube.index_version, turns <= self.max_units)
-        return turns <= self.max_units
+        return self._remember_guard(cube, turns)
+
+    def _remember_guard(self, cube: CubeRow, turns: int) -> bool:
+        """The guard's answer for ``turns`` turns, kept for the cube's index version."""
+        ok = turns <= self.max_units
+        self._usable[cube.key] = (cube.index_version, ok)
+        return ok
 
     def get(self, session: Session, cube: CubeRow) -> _Entry:
         with self._lock:
@@ -171,8 +174,7 @@ class RouterCache:
                 if r.granularity == "session" and r.session_id:
                     entry.stats.add(r.session_id, entry.index.analyzer.tokens(r.text or ""))
             entry.version = cube.index_version
-            self._usable[cube.key] = (cube.index_version,
-                                      entry.index.turn_count() <= self.max_units)
+            self._remember_guard(cube, entry.index.turn_count())
             return links
 
     def stats(self, session: Session, cube: CubeRow) -> TermStats:
