@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,14 +55,14 @@ def prepare_backbone(data_dir: Path) -> bool:
     return True
 
 
-def serve(data_dir: Path, port: int, keys: str) -> subprocess.Popen[bytes]:
+def serve(data_dir: Path, port: int, keys: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MEMOS_DATA_DIR": str(data_dir), "MEMOS_EMBEDDER": "hashing",
            "MEMOS_API_KEYS": keys, "PYTHONPATH": str(ROOT),
            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env)
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -70,6 +71,20 @@ def serve(data_dir: Path, port: int, keys: str) -> subprocess.Popen[bytes]:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("the server did not start")
+
+
+def tracebacks(log: str) -> list[str]:
+    """The traceback blocks in a server log (each up to its exception line)."""
+    blocks, current = [], None
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line and not line.startswith((" ", "\t")):
+                blocks.append("\n".join(current))
+                current = None
+    return blocks
 
 
 def schemathesis(port: int, *, keys: bool, args: list[str], workdir: Path,
@@ -96,6 +111,7 @@ def main() -> int:
                         help="hypothesis seed (default: CI's fixed one), or 'random'")
     opts = parser.parse_args()
     failed = 0
+    server_logs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="memos-fuzz-") as tmp:
         prepared = Path(tmp) / "model"
         has_model = prepare_backbone(prepared)
@@ -105,7 +121,9 @@ def main() -> int:
             if has_model:
                 (data_dir / "backbone").symlink_to(prepared / "backbone")
             port = free_port()
-            server = serve(data_dir, port, f"fuzz:{KEY}" if keys else "")
+            log_path = Path(tmp) / f"server-{data_dir.name}.log"
+            with log_path.open("wb") as log:
+                server = serve(data_dir, port, f"fuzz:{KEY}" if keys else "", log)
             try:
                 failed |= schemathesis(port, keys=keys, workdir=data_dir, seed=opts.seed, args=[
                     "--exclude-path-regex", MODEL_ROUTES, "--max-time", str(opts.seconds),
@@ -119,6 +137,11 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait(timeout=30)
+                server_logs.append(log_path.read_text(errors="replace"))
+        # the servers' tracebacks (any 500) last, where a truncated CI log still shows them
+        for text in server_logs:
+            for block in tracebacks(text):
+                print(block, flush=True)
     print("fuzz:", "FAILED" if failed else "0 failures")
     return 1 if failed else 0
 

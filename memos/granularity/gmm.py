@@ -26,10 +26,11 @@ the clusters that hold ``mass`` of a query's (tempered) posterior, for probe-onl
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -166,10 +167,23 @@ def gmm_accept(scores: np.ndarray, *, min_scores: int = 5, min_spread: float = 1
     return out[0] if single else out
 
 
+_import_lock = threading.Lock()
+
+
+def _sklearn_mixture() -> tuple[Any, type[Warning]]:
+    """``sklearn.mixture.GaussianMixture`` and ``ConvergenceWarning``, imported on first use
+    (a 1-5 s import the CLI should not pay) under a lock: two threads' first imports of
+    sklearn's submodules at once can each see the other's half-initialised module (a server
+    fitting a cluster map while a background job refits the router's clusters)."""
+    with _import_lock:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+    return GaussianMixture, ConvergenceWarning
+
+
 def _sklearn_high(s: np.ndarray, *, seed: int) -> np.ndarray:
     """The same decision with ``sklearn.mixture.GaussianMixture(2)`` (reference backend)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
+    GaussianMixture, ConvergenceWarning = _sklearn_mixture()
 
     gm = GaussianMixture(2, init_params="random_from_data", random_state=seed,
                          means_init=np.percentile(s, [25.0, 75.0])[:, None])
@@ -282,8 +296,7 @@ def fit_clusters(ids: np.ndarray, vectors: np.ndarray, *, granularity: str = "tu
     on their top ``dims`` principal axes first: a 384-d diagonal mixture on a few hundred
     points is noise. Deterministic for a given ``seed``.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import GaussianMixture
+    GaussianMixture, ConvergenceWarning = _sklearn_mixture()
 
     ids = np.asarray(ids, dtype=np.int64)
     x = np.asarray(vectors, dtype=np.float64)
