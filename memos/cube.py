@@ -260,7 +260,9 @@ class MemCube:
         with self.store.transaction() as session:
             embedder = self.units.check_embedder(
                 self.units.cube_row(session, cube_id=cube_id, tenant=tenant), self.embedders)
-        ctx = DeriveContext(units=self.units, embedder=embedder, jobs=self.jobs)
+        router = self.router
+        ctx = DeriveContext(units=self.units, embedder=embedder, jobs=self.jobs,
+                            term_stats=router.current_stats if router else lambda cube: None)
         for deriver in self.derivers:
             deriver.derive_session(ctx, cube_id=cube_id, session_id=session_id, tenant=tenant)
 

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from memos.cube import MemCube
 from memos.derive.granularity import GranularityDeriver
+from memos.store.models import CubeRow
 
 TURNS = ["I adopted a rescue dog named Pixel last week.", "That's lovely, what breed is Pixel?",
          "A border collie mix, very energetic, we go running by the canal.",
@@ -47,29 +48,85 @@ def test_summary_and_keywords_link_to_their_turns(service: MemCube, client: Test
         "text"]
 
 
+def _recount(service: MemCube, cube_id: str) -> dict[str, int]:
+    """Document frequencies over the cube's active session units, counted afresh."""
+    deriver = GranularityDeriver()
+    with service.store.transaction() as session:
+        return dict(deriver._term_stats(session, cube_key(service, cube_id)).df)
+
+
+def _cube(service: MemCube, cube_id: str) -> CubeRow:
+    with service.store.transaction() as session:
+        return service.units.cube_row(session, cube_id=cube_id, tenant="default")
+
+
+def _say(client: TestClient, cube_id: str, session_id: str, text: str) -> None:
+    client.post(f"/v1/cubes/{cube_id}/messages", json={"session_id": session_id, "sync": True,
+                "messages": [{"role": "user", "content": text}]})
+
+
 def test_term_stats_follow_session_changes_incrementally(service: MemCube,
                                                          client: TestClient) -> None:
-    """The deriver's cached document frequencies match a recount after appends and deletes."""
+    """Without a router cache the deriver keeps its own document frequencies, matching a
+    recount after appends and a cube recreated under the same id."""
     deriver = GranularityDeriver()
     service.derivers = [deriver]
+    service.router = None
     client.post("/v1/cubes", json={"id": "tf"})
     for s, text in enumerate(["Pixel loves the canal.", "The canal froze in winter.",
                               "Lena visits from Lisbon."]):
-        client.post("/v1/cubes/tf/messages", json={"session_id": f"s{s}", "sync": True,
-                    "messages": [{"role": "user", "content": text}]})
+        _say(client, "tf", f"s{s}", text)
     stats, _ = deriver._stats[cube_key(service, "tf")]
     assert stats.n_docs == 3 and stats.df["canal"] == 2
     # An appended turn changes session s2's text: only that session is recounted.
-    client.post("/v1/cubes/tf/messages", json={"session_id": "s2", "sync": True,
-                "messages": [{"role": "user", "content": "We walked along the canal."}]})
+    _say(client, "tf", "s2", "We walked along the canal.")
     assert stats.df["canal"] == 3 and stats.df["lisbon"] == 1
+    assert dict(stats.df) == _recount(service, "tf")
     # A cube created anew under a deleted one's id counts from zero.
     client.delete("/v1/cubes/tf")
     client.post("/v1/cubes", json={"id": "tf"})
-    client.post("/v1/cubes/tf/messages", json={"session_id": "s9", "sync": True,
-                "messages": [{"role": "user", "content": "A new start."}]})
+    _say(client, "tf", "s9", "A new start.")
     stats, _ = deriver._stats[cube_key(service, "tf")]
     assert stats.n_docs == 1 and "canal" not in stats.df
+
+
+def test_the_deriver_reads_the_routers_term_stats_without_counting_sessions(
+        service: MemCube, client: TestClient) -> None:
+    """With the router cache current, keyword extraction uses the statistics the router
+    keeps on every write — equal to a recount after appends and an emptied session — and
+    the deriver runs no query over the cube's session units."""
+    from sqlalchemy import event
+
+    deriver = GranularityDeriver()
+    service.derivers = [deriver]
+    assert service.router is not None
+    client.post("/v1/cubes", json={"id": "rs"})
+    _say(client, "rs", "s0", "Pixel loves the canal.")
+    client.post("/v1/cubes/rs/search", json={"query": "canal"})  # the router cache exists
+    reads: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        if statement.startswith("SELECT memory_units.session_id, memory_units.content_sha"):
+            reads.append(statement)  # the deriver's own recount
+
+    event.listen(service.store.engine, "before_cursor_execute", seen)
+    try:
+        _say(client, "rs", "s1", "The canal froze in winter.")
+        _say(client, "rs", "s2", "Lena visits from Lisbon.")
+    finally:
+        event.remove(service.store.engine, "before_cursor_execute", seen)
+    assert reads == [] and cube_key(service, "rs") not in deriver._stats
+    stats = service.router.current_stats(_cube(service, "rs"))
+    assert stats is not None and stats.df["canal"] == 2
+    assert dict(stats.df) == _recount(service, "rs")
+    # s2's only turn deleted: its session unit goes, and its terms with it.
+    (turn,) = [m for m in client.get("/v1/cubes/rs/memories",
+                                      params={"granularity": "turn"}).json()["items"]
+               if "Lisbon" in m["text"]]
+    assert client.delete(f"/v1/cubes/rs/memories/{turn['id']}").status_code == 200
+    stats = service.router.current_stats(_cube(service, "rs"))
+    assert stats is not None and "lisbon" not in stats.df and stats.n_docs == 2
+    assert dict(stats.df) == _recount(service, "rs")
 
 
 def test_granularity_filter_selects_hits_not_router_evidence(service: MemCube,

@@ -68,7 +68,8 @@ class GranularityDeriver:
     def derive_session(self, ctx: DeriveContext, *, cube_id: str, session_id: str,
                        tenant: str) -> None:
         with ctx.units.store.transaction() as session:
-            key = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant).key
+            cube = ctx.units.cube_row(session, cube_id=cube_id, tenant=tenant)
+            key = cube.key
             turns = session.scalars(select(UnitRow).where(
                 *_turn_conditions(key, session_id)).order_by(UnitRow.pk)).all()
             if not turns:
@@ -76,10 +77,14 @@ class GranularityDeriver:
             spans = session.execute(select(SpanRow.unit_pk, SpanRow.message_pk).where(
                 SpanRow.unit_pk.in_([t.pk for t in turns]))).all()
             with self._lock:
+                # the router's statistics when current (kept on every write), else counted
+                stats = ctx.term_stats(cube)
+                if stats is None:
+                    stats = self._term_stats(session, key)
                 drafts = [d for d in derive_units(
                     [t.pk for t in turns], [index_text(t) for t in turns],
                     np.stack([vector_of(t) for t in turns]),
-                    stats=self._term_stats(session, key), session_key=session_id,
+                    stats=stats, session_key=session_id,
                     summary_turns=self.summary_turns, keywords=self.keywords,
                     analyzer=self.analyzer) if d.granularity in DERIVED and d.text.strip()]
         missing = [d.text for d in drafts if d.vector is None]

@@ -166,6 +166,8 @@ class RouterCache:
                 entry.version = cube.index_version - 1
                 self._entries[cube.key] = entry
                 self._evict(keep=cube.key)
+            emptied = {u.session_key for u in map(entry.index.unit, remove)
+                       if u is not None and u.granularity == "session"}
             entry.index.remove(remove)
             rows = _load(session, cube.key, add) if add else []
             links = entry.index.add([_unit(r, sources) for r, sources in rows],
@@ -173,12 +175,24 @@ class RouterCache:
             for r, _ in rows:
                 if r.granularity == "session" and r.session_id:
                     entry.stats.add(r.session_id, entry.index.analyzer.tokens(r.text or ""))
+                    emptied.discard(r.session_id)
+            for key in emptied:  # a session unit removed and not rewritten
+                entry.stats.remove(key)
             entry.version = cube.index_version
             self._remember_guard(cube, entry.index.turn_count())
             return links
 
-    def stats(self, session: Session, cube: CubeRow) -> TermStats:
-        return self.get(session, cube).stats
+    def current_stats(self, cube: CubeRow) -> TermStats | None:
+        """The term statistics of the cube's session units (keyword extraction's document
+        frequencies) when its cached index is current with ``cube.index_version``, else
+        None: the router keeps them up to date on every write, so a deriver reading them
+        runs no O(sessions) query. Read-only for the caller; a concurrent write may move
+        them on by that write while it reads."""
+        with self._lock:
+            entry = self._entries.get(cube.key)
+            if entry is None or entry.version != cube.index_version:
+                return None
+            return entry.stats
 
     def drop(self, cube_key: str) -> None:
         with self._lock:

@@ -505,6 +505,10 @@ class GranularIndex:
     def __len__(self) -> int:
         return len(self._units)
 
+    def unit(self, unit_id: int) -> IndexUnit | None:
+        """The indexed unit ``unit_id`` (its vector lives in the channel), or None."""
+        return self._units.get(int(unit_id))
+
     def turn_count(self) -> int:
         """Units in the turn channel (turns, and memories ranked as turns of their own)."""
         ch = self._channels.get("turn")
