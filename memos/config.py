@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         "so an acknowledged write survives a power loss; 'normal' survives a process crash "
         "but a power or OS failure can drop the last commits (ingest cost: see Benchmarks). "
         "PostgreSQL follows its own server settings.")
+    sqlite_cache_mb: int = Field(
+        default=128, ge=1, description="Embedded SQLite: page cache per connection in MiB, "
+        "filled as pages are read. A big cube ingests fast only while its indexes fit "
+        "(about 130 MB at 100k turns); SQLite's own default is 2 MiB.")
     api_keys: str = Field(default="", description="Comma-separated static API keys (tenant "
                           "'default'), or 'tenant:key' pairs.")
     admin_keys: str = Field(default="", description="Comma-separated operator keys for the "

@@ -50,7 +50,8 @@ def open_cube(settings: Settings, *, embedders: Embedders | None = None) -> MemC
     """
     # One process per embedded data directory: its FAISS indexes live in this process.
     lock = DataDirLock.acquire(settings.data_dir) if settings.is_sqlite else None
-    store = Store(settings.database_url, durability=settings.durability, data_dir_lock=lock)
+    store = Store(settings.database_url, durability=settings.durability,
+                  sqlite_cache_mb=settings.sqlite_cache_mb, data_dir_lock=lock)
     try:
         store.upgrade()
         return _cube_over(store, settings, embedders or embedders_for(settings))
