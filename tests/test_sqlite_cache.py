@@ -1,4 +1,5 @@
-"""MEMOS_SQLITE_CACHE_MB: the page cache every embedded SQLite connection keeps."""
+"""MEMOS_SQLITE_CACHE_MB and the WAL checkpoint interval every embedded SQLite connection
+keeps."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from memos.config import Settings
 from memos.service import open_cube
-from memos.store.sql import SQLITE_CACHE_MB, Store
+from memos.store.sql import SQLITE_CACHE_MB, WAL_AUTOCHECKPOINT_PAGES, Store
 
 
 def _cache_kib(conn) -> int:
@@ -23,6 +24,8 @@ def test_every_connection_keeps_the_configured_cache_and_the_hot_one_is_reused(
     try:
         connections = [cube.store.engine.connect() for _ in range(3)]  # pooled and new
         assert [_cache_kib(c) for c in connections] == [32 * 1024] * 3
+        assert [c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+                for c in connections] == [WAL_AUTOCHECKPOINT_PAGES] * 3 == [10_000] * 3
         raw = [c.connection.dbapi_connection for c in connections]
         for c in connections:
             c.close()
