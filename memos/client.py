@@ -533,8 +533,8 @@ class MemosClient:
     def search(self, cube_id: str, *, query: str, top_k: int = 10,
                filters: Filters | Mapping[str, Any] | None = None,
                explain: bool = False, mode: str = "auto") -> SearchResponse:
-        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router`` or
-        ``dense`` (see :class:`memos.types.SearchRequest`)."""
+        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router``,
+        ``hybrid`` or ``dense`` (see :class:`memos.types.SearchRequest`)."""
         return self._send(_Calls.search(cube_id, query, top_k, filters, explain, mode))
 
     def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,
@@ -753,8 +753,8 @@ class AsyncMemosClient:
     async def search(self, cube_id: str, *, query: str, top_k: int = 10,
                      filters: Filters | Mapping[str, Any] | None = None,
                      explain: bool = False, mode: str = "auto") -> SearchResponse:
-        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router`` or
-        ``dense`` (see :class:`memos.types.SearchRequest`)."""
+        """The ``top_k`` best units for ``query``; ``mode``: ``auto``, ``router``,
+        ``hybrid`` or ``dense`` (see :class:`memos.types.SearchRequest`)."""
         return await self._send(_Calls.search(cube_id, query, top_k, filters, explain, mode))
 
     async def context(self, cube_id: str, *, query: str, max_tokens: int = 512, top_k: int = 20,

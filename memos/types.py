@@ -147,6 +147,7 @@ class SearchMode(str, Enum):
     auto = "auto"
     router = "router"
     dense = "dense"
+    hybrid = "hybrid"
 
 
 class ScoreKind(str, Enum):
@@ -156,10 +157,13 @@ class ScoreKind(str, Enum):
     ``router``: the multi-granularity router's fused score — a weighted sum of standardised
     (z-scored) dense + BM25 channel scores plus time, speaker and association-graph terms;
     unbounded (it can be negative) and comparable only within one response.
+    ``hybrid``: cosine plus 0.3 × the hit's BM25 over the 100 nearest units divided by the
+    best BM25 among them, in [-1, 1.3] (hybrid mode; :mod:`memos.retrieval.hybrid`).
     """
 
     cosine = "cosine"
     router = "router"
+    hybrid = "hybrid"
 
 
 class Role(str, Enum):
@@ -549,9 +553,10 @@ class SearchRequest(_Body):
         default=SearchMode.auto,
         description="'router': multi-granularity (dense + BM25 per granularity, entropy "
         "router, association graph) ranking turns and sessions; 'dense': vector search over "
-        "the units the filters select; 'auto': router when the filters allow it (none "
-        "besides a granularity list including 'turn') and the cube is within "
-        "MEMOS_ROUTER_MAX_UNITS (a memory guard; past it, dense).")
+        "the units the filters select, by cosine; 'hybrid': the 100 nearest of those units "
+        "re-ranked by cosine plus BM25 within them; 'auto': router when the filters allow "
+        "it (none besides the granularity list ['turn']) and the cube is within "
+        "MEMOS_ROUTER_MAX_UNITS (a memory guard), else hybrid.")
 
     @field_validator("query")
     @classmethod
@@ -573,8 +578,10 @@ class SearchResponse(BaseModel):
     mode: SearchMode = SearchMode.dense
     score_kind: ScoreKind = Field(
         default=ScoreKind.cosine, description="What every hit's score measures: 'cosine' "
-        "(dense mode: cosine similarity in [-1, 1]) or 'router' (router mode: a fused, "
-        "unbounded score comparable only within this response).")
+        "(dense mode: cosine similarity in [-1, 1]), 'hybrid' (hybrid mode: cosine plus 0.3 "
+        "× BM25 over the 100 nearest units relative to the best of them, in [-1, 1.3]) or "
+        "'router' (router mode: a fused, unbounded score comparable only within this "
+        "response).")
     took_ms: float
     router: dict[str, Any] | None = Field(
         default=None, description="Router mode: the weight (non-negative, summing to 1) and "

@@ -79,8 +79,9 @@ def test_search_ranks_the_relevant_turn_first(client: TestClient) -> None:
 
 
 def test_a_granularity_list_beyond_turns_is_ranked_whole(client: TestClient) -> None:
-    """The router's hits are turns: a list that also names facts is ranked by the vector
-    index (both kinds come back), and asking the router for it is a clear 422."""
+    """The router's hits are turns: a list that also names facts is ranked by hybrid search
+    over the vector index's nearest units (both kinds come back), and asking the router for
+    it is a clear 422."""
     _cube_with_conversation(client)
     fact = client.post("/v1/cubes/c1/memories", json={
         "text": "Ana's dog is called Pixel", "granularity": "fact"})
@@ -88,7 +89,8 @@ def test_a_granularity_list_beyond_turns_is_ranked_whole(client: TestClient) -> 
     body = {"query": "What is the name of Ana's dog?", "top_k": 10,
             "filters": {"granularity": ["fact", "turn"]}}
     r = client.post("/v1/cubes/c1/search", json=body)
-    assert r.status_code == 200 and r.json()["mode"] == "dense"
+    assert r.status_code == 200
+    assert (r.json()["mode"], r.json()["score_kind"]) == ("hybrid", "hybrid")
     assert {h["unit"]["granularity"] for h in r.json()["hits"]} == {"fact", "turn"}
     turns_only = client.post("/v1/cubes/c1/search", json={**body, "filters": {
         "granularity": ["turn"]}}).json()

@@ -165,7 +165,7 @@ class FakeMemosClient:
         return [m for m in self.cubes[cube_id] if m.session_id == session_id]
 
     def search(self, cube_id: str, *, query: str, top_k: int,
-               filters: dict[str, Any] | None = None) -> Any:
+               filters: dict[str, Any] | None = None, explain: bool = False) -> Any:
         pool = [m for m in self.cubes[cube_id] if m.status == "active"]
         if filters and filters.get("granularity"):
             pool = [m for m in pool if m.granularity in filters["granularity"]

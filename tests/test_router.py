@@ -133,7 +133,7 @@ def test_server_timing_stages_add_up_to_the_total(client) -> None:
     client.post("/v1/cubes/st/messages", json={"session_id": "s1", "sync": True, "messages": [
         {"role": "user", "speaker": "Ana", "content": f"Turn {i} about the canal."}
         for i in range(6)]})
-    for mode in ("router", "dense"):
+    for mode in ("router", "dense", "hybrid"):
         r = client.post("/v1/cubes/st/search", json={"query": "the canal", "mode": mode})
         assert r.status_code == 200
         stages = {name: float(ms) for name, ms in (
@@ -141,6 +141,7 @@ def test_server_timing_stages_add_up_to_the_total(client) -> None:
         total = stages.pop("total")
         assert {"db", "embed", "serialize", "other"} <= set(stages)
         assert ("router" if mode == "router" else "index") in stages
+        assert ("lexical" in stages) is (mode == "hybrid")
         assert all(ms >= 0 for ms in stages.values())
         assert sum(stages.values()) == pytest.approx(total, abs=0.011 * len(stages))
         assert r.json()["took_ms"] <= total + 0.01
@@ -180,4 +181,4 @@ def test_the_memory_guard_routes_up_to_max_units_and_counts_no_rows_per_write(
     assert counts == []
     assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "router"
     add("s3", 2)  # 10 turns: past it
-    assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "dense"
+    assert client.post("/v1/cubes/g/search", json={"query": "canal"}).json()["mode"] == "hybrid"

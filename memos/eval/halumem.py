@@ -79,7 +79,7 @@ NOT_IN_MEMORY = "not in memory"
 #: ``memos eval halumem-calibrate`` (leave-one-user-out; README, "Honest answers").
 ABSTAIN_BELOW = 0.53
 #: What each QA question's context is: ``"facts+turns"`` (default) the best
-#: ``QA_TOP_K - QA_TURNS`` facts (dense search) then the best ``QA_TURNS`` dialogue turns
+#: ``QA_TOP_K - QA_TURNS`` facts (hybrid search) then the best ``QA_TURNS`` dialogue turns
 #: (router search), as an agent reading memory would get both; ``"facts"`` the best
 #: ``QA_TOP_K`` facts only.
 QA_SEARCHES = ("facts+turns", "facts")
@@ -942,6 +942,10 @@ def _iso(ts: str) -> str:
 
 
 def _retrieved(response: Any) -> list[Retrieved]:
+    """The hits as :class:`Retrieved`. A hybrid hit's score is its cosine part (in its
+    ``explain``) when the search explained it: the offline answerer counts the query's
+    words a memory holds itself, and the fused score would count them twice."""
+    hybrid = _value(getattr(response, "score_kind", "")) == "hybrid"
     out = []
     for hit in getattr(response, "hits", response) or []:
         unit = getattr(hit, "unit", hit)
@@ -953,9 +957,12 @@ def _retrieved(response: Any) -> list[Retrieved]:
             val = getattr(unit, key, None)
             if val is not None and key not in md:
                 md[key] = val.isoformat() if hasattr(val, "isoformat") else str(val)
+        score = float(getattr(hit, "score", 0.0))
+        explain = getattr(hit, "explain", None) or {}
+        if hybrid and "dense" in explain:
+            score = float(explain["dense"])
         out.append(Retrieved(id=str(getattr(unit, "id", "")), text=str(
-            getattr(unit, "text", "") or ""), score=float(getattr(hit, "score", 0.0)),
-            metadata=md))
+            getattr(unit, "text", "") or ""), score=score, metadata=md))
     return out
 
 
@@ -1081,9 +1088,9 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     said: list[str] = []
 
     def search(cube_id: str, query: str, k: int, *, filters: dict[str, Any] = filters,
-               timed: bool = True) -> tuple[list[Retrieved], float]:
+               timed: bool = True, explain: bool = False) -> tuple[list[Retrieved], float]:
         t0 = time.perf_counter()
-        resp = client.search(cube_id, query=query, top_k=k, filters=filters)
+        resp = client.search(cube_id, query=query, top_k=k, filters=filters, explain=explain)
         if timed:
             search_times.append(time.perf_counter() - t0)
         hits = _retrieved(resp)
@@ -1093,9 +1100,10 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
         return hits, float(cov)
 
     def qa_context(cube_id: str, question: str) -> tuple[list[Retrieved], float]:
+        # explained: a hybrid fact hit's cosine is what the offline answerer weighs
         if qa_search == "facts":
-            return search(cube_id, question, QA_TOP_K)
-        facts, cov = search(cube_id, question, QA_TOP_K - QA_TURNS)
+            return search(cube_id, question, QA_TOP_K, explain=True)
+        facts, cov = search(cube_id, question, QA_TOP_K - QA_TURNS, explain=True)
         turns, _ = search(cube_id, question, QA_TURNS, filters={"granularity": ["turn"]})
         return facts + turns, cov
 

@@ -142,8 +142,9 @@ def evidence_limits(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     is placed by the trace's diagnosis scores (``memos eval halumem --trace``) in the first
     of :data:`EVIDENCE_PLACES` where the judge scores it 2 — the QA hits, every fact read
     back so far, every dialogue turn so far — and the shares are means over questions (as
-    evidence coverage is). ``mixed_hits`` is the evidence coverage a router search over
-    facts and turns would have had. None for a trace without the diagnosis fields."""
+    evidence coverage is). ``mixed_hits`` is the evidence coverage one search over facts
+    and turns together (a granularity list the router cannot take: hybrid search) would
+    have had. None for a trace without the diagnosis fields."""
     if not rows or any("cube_evidence_scores" not in r for r in rows):
         return None
 
@@ -354,7 +355,7 @@ def _print_limits(limits: dict[str, Any] | None) -> None:
     if not limits:
         return
     print(f"    {'evidence points, by question type':<34}{'n':>4}{'in hits':>9}{'ranked':>8}"
-          f"{'not ext':>8}{'nowhere':>8}{'router':>8}")
+          f"{'not ext':>8}{'nowhere':>8}{'mixed':>8}")
     for t, v in [("all", limits["all"]), *limits["by_question_type"].items()]:
         print(f"    {t[:33]:<34}{v['n']:>4}{_pct(v['in_hits']):>9}{_pct(v['ranked_out']):>8}"
               f"{_pct(v['not_extracted']):>8}{_pct(v['not_found']):>8}"

@@ -15,6 +15,9 @@ Methods, all over the same embeddings (all-MiniLM-L6-v2, :class:`memos.embed.Onn
   leave-one-conversation-out (for each conversation, the ``a`` with the best mean turn
   recall@5 on the *other* conversations), so no conversation is scored with a weight tuned
   on itself. With one conversation ``a = 0.5``.
+* ``hybrid_pool``: what ``auto`` search serves when the router cannot (hybrid mode,
+  :func:`memos.retrieval.hybrid.hybrid_rank`): the ``HYBRID_POOL`` nearest turns by cosine,
+  re-ranked by cosine plus BM25 within that pool. Its weight is the shipped constant.
 * ``router``: :class:`memos.retrieval.granular_index.GranularIndex` over turn, session, summary
   and keyword units with GMM association, entropy routing and PPR. Each turn carries its
   session's ``date_time`` as its timestamp, as a chat log stamps messages (the server path
@@ -255,6 +258,15 @@ class _TurnScorer:
             dense = self.vectors @ qv
             if self.mode == "flat":
                 score = dense
+            elif self.mode == "hybrid_pool":
+                from memos.retrieval.hybrid import HYBRID_POOL, hybrid_rank
+
+                pool = np.argsort(-dense, kind="stable")[:HYBRID_POOL]
+                # the pool re-ranked first, then every other turn by cosine
+                score = dense - 10.0  # below any pooled score (those are >= -1)
+                for i, fused, _ in hybrid_rank(question, [self.turns[j].text for j in pool],
+                                               dense[pool].tolist(), top_k=len(pool)):
+                    score[pool[i]] = fused
             else:
                 lex = self.bm25.scores(question)[1]
                 score = (1 - self.alpha) * standardize(dense) + self.alpha * standardize(lex)
@@ -456,7 +468,7 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
 
     from memos.embed import default_embedder
 
-    known = {"flat", "bm25", "hybrid", "router", "router_probe", "router_candidates",
+    known = {"flat", "bm25", "hybrid", "hybrid_pool", "router", "router_probe", "router_candidates",
              "bm25_sessions", "shipped"}
     if unknown := set(methods) - known:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(known)}")
@@ -489,7 +501,7 @@ def run_locomo(data_path: str | Path, *, conversations: Sequence[str] | None = N
                 qs = qs[:max_questions]
             retrievers: dict[str, Retriever] = {}
             for m in rows:
-                if m in ("flat", "bm25"):
+                if m in ("flat", "bm25", "hybrid_pool"):
                     retrievers[m] = _TurnScorer(m, vecs, queries)
                 elif m.startswith("hybrid@"):
                     retrievers[m] = _TurnScorer("hybrid", vecs, queries, alpha=float(m[7:]))

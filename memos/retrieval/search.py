@@ -3,8 +3,10 @@
 :class:`Searcher` serves :meth:`memos.cube.MemCube.search` and ``.context``. Router mode
 ranks turns (``hits``) and sessions by the multi-granularity router; dense mode ranks the
 units the filters select by cosine, through the vector index (exact scan for ``as_of`` and
-non-active statuses, which the index does not hold). ``filter_conditions`` turns
-:class:`Filters` into SQL, shared with listing.
+non-active statuses, which the index does not hold); hybrid mode (what ``auto`` serves when
+the router cannot) re-ranks the :data:`~memos.retrieval.hybrid.HYBRID_POOL` nearest of those
+units by cosine plus BM25 within the pool (:func:`~memos.retrieval.hybrid.hybrid_rank`).
+``filter_conditions`` turns :class:`Filters` into SQL, shared with listing.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from memos.embed import Embedder, QueryCache
 from memos.errors import InvalidInput
 from memos.index import VectorIndex
 from memos.public import PUBLIC_COLUMNS, unit_public
-from memos.retrieval.cache import RouterCache
+from memos.retrieval.cache import RouterCache, index_text
 from memos.retrieval.coverage import query_coverage
+from memos.retrieval.hybrid import HYBRID_POOL, hybrid_rank
 from memos.store.models import CubeRow, TagRow, UnitRow, vector_of
 from memos.store.units import UnitRepository
 from memos.types import (
@@ -245,17 +248,27 @@ class Searcher:
                                           body.query, [h.unit.text or "" for h in hits]),
                                       took_ms=(time.perf_counter() - started) * 1000)
             conds = filter_conditions(body.filters)
+            k = max(body.top_k, HYBRID_POOL) if mode is SearchMode.hybrid else body.top_k
             if needs_exact(body.filters):
-                pairs = self._exact_search(session, cube, query, body.top_k, conds)
+                pairs = self._exact_search(session, cube, query, k, conds)
             else:
-                pairs = self.index.search(session, cube, query, body.top_k, conds)
+                pairs = self.index.search(session, cube, query, k, conds)
             t = timings.add("index", t)
-            hits = [Hit(unit=unit_public(row, cube.id), score=score,
-                        explain={"granularity": row.granularity, "dense": score}
-                        if body.explain else None) for row, score in pairs]
+            if mode is SearchMode.hybrid:
+                ranked = [(pairs[i][0], score, pairs[i][1], lexical) for i, score, lexical in
+                          hybrid_rank(body.query, [index_text(row) for row, _ in pairs],
+                                      [score for _, score in pairs], top_k=body.top_k)]
+                t = timings.add("lexical", t)
+            else:
+                ranked = [(row, score, score, 0.0) for row, score in pairs]
+            hits = [Hit(unit=unit_public(row, cube.id), score=score, explain={
+                "granularity": row.granularity, "dense": cosine,
+                **({"lexical": lexical} if mode is SearchMode.hybrid else {})}
+                if body.explain else None) for row, score, cosine, lexical in ranked]
             timings.add("db", t)
-        self.retrievals.record(cube.key, [row.pk for row, _ in pairs])
-        return SearchResponse(hits=hits, mode=SearchMode.dense, score_kind=ScoreKind.cosine,
+        self.retrievals.record(cube.key, [row.pk for row, *_ in ranked])
+        return SearchResponse(hits=hits, mode=mode, score_kind=ScoreKind.hybrid
+                              if mode is SearchMode.hybrid else ScoreKind.cosine,
                               coverage=query_coverage(body.query,
                                                       [h.unit.text or "" for h in hits]),
                               took_ms=(time.perf_counter() - started) * 1000)
@@ -298,7 +311,7 @@ class Searcher:
             assert self.router is not None
             if self.router.usable(session, cube):
                 return SearchMode.router
-        return SearchMode.dense
+        return SearchMode.hybrid if body.mode is SearchMode.auto else body.mode
 
     def _exact_search(self, session: Session, cube: CubeRow, query: np.ndarray, k: int,
                       conds: Sequence[ColumnElement[bool]]) -> list[tuple[UnitRow, float]]:
