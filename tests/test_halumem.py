@@ -22,6 +22,7 @@ from memos.embed import HashingEmbedder, OnnxMiniLM
 from memos.errors import InvalidInput
 from memos.eval import halumem_synth
 from memos.eval.halumem import (
+    UNKNOWN,
     LLMJudge,
     OfflineJudge,
     Retrieved,
@@ -347,6 +348,17 @@ def test_offline_answerer_answers_yes_no_by_the_memorys_stance() -> None:
                           subject="Ana") == "No, Ana dislikes romantic comedies."
     hits = [Retrieved("1", "Ana does not eat meat anymore.", 0.8, {})]
     assert offline_answer("Does Ana eat meat?", hits, subject="Ana").startswith("No, ")
+
+
+def test_a_memory_that_neither_confirms_nor_denies_does_not_answer_yes_no() -> None:
+    """Quoting a memory on the topic reads as an answer; with no stance it is none."""
+    hits = [Retrieved("1", "Ana went to the mountain cabin last weekend.", 0.8, {})]
+    question = "Did Ana visit the mountain cabin before a calm season at work?"
+    assert offline_answer(question, hits, subject="Ana") == UNKNOWN
+    # a turn's sentence that takes the other stance still answers
+    turn = Retrieved("t", "Ana was not calm at work when she went to the cabin.", 0.7,
+                     {"granularity": "turn"})
+    assert offline_answer(question, [*hits, turn], subject="Ana").startswith("No, ")
 
 
 def test_offline_answerer_tries_facts_before_quoting_a_turn() -> None:

@@ -813,8 +813,11 @@ def _answer_one(question: str, retrieved: Sequence[Retrieved], subject: str) -> 
         best = max(scored, key=lambda p: (p[0], _recency(p[1])))[1]
     text = best.text.strip()
     if kind == "yes_no":
+        # a memory that neither confirms nor contradicts the question answers neither
+        # "yes" nor "no": quoting it would read as an answer (every such reply on the dev
+        # users was judged a hallucination), so no memory of this set answers
         lead = _yes_no_lead(question, text)
-        return f"{lead}, {text}" if lead else text
+        return f"{lead}, {text}" if lead else ""
     return text
 
 
