@@ -252,6 +252,21 @@ def test_removed_and_replaced_units_never_come_back():
     assert hits[0].id == victim
 
 
+def test_a_unit_whose_neighbours_are_all_removed_is_still_explained():
+    """Removing every neighbour of a unit leaves it with no links and no empty entry:
+    an explained search reads its strongest neighbour (an empty entry raised a 500)."""
+    index, emb, text_of = _build()
+    orphan = next(t for t in text_of if index._links.get(t))
+    index.remove(list(index._links[orphan]))
+    assert orphan in index and orphan not in index._links
+    assert all(index._links.values())  # no unit keeps an empty neighbour map
+    assert index._links  # other links remain, so graph spreading runs
+    q = text_of[orphan]
+    hits = index.search(q, emb.embed([q])[0], top_k=len(text_of), explain=True).turns
+    hit = next(h for h in hits if h.id == orphan)
+    assert hit.explain is not None and hit.explain["association_path"] == []
+
+
 def test_add_is_incremental_and_returns_links():
     index, emb, _ = _build()
     before = index._channels["context"].bm25._tokens.copy()

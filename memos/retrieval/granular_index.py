@@ -467,7 +467,10 @@ class GranularIndex:
                 self._session_units[u.session_key][u.granularity].discard(u.id)
             self._strongest.pop(u.id, None)
             for other in self._links.pop(u.id, {}):
-                self._links.get(other, {}).pop(u.id, None)
+                neighbours = self._links.get(other, {})
+                neighbours.pop(u.id, None)
+                if not neighbours:  # a unit left with no links has no entry (explain reads it)
+                    self._links.pop(other, None)
                 self._strongest.pop(other, None)
         if "context" in self._channels:
             self._channels["context"].drop([u.id for u in gone if u.granularity == "turn"])
@@ -1086,9 +1089,8 @@ class GranularIndex:
             mag = sum(abs(c) for c in contrib.values()) or 1.0
             lex = sum(abs(contrib[g]) * float(shares[g][i]) for g in contrib) / mag
             path: list[int] = []
-            if ppr is not None and tid in self._links:
-                nb = max(self._links[tid], key=lambda b: self._links[tid][b])
-                path = [nb, tid]
+            if ppr is not None and (links := self._links.get(tid)):
+                path = [max(links, key=lambda b: links[b]), tid]
             exp = {"channels": contrib, "lexical_share": lex, "dense_share": 1 - lex,
                    "speaker_match": bool(speaker is not None and u.speaker == speaker),
                    "time_closeness": None if near is None else float(near[i]),
