@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     router_max_units: int = Field(
         default=1_000_000, ge=0, description="Memory guard: cubes with at most this many "
         "turns are searched by the multi-granularity router (0 disables it), larger ones by "
-        "the vector index alone. Router search cost is bounded by its candidate pool at any "
-        "size; what grows with a cube is the router cache (about 10 KB per routed unit per "
-        "worker).")
+        "hybrid search over the vector index. Router search scores a bounded candidate pool, "
+        "so its cost grows slowly with a cube (HTTP p95 22.5 ms at 100k turns, 48.4 ms at 1M); "
+        "what grows with it is the router cache (about 10 KB per routed unit per worker; "
+        "14.1 GB for a whole worker at 1M turns).")
     router_cache_units: int = Field(
         default=2_000_000, ge=1, description="Routed units one worker process keeps cached "
         "over all cubes (least recently used cubes are dropped past it and rebuilt from SQL "

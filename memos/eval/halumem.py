@@ -844,10 +844,10 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     a date for "when", a number for "how many", a name for "who", a place for "where").
     For a question about the current value the newest of the near-best memories wins. A
     yes/no question is answered "Yes, …"/"No, …" with the memory when the memory takes the
-    same/opposite stance; a memory that does neither does not answer it. A two-part question ("X, and Y?") is
-    answered part by part. Facts are tried first; only when none qualifies is the answer
-    the best-supporting sentence of another hit (a dialogue turn). Says "unknown" when no
-    memory qualifies.
+    same/opposite stance; a memory that does neither does not answer it. A two-part
+    question ("X, and Y?") is answered part by part. Facts are tried first; only when none
+    qualifies is the answer the best-supporting sentence of another hit (a dialogue turn).
+    Says "unknown" when no memory qualifies.
     """
     parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
                                  r"when|how)\b)", question) if p.strip()]

@@ -13,8 +13,9 @@ unit (cheaper there, and the reference the pool is measured against).
 
 Memory is what bounds the cache: a cube costs about ``BYTES_PER_UNIT`` per routed unit in
 each worker process. ``max_units`` is a guard per cube (a cube with more turns is searched
-by the vector index alone); ``max_cached_units`` bounds one worker's cache over all cubes,
-least recently used cubes out first (they are rebuilt from SQL when next searched).
+by hybrid search over the vector index); ``max_cached_units`` bounds one worker's cache
+over all cubes, least recently used cubes out first (they are rebuilt from SQL when next
+searched).
 """
 
 from __future__ import annotations
