@@ -105,5 +105,12 @@ def test_the_exact_scan_is_re_ranked_too(client: TestClient) -> None:
     assert r.json()["hits"][0]["unit"]["text"] == ANSWER
 
 
-def test_the_pool_is_bounded() -> None:
-    assert HYBRID_POOL >= 10 and LEXICAL_WEIGHT > 0
+def test_the_pool_is_wider_than_top_k(client: TestClient) -> None:
+    """top_k 1 still re-ranks the HYBRID_POOL nearest: the answer is not cosine's first."""
+    _cube_of_facts(client)
+    body = {"query": QUESTION, "top_k": 1, "filters": {"granularity": ["fact"]}}
+    dense = client.post("/v1/cubes/maja/search", json={**body, "mode": "dense"}).json()
+    assert dense["hits"][0]["unit"]["text"] != ANSWER
+    assert HYBRID_POOL > len(FACTS)
+    hybrid = client.post("/v1/cubes/maja/search", json=body).json()
+    assert [h["unit"]["text"] for h in hybrid["hits"]] == [ANSWER]
