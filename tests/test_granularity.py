@@ -459,3 +459,43 @@ def test_association_past_the_exhaustive_size_uses_the_ann_neighbours_only():
     exact = index.add([IndexUnit(501, "session", text, emb.embed([text])[0], "s9")],
                       neighbours=neighbours)  # 6 session units: an exact scan
     assert all(link.dst < 500 for link in exact) and len(asked) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "put", "drop", "read"]),
+                          st.lists(st.integers(0, 40), min_size=1, max_size=5)),
+                max_size=25))
+def test_a_channel_matrix_kept_by_appends_equals_a_rebuild(ops):
+    """The exhaustive path's matrix is appended to in place for new (higher) ids; after any
+    mix of appends, replacements and drops it holds exactly the channel's vectors in id
+    order, and a matrix read earlier is left as it was."""
+    from memos.retrieval.granular_index import _Channel
+
+    ch = _Channel(k1=1.2, b=0.75, analyzer=Analyzer())
+    rng = np.random.default_rng(0)
+    held: dict[int, np.ndarray] = {}
+    earlier: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    top = 0
+    for op, raw in ops:
+        if op == "append":  # what ingest does: ids above every id held, ascending
+            ids = list(range(top + 1, top + 1 + len(raw)))
+        else:
+            ids = list(dict.fromkeys(raw))
+        if op in ("append", "put"):
+            vecs = rng.standard_normal((len(ids), 4)).astype(np.float32)
+            ch.put(ids, [f"t{i}" for i in ids], list(vecs))
+            held.update(zip(ids, vecs, strict=True))
+            top = max(top, *ids)
+        elif op == "drop":
+            ch.drop(ids)
+            for i in ids:
+                held.pop(i, None)
+        ids_now, mat_now = ch.matrix()
+        want = sorted(held)
+        assert ids_now.tolist() == want
+        if want:
+            np.testing.assert_array_equal(mat_now, np.stack([held[i] for i in want]))
+        earlier.append((ids_now, mat_now, ids_now.copy(), mat_now.copy()))
+    for ids_then, mat_then, ids_copy, mat_copy in earlier:
+        np.testing.assert_array_equal(ids_then, ids_copy)
+        np.testing.assert_array_equal(mat_then, mat_copy)

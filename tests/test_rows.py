@@ -43,3 +43,34 @@ def test_bad_puts_are_refused() -> None:
     rows.put([1], np.ones((1, 4)), s=[0])
     with pytest.raises(ValueError, match="dimension"):
         rows.put([2], np.ones((1, 5)), s=[0])
+
+
+def test_ascending_is_a_view_while_ids_arrive_in_order_and_none_after_a_replace() -> None:
+    rows = Rows()
+    v = np.arange(12, dtype=np.float32).reshape(6, 2)
+    rows.put([1, 2], v[:2])
+    rows.put([5, 9], v[2:4])
+    view = rows.ascending()
+    assert view is not None
+    ids, vecs = view
+    assert ids.tolist() == [1, 2, 5, 9] and vecs.tolist() == v[:4].tolist()
+    assert not ids.flags.writeable and not vecs.flags.writeable
+    assert np.shares_memory(vecs, rows._vecs)  # no copy
+    rows.put([12], v[4:5])
+    assert ids.tolist() == [1, 2, 5, 9]  # a view handed out earlier keeps its rows
+    rows.put([2], v[5:6])  # a replace leaves a dead row: no view
+    assert rows.ascending() is None
+    out_of_order = Rows()
+    out_of_order.put([3, 1], v[:2])
+    assert out_of_order.ascending() is None
+
+
+def test_ascending_again_after_a_compaction_restores_id_order() -> None:
+    rows = Rows()
+    n = 3000
+    rows.put(list(range(n)), np.ones((n, 2), dtype=np.float32))
+    rows.drop(range(0, n, 2))
+    assert rows.ascending() is None  # dead rows held
+    rows.drop(range(1, n // 2, 2))  # dead rows now outnumber live ones: compacted
+    view = rows.ascending()
+    assert view is not None and view[0].tolist() == list(range(n // 2 + 1, n, 2))

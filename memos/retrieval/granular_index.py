@@ -224,7 +224,8 @@ def _blas_threads(n: int | None) -> Iterator[None]:
 
 
 class _Channel:
-    """Vectors + BM25 for one granularity; the ascending-id matrix is materialised lazily
+    """Vectors + BM25 for one granularity; the ascending-id matrix is the vectors' own
+    arrays while they arrive in id order (:meth:`Rows.ascending`), else materialised lazily
     (the exhaustive path reads it; a candidate pool gathers from ``vectors``)."""
 
     def __init__(self, *, k1: float, b: float, analyzer: Analyzer,
@@ -250,7 +251,10 @@ class _Channel:
             self._dirty = True
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids ascending (n,), vectors (n, dim))``."""
+        """``(ids ascending (n,), vectors (n, dim))``, not to be written to."""
+        view = self.vectors.ascending()
+        if view is not None:
+            return view
         if self._dirty:
             t = time.perf_counter()
             self._ids = np.array(sorted(self.vectors), dtype=np.int64)

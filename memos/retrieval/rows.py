@@ -37,8 +37,10 @@ class Rows(Mapping[int, np.ndarray]):
         self._dtypes = {name: np.dtype(dt) for name, dt in (columns or {}).items()}
         self._row: dict[int, int] = {}
         self._vecs = np.zeros((0, 0), dtype=np.float32)
+        self._ids = np.zeros(0, dtype=np.int64)  # the id of each row, live or dead
         self._cols = {name: np.zeros(0, dtype=dt) for name, dt in self._dtypes.items()}
         self._n = 0  # rows used, live or dead
+        self._in_order = True  # rows [0, _n) hold strictly ascending ids
 
     # ------------------------------------------------------------------ mapping
     def __getitem__(self, unit_id: int) -> np.ndarray:
@@ -73,6 +75,10 @@ class Rows(Mapping[int, np.ndarray]):
                              f"{self._vecs.shape[1]} held")
         self.drop(ids)
         self._reserve(self._n + m)
+        new = np.asarray(ids, dtype=np.int64)
+        self._in_order = bool(self._in_order and np.all(np.diff(new) > 0)
+                              and (not self._n or new[0] > self._ids[self._n - 1]))
+        self._ids[self._n:self._n + m] = new
         self._vecs[self._n:self._n + m] = vecs
         for name, values in columns.items():
             self._cols[name][self._n:self._n + m] = values
@@ -94,6 +100,9 @@ class Rows(Mapping[int, np.ndarray]):
         vecs = np.zeros((cap, self._vecs.shape[1]), dtype=np.float32)
         vecs[:self._n] = self._vecs[:self._n]
         self._vecs = vecs
+        ids = np.zeros(cap, dtype=np.int64)
+        ids[:self._n] = self._ids[:self._n]
+        self._ids = ids
         for name, col in self._cols.items():
             grown = np.zeros(cap, dtype=col.dtype)
             grown[:self._n] = col[:self._n]
@@ -103,11 +112,24 @@ class Rows(Mapping[int, np.ndarray]):
         ids = list(self._row)
         rows = np.fromiter(self._row.values(), dtype=np.int64, count=len(ids))
         self._vecs = self._vecs[rows]
+        self._ids = self._ids[rows]
         self._cols = {name: col[rows] for name, col in self._cols.items()}
         self._row = {unit_id: j for j, unit_id in enumerate(ids)}
         self._n = len(ids)
+        self._in_order = bool(np.all(np.diff(self._ids) > 0))
 
     # ------------------------------------------------------------------ gathering
+    def ascending(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(ids ascending (n,), vectors (n, dim))`` of every id, as read-only views (no
+        copy) — when all rows are live and were put in ascending id order; else ``None``
+        (sort the ids and :meth:`gather` them)."""
+        if not self._in_order or len(self._row) != self._n:
+            return None
+        ids, vecs = self._ids[:self._n], self._vecs[:self._n]
+        ids.flags.writeable = False
+        vecs.flags.writeable = False
+        return ids, vecs
+
     def rows(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
         """Internal rows of ``ids`` (all held: ``KeyError`` otherwise), valid until the
         next write."""
