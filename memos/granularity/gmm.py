@@ -26,13 +26,14 @@ the clusters that hold ``mass`` of a query's (tempered) posterior, for probe-onl
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from memos.lazy import IMPORT_LOCK
 
 __all__ = [
     "Link",
@@ -167,15 +168,13 @@ def gmm_accept(scores: np.ndarray, *, min_scores: int = 5, min_spread: float = 1
     return out[0] if single else out
 
 
-_import_lock = threading.Lock()
-
-
 def _sklearn_mixture() -> tuple[Any, type[Warning]]:
     """``sklearn.mixture.GaussianMixture`` and ``ConvergenceWarning``, imported on first use
-    (a 1-5 s import the CLI should not pay) under a lock: two threads' first imports of
-    sklearn's submodules at once can each see the other's half-initialised module (a server
-    fitting a cluster map while a background job refits the router's clusters)."""
-    with _import_lock:
+    (a 1-5 s import the CLI should not pay) under :data:`memos.lazy.IMPORT_LOCK`: two
+    threads' first imports at once can each see the other's half-initialised module (a
+    server fitting a cluster map while a background job refits the router's clusters, or
+    while another request imports torch)."""
+    with IMPORT_LOCK:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.mixture import GaussianMixture
     return GaussianMixture, ConvergenceWarning

@@ -17,6 +17,7 @@ import threading
 from typing import Any, Protocol
 
 from memos.errors import BackendUnavailable, Conflict
+from memos.lazy import IMPORT_LOCK
 
 __all__ = ["LanguageModel", "BackboneProvider", "model_fingerprint", "check_fingerprint",
            "BACKBONE_HINT"]
@@ -81,7 +82,10 @@ class BackboneProvider:
 
     def _load(self) -> LanguageModel:
         try:
-            from memos.backbone.checkpoint import load_backbone
+            with IMPORT_LOCK:  # torch's first import, never beside sklearn's (memos.lazy)
+                import torch  # noqa: F401
+
+                from memos.backbone.checkpoint import load_backbone
         except ImportError as exc:
             raise BackendUnavailable(f"{BACKBONE_HINT}: {exc}",
                                      details={"model": "bundled"}) from exc
