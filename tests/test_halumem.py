@@ -372,6 +372,44 @@ def test_offline_answerer_tries_facts_before_quoting_a_turn() -> None:
                           subject="Ana") == "My sister Mia works at the Fjord Bakery downtown."
 
 
+
+def test_offline_answerer_does_not_quote_for_a_speculation_or_an_explanation() -> None:
+    """A quote answers what a memory says, not what someone might do or how one thing
+    changed another: for those the answerer abstains, with the supporting memory there."""
+    hits = [Retrieved("1", "Ana loves hiking in the Alps every summer.", 0.8, {}),
+            Retrieved("2", "Ana was promoted to team lead at Fjord Bank.", 0.7, {})]
+    answered = "Ana loves hiking in the Alps every summer."
+    assert offline_answer("What does Ana love doing in the Alps?", hits,
+                          subject="Ana") == answered
+    for question in ("What might Ana do in the Alps next summer?",
+                     "What hobby could Ana take up in the Alps?",
+                     "Would Ana likely go hiking in the Alps again?",
+                     "How did Ana's promotion at Fjord Bank change her hiking?",
+                     "How has Ana's hiking in the Alps changed?",
+                     "What role does hiking in the Alps play for Ana?"):
+        assert offline_answer(question, hits, subject="Ana") == UNKNOWN, question
+    # "how many/much/old/long/often" asks for a quantity; a date in May is no modal verb
+    hits = [Retrieved("1", "Ana goes hiking in the Alps 3 times a year.", 0.8, {})]
+    assert offline_answer("How often does Ana go hiking in the Alps?", hits,
+                          subject="Ana") == "Ana goes hiking in the Alps 3 times a year."
+    hits = [Retrieved("1", "Ana moved to Oslo on May 5, 2024.", 0.8, {})]
+    assert offline_answer("Where did Ana move on May 5, 2024?", hits,
+                          subject="Ana") == "Ana moved to Oslo on May 5, 2024."
+
+
+def test_offline_answerer_recommends_only_from_a_stated_liking() -> None:
+    liked = [Retrieved("1", "Daniel absolutely loves tacos from the corner stand.", 0.8, {})]
+    assert offline_answer("Which dish should I cook to make Daniel happy?", liked,
+                          subject="Daniel") == liked[0].text
+    plain = [Retrieved("1", "Daniel ate a dish of tacos at the market.", 0.8, {})]
+    assert offline_answer("Which dish should I cook to make Daniel happy?", plain,
+                          subject="Daniel") == UNKNOWN
+    # what someone would enjoy is asked as a recommendation, not a speculation
+    for question in ("Suggest a weekend dish that Daniel would enjoy.",
+                     "What dish might Daniel enjoy at the market?"):
+        assert offline_answer(question, liked, subject="Daniel") == liked[0].text, question
+        assert offline_answer(question, plain, subject="Daniel") == UNKNOWN, question
+
 # --------------------------------------------------------------------------- whole runs
 def test_run_halumem_through_test_double(synth_file: Any, embedder: OnnxMiniLM,
                                          tmp_path: Any, capsys: Any) -> None:

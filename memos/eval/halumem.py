@@ -77,7 +77,7 @@ UNKNOWN = "unknown"
 NOT_IN_MEMORY = "not in memory"
 #: The offline answerer abstains below this coverage: chosen on the dev users with
 #: ``memos eval halumem-calibrate`` (leave-one-user-out; README, "Honest answers").
-ABSTAIN_BELOW = 0.53
+ABSTAIN_BELOW = 0.42
 #: What each QA question's context is: ``"facts+turns"`` (default) the best
 #: ``QA_TOP_K - QA_TURNS`` facts (hybrid search) then the best ``QA_TURNS`` dialogue turns
 #: (router search), as an agent reading memory would get both; ``"facts"`` the best
@@ -771,6 +771,39 @@ def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieve
     return overlap / total + DENSE_WEIGHT * max(0.0, min(1.0, r.score))
 
 
+#: A question that asks for a speculation ("What hobby might Ana take up …", "How could
+#: she …", "… would she likely …"): the answer is an inference from memory, which an
+#: extractive answerer cannot make — quoting a related memory is not one. Modal verbs in
+#: lower case only, so a date in May is not one.
+_SPECULATIVE = re.compile(r"\b(?:might|could|would|likely|may)\b|^(?:Might|Could|Would|May)\b")
+#: A question that asks how one thing shaped or changed another ("How did her promotion
+#: influence …", "How has her income changed …", "What role did …"): an explanation or a
+#: before-and-after, again not one memory's words ("how many/much/old/long/often" asks
+#: for a quantity and is not one).
+_EXPLANATORY = re.compile(r"\bhow\s+(?!many\b|much\b|old\b|long\b|often\b|far\b)"
+                          r"(?:did|does|do|has|have|had|is|was|were|are|will|can)\b"
+                          r"|\bin what ways?\b|\bwhat role\b", re.IGNORECASE)
+#: A recommendation ("Which dish should I cook to make Ana happy?", "Suggest an activity
+#: Ana would enjoy"): answered by a liking the memory states, and only then. A modal
+#: question about what someone would enjoy or like is one, not a speculation.
+_RECOMMENDATION = re.compile(r"\b(?:should|suggest|recommend)\b|\b(?:might|could|would|may)\s+"
+                             r"(?:\w+\s+){0,1}(?:enjoy|like|love|prefer|appreciate)\b",
+                             re.IGNORECASE)
+
+
+def _quotable(question: str) -> bool:
+    """Whether a quoted memory can answer ``question``: not a speculation (unless it asks
+    for a recommendation) nor an explanation (:data:`_SPECULATIVE`, :data:`_EXPLANATORY`,
+    :data:`_RECOMMENDATION`)."""
+    if _EXPLANATORY.search(question):
+        return False
+    return not _SPECULATIVE.search(question) or bool(_RECOMMENDATION.search(question))
+
+
+def _states_preference(memory: str) -> bool:
+    return bool(set(content_tokens(memory)) & _POSITIVE)
+
+
 def _yes_no_lead(question: str, memory: str) -> str:
     """A yes/no answer's lead: "No" when the memory takes the opposite stance to the one
     the question asks about (negation, or a stance word of :data:`_POSITIVE` against one of
@@ -847,8 +880,14 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     same/opposite stance; a memory that does neither does not answer it. A two-part
     question ("X, and Y?") is answered part by part. Facts are tried first; only when none
     qualifies is the answer the best-supporting sentence of another hit (a dialogue turn).
-    Says "unknown" when no memory qualifies.
+    Says "unknown" when no memory qualifies, and for a question a quote cannot answer: a
+    speculation ("What hobby might Ana take up …") or an explanation ("How did her move
+    change …") asks for an inference, so the quote would read as a confident wrong answer;
+    a recommendation ("Which dish should I cook for Ana?", "… that Ana would enjoy") is
+    answered only by a memory that states a liking.
     """
+    if not _quotable(question):
+        return UNKNOWN
     parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
                                  r"when|how)\b)", question) if p.strip()]
     facts = [r for r in retrieved if (r.metadata or {}).get("granularity", "fact") == "fact"]
@@ -857,6 +896,8 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     for part in parts:
         text = _answer_one(part, facts, subject) or _answer_one(part, _sentences(others),
                                                                   subject)
+        if text and _RECOMMENDATION.search(part) and not _states_preference(text):
+            text = ""
         if text and text not in answers:
             answers.append(text)
     return " ".join(answers) if answers else UNKNOWN

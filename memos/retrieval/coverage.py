@@ -152,7 +152,7 @@ class Calibration:
 
 #: Fitted by ``memos eval halumem-calibrate`` on the traces of HaluMem users 3 and 12
 #: (``memos eval halumem --trace``, rules extractor, offline judge; README, "Honest answers").
-CALIBRATION = Calibration(weights=(-0.9991, 3.2597),
+CALIBRATION = Calibration(weights=(-1.1143, 3.8655),
                           source="halumem-calibrate on HaluMem dev users 3 and 12")
 
 
