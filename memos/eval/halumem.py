@@ -787,7 +787,7 @@ _EXPLANATORY = re.compile(r"\bhow\s+(?!many\b|much\b|old\b|long\b|often\b|far\b)
 #: Ana would enjoy"): answered by a liking the memory states, and only then. A modal
 #: question about what someone would enjoy or like is one, not a speculation.
 _RECOMMENDATION = re.compile(r"\b(?:should|suggest|recommend)\b|\b(?:might|could|would|may)\s+"
-                             r"(?:\w+\s+){0,1}(?:enjoy|like|love|prefer|appreciate)\b",
+                             r"(?:\w+\s+)?(?:enjoy|like|love|prefer|appreciate)\b",
                              re.IGNORECASE)
 
 
