@@ -204,6 +204,8 @@ _MONTH = rf"(?P<month>{_FULL}|(?:{_ABBR})\.?)"
 _DAY = r"(?P<day>[0-3]?\d)(?:st|nd|rd|th)?"
 _YEAR = r"(?P<year>(?:19|20)\d\d)"
 _PATTERNS = [
+    # ISO 8601: "2027-09-20", "2027-09"
+    re.compile(r"\b(?P<year>(?:19|20)\d\d)-(?P<month>0[1-9]|1[0-2])(?:-(?P<day>[0-3]\d))?\b"),
     re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH}(?:,?\s*{_YEAR})?\b", re.IGNORECASE),
     re.compile(rf"\b{_MONTH}\s+{_DAY}(?!\d)(?:\s*,?\s*{_YEAR})?\b", re.IGNORECASE),
     re.compile(rf"\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE),
@@ -260,8 +262,8 @@ def query_periods(text: str) -> list[Period]:
     """Absolute calendar periods named in ``text``, in order of appearance, deduplicated.
 
     Understood: "9 November, 2022", "8th December 2023", "November 9, 2022",
-    "December 1,2023", "July 2023", "in May", "2024"; a day or month without a year
-    matches that day or month in any year.
+    "December 1,2023", "July 2023", "in May", "2024", ISO "2022-11-09" and "2022-11"; a
+    day or month without a year matches that day or month in any year.
     """
     taken = np.zeros(len(text), dtype=bool)
     found: list[tuple[int, Period]] = []
@@ -270,7 +272,8 @@ def query_periods(text: str) -> list[Period]:
             if taken[m.start():m.end()].any():
                 continue
             groups = m.groupdict()
-            month = _MONTHS[groups["month"].lower().rstrip(".")] if groups.get("month") else None
+            name = (groups.get("month") or "").lower().rstrip(".")
+            month = (int(name) if name.isdigit() else _MONTHS[name]) if name else None
             day = int(groups["day"]) if groups.get("day") else None
             year = int(groups["year"]) if groups.get("year") else None
             if not _valid(year, month, day):

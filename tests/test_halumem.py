@@ -410,6 +410,26 @@ def test_offline_answerer_recommends_only_from_a_stated_liking() -> None:
         assert offline_answer(question, liked, subject="Daniel") == liked[0].text, question
         assert offline_answer(question, plain, subject="Daniel") == UNKNOWN, question
 
+
+def test_offline_answerer_answers_a_dated_question_from_that_days_memories() -> None:
+    """A question that names a day asks about what was said then: a memory of that day
+    answers it before a better-supported one from another day, dialogue sentence or not."""
+    older = Retrieved("f", "Ana attended a workshop on pottery glazes.", 0.8,
+                      {"granularity": "fact", "observed_at": "2027-03-02T10:00:00+00:00"})
+    turn = Retrieved("t", "Thanks for asking. I went to a workshop on puzzle games!", 0.6,
+                     {"granularity": "turn", "valid_from": "2027-08-22T18:30:00+00:00"})
+    hits = [older, turn]
+    assert offline_answer("What workshop did Ana attend on Aug 22, 2027?", hits,
+                          subject="Ana") == "I went to a workshop on puzzle games!"
+    assert offline_answer("What workshop did Ana attend as of 2027-08-22?", hits,
+                          subject="Ana") == "I went to a workshop on puzzle games!"
+    # no date, or a day with no memory that answers: the whole context, facts first
+    assert offline_answer("What workshop did Ana attend?", hits, subject="Ana") == older.text
+    assert offline_answer("What workshop did Ana attend on Mar 2, 2027?", hits,
+                          subject="Ana") == older.text
+    assert offline_answer("What workshop did Ana attend on Jan 5, 2030?", hits,
+                          subject="Ana") == older.text
+
 # --------------------------------------------------------------------------- whole runs
 def test_run_halumem_through_test_double(synth_file: Any, embedder: OnnxMiniLM,
                                          tmp_path: Any, capsys: Any) -> None:

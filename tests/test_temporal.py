@@ -25,6 +25,8 @@ def _ts(*args: int) -> float:
     ("Where was John between August 11 and August 15 2023?", ["*-08-11", "2023-08-15"]),
     ("Sept 3 2021 and the 3rd of March", ["2021-09-03", "*-03-03"]),
     ("What happened on 31 February, 2023?", ["2023-02"]),  # no such day: the month
+    ("What was her health status as of 2027-09-20?", ["2027-09-20"]),  # ISO 8601
+    ("Her income in 2027-09 and on 2024-02-30", ["2027-09", "2024"]),
     # no date: a modal "may", a month word without a day, year or preposition
     ("What may Caroline do next?", []),
     ("Who did Melanie march with?", []),

@@ -38,15 +38,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from memos.embed import Embedder
 from memos.errors import InvalidInput
 from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
 from memos.retrieval.coverage import EXPANSIONS, answer_type, carries, query_coverage
-from memos.temporal import TIME_EXPR
+from memos.temporal import TIME_EXPR, query_periods, time_closeness
 
 __all__ = [
     "run_halumem",
@@ -866,6 +869,31 @@ def _sentences(retrieved: Sequence[Retrieved]) -> list[Retrieved]:
     return out
 
 
+#: How near (:func:`memos.temporal.time_closeness`) a memory must be to a day the question
+#: names to count as that day's memory (1 on the day; 0.5 about a day and a half off).
+DATED_CLOSENESS = 0.5
+
+
+def _posix(value: Any) -> float:
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return math.nan
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _of_the_day(question: str, retrieved: Sequence[Retrieved]) -> list[Retrieved]:
+    """The memories said or holding (``observed_at``, ``valid_from``) on a day ``question``
+    names ("… on Aug 22, 2027?", "… as of May 24, 2029?"); none when it names no day."""
+    days = [p for p in query_periods(question) if p.day is not None]
+    if not days or not retrieved:
+        return []
+    times = np.array([[_posix((r.metadata or {}).get(k)) for k in ("observed_at", "valid_from")]
+                      for r in retrieved])
+    near = np.maximum(time_closeness(days, times[:, 0]), time_closeness(days, times[:, 1]))
+    return [r for r, c in zip(retrieved, near) if c >= DATED_CLOSENESS]
+
+
 def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: str = ""
                    ) -> str:
     """Extractive answer: the memory that best supports the question.
@@ -885,9 +913,24 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     change …") asks for an inference, so the quote would read as a confident wrong answer;
     a recommendation ("Which dish should I cook for Ana?", "… that Ana would enjoy") is
     answered only by a memory that states a liking.
+
+    A question that names a day ("What workshop did Ana attend on Aug 22, 2027?") asks
+    about what was said or held that day: the memories of that day (:func:`_of_the_day`)
+    answer it first, facts then dialogue sentences as above, and the whole context only
+    when none of them does.
     """
     if not _quotable(question):
         return UNKNOWN
+    dated = _of_the_day(question, retrieved)
+    if dated and len(dated) < len(retrieved):
+        answer = _answer_from(question, dated, subject)
+        if answer != UNKNOWN:
+            return answer
+    return _answer_from(question, retrieved, subject)
+
+
+def _answer_from(question: str, retrieved: Sequence[Retrieved], subject: str) -> str:
+    """:func:`offline_answer` from these memories, with no regard to a date asked about."""
     parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
                                  r"when|how)\b)", question) if p.strip()]
     facts = [r for r in retrieved if (r.metadata or {}).get("granularity", "fact") == "fact"]
