@@ -75,6 +75,25 @@ def test_delete_on_explicit_retraction() -> None:
     assert RulesUpdater().decide(new, candidates_for(new, [old])).action is Action.ADD
 
 
+def test_leaving_an_employer_ends_the_job_held_there() -> None:
+    job = stored(fact("I work at Partnership Enterprise as a Senior Consultant.", T1), "f1")
+    other = stored(fact("I work as a volunteer coach.", T1), "f2")
+    for text in ["I quit my job at Partnership Enterprise.",
+                 "I've finally retired from my role as Senior Consultant at Partnership "
+                 "Enterprise.",
+                 "I stepped down from my position at Partnership Enterprise."]:
+        new = fact(text, T2)
+        assert new.negated and new.attribute == "employer", text
+        d = RulesUpdater().decide(new, candidates_for(new, [job, other]))
+        assert d.action is Action.DELETE and d.target_fact_id == "f1", text
+        assert d.valid_to == T2
+    # leaving somewhere else ends neither
+    new = fact("I quit my job at Meta.", T2)
+    assert RulesUpdater().decide(new, candidates_for(new, [job, other])).action is Action.ADD
+    # retiring from a sport names no employer: no retraction
+    assert not fact("I retired from baseball.", T2).negated
+
+
 def test_older_value_never_overwrites_newer() -> None:
     current = stored(fact("I moved to Munich.", T3), "f2")
     stale = fact("I live in Berlin.", T1)

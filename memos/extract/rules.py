@@ -150,6 +150,12 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
         (r"^(?:quit|left|resigned from|was fired from|got laid off from|got fired from)"
          r" (?:my |his |her |the )?(?:job |position )?(?:at |with )?" + _V + _END,
          "employer", PERSONA, True),
+        # retiring or stepping down from a role at an employer ends it too ("I've finally
+        # retired from my role as Senior Consultant at Acme", "I stepped down from Acme")
+        (r"^(?:'ve |have |has |had )?(?:just |recently |finally |officially )?(?:retired|"
+         r"stepped down|(?:decided|made the decision) to (?:retire|step down)) from"
+         r" (?:my |his |her |the )?(?:job |role |position |post )?(?:as (?:a |an |the )?"
+         r"[^,.;!?]+? )?(?:at |with )" + _V + _END, "employer", PERSONA, True),
         (r"^(?:am|'m|is|'s|was) no longer (?:a |an )?" + _V + _END, "job", PERSONA, True),
         (r"^(?:no longer|don't|do not|doesn't) live(?:s)? in " + _V + _END,
          "city", PERSONA, True),

@@ -200,6 +200,14 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
         new.text)
 
 
+def _job_at(fact: ActiveFact, employer: str) -> bool:
+    """Whether ``fact`` is a job held at ``employer`` (a ``job`` fact whose text names it:
+    "Ana works at Acme Labs as an engineer" for "acme labs")."""
+    want = _value_tokens(employer)
+    return (fact.attribute == "job" and not fact.negated and bool(want)
+            and want <= set(content_tokens(fact.text)))
+
+
 def _value_tokens(s: str) -> set[str]:
     return set(content_tokens(s))
 
@@ -245,6 +253,10 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
     key = (_norm_subject(new.subject), new.attribute)
     same = [a for a in pool if same_attribute(a.attribute, key[1])
             and _norm_subject(a.subject) == key[0]]
+    if new.negated and key[1] == "employer":
+        # leaving an employer ends the job held there ("works at Acme as an engineer")
+        same += [a for a in pool if _norm_subject(a.subject) == key[0]
+                 and _job_at(a, new.value)]
     if _LIKING.search(new.text) or _DISLIKING.search(new.text):
         # a preference it may turn around, whatever attribute either was keyed by
         same += [a for a in pool if not same_attribute(a.attribute, key[1])
@@ -304,6 +316,9 @@ class RulesUpdater:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
                 or self._single(key[1]) and not _value_tokens(new.value))]
+            if not live and key[1] == "employer":
+                live = [c for c in candidates if _norm_subject(c.subject) == key[0]
+                        and _job_at(c, new.value)]
             if live:
                 target = _latest(live)
                 return Decision(Action.DELETE, target.id,
