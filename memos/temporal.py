@@ -46,6 +46,7 @@ __all__ = [
     "resolve_relative_time",
     "Period",
     "query_periods",
+    "without_periods",
     "time_closeness",
 ]
 
@@ -265,8 +266,32 @@ def query_periods(text: str) -> list[Period]:
     "December 1,2023", "July 2023", "in May", "2024", ISO "2022-11-09" and "2022-11"; a
     day or month without a year matches that day or month in any year.
     """
+    out: list[Period] = []
+    for _, _, p in _period_spans(text):
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def without_periods(text: str) -> str:
+    """``text`` with the calendar references :func:`query_periods` finds blanked out: what
+    a question asks about, apart from when ("What did Ana cook on 9 November, 2022?" →
+    "What did Ana cook on  ?").
+
+    >>> without_periods("What does Ana dislike as of Sep 06, 2025?")
+    'What does Ana dislike as of  ?'
+    """
+    out, end = [], 0
+    for start, stop, _ in _period_spans(text):
+        out.append(text[end:start] + " ")
+        end = stop
+    return "".join(out) + text[end:]
+
+
+def _period_spans(text: str) -> list[tuple[int, int, Period]]:
+    """(start, end, period) of each calendar reference in ``text``, in order."""
     taken = np.zeros(len(text), dtype=bool)
-    found: list[tuple[int, Period]] = []
+    found: list[tuple[int, int, Period]] = []
     for pattern in _PATTERNS:
         for m in pattern.finditer(text):
             if taken[m.start():m.end()].any():
@@ -279,12 +304,8 @@ def query_periods(text: str) -> list[Period]:
             if not _valid(year, month, day):
                 continue
             taken[m.start():m.end()] = True
-            found.append((m.start(), Period(year, month, day)))
-    out: list[Period] = []
-    for _, p in sorted(found, key=lambda x: x[0]):
-        if p not in out:
-            out.append(p)
-    return out
+            found.append((m.start(), m.end(), Period(year, month, day)))
+    return sorted(found, key=lambda x: x[0])
 
 
 def time_closeness(periods: list[Period], times: np.ndarray, *,

@@ -13,7 +13,14 @@ import pytest
 from memos.client import MemosClient
 from memos.errors import InvalidInput
 from memos.eval.halumem_calibrate import THRESHOLDS, calibrate, evidence_limits, fit_logistic
-from memos.retrieval.coverage import CALIBRATION, answer_type, carries, query_coverage, signals
+from memos.retrieval.coverage import (
+    CALIBRATION,
+    answer_type,
+    carries,
+    query_coverage,
+    question_parts,
+    signals,
+)
 
 ANA = ["Ana's dog is named Rex.", "Ana works as a nurse in Oslo.", "Ana likes hiking.",
        "Ana's sister Mia lives in Rome.", "Ana drives a red Volvo."]
@@ -37,6 +44,25 @@ def test_a_word_most_hits_share_says_nothing_about_the_query() -> None:
     assert sig["lexical_best"] == 0.0 and sig["lexical_top3"] == 0.0
     # with fewer hits than MIN_HITS_FOR_COMMON nothing is left out
     assert signals("Ana's blood type?", ANA[:2])["lexical_best"] > 0
+
+
+def test_a_date_the_query_names_is_not_a_word_the_hits_must_hold() -> None:
+    # "as of Sep 06, 2025" says when; the hit that answers need not repeat the date
+    hits = ["Ana dislikes heavy metal music.", *ANA]
+    dated = signals("What music does Ana dislike as of Sep 06, 2025?", hits)
+    assert dated["answer_best"] == signals("What music does Ana dislike?", hits)[
+        "answer_best"] == 1.0
+
+
+def test_a_two_part_question_is_covered_part_by_part() -> None:
+    q = "What is the name of Ana's brother, and in which city does Ana live?"
+    assert question_parts(q) == ["What is the name of Ana's brother",
+                                 "in which city does Ana live?"]
+    hits = ["Ana's brother is named Leo.", "Ana lives in Oslo.", "Ana likes hiking.",
+            "Ana drives a red Volvo.", "Ana's cat is grey."]
+    # no one hit answers both parts; each part has the hit that answers it
+    assert signals(q, hits)["answer_best"] == 1.0
+    assert signals(q, [*hits[1:], "Ana's flat is small."])["answer_best"] == 0.5
 
 
 def test_answer_type_reads_what_the_question_asks_for() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from memos.temporal import Period, query_periods, time_closeness
+from memos.temporal import Period, query_periods, time_closeness, without_periods
 
 
 def _ts(*args: int) -> float:
@@ -33,6 +33,15 @@ def _ts(*args: int) -> float:
 ])
 def test_query_periods(text, labels):
     assert [p.label for p in query_periods(text)] == labels
+
+
+def test_without_periods_blanks_exactly_the_dates_query_periods_reads():
+    assert without_periods("What did Nate cook on 9 November, 2022?").split() == [
+        "What", "did", "Nate", "cook", "on", "?"]
+    assert without_periods("On 2027-09-20, did Ana quit?").split() == [
+        "On", ",", "did", "Ana", "quit?"]
+    # a modal "may" is no date, so it stays
+    assert without_periods("What may Caroline do next?") == "What may Caroline do next?"
 
 
 def test_closeness_is_one_inside_and_decays_outside():

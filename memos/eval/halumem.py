@@ -48,7 +48,13 @@ from memos.embed import Embedder
 from memos.errors import InvalidInput
 from memos.extract import HYPOTHETICAL, check, content_tokens, has_negation, numbers_in, stem
 from memos.llm import CompletionFn, ask, parse_json_object
-from memos.retrieval.coverage import EXPANSIONS, answer_type, carries, query_coverage
+from memos.retrieval.coverage import (
+    EXPANSIONS,
+    answer_type,
+    carries,
+    query_coverage,
+    question_parts,
+)
 from memos.temporal import TIME_EXPR, query_periods, time_closeness
 
 __all__ = [
@@ -80,7 +86,7 @@ UNKNOWN = "unknown"
 NOT_IN_MEMORY = "not in memory"
 #: The offline answerer abstains below this coverage: chosen on the dev users with
 #: ``memos eval halumem-calibrate`` (leave-one-user-out; README, "Honest answers").
-ABSTAIN_BELOW = 0.42
+ABSTAIN_BELOW = 0.39
 #: What each QA question's context is: ``"facts+turns"`` (default) the best
 #: ``QA_TOP_K - QA_TURNS`` facts (hybrid search) then the best ``QA_TURNS`` dialogue turns
 #: (router search), as an agent reading memory would get both; ``"facts"`` the best
@@ -931,8 +937,7 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
 
 def _answer_from(question: str, retrieved: Sequence[Retrieved], subject: str) -> str:
     """:func:`offline_answer` from these memories, with no regard to a date asked about."""
-    parts = [p for p in re.split(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|"
-                                 r"when|how)\b)", question) if p.strip()]
+    parts = question_parts(question)
     facts = [r for r in retrieved if (r.metadata or {}).get("granularity", "fact") == "fact"]
     others = [r for r in retrieved if r not in facts]
     answers = []

@@ -4,9 +4,11 @@
 memory points a question's answer rests on that the hits hold (0 = nothing relevant was
 found, 1 = all of it), so a caller can tell "the answer is in memory" from "memory has
 nothing on this" before it answers. The signals (:func:`signals`) are lexical, over the
-query's content words (stemmed, stopwords out, see :class:`memos.lexical.Analyzer`; a word
-that most of the hits share, the cube's user name say, tells nothing about this query and
-is left out when at least :data:`MIN_HITS_FOR_COMMON` hits came back):
+query's content words (stemmed, stopwords out, see :class:`memos.lexical.Analyzer`; the
+calendar dates it names are left out — "as of Sep 06, 2025" says when, not what, and a
+memory of that day rarely repeats its date; a word that most of the hits share, the cube's
+user name say, tells nothing about this query and is left out when at least
+:data:`MIN_HITS_FOR_COMMON` hits came back):
 
 - ``lexical_best``: the share of them in the best of the top :data:`TOP_HITS` hits;
 - ``lexical_top3``: the share in the top three together;
@@ -42,11 +44,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from memos.lexical import Analyzer
-from memos.temporal import TIME_EXPR
+from memos.temporal import TIME_EXPR, without_periods
 
 __all__ = ["Calibration", "CALIBRATION", "TOP_HITS", "MIN_HITS_FOR_COMMON", "COMMON_SHARE",
            "signals", "query_coverage", "FEATURES", "ANSWER_TYPES", "answer_type", "carries",
-           "EXPANSIONS"]
+           "EXPANSIONS", "question_parts"]
 
 #: What a question asks for, by its wording (:func:`answer_type`): a date, a number, a
 #: person's name, a place, a yes or no, or anything else ("open").
@@ -152,7 +154,7 @@ class Calibration:
 
 #: Fitted by ``memos eval halumem-calibrate`` on the traces of HaluMem users 3 and 12
 #: (``memos eval halumem --trace``, rules extractor, offline judge; README, "Honest answers").
-CALIBRATION = Calibration(weights=(-1.1143, 3.8655),
+CALIBRATION = Calibration(weights=(-1.0813, 2.425),
                           source="halumem-calibrate on HaluMem dev users 3 and 12")
 
 
@@ -164,8 +166,10 @@ def _analyzer() -> Analyzer:
 def signals(query: str, texts: Sequence[str]) -> dict[str, float]:
     """The retrieval signals of ``query`` against hit ``texts`` (best first)."""
     analyzer = _analyzer()
-    want = set(analyzer.tokens(query))
+    # a day or month the query names says when, not what: a hit need not repeat it
+    want = set(analyzer.tokens(without_periods(query))) or set(analyzer.tokens(query))
     docs = [set(analyzer.tokens(t)) for t in texts]
+    common: set[str] = set()
     if len(docs) >= MIN_HITS_FOR_COMMON:
         counts = Counter(tok for d in docs for tok in d)
         common = {t for t, n in counts.items() if n >= COMMON_SHARE * len(docs)}
@@ -176,15 +180,45 @@ def signals(query: str, texts: Sequence[str]) -> dict[str, float]:
         out["lexical_top3"] = len(want & set().union(*docs[:3])) / len(want)
         # a hit that can answer: it says something the query does not (a word beyond the
         # query's own) and holds what the query asks for (a date for "when", …)
-        # (a query word a paraphrase stands for counts as held: "how old" by "turned 43")
-        kind = answer_type(query)
-        asked = set(analyzer.tokens(query))
-        expansions = _expansions(query)
-        out["answer_best"] = max((len(want & (d | {t for trig, alts in expansions
-                                                    if alts & d for t in trig})) / len(want)
-                                  for d, text in zip(docs[:TOP_HITS], texts, strict=False)
-                                  if d - asked and carries(kind, text, query)), default=0.0)
+        # (a query word a paraphrase stands for counts as held: "how old" by "turned 43");
+        # a two-part question ("X, and in which city …?") is answered part by part, so
+        # each part's best answering hit counts for that part
+        parts = question_parts(query)
+        out["answer_best"] = sum(_answer_best(part, want if len(parts) == 1 else None,
+                                              common, docs, texts) for part in parts
+                                 ) / len(parts)
     return out
+
+
+def _answer_best(query: str, want: set[str] | None, common: set[str],
+                 docs: Sequence[set[str]], texts: Sequence[str]) -> float:
+    """``answer_best`` of one question (part): the share of its words (``want``, or its
+    own tokens less the ``common`` ones) in the best answering hit of the top ones."""
+    analyzer = _analyzer()
+    asked = set(analyzer.tokens(query))
+    if want is None:
+        own = set(analyzer.tokens(without_periods(query))) or asked
+        want = (own - common) or own
+    if not want:
+        return 0.0
+    kind = answer_type(query)
+    expansions = _expansions(query)
+    return max((len(want & (d | {t for trig, alts in expansions if alts & d for t in trig}))
+                / len(want) for d, text in zip(docs[:TOP_HITS], texts, strict=False)
+                if d - asked and carries(kind, text, query)), default=0.0)
+
+
+_PART_BREAK = re.compile(r",?\s+and\s+(?=(?:in |at |on )?(?:what|which|who|where|when|how)\b)")
+
+
+def question_parts(question: str) -> list[str]:
+    """A two-part question's parts ("What is the name of Ana's brother, and in which city
+    does Ana live?" → two questions); any other question is its one part.
+
+    >>> question_parts("Who is Ana's boss, and where does she work?")
+    ["Who is Ana's boss", 'where does she work?']
+    """
+    return [p for p in _PART_BREAK.split(question) if p.strip()] or [question]
 
 
 def _expansions(query: str) -> list[tuple[set[str], set[str]]]:
