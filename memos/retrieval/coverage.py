@@ -166,41 +166,43 @@ def _analyzer() -> Analyzer:
 def signals(query: str, texts: Sequence[str]) -> dict[str, float]:
     """The retrieval signals of ``query`` against hit ``texts`` (best first)."""
     analyzer = _analyzer()
-    # a day or month the query names says when, not what: a hit need not repeat it
-    want = set(analyzer.tokens(without_periods(query))) or set(analyzer.tokens(query))
     docs = [set(analyzer.tokens(t)) for t in texts]
     common: set[str] = set()
     if len(docs) >= MIN_HITS_FOR_COMMON:
         counts = Counter(tok for d in docs for tok in d)
         common = {t for t, n in counts.items() if n >= COMMON_SHARE * len(docs)}
-        want = (want - common) or want
+    want = _wanted(query, common)
     out = {"lexical_best": 0.0, "lexical_top3": 0.0, "answer_best": 0.0}
     if want and docs:
         out["lexical_best"] = max(len(want & d) for d in docs[:TOP_HITS]) / len(want)
         out["lexical_top3"] = len(want & set().union(*docs[:3])) / len(want)
-        # a hit that can answer: it says something the query does not (a word beyond the
-        # query's own) and holds what the query asks for (a date for "when", …)
-        # (a query word a paraphrase stands for counts as held: "how old" by "turned 43");
         # a two-part question ("X, and in which city …?") is answered part by part, so
         # each part's best answering hit counts for that part
         parts = question_parts(query)
-        out["answer_best"] = sum(_answer_best(part, want if len(parts) == 1 else None,
-                                              common, docs, texts) for part in parts
-                                 ) / len(parts)
+        out["answer_best"] = sum(_answer_best(part, want if len(parts) == 1 else
+                                              _wanted(part, common), docs, texts)
+                                 for part in parts) / len(parts)
     return out
 
 
-def _answer_best(query: str, want: set[str] | None, common: set[str],
-                 docs: Sequence[set[str]], texts: Sequence[str]) -> float:
-    """``answer_best`` of one question (part): the share of its words (``want``, or its
-    own tokens less the ``common`` ones) in the best answering hit of the top ones."""
+def _wanted(query: str, common: set[str]) -> set[str]:
+    """The words a hit should hold for ``query``: its tokens, less the calendar dates it
+    names (a day or month says when, not what: a hit need not repeat it) and less the
+    ``common`` words most hits share (unless nothing else is left)."""
     analyzer = _analyzer()
-    asked = set(analyzer.tokens(query))
-    if want is None:
-        own = set(analyzer.tokens(without_periods(query))) or asked
-        want = (own - common) or own
+    own = set(analyzer.tokens(without_periods(query))) or set(analyzer.tokens(query))
+    return (own - common) or own
+
+
+def _answer_best(query: str, want: set[str], docs: Sequence[set[str]],
+                 texts: Sequence[str]) -> float:
+    """``answer_best`` of one question (part): the share of ``want`` in the best of the top
+    hits *that can answer* — one saying something the query does not (a word beyond the
+    query's own) and holding what it asks for (a date for "when", …); a query word a
+    paraphrase stands for counts as held ("how old" by "turned 43")."""
     if not want:
         return 0.0
+    asked = set(_analyzer().tokens(query))
     kind = answer_type(query)
     expansions = _expansions(query)
     return max((len(want & (d | {t for trig, alts in expansions if alts & d for t in trig}))
