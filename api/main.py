@@ -40,6 +40,7 @@ from memos.cube import MemCube
 from memos.errors import InvalidInput, MemosError
 from memos.jobs import Worker
 from memos.limits import Limits
+from memos.llm import preload_litellm
 from memos.metrics import Metrics
 from memos.service import build_services
 
@@ -183,6 +184,8 @@ def create_app(settings: Settings | None = None, *, service: MemCube | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, cube=service)
+        # litellm (the `llm` extra) imports in seconds: off the first request's path
+        preload_litellm()
         memos, scheduler = services.cube, services.scheduler
         app.state.memos = memos
         app.state.keys = services.keys

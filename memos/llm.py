@@ -10,6 +10,9 @@ own ``mock_response=``. The default is :func:`litellm_completion`.
 - :func:`load_litellm` — the litellm module, imported on first use only, after setting
   ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (litellm otherwise fetches its model map from the
   network on import); importing :mod:`memos.llm` imports nothing heavy.
+- :func:`preload_litellm` — that import and litellm's default tokenizer on a background
+  thread, started by the API at startup so the first request that names a litellm model
+  (``/context`` or ``/chat``) does not wait seconds for them.
 - :func:`litellm_completion` — ``litellm.completion`` retried with exponential back-off
   on transient failures (:func:`is_transient`: rate limits, timeouts, lost connections,
   5xx) by :data:`RETRY`; any other failure, and the last transient one, is raised as is.
@@ -34,9 +37,13 @@ own ``mock_response=``. The default is :func:`litellm_completion`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +54,7 @@ from memos.errors import BackendUnavailable, InvalidInput, MemosError
 __all__ = [
     "CompletionFn",
     "load_litellm",
+    "preload_litellm",
     "Retry",
     "RETRY",
     "is_transient",
@@ -67,17 +75,52 @@ CompletionFn = Callable[..., Any]
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+_LITELLM_LOAD = threading.Lock()
+_LITELLM_NAMES = ("completion", "embedding", "token_counter", "get_model_info", "exceptions",
+                  "utils")
+_litellm_loaded = False
+
 
 def load_litellm() -> Any:
     """The litellm module, imported now if it is not yet: offline model map, no banners.
 
     Raises ``ImportError`` without the ``llm`` extra.
     """
+    global _litellm_loaded
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    # litellm imports most of its names lazily, on first attribute access, and two threads
+    # doing that at once can see it half done ("module 'litellm' has no attribute
+    # 'exceptions'"), as when a request arrives while :func:`preload_litellm` runs. So the
+    # first load resolves the names memos and litellm's own calls use, under a lock.
+    with _LITELLM_LOAD:
+        import litellm
 
-    litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+        if not _litellm_loaded:
+            litellm.suppress_debug_info = True  # no "Provider List" banners on stdout
+            for name in _LITELLM_NAMES:
+                getattr(litellm, name)
+            _litellm_loaded = True
     return litellm
+
+
+def preload_litellm() -> threading.Thread | None:
+    """Import litellm and load its default tokenizer on a background thread (started and
+    returned), or ``None`` when the ``llm`` extra is not installed. Importing litellm takes
+    seconds; a request that needs it while this runs waits only for the rest. A failure is
+    logged (debug), never raised: the request that needs litellm reports it."""
+    if "litellm" in sys.modules or importlib.util.find_spec("litellm") is None:
+        return None
+
+    def warm() -> None:
+        try:
+            load_litellm().token_counter(model="gpt-4o", text="warm up")
+        except Exception as exc:  # e.g. the process exiting; the first real use reports it
+            log.debug("litellm preload failed: %s", exc)
+
+    thread = threading.Thread(target=warm, name="memos-litellm-preload")
+    thread.start()
+    return thread
 
 
 # --------------------------------------------------------------------------- retries

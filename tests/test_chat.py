@@ -210,7 +210,7 @@ def test_a_model_the_provider_refuses_is_422_with_its_message(client: TestClient
     _cube_with_dog(client)
     _use_chat(client)  # the real litellm.completion: this model names no provider
     r = client.post("/v1/cubes/ana/chat", json=_ask("hi", model="no-such-model-xyz"))
-    assert r.status_code == 422
+    assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_input" and "no-such-model-xyz" in err["message"]
     assert "Provider" in err["message"]  # litellm's own explanation is passed through

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +69,17 @@ def test_ask_json_reads_fenced_bare_or_no_json() -> None:
     assert reply('```json\n{"a": 1}\n```') == {"a": 1}
     assert reply('Here: {"a": 2} done') == {"a": 2}
     assert reply("no json") is None
+
+
+def test_preload_imports_litellm_off_the_calling_thread_once() -> None:
+    """A fresh interpreter: the API's startup preload imports litellm on a thread, and a
+    second preload (litellm already there) starts nothing."""
+    script = ("import sys\n"
+              "from memos.llm import preload_litellm\n"
+              "thread = preload_litellm()\n"
+              "assert thread is not None and thread.name == 'memos-litellm-preload'\n"
+              "thread.join(120)\n"
+              "assert 'litellm' in sys.modules and preload_litellm() is None\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
