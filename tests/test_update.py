@@ -247,6 +247,34 @@ def test_a_preference_turned_around_supersedes_the_old_one() -> None:
     assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
 
 
+def test_a_stated_change_ends_the_state_it_left() -> None:
+    boston = stored(fact("I live in Boston.", T1), "f1")
+    trips = stored(fact("I like road trips across Canada.", T1, mid="m0"), "f0")
+    body = stored(fact("My physical health is normal.", T1, mid="m5"), "f5")
+    pressure = stored(fact("My blood pressure is normal.", T1, mid="m6"), "f6")
+    known = [boston, trips, body, pressure]
+
+    def decided(text: str, mid: str) -> tuple[Action, str | None]:
+        new = fact(text, T2, mid=mid)
+        d = RulesUpdater().decide(new, candidates_for(new, known))
+        if d.action is Action.UPDATE:
+            assert d.valid_to == T2 and "changed from" in d.reason
+        return d.action, d.target_fact_id
+
+    # the move is keyed as an event, the home as a city: found whatever the keys
+    assert decided("I moved from Boston to Chicago.", "m2") == (Action.UPDATE, "f1")
+    assert decided("My preferences have shifted from road trips across Canada to "
+                   "international travel.", "m3") == (Action.UPDATE, "f0")
+    # one word changed from: only the state with that value and the same topic
+    assert decided("My physical health changed from normal to affected.", "m4") == (
+        Action.UPDATE, "f5")
+    # a change away from something never stated, or a past change, ends nothing
+    assert decided("I moved from Denver to Austin.", "m7")[0] is Action.ADD
+    moved = stored(fact("I moved to Boston from Denver.", T1, mid="m8"), "f8")
+    new = fact("I transitioned from Boston to remote work.", T2, mid="m9")
+    assert RulesUpdater().decide(new, candidates_for(new, [moved])).action is Action.ADD
+
+
 def test_work_at_a_place_as_a_role_is_the_job_a_promotion_replaces() -> None:
     old = stored(fact("I work at Oracle as a manager.", T1), "f1")
     assert (old.attribute, old.value) == ("job", "manager")

@@ -200,6 +200,85 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
         new.text)
 
 
+#: A stated change of state: "moved from Boston to Chicago", "my preferences have shifted
+#: from road trips to city breaks", "my health changed from Normal to Affected"; the words
+#: before the verb name what changed ("my health").
+_CHANGE_FROM = re.compile(
+    r"(?P<topic>[^,;.!?]*?)\b(?:shift|shifts|shifted|shifting|mov(?:e|es|ed|ing)|"
+    r"transition(?:s|ed|ing)?|switch(?:es|ed|ing)?|chang(?:e|es|ed|ing)|went|gone|"
+    r"evolv(?:e|es|ed|ing)|turn(?:s|ed|ing)?)\b[^,;.!?]*?\bfrom\s+(?P<old>[^,;.!?]+?)"
+    r"\s+(?:to|into|towards?)\s+(?P<new>[^,;.!?]+)", re.IGNORECASE)
+#: "used to favor nature retreats, but now …": the old state is what follows the verb.
+_USED_TO = re.compile(r"\bused to \w+ (?P<old>[^,;.!?]+?),? but (?:now|these days|lately)"
+                      r"\b(?P<new>[^,;.!?]*)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def stated_change(text: str, subject: str) -> tuple[frozenset[str], frozenset[str],
+                                                     frozenset[str]] | None:
+    """``(topic, old, new)`` content words when ``text`` states that something of
+    ``subject``'s changed from one state to another, else None. The subject's own name
+    is not a topic word ("Ana's health changed from …": the topic is "health")."""
+    m = _CHANGE_FROM.search(text) or _USED_TO.search(text)
+    if m is None:
+        return None
+    name = set(content_tokens(subject))
+    old = frozenset(content_tokens(m["old"])) - name
+    new = frozenset(content_tokens(m["new"])) - name
+    if not old or len(old) > 6 or old <= new:
+        return None
+    topic = frozenset(content_tokens(m.groupdict().get("topic") or "")) - name - _NOT_TOPICS
+    return topic, old, new
+
+
+#: Words before a change verb that do not say what changed ("it's fascinating how …").
+_NOT_TOPICS = frozenset(content_tokens("recent recently lately fascinating interesting"))
+
+
+def _changed_away(new: ExtractedFact, old: ActiveFact) -> bool:
+    """``new`` states that the state ``old`` describes has changed: "Ana lives in Boston",
+    then "Ana moved from Boston to Chicago". Same subject; ``old`` is a plain statement of
+    the state changed from (all the "from" words, several of them, or one that is its
+    value with the topic, if any, shared), not one already of the "to" state and not a
+    change itself (a past move is history, not the state it left)."""
+    if _norm_subject(new.subject) != _norm_subject(old.subject) or old.negated:
+        return False
+    change = stated_change(new.text, new.subject)
+    if change is None or stated_change(old.text, old.subject) is not None:
+        return False
+    topic, was, now = change
+    words = set(content_tokens(old.text))
+    if (not was <= words or (now and now <= words) or _STATE_CHANGE_WORDS.search(old.text)
+            or not _states(old)):
+        return False
+    if len(was) >= 2:
+        return True
+    return same_value(old.value, " ".join(was)) and (not topic or bool(topic & words))
+
+
+def _states(fact: ActiveFact) -> bool:
+    """Whether ``fact`` states how things are (a preference, a single-valued attribute,
+    "Ana is …", "Ana finds cricket too long", "Ana lives in …") rather than what happened
+    ("Ana attended a nature retreat"), which no later change undoes."""
+    if fact.attribute in SINGLE_VALUED or fact.attribute.startswith("own:"):
+        return True
+    if preference(fact.text, fact.subject) is not None:
+        return True
+    head = re.escape(fact.subject)
+    return re.match(rf"{head}(?:'s(?: [\w-]+){{1,3}})? {_STATE_VERBS}\b", fact.text,
+                    re.IGNORECASE) is not None
+
+
+_STATE_VERBS = (r"(?:is|are|remains|stays|finds|feels|prefers|favou?rs|likes|loves|enjoys|"
+                r"dislikes|hates|lives|works|is currently|currently \w+s)")
+
+
+#: A fact that tells of a change itself ("transitioned into tech"), which a later change
+#: does not end.
+_STATE_CHANGE_WORDS = re.compile(r"\b(?:transition\w*|mov(?:ed|ing) (?:to|into)|switch\w*|"
+                                 r"shift\w*|used to)\b", re.IGNORECASE)
+
+
 def _job_at(fact: ActiveFact, employer: str) -> bool:
     """Whether ``fact`` is a job held at ``employer`` (a ``job`` fact whose text names it:
     "Ana works at Acme Labs as an engineer" for "acme labs")."""
@@ -261,6 +340,10 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
         # a preference it may turn around, whatever attribute either was keyed by
         same += [a for a in pool if not same_attribute(a.attribute, key[1])
                  and _reverses(new, a)]
+    if stated_change(new.text, new.subject) is not None:
+        # the state it says has changed, whatever attribute that was keyed by
+        held = {id(a) for a in same}
+        same += [a for a in pool if id(a) not in held and _changed_away(new, a)]
     if embedder is None:
         return same
     chosen = {id(a) for a in same}  # by identity: equality would compare every field
@@ -311,7 +394,15 @@ class RulesUpdater:
                             f"preference turned around: {target.text!r} -> {new.text!r}",
                             valid_to=new_time)
 
-        # 3. retraction
+        # 3. a stated change ("moved from Boston to Chicago") ends the state it left
+        left = [c for c in candidates if _changed_away(new, c)]
+        if left:
+            target = _latest(left)
+            return Decision(Action.UPDATE, target.id,
+                            f"changed from what {target.text!r} states: {new.text!r}",
+                            valid_to=new_time)
+
+        # 4. retraction
         if new.negated:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
@@ -327,7 +418,7 @@ class RulesUpdater:
             return Decision(Action.ADD, None, "retraction of something not on record; "
                             "kept as a negative fact")
 
-        # 4. new value of a single-valued attribute
+        # 5. new value of a single-valued attribute
         if self._single(key[1]) and same_key and key[1].startswith("own:") and not any(
                 _same_kind(new.value, c.value) for c in same_key):
             # "my income is 11800 USD" then "my income is stable": a quantity and a
