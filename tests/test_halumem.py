@@ -41,6 +41,7 @@ from memos.extract import (
     check,
     ingest_plan,
 )
+from memos.retrieval.search import dense_query
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -75,9 +76,12 @@ class FakeMemosClient:
         self.cubes: dict[str, list[FakeMemory]] = {}
         self.vectors: dict[str, np.ndarray] = {}
         self.decisions: list[Any] = []
+        self.user_names: dict[str, str | None] = {}
 
-    def create_cube(self, id: str, name: str | None = None) -> None:
+    def create_cube(self, id: str, name: str | None = None,
+                    metadata: dict[str, Any] | None = None) -> None:
         self.cubes[id] = []
+        self.user_names[id] = (metadata or {}).get("user_name")
 
     def delete_cube(self, cube_id: str) -> None:
         self.cubes.pop(cube_id, None)
@@ -173,7 +177,7 @@ class FakeMemosClient:
                     or self.mode == "verbatim"]
         if not pool:
             return SimpleNamespace(hits=[])
-        q = self.embedder.embed([query])[0]
+        q = self.embedder.embed([dense_query(query, self.user_names.get(cube_id))])[0]
         scores = np.stack([self.vectors[m.id] for m in pool]) @ q
         order = np.argsort(-scores)[:top_k]
         return SimpleNamespace(hits=[SimpleNamespace(unit=pool[i], score=float(scores[i]))

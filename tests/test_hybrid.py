@@ -114,3 +114,20 @@ def test_the_pool_is_wider_than_top_k(client: TestClient) -> None:
     assert HYBRID_POOL > len(FACTS)
     hybrid = client.post("/v1/cubes/maja/search", json=body).json()
     assert [h["unit"]["text"] for h in hybrid["hits"]] == [ANSWER]
+
+
+def test_a_cube_that_names_its_user_embeds_the_query_without_the_name(
+        client: TestClient) -> None:
+    """``metadata.user_name``: the query is embedded with the name read as "the user", so
+    cosine alone stops ranking the facts that are mostly name first."""
+    assert client.post("/v1/cubes", json={
+        "id": "named", "metadata": {"user_name": "Maja Lindqvist"}}).status_code == 201
+    for text in FACTS:
+        r = client.post("/v1/cubes/named/memories", json={"text": text, "granularity": "fact"})
+        assert r.status_code == 201, r.text
+    body = {"query": QUESTION, "top_k": 3, "filters": {"granularity": ["fact"]},
+            "mode": "dense"}
+    dense = client.post("/v1/cubes/named/search", json=body).json()
+    assert dense["hits"][0]["unit"]["text"] == ANSWER
+    # the query is still read as written where words are compared: coverage counts it
+    assert dense["coverage"] > 0

@@ -1205,7 +1205,9 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     for ui, record in enumerate(records):
         subject = _subject(record)
         cube_id = f"{cube_prefix}-{ui}-{str(record.get('uuid', ''))[:8] or 'user'}"
-        client.create_cube(cube_id, name=f"HaluMem {subject}")
+        # one user's memory: the cube names its user (extraction and search read it)
+        client.create_cube(cube_id, name=f"HaluMem {subject}",
+                           metadata={"user_name": subject})
         try:
             for si, session in enumerate(record.get("sessions", [])):
                 session_id = f"s{si}"

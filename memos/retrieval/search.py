@@ -7,11 +7,18 @@ non-active statuses, which the index does not hold); hybrid mode (what ``auto`` 
 the router cannot) re-ranks the :data:`~memos.retrieval.hybrid.HYBRID_POOL` nearest of those
 units by cosine plus BM25 within the pool (:func:`~memos.retrieval.hybrid.hybrid_rank`).
 ``filter_conditions`` turns :class:`Filters` into SQL, shared with listing.
+
+In a cube of one user's memory (``metadata.user_name`` set) nearly every unit names that
+user, so the query's own mention of the name pulls the units that are mostly name
+("Sharon Brown's name is Sharon Brown.") nearest to every question; the query is embedded
+with the name read as "the user" (:func:`dense_query`). The lexical side and coverage read
+the query as written.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +55,22 @@ from memos.types import (
 from memos.usage import RetrievalCounter
 
 __all__ = ["Searcher", "Timings", "filter_conditions", "needs_exact", "estimate_tokens",
-           "TokenCounter", "pack_context"]
+           "TokenCounter", "pack_context", "dense_query"]
+
+
+def dense_query(query: str, user_name: object) -> str:
+    """``query`` as the cube's embedder should read it: the cube's user named as "the
+    user" (their full name, or a first name of a two-part or longer name), possessives
+    kept; unchanged without a ``user_name``.
+
+    >>> dense_query("What is Sharon Brown's job? Does Sharon like golf?", "Sharon Brown")
+    "What is the user's job? Does the user like golf?"
+    """
+    if not isinstance(user_name, str) or not user_name.split():
+        return query
+    parts = user_name.split()
+    names = [re.escape(" ".join(parts))] + ([re.escape(parts[0])] if len(parts) > 1 else [])
+    return re.sub(rf"\b(?:{'|'.join(names)})\b", "the user", query, flags=re.IGNORECASE)
 
 #: The public columns of the units a search returns, by key (built once: building a select
 #: of twenty columns costs about as much as running it).
@@ -212,7 +234,8 @@ class Searcher:
             cube = self.units.cube_row(session, cube_id=cube_id, tenant=tenant)
             embedder = self.units.check_embedder(cube, self.embedder)
             t = timings.add("db", started)
-            query = self.queries.embed(body.query, embedder=embedder)
+            query = self.queries.embed(dense_query(body.query, (cube.meta or {}).get(
+                "user_name")), embedder=embedder)
             t = timings.add("embed", t)
             mode = self._mode(session, cube, body)
             if mode is SearchMode.router:
