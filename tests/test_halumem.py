@@ -460,6 +460,50 @@ def test_run_halumem_through_test_double(synth_file: Any, embedder: OnnxMiniLM,
     assert report["qa_search"] == "facts+turns"
 
 
+def test_the_report_says_what_the_dialogue_itself_states(tmp_path: Any) -> None:
+    """Each point judged against the session's own turns: the user states one of the two
+    memory points, the assistant the other and the planted distractor."""
+    ts = "Sep 04, 2025, 10:00:00"
+    record = {"uuid": "u1", "persona_info": "Name: Ana Lima; Age: 30", "sessions": [{
+        "start_time": ts,
+        "dialogue": [
+            {"role": "user", "content": "I work as a nurse at Mercy Hospital.", "timestamp": ts},
+            {"role": "assistant", "content": "I remember your sister Mia lives in Lisbon, "
+             "and that you play the cello.", "timestamp": ts},
+            {"role": "user", "content": "Night shifts are tiring.", "timestamp": ts}],
+        "memory_points": [
+            {"memory_content": "Ana Lima works as a nurse at Mercy Hospital.",
+             "memory_type": "Persona Memory", "is_update": "False",
+             "original_memories": [], "importance": 1.0, "memory_source": "primary"},
+            {"memory_content": "Ana Lima's sister Mia lives in Lisbon.",
+             "memory_type": "Relationship Memory", "is_update": "True",
+             "original_memories": ["Ana Lima's sister Mia lives in Porto."],
+             "importance": 1.0, "memory_source": "primary"},
+            {"memory_content": "Ana Lima plays the cello.", "memory_type": "Persona Memory",
+             "is_update": "False", "original_memories": [], "importance": 1.0,
+             "memory_source": "interference"}],
+        "questions": []}]}
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    report = run_halumem(path, client=FakeMemosClient(HashingEmbedder()), progress=False,
+                         print_table=False)
+    stated = report["extraction"]["stated_in"]
+    assert (stated["user"], stated["any"]) == (0.5, 1.0), stated
+    assert stated["by_memory_type"]["Relationship Memory"] == {"user": 0.0, "any": 1.0}
+    assert stated["interference"] == {"user": 0.0, "any": 1.0}
+    assert report["update"]["stated_in"]["user"] == 0.0
+    assert report["update"]["stated_in"]["any"] == 1.0
+    # an LLM judge would pay two more calls a point: asked for only
+    judge = LLMJudge("gpt-4o-mini", completion_kwargs={"mock_response": '{"score": 0}'})
+    llm = run_halumem(path, client=FakeMemosClient(HashingEmbedder()), judge=judge,
+                      answer_fn=lambda q, hits: "unknown", progress=False, print_table=False)
+    assert llm["extraction"]["stated_in"] is None and llm["update"]["stated_in"] is None
+    asked = run_halumem(path, client=FakeMemosClient(HashingEmbedder()), judge=judge,
+                        answer_fn=lambda q, hits: "unknown", progress=False,
+                        print_table=False, stated_in=True)
+    assert asked["extraction"]["stated_in"]["any"] == 0.0  # the mock judge scores all 0
+
+
 def test_run_halumem_refuses_an_unknown_qa_search(synth_file: Any, embedder: OnnxMiniLM
                                                  ) -> None:
     with pytest.raises(InvalidInput, match="qa_search must be one of facts\\+turns, facts"):

@@ -17,6 +17,14 @@ server through a client (the SDK, or anything with the same methods), and measur
   exists) when the search's ``coverage`` is below ``abstain_below``; *evidence coverage*
   is the share of the question's evidence points the judge finds in those hits.
 
+- **stated in the dialogue** (``extraction.stated_in``, ``update.stated_in``) — the same
+  judge's verdict on each point against the session's turns themselves, as if every turn
+  were a memory: against its user turns (what an extractor that reads the user's words, and
+  the assistant's only where the user confirms them, can be credited with) and against all
+  turns. A reference for the figures above, not a bound a memory could not pass (a fact can
+  join two turns or resolve a date); HaluMem states most of its interference points in
+  assistant turns, so the share of distractors each side states is reported too.
+
 Rates use all items as denominators; an unparseable LLM judgement counts as a failure.
 
 Judges: ``"offline"`` is a deterministic approximation (weighted token coverage, numbers,
@@ -1118,14 +1126,51 @@ def make_answerer(answerer: str | AnswerFn | None, subject_hint: bool = True) ->
 
 
 # --------------------------------------------------------------------------- the run
+def _judge_stated(judge: Judge, dialogue: Sequence[dict[str, Any]],
+                  g_points: Sequence[dict[str, Any]], i_points: Sequence[dict[str, Any]],
+                  subject: str, out: dict[str, list[int | None]]) -> None:
+    """Append the judge's score of each point against the session's user turns
+    (``<group>:user``) and all its turns (``<group>:any``); groups ``gold``, ``update`` (the
+    update task's points, in its order) and ``interference``."""
+    turns = {"user": [t["content"] for t in dialogue
+                      if t.get("role") == "user" and t.get("content", "").strip()],
+             "any": [t["content"] for t in dialogue if t.get("content", "").strip()]}
+    groups = [("gold", list(g_points)), ("interference", list(i_points)),
+              ("update", [p for p in g_points if str(p.get("is_update", "False")) == "True"
+                          and p.get("original_memories")])]
+    for group, points in groups:
+        for p in points:
+            for side, texts in turns.items():
+                match = judge.integrity(p["memory_content"], texts, subject=subject)
+                out[f"{group}:{side}"].append(None if match is None else match.score)
+
+
+def _stated_rates(stated: dict[str, list[int | None]], group: str, types: Sequence[str]
+                  ) -> dict[str, Any]:
+    """Share of ``group``'s points the judge finds in full (score 2) in the user turns and
+    in any turn, overall and per memory type; and for the interference points, the share
+    each side states (score 2: stored, they would count against FMR)."""
+    def full(scores: Sequence[int | None]) -> float:
+        return _rate(sum(1 for x in scores if x == 2), len(scores))
+
+    out: dict[str, Any] = {side: full(stated[f"{group}:{side}"]) for side in ("user", "any")}
+    out["by_memory_type"] = {t: {side: full([x for x, ty in zip(
+        stated[f"{group}:{side}"], types, strict=True) if ty == t]) for side in ("user", "any")}
+        for t in sorted(set(types))}
+    if group == "gold":
+        out["interference"] = {side: full(stated[f"interference:{side}"])
+                               for side in ("user", "any")}
+    return out
+
+
 def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "offline",
                 answerer: str | AnswerFn | None = None, answer_fn: AnswerFn | None = None,
                 json_path: str | Path | None = None, progress: bool = True,
                 embedder: Embedder | None = None, search_filters: dict[str, Any] | None = None,
                 cube_prefix: str = "halumem", print_table: bool = True,
                 abstain_below: float | None = None, trace_path: str | Path | None = None,
-                extractor: str | None = None, qa_search: str = "facts+turns"
-                ) -> dict[str, Any]:
+                extractor: str | None = None, qa_search: str = "facts+turns",
+                stated_in: bool | None = None) -> dict[str, Any]:
     """Evaluate the memos server behind ``client`` on a HaluMem-format file.
 
     ``client`` needs ``create_cube``, ``delete_cube``, ``add_messages``,
@@ -1145,7 +1190,9 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     question (hits, coverage, evidence scores, the label given, the answer and label
     before any abstention, and the label abstaining would get) for ``memos eval
     halumem-calibrate``. ``extractor`` only names the
-    server's extractor in the report.
+    server's extractor in the report. ``stated_in`` judges every point against the session's
+    turns as well (see the module doc; default: with the offline judge only, since an LLM
+    judge would take two more calls per point).
     """
     from tqdm import tqdm
 
@@ -1173,6 +1220,10 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
     add_times: list[float] = []
     search_times: list[float] = []
     n_sessions = n_memories = 0
+    if stated_in is None:
+        stated_in = the_judge.name.startswith("offline")
+    # the judge's verdict on each point against the session's user turns / all its turns
+    stated: dict[str, list[int | None]] = defaultdict(list)
 
     # diagnosis for the trace: every fact read back so far and every dialogue turn so far,
     # so an evidence point the hits miss can be told apart as ranked out / not extracted
@@ -1244,6 +1295,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                 for p in i_points:
                     match = the_judge.integrity(p["memory_content"], texts, subject=subject)
                     distractors.append(None if match is None else match.score)
+                if stated_in:
+                    _judge_stated(the_judge, dialogue, g_points, i_points, subject, stated)
                 if points or texts:
                     dialogue_texts = [t["content"] for t in dialogue if t.get("content")]
                     # "included": about a field the session's memory points cover
@@ -1351,10 +1404,14 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                                   "included": sum(1 for _, inc in accuracies if inc),
                                   "unparsed": sum(1 for s, _ in gold if s is None)
                                   + sum(1 for s in distractors if s is None)
-                                  + sum(1 for s, _ in accuracies if s is None)}},
+                                  + sum(1 for s, _ in accuracies if s is None)},
+                       "stated_in": _stated_rates(stated, "gold", gold_types)
+                       if stated_in else None},
         "update": {**update, "n": len(upd_labels),
                    "unparsed": sum(1 for lab in upd_labels if lab is None),
-                   "by_memory_type": upd_by},
+                   "by_memory_type": upd_by,
+                   "stated_in": _stated_rates(stated, "update", upd_types)
+                   if stated_in else None},
         "qa": {**qa, "n": len(qa_labels),
                "unparsed": sum(1 for lab in qa_labels if lab is None),
                "abstained": _rate(abstained, len(qa_labels)),
@@ -1403,6 +1460,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{'task':<12}{'metric':<20}{'%':>8}")
     for task, metric, value in rows:
         print(f"{task:<12}{metric:<20}{100 * value:>8.2f}")
+    st, ust = ex.get("stated_in"), up.get("stated_in")
+    if st:
+        print(f"stated in the dialogue (the judge on the session's turns, as if each were a "
+              f"memory), user turns / any turn: memory points {100 * st['user']:.2f} / "
+              f"{100 * st['any']:.2f}, update points {100 * ust['user']:.2f} / "
+              f"{100 * ust['any']:.2f}, interference points "
+              f"{100 * st['interference']['user']:.2f} / {100 * st['interference']['any']:.2f}")
     print(f"\n{'extraction by memory type':<34}{'n':>5}{'recall':>8}{'partly':>8}{'w.recall':>9}")
     for t, m in ex["by_memory_type"].items():
         print(f"{t[:33]:<34}{m['n']:>5}{100 * m['recall']:>8.2f}"
@@ -1450,7 +1514,7 @@ def _cmd_halumem(args: Any) -> int:
     options = {"judge": args.judge, "answerer": args.answerer, "json_path": args.json,
                "progress": not args.no_progress, "abstain_below": args.abstain_below,
                "trace_path": args.trace, "extractor": extractor,
-               "qa_search": args.qa_search}
+               "qa_search": args.qa_search, "stated_in": True if args.stated_in else None}
     if args.base_url:
         if extractor is not None:
             raise InvalidInput("--extractor configures the local server this command starts; "
@@ -1500,6 +1564,10 @@ def add_halumem_commands(subparsers: Any) -> None:
                    help="write one JSON line per question (hits, coverage, evidence scores, "
                    "labels) for 'memos eval halumem-calibrate'")
     p.add_argument("--json", required=True, help="write the JSON report here")
+    p.add_argument("--stated-in", action="store_true",
+                   help="score every point against its session's turns with an LLM judge "
+                        "too (always done with the offline judge; two more judge calls a "
+                        "point)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_halumem)
     s = subparsers.add_parser("halumem-synth", help="write a synthetic HaluMem-format file")
