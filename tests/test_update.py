@@ -247,6 +247,26 @@ def test_a_preference_turned_around_supersedes_the_old_one() -> None:
     assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
 
 
+def test_a_stance_called_past_supersedes_it() -> None:
+    bowling = stored(fact("I dislike bowling, because it is slow.", T1), "f1")
+    rock = stored(fact("I like rock music.", T1, mid="m0"), "f0")
+    known = [bowling, rock]
+
+    def decided(text: str, mid: str) -> tuple[Action, str | None]:
+        new = fact(text, T2, mid=mid)
+        d = RulesUpdater().decide(new, candidates_for(new, known))
+        return d.action, d.target_fact_id
+
+    assert decided("The league has been thrilling, altering my previous dislike for "
+                   "bowling.", "m2") == (Action.UPDATE, "f1")
+    assert decided("I was initially skeptical about bowling, but the league changed "
+                   "that.", "m3") == (Action.UPDATE, "f1")
+    assert decided("I used to love rock music.", "m4") == (Action.UPDATE, "f0")
+    # a past stance on something else, or the same stance named as past, ends nothing
+    assert decided("My previous dislike for golf is gone.", "m5")[0] is Action.ADD
+    assert decided("My old love for rock music keeps growing.", "m6")[0] is not Action.UPDATE
+
+
 def test_a_stated_change_ends_the_state_it_left() -> None:
     boston = stored(fact("I live in Boston.", T1), "f1")
     trips = stored(fact("I like road trips across Canada.", T1, mid="m0"), "f0")

@@ -191,6 +191,11 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
     likes, obj = pref
     if not obj <= set(content_tokens(new.text)):
         return False
+    past = _PAST_STANCE.search(new.text)
+    if past is not None and obj <= set(content_tokens(past["obj"])):
+        # "altering her previous dislike for bowling": the stance itself is called past
+        stance = past["noun"] or past["verb"]
+        return bool(_PAST_DISLIKE.match(stance)) != likes
     stated = preference(new.text, new.subject)
     if stated is not None:  # a preference itself: about the same thing, the other way
         return stated[0] != likes and obj <= stated[1]
@@ -198,6 +203,19 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
         return bool(_DISLIKING.search(new.text))
     return bool(_LIKING.search(new.text)) and not new.negated and not _DISLIKING.search(
         new.text)
+
+
+#: A stance named as past, and what it was about: "her previous dislike for bowling", "once
+#: disliked spicy food", "used to hate jogging", "initially skeptical about bowling".
+_PAST_STANCE = re.compile(
+    r"\b(?:(?:previous|former|earlier|initial|past) (?P<noun>dislike|distaste|"
+    r"aversion|skepticism|scepticism|love|liking|fondness|passion|enthusiasm|preference)"
+    r" (?:of|for|towards?|about)|(?:once|previously|initially|used to|at first) (?P<verb>"
+    r"dislik(?:ed|e)|hat(?:ed|e)|avoid(?:ed)?|lov(?:ed|e)|lik(?:ed|e)|enjoy(?:ed)?|"
+    r"(?:skeptical|sceptical|wary) (?:of|about)))\s+(?P<obj>[^,;.!?]+)", re.IGNORECASE)
+# the stance as a word the _DISLIKING / liking tests read
+_PAST_DISLIKE = re.compile(r"^(?:dislik|distaste|aversion|s[ck]eptic|hat|avoid|wary)",
+                           re.IGNORECASE)
 
 
 #: A stated change of state: "moved from Boston to Chicago", "my preferences have shifted
@@ -336,7 +354,8 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
         # leaving an employer ends the job held there ("works at Acme as an engineer")
         same += [a for a in pool if _norm_subject(a.subject) == key[0]
                  and _job_at(a, new.value)]
-    if _LIKING.search(new.text) or _DISLIKING.search(new.text):
+    if _LIKING.search(new.text) or _DISLIKING.search(new.text) or _PAST_STANCE.search(
+            new.text):
         # a preference it may turn around, whatever attribute either was keyed by
         same += [a for a in pool if not same_attribute(a.attribute, key[1])
                  and _reverses(new, a)]
