@@ -242,6 +242,12 @@ def test_a_preference_turned_around_supersedes_the_old_one() -> None:
     fades = fact("My interest in rock music has decreased.", T3, mid="m3")
     d = RulesUpdater().decide(fades, candidates_for(fades, [likes]))
     assert d.action is Action.UPDATE and d.target_fact_id == "f3"
+    # excitement about what was disliked turns it around too
+    pants = stored(fact("I don't like to wear cargo pants.", T1, mid="m6"), "f6")
+    keen = fact("I'm really excited about adding these stylish cargo pants to my wardrobe.",
+                T3, mid="m7")
+    d = RulesUpdater().decide(keen, candidates_for(keen, [pants]))
+    assert d.action is Action.UPDATE and d.target_fact_id == "f6"
     # a dislike of something else that names it is no reversal
     jazz = fact("I dislike jazz because it sounds nothing like rock music.", T3, mid="m4")
     assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
@@ -262,6 +268,7 @@ def test_a_stance_called_past_supersedes_it() -> None:
     assert decided("I was initially skeptical about bowling, but the league changed "
                    "that.", "m3") == (Action.UPDATE, "f1")
     assert decided("I used to love rock music.", "m4") == (Action.UPDATE, "f0")
+    assert decided("I no longer dislike bowling.", "m7") == (Action.UPDATE, "f1")
     # a past stance on something else, or the same stance named as past, ends nothing
     assert decided("My previous dislike for golf is gone.", "m5")[0] is Action.ADD
     assert decided("My old love for rock music keeps growing.", "m6")[0] is not Action.UPDATE

@@ -158,7 +158,8 @@ _PREFERENCE = re.compile(
     re.IGNORECASE)
 #: A turn towards liking something ("has started to appreciate", "now enjoys", "fan of").
 _LIKING = re.compile(r"\b(?:appreciat\w*|enjoy\w*|lov(?:e|es|ed|ing)|lik(?:es|ed|ing)|"
-                     r"fond of|fan of|embrac\w*|appeal\w*|favou?rite)\b", re.IGNORECASE)
+                     r"fond of|fan of|embrac\w*|appeal\w*|favou?rite|excited about)\b",
+                     re.IGNORECASE)
 #: A turn away from something ("dislikes", "no longer enjoys", "lost interest in").
 _DISLIKING = re.compile(r"\b(?:dislik\w*|hat(?:e|es|ed)|no longer (?:enjoy|like|love)s?|"
                         r"lost (?:interest|the appeal)|tired of|(?:interest|appreciation) "
@@ -206,12 +207,15 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
 
 
 #: A stance named as past, and what it was about: "her previous dislike for bowling", "once
-#: disliked spicy food", "used to hate jogging", "initially skeptical about bowling".
+#: disliked spicy food", "used to hate jogging", "initially skeptical about bowling", "no
+#: longer dislikes sushi".
 _PAST_STANCE = re.compile(
     r"\b(?:(?:previous|former|earlier|initial|past) (?P<noun>dislike|distaste|"
     r"aversion|skepticism|scepticism|love|liking|fondness|passion|enthusiasm|preference)"
-    r" (?:of|for|towards?|about)|(?:once|previously|initially|used to|at first) (?P<verb>"
-    r"dislik(?:ed|e)|hat(?:ed|e)|avoid(?:ed)?|lov(?:ed|e)|lik(?:ed|e)|enjoy(?:ed)?|"
+    r" (?:of|for|towards?|about)|(?:once|previously|initially|used to|at first|no longer) "
+    r"(?P<verb>"
+    r"dislik(?:ed|es|e)|hat(?:ed|es|e)|avoid(?:ed|s)?|lov(?:ed|es|e)|lik(?:ed|es|e)|"
+    r"enjoy(?:ed|s)?|"
     r"(?:skeptical|sceptical|wary) (?:of|about)))\s+(?P<obj>[^,;.!?]+)", re.IGNORECASE)
 # the stance as a word the _DISLIKING / liking tests read
 _PAST_DISLIKE = re.compile(r"^(?:dislik|distaste|aversion|s[ck]eptic|hat|avoid|wary)",
