@@ -1126,6 +1126,13 @@ def make_answerer(answerer: str | AnswerFn | None, subject_hint: bool = True) ->
 
 
 # --------------------------------------------------------------------------- the run
+def _is_update(point: dict[str, Any]) -> bool:
+    """Whether a memory point is one of the update task's: marked an update, with the
+    original memories it changes."""
+    return str(point.get("is_update", "False")) == "True" and bool(point.get(
+        "original_memories"))
+
+
 def _judge_stated(judge: Judge, dialogue: Sequence[dict[str, Any]],
                   g_points: Sequence[dict[str, Any]], i_points: Sequence[dict[str, Any]],
                   subject: str, out: dict[str, list[int | None]]) -> None:
@@ -1136,8 +1143,7 @@ def _judge_stated(judge: Judge, dialogue: Sequence[dict[str, Any]],
                       if t.get("role") == "user" and t.get("content", "").strip()],
              "any": [t["content"] for t in dialogue if t.get("content", "").strip()]}
     groups = [("gold", list(g_points)), ("interference", list(i_points)),
-              ("update", [p for p in g_points if str(p.get("is_update", "False")) == "True"
-                          and p.get("original_memories")])]
+              ("update", [p for p in g_points if _is_update(p)])]
     for group, points in groups:
         for p in points:
             for side, texts in turns.items():
@@ -1307,8 +1313,7 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
                                                  subject=subject)
                         accuracies.append((None, False) if acc is None else acc)
                 for p in g_points:
-                    if str(p.get("is_update", "False")) != "True" or not p.get(
-                            "original_memories"):
+                    if not _is_update(p):
                         continue
                     hits, _ = search(cube_id, p["memory_content"], 10)
                     upd_labels.append(the_judge.update_label(

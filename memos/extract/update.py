@@ -213,11 +213,10 @@ _PAST_STANCE = re.compile(
     r"\b(?:(?:previous|former|earlier|initial|past) (?P<noun>dislike|distaste|"
     r"aversion|skepticism|scepticism|love|liking|fondness|passion|enthusiasm|preference)"
     r" (?:of|for|towards?|about)|(?:once|previously|initially|used to|at first|no longer) "
-    r"(?P<verb>"
-    r"dislik(?:ed|es|e)|hat(?:ed|es|e)|avoid(?:ed|s)?|lov(?:ed|es|e)|lik(?:ed|es|e)|"
-    r"enjoy(?:ed|s)?|"
-    r"(?:skeptical|sceptical|wary) (?:of|about)))\s+(?P<obj>[^,;.!?]+)", re.IGNORECASE)
-# the stance as a word the _DISLIKING / liking tests read
+    r"(?P<verb>dislik(?:ed|es|e)|hat(?:ed|es|e)|avoid(?:ed|s)?|lov(?:ed|es|e)|lik(?:ed|es|e)|"
+    r"enjoy(?:ed|s)?|(?:skeptical|sceptical|wary) (?:of|about)))\s+(?P<obj>[^,;.!?]+)",
+    re.IGNORECASE)
+#: Which of those stances lean against their object (the others lean towards it).
 _PAST_DISLIKE = re.compile(r"^(?:dislik|distaste|aversion|s[ck]eptic|hat|avoid|wary)",
                            re.IGNORECASE)
 

@@ -72,6 +72,7 @@ def dense_query(query: str, user_name: object) -> str:
     names = [re.escape(" ".join(parts))] + ([re.escape(parts[0])] if len(parts) > 1 else [])
     return re.sub(rf"\b(?:{'|'.join(names)})\b", "the user", query, flags=re.IGNORECASE)
 
+
 #: The public columns of the units a search returns, by key (built once: building a select
 #: of twenty columns costs about as much as running it).
 _HIT_ROWS = select(*PUBLIC_COLUMNS).where(UnitRow.pk.in_(bindparam("pks", expanding=True)))
