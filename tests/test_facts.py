@@ -71,6 +71,30 @@ def test_update_makes_a_version_chain_and_replay_changes_nothing(
     assert [m["id"] for m in after["items"]] == [m["id"] for m in before["items"]]
 
 
+def test_retiring_supersedes_the_job_and_the_employment_status(
+        service: MemCube, client: TestClient) -> None:
+    service.derivers = [FactDeriver()]
+    client.post("/v1/cubes", json={"id": "a"})
+    _ingest(client, "s1", [{"id": "e1", "role": "user", "speaker": "Ana",
+                            "content": "I work at Acme Labs as an engineer. I'm currently "
+                                       "employed full-time.",
+                            "timestamp": "2023-05-08T10:00:00Z"}])
+    before = {f["text"]: f for f in _facts(client, "s1")}
+    assert set(before) == {"Ana works at Acme Labs as an engineer.",
+                           "Ana is currently employed full-time."}
+    _ingest(client, "s2", [{"id": "e2", "role": "user", "speaker": "Ana",
+                            "content": "I've finally retired from my role at Acme Labs.",
+                            "timestamp": "2024-01-10T10:00:00Z"}])
+    (retired,) = _facts(client, "s2")
+    for old in before.values():
+        now = client.get(f"/v1/cubes/a/memories/{old['id']}").json()
+        assert now["status"] == "superseded" and now["valid_to"].startswith("2024-01-10"), now
+        assert "retired" in now["status_reason"]
+    hits = client.post("/v1/cubes/a/search", json={
+        "query": "Is Ana employed?", "filters": {"granularity": ["fact"]}}).json()["hits"]
+    assert [h["unit"]["id"] for h in hits] == [retired["id"]]
+
+
 def test_unsupported_facts_are_quarantined_and_never_searchable(
         service: MemCube, client: TestClient) -> None:
     from memos.extract import PERSONA, ExtractedFact

@@ -94,6 +94,32 @@ def test_leaving_an_employer_ends_the_job_held_there() -> None:
     assert not fact("I retired from baseball.", T2).negated
 
 
+def test_retiring_ends_the_job_and_the_employment_status() -> None:
+    job = stored(fact("I work at Partnership Enterprise as a Senior Consultant.", T1), "f1")
+    status = stored(fact("I am currently employed, working in the technology industry.", T1),
+                    "f2")
+    hobby = stored(fact("I love hiking.", T1), "f3")
+    for text in ["I've finally made the decision to retire from my role as Senior Consultant "
+                 "at Partnership Enterprise.", "I retired last month.", "I'm retired now."]:
+        new = fact(text, T2)
+        d = RulesUpdater().decide(new, candidates_for(new, [job, status, hobby]))
+        assert (d.action, d.target_fact_id, d.also_ends) == (Action.DELETE, "f1", ("f2",)), text
+        assert d.valid_to == (new.valid_from or T2)  # "last month": February
+        # with the job already ended, the status alone
+        d = RulesUpdater().decide(new, candidates_for(new, [status, hobby]))
+        assert (d.action, d.target_fact_id, d.also_ends) == (Action.DELETE, "f2", ()), text
+    # a retirement on the way to something else, or from a sport, ends nothing
+    for text in ["After retiring from baseball, I moved into the technology industry.",
+                 "I retired from baseball."]:
+        new = fact(text, T2)
+        d = RulesUpdater().decide(new, candidates_for(new, [status, hobby]))
+        assert d.action is Action.ADD, (text, d)
+    # plan() drops both from the active set
+    new = fact("I retired last month.", T2)
+    _, active = plan([new], [job, status, hobby], RulesUpdater(), id_factory=lambda f: "f4")
+    assert [a.id for a in active] == ["f3"]
+
+
 def test_older_value_never_overwrites_newer() -> None:
     current = stored(fact("I moved to Munich.", T3), "f2")
     stale = fact("I live in Berlin.", T1)

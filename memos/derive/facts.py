@@ -170,12 +170,18 @@ class FactDeriver:
                     session.add(SpanRow(unit_pk=row.pk, message_pk=message_pk,
                                         start=fact.span[0], end=fact.span[1]))
                 if target is not None and decision is not None:
-                    target.status, target.superseded_at = "superseded", now
-                    target.valid_to = decision.valid_to or fact.valid_from or now
-                    target.status_reason = f"{decision.action.value.lower()}: {decision.reason}"
-                    session.add(LinkRow(cube_key=cube_row.key, src_pk=row.pk, dst_pk=target.pk,
-                                        type="supersedes", weight=1.0, created_at=now))
-                    remove_pks.append(target.pk)
+                    # the target, and what the new fact ends with it (retiring ends the job
+                    # and the "is employed" status), stop holding when the new fact begins
+                    ended = [target, *session.scalars(select(UnitRow).where(
+                        UnitRow.id.in_(decision.also_ends), UnitRow.cube_key == cube_row.key,
+                        UnitRow.status == "active"))] if decision.also_ends else [target]
+                    for old in ended:
+                        old.status, old.superseded_at = "superseded", now
+                        old.valid_to = decision.valid_to or fact.valid_from or now
+                        old.status_reason = f"{decision.action.value.lower()}: {decision.reason}"
+                        session.add(LinkRow(cube_key=cube_row.key, src_pk=row.pk, dst_pk=old.pk,
+                                            type="supersedes", weight=1.0, created_at=now))
+                        remove_pks.append(old.pk)
                 if p.status == "active":
                     add_pks.append(row.pk)
                     add_vectors.append(vector_of[id(p)])

@@ -10,7 +10,9 @@ embedding — see :func:`candidates_for`), it returns a :class:`Decision`; the c
   is superseded, its ``valid_to`` becomes ``Decision.valid_to`` (the new fact's event time)
   and it stays in history.
 - **DELETE** — an explicit retraction ("I no longer work at X", "I quit X", "I sold my
-  car"): the target stops being true at ``Decision.valid_to``.
+  car"): the target stops being true at ``Decision.valid_to``. A retirement ends the job it
+  leaves and the employment status ("Ana is currently employed") together: the further
+  facts a decision ends are ``Decision.also_ends``.
 - **NOOP** — already known (same subject, attribute and value, or the same text); the
   caller records the extra source on the target.
 
@@ -26,6 +28,7 @@ older than the active one for a single-valued attribute never overwrites it.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -120,6 +123,9 @@ class Decision:
     reason: str
     #: For UPDATE/DELETE: when the target stopped being true (the new fact's event time).
     valid_to: datetime | None = None
+    #: Further facts the new one ends along with the target, at the same ``valid_to``
+    #: (retiring ends the job and the "is employed" status).
+    also_ends: tuple[str, ...] = ()
 
 
 class Updater(Protocol):
@@ -308,6 +314,56 @@ def _job_at(fact: ActiveFact, employer: str) -> bool:
             and want <= set(content_tokens(fact.text)))
 
 
+#: A fact whose statement is that its subject has retired ("Ana retired", "Ana is retired
+#: now", "Ana has finally made the decision to retire from …"), not one that passes through
+#: a retirement on the way to something else ("After retiring from baseball, Ana …").
+_RETIRED = (r"(?:has |had |is )?(?:just |finally |recently |officially |now )?(?:retired|"
+            r"(?:made the decision|decided) to retire)\b")
+#: What states that someone is in work: "Ana is currently employed", "Ana's employment status
+#: is employed", "Ana is self-employed".
+_EMPLOYED = re.compile(r"\b(?:employed|employment status)\b", re.IGNORECASE)
+
+
+#: What a retirement is from, when it is from work: "from Ana's role as …", "from my job".
+_FROM_WORK = re.compile(r"\s+from\b[^,;.]*?\b(?:role|job|position|post|career|work|"
+                        r"company|employer)\b", re.IGNORECASE)
+
+
+def _says_retired(fact: ExtractedFact | ActiveFact) -> bool:
+    """Whether ``fact`` says its subject retired from work: retired with no "from" ("Ana
+    retired last month"), or from a role, job or employer ("retired from Ana's role at
+    Acme"); "retired from baseball" or "from competitive running" is not a retirement
+    from work."""
+    m = re.match(rf"{re.escape(fact.subject)} {_RETIRED}", fact.text, re.IGNORECASE)
+    if m is None:
+        return False
+    rest = fact.text[m.end():]
+    return (not re.match(r"\s+from\b", rest, re.IGNORECASE) or bool(_FROM_WORK.match(rest))
+            or fact.negated and fact.attribute == "employer")
+
+
+def _in_work(fact: ActiveFact) -> bool:
+    """Whether ``fact`` states its subject's employment status as in work ("Ana is currently
+    employed"): not a retirement, a negation or a change ("transitioned into tech")."""
+    return (not fact.negated and bool(_EMPLOYED.search(fact.text)) and _states(fact)
+            and not _STATE_CHANGE_WORDS.search(fact.text) and not _says_retired(fact))
+
+
+def _retired_from(new: ExtractedFact, facts: Iterable[ActiveFact]
+                  ) -> tuple[list[ActiveFact], list[ActiveFact]]:
+    """What ``new``, a retirement, ends among ``facts``: (the jobs, the employment status).
+    A retirement from an employer ends the job held there ("retired from my role at Acme");
+    one that names none ends every job ("I retired last year")."""
+    mine = [f for f in facts if _norm_subject(f.subject) == _norm_subject(new.subject)
+            and not f.negated and not _says_retired(f)]
+    if new.negated and new.attribute == "employer":
+        jobs = [f for f in mine if _job_at(f, new.value) or (
+            f.attribute == "employer" and same_value(f.value, new.value))]
+    else:
+        jobs = [f for f in mine if f.attribute in ("job", "employer")]
+    return jobs, [f for f in mine if f not in jobs and _in_work(f)]
+
+
 def _value_tokens(s: str) -> set[str]:
     return set(content_tokens(s))
 
@@ -362,6 +418,10 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
         # a preference it may turn around, whatever attribute either was keyed by
         same += [a for a in pool if not same_attribute(a.attribute, key[1])
                  and _reverses(new, a)]
+    if _says_retired(new):
+        # the work it ends, whatever attribute that was keyed by
+        held = {id(a) for a in same}
+        same += [a for a in itertools.chain(*_retired_from(new, pool)) if id(a) not in held]
     if stated_change(new.text, new.subject) is not None:
         # the state it says has changed, whatever attribute that was keyed by
         held = {id(a) for a in same}
@@ -424,7 +484,17 @@ class RulesUpdater:
                             f"changed from what {target.text!r} states: {new.text!r}",
                             valid_to=new_time)
 
-        # 4. retraction
+        # 4. a retirement ends the job it leaves and the employment status
+        if _says_retired(new):
+            jobs, status = _retired_from(new, candidates)
+            if jobs or status:
+                target = _latest(jobs or status)
+                rest = tuple(c.id for c in jobs + status if c is not target)
+                return Decision(Action.DELETE, target.id, f"retired: ends {target.text!r}"
+                                + (f" and {len(rest)} more" if rest else ""),
+                                valid_to=new_time, also_ends=rest)
+
+        # 5. retraction
         if new.negated:
             live = [c for c in same_key if not c.negated and (
                 not new.value or same_value(c.value, new.value)
@@ -440,7 +510,7 @@ class RulesUpdater:
             return Decision(Action.ADD, None, "retraction of something not on record; "
                             "kept as a negative fact")
 
-        # 5. new value of a single-valued attribute
+        # 6. new value of a single-valued attribute
         if self._single(key[1]) and same_key and key[1].startswith("own:") and not any(
                 _same_kind(new.value, c.value) for c in same_key):
             # "my income is 11800 USD" then "my income is stable": a quantity and a
@@ -557,8 +627,11 @@ class LLMUpdater:
         elif target not in ids:
             return replace(rules, reason=f"LLM target {target!r} unknown; rules: {rules.reason}")
         valid_to = _event_time(new) if action in (Action.UPDATE, Action.DELETE) else None
+        # the model names one target; what the rules end with that same target still ends
+        also = rules.also_ends if (action, target) == (rules.action, rules.target_fact_id) \
+            else ()
         return Decision(action, target, f"LLM ({self.model}): {payload.get('reason', '')}",
-                        valid_to=valid_to)
+                        valid_to=valid_to, also_ends=also)
 
 
 # --------------------------------------------------------------------------- batch
@@ -576,11 +649,17 @@ def plan(facts: Sequence[ExtractedFact], active: Sequence[ActiveFact], updater: 
         decision = updater.decide(fact, candidates_for(fact, current, embedder=embedder))
         out.append((fact, decision))
         if decision.action in (Action.UPDATE, Action.DELETE):
-            current = [c for c in current if c.id != decision.target_fact_id]
+            current = _without(current, decision)
         if decision.action in (Action.ADD, Action.UPDATE):
             current.append(ActiveFact.from_metadata(id_factory(fact), fact.text,
                                                     fact.metadata()))
     return out, current
+
+
+def _without(active: Sequence[ActiveFact], decision: Decision) -> list[ActiveFact]:
+    """``active`` less what ``decision`` ends (its target and ``also_ends``)."""
+    ended = {decision.target_fact_id, *decision.also_ends}
+    return [c for c in active if c.id not in ended]
 
 
 # --------------------------------------------------------------------------- ingest pipeline
@@ -634,7 +713,7 @@ def ingest_plan(messages: Sequence[ExtractInput], active: Sequence[ActiveFact], 
             out.append(PlannedFact(fact, verdict, decision, "noop", decision.reason))
             continue
         if decision.action in (Action.UPDATE, Action.DELETE):
-            current = [c for c in current if c.id != decision.target_fact_id]
+            current = _without(current, decision)
         new_id = id_factory(fact) if id_factory else f"{fact.source_message_id}#{i}"
         current.append(ActiveFact.from_metadata(new_id, fact.text, fact.metadata()))
         out.append(PlannedFact(fact, verdict, decision, "active", decision.reason))
