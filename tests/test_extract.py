@@ -108,9 +108,20 @@ def test_relative_dates_in_facts() -> None:
     "If I were a pilot, I would fly to Tokyo.", "Imagine I had a dog named Rex.",
     "I wish I lived in Oslo.", "Maybe someday I'll try sushi.",
     "My friend Tom said he moved to Oslo.", "Haha, okay.",
+    "If the offer comes through, I'm considering moving to Oslo.",
+    "I'm considering whether I could run a marathon.",
 ])
 def test_no_facts_from_greetings_questions_hypotheticals(text: str) -> None:
     assert facts(text) == []
+
+
+def test_an_intention_is_a_memory_that_keeps_its_word() -> None:
+    assert one("I'm even considering adding golf to my academy's curriculum.").text == (
+        "Ana is even considering adding golf to Ana's academy's curriculum.")
+    assert one("I've been thinking about moving to Denver.").text == (
+        "Ana has been thinking about moving to Denver.")
+    assert one("Lately I'm thinking of starting a podcast.").text == (
+        "Ana is thinking of starting a podcast.")
 
 
 def test_assistant_boilerplate_and_suggestions_produce_nothing() -> None:

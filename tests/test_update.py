@@ -120,6 +120,17 @@ def test_retiring_ends_the_job_and_the_employment_status() -> None:
     assert [a.id for a in active] == ["f3"]
 
 
+def test_an_intention_ends_nothing() -> None:
+    job = stored(fact("I work at Acme as an engineer.", T1), "f1")
+    coffee = stored(fact("I love coffee.", T1), "f2")
+    for text in ["I'm thinking about quitting my job at Acme.",
+                 "I'm considering switching from coffee to tea.",
+                 "I'm considering retiring from my role at Acme."]:
+        new = fact(text, T2)
+        d = RulesUpdater().decide(new, candidates_for(new, [job, coffee]))
+        assert d.action is Action.ADD and "intention" in d.reason, (text, d)
+
+
 def test_older_value_never_overwrites_newer() -> None:
     current = stored(fact("I moved to Munich.", T3), "f2")
     stale = fact("I live in Berlin.", T1)

@@ -287,6 +287,11 @@ MAX_ELABORATED = 500
 #: the sentence continues the one before it even when it mentions the speaker.
 _ANAPHOR = re.compile(r"^(?:it|it's|this|these|those|they|they're|they've|their|such)\b",
                       re.IGNORECASE)
+#: A first-person intention: "I'm even considering adding golf", "I've been thinking about
+#: moving". What the speaker is weighing now is a memory of them, though "considering" is an
+#: irrealis cue; the fact keeps the word, so it never reads as done.
+_INTENTION = re.compile(r"\bi(?:'m| am|'ve been| have been)(?: (?:\w+ly|even|also|still))? "
+                        r"(?:considering|thinking (?:about|of))\b", re.IGNORECASE)
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
 #: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
@@ -485,8 +490,8 @@ class RulesExtractor:
             return True
         if role == "assistant" and ASSISTANT_BOILERPLATE.search(t):
             return True
-        if HYPOTHETICAL.search(t):
-            return True
+        if HYPOTHETICAL.search(_INTENTION.sub(" ", t)):
+            return True  # irrealis; a first-person intention alone is not (it is a memory)
         stripped = DISCOURSE.sub("", t)
         if GREETING.match(stripped) and len(content_tokens(stripped)) < 3:
             return True

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from memos.embed import Embedder
+from memos.extract.clauses import HYPOTHETICAL
 from memos.extract.fact import ExtractedFact, ExtractInput, Extractor
 from memos.extract.gate import GateVerdict
 from memos.extract.gate import check as gate_check
@@ -467,6 +468,10 @@ class RulesUpdater:
         dup = self._near_duplicate(new, [c for c in candidates if c.negated == new.negated])
         if dup is not None:
             return dup
+
+        if HYPOTHETICAL.search(new.text):
+            # "Ana is considering quitting her job at Acme": weighed, not done
+            return Decision(Action.ADD, None, "an intention or hypothetical: ends nothing")
 
         # 2. a preference turned around supersedes the old one
         turned = [c for c in candidates if _reverses(new, c)]
