@@ -131,6 +131,26 @@ def test_an_intention_ends_nothing() -> None:
         assert d.action is Action.ADD and "intention" in d.reason, (text, d)
 
 
+def test_the_same_value_with_more_said_is_kept_and_ends_with_it() -> None:
+    first = stored(fact("I got promoted to Head of Social Initiatives.", T1), "f1")
+    again = fact("I've been promoted to Head of Social Initiatives, and it's been quite a "
+                 "journey balancing my career with managing Chronic Fatigue Syndrome.", T2)
+    d = RulesUpdater().decide(again, candidates_for(again, [first]))
+    assert d.action is Action.ADD and "more said" in d.reason
+    # a bare repeat is still known already
+    repeat = fact("I was promoted to Head of Social Initiatives.", T2)
+    assert RulesUpdater().decide(repeat, candidates_for(repeat, [first])).action is Action.NOOP
+    # the next job ends both statements of this one
+    second = stored(again, "f2")
+    new = fact("I got promoted to Director of Social Initiatives.", T3)
+    d = RulesUpdater().decide(new, candidates_for(new, [first, second]))
+    assert (d.action, d.target_fact_id, d.also_ends) == (Action.UPDATE, "f2", ("f1",))
+    # and a retraction ends every statement of what it retracts
+    new = fact("I'm no longer Head of Social Initiatives.", T3)
+    d = RulesUpdater().decide(new, candidates_for(new, [first, second]))
+    assert d.action is Action.DELETE and {d.target_fact_id, *d.also_ends} == {"f1", "f2"}
+
+
 def test_older_value_never_overwrites_newer() -> None:
     current = stored(fact("I moved to Munich.", T3), "f2")
     stale = fact("I live in Berlin.", T1)

@@ -14,7 +14,9 @@ embedding — see :func:`candidates_for`), it returns a :class:`Decision`; the c
   leaves and the employment status ("Ana is currently employed") together: the further
   facts a decision ends are ``Decision.also_ends``.
 - **NOOP** — already known (same subject, attribute and value, or the same text); the
-  caller records the extra source on the target.
+  caller records the extra source on the target. A statement of a known value that says
+  more than it ("promoted to X, and it's been a journey balancing work with my health") is
+  an ADD; a later value ends every statement of the old one.
 
 Idempotence: replaying a session yields NOOPs — the same fact matches itself, and a value
 older than the active one for a single-valued attribute never overwrites it.
@@ -387,6 +389,21 @@ def _says_no_more(new: str, old: str) -> bool:
     return tn <= to
 
 
+#: More content words than this, new beyond what a fact of the same value says, and the
+#: statement is more than a repeat ("I've been promoted to Head of Initiatives, and it's
+#: been quite a journey balancing my career with managing Chronic Fatigue Syndrome").
+MAX_REPEATED_WORDS = 2
+
+
+def _says_more(new: ExtractedFact, old: ActiveFact) -> bool:
+    """``new`` says more than ``old``, a fact of the same attribute and value: over
+    :data:`MAX_REPEATED_WORDS` content words that ``old``'s text lacks (the subject's name
+    aside). Such a statement is stored too, not dropped as already known."""
+    novel = set(content_tokens(new.text)) - set(content_tokens(old.text)) - set(
+        content_tokens(new.subject))
+    return len(novel) > MAX_REPEATED_WORDS
+
+
 def _event_time(f: ExtractedFact | ActiveFact) -> datetime | None:
     t = f.valid_from or f.observed_at
     return t.replace(tzinfo=None) if t is not None and t.tzinfo is not None else t
@@ -462,7 +479,7 @@ class RulesUpdater:
                 return Decision(Action.NOOP, c.id, f"same statement as {c.id}")
         for c in same_key:
             if c.negated == new.negated and (same_value(c.value, new.value) if not self._single(
-                    key[1]) else _says_no_more(new.value, c.value)):
+                    key[1]) else _says_no_more(new.value, c.value)) and not _says_more(new, c):
                 return Decision(Action.NOOP, c.id,
                                 f"already known: {key[1]} = {c.value!r} ({c.id})")
         dup = self._near_duplicate(new, [c for c in candidates if c.negated == new.negated])
@@ -511,7 +528,8 @@ class RulesUpdater:
                 target = _latest(live)
                 return Decision(Action.DELETE, target.id,
                                 f"retraction of {key[1]} = {target.value!r}: {new.text}",
-                                valid_to=new_time)
+                                valid_to=new_time,
+                                also_ends=tuple(c.id for c in live if c is not target))
             return Decision(Action.ADD, None, "retraction of something not on record; "
                             "kept as a negative fact")
 
@@ -535,9 +553,16 @@ class RulesUpdater:
                 return Decision(Action.NOOP, target.id,
                                 f"older than the active value {target.value!r} "
                                 f"(stated {target_seen.isoformat()}); newer information is kept")
+            if _says_no_more(new.value, target.value):
+                # the same value again, with more said (step 1): both statements stand
+                return Decision(Action.ADD, None, f"{key[1]} = {target.value!r} again, "
+                                "with more said")
+            # every statement of the old value ends with it
+            also = tuple(c.id for c in same_key if c is not target and not c.negated
+                         and _says_no_more(c.value, target.value))
             return Decision(Action.UPDATE, target.id,
                             f"{key[1]} changed from {target.value!r} to {new.value!r}",
-                            valid_to=new_time)
+                            valid_to=new_time, also_ends=also)
         return Decision(Action.ADD, None,
                         "new information" if not same_key else
                         f"another value of multi-valued {key[1]!r}")
