@@ -100,6 +100,18 @@ def test_relative_dates_in_facts() -> None:
     assert g.text == "Ana visited the Louvre on 2023-05-07."
     nxt = one("Next month I'm going to Japan.")
     assert nxt.valid_from == datetime(2023, 6, 1)
+    # a fronted time with its comma belongs to the clause after it
+    assert one("Last week, I ran a marathon.").text == f.text
+    assert one("On May 3, 2021, I adopted a cat.").text == "Ana adopted a cat on 2021-05-03."
+
+
+def test_a_time_with_no_date_to_count_from_is_kept_as_said() -> None:
+    for text, want in [("Last week, I ran a marathon.", "Ana ran a marathon last week."),
+                       ("I retired last month.", "Ana retired last month."),
+                       ("I moved to Berlin in 2019.", "Ana moved to Berlin in 2019."),
+                       ("On May 3, 2021, I adopted a cat.", "Ana adopted a cat on May 3, 2021.")]:
+        f = one(text, ts=None)
+        assert (f.text, f.valid_from, f.time_text) == (want, None, ""), text
 
 
 @pytest.mark.parametrize("text", [
@@ -115,7 +127,7 @@ def test_no_facts_from_greetings_questions_hypotheticals(text: str) -> None:
     assert facts(text) == []
 
 
-def test_an_intention_is_a_memory_that_keeps_its_word() -> None:
+def test_a_consideration_is_a_memory_that_keeps_its_word() -> None:
     assert one("I'm even considering adding golf to my academy's curriculum.").text == (
         "Ana is even considering adding golf to Ana's academy's curriculum.")
     assert one("I've been thinking about moving to Denver.").text == (

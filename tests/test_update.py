@@ -120,7 +120,7 @@ def test_retiring_ends_the_job_and_the_employment_status() -> None:
     assert [a.id for a in active] == ["f3"]
 
 
-def test_an_intention_ends_nothing() -> None:
+def test_a_consideration_ends_nothing() -> None:
     job = stored(fact("I work at Acme as an engineer.", T1), "f1")
     coffee = stored(fact("I love coffee.", T1), "f2")
     for text in ["I'm thinking about quitting my job at Acme.",
@@ -128,7 +128,7 @@ def test_an_intention_ends_nothing() -> None:
                  "I'm considering retiring from my role at Acme."]:
         new = fact(text, T2)
         d = RulesUpdater().decide(new, candidates_for(new, [job, coffee]))
-        assert d.action is Action.ADD and "intention" in d.reason, (text, d)
+        assert d.action is Action.ADD and "consideration" in d.reason, (text, d)
 
 
 def test_the_same_value_with_more_said_is_kept_and_ends_with_it() -> None:

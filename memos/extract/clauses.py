@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from memos.temporal import TIME_EXPR
+
 __all__ = [
     "Clause",
     "sentences",
@@ -88,6 +90,15 @@ _OPEN_LEFT = re.compile(
     r"until|unless|whether|by|which|who)\b[^,]*$", re.IGNORECASE)
 
 
+def _only_time(piece: str) -> bool:
+    """A fronted time and nothing else ("Last week", "Yesterday", "On May 3, 2021"): it
+    belongs to the clause after its comma."""
+    stripped = DISCOURSE.sub("", piece.strip())
+    m = TIME_EXPR.search(stripped)
+    return m is not None and not stripped[:m.start()].strip(" ,") and not stripped[
+        m.end():].strip(" ,")
+
+
 @dataclass
 class Clause:
     """A sentence or clause: its stripped ``text`` and its span (end exclusive) into the
@@ -113,8 +124,9 @@ def clauses(sentence: Clause) -> Iterator[Clause]:
     pos = 0
     for m in _CLAUSE_SPLIT.finditer(sentence.text):
         piece = sentence.text[pos:m.start()]
-        if m.group(0).startswith(",") and m.group(0).strip() == "," and _OPEN_LEFT.search(piece):
-            continue  # the comma closes a fronted subordinate clause, not a statement
+        if m.group(0).startswith(",") and m.group(0).strip() == "," and (
+                _OPEN_LEFT.search(piece) or _only_time(piece)):
+            continue  # the comma closes a fronted subordinate clause or time, not a statement
         if piece.strip():
             lead = len(piece) - len(piece.lstrip())
             yield Clause(piece.strip(), sentence.start + pos + lead,

@@ -287,10 +287,14 @@ MAX_ELABORATED = 500
 #: the sentence continues the one before it even when it mentions the speaker.
 _ANAPHOR = re.compile(r"^(?:it|it's|this|these|those|they|they're|they've|their|such)\b",
                       re.IGNORECASE)
-#: A first-person intention: "I'm even considering adding golf", "I've been thinking about
-#: moving". What the speaker is weighing now is a memory of them, though "considering" is an
-#: irrealis cue; the fact keeps the word, so it never reads as done.
-_INTENTION = re.compile(r"\bi(?:'m| am|'ve been| have been)(?: (?:\w+ly|even|also|still))? "
+#: A time expression that opens with a common word, lower-cased when it moves to a
+#: sentence's end ("Last month" → "… retired last month"; "May 3" keeps its capital).
+_COMMON_TIME_WORD = re.compile(r"(?:last|next|this|the|yesterday|today|tonight|tomorrow|"
+                               r"in|on|a|an|\d)\b", re.IGNORECASE)
+#: A first-person consideration: "I'm even considering adding golf", "I've been thinking
+#: about moving". What the speaker is weighing now is a memory of them, though "considering"
+#: is an irrealis cue; the fact keeps the word, so it never reads as done.
+_CONSIDERING = re.compile(r"\bi(?:'m| am|'ve been| have been)(?: (?:\w+ly|even|also|still))? "
                         r"(?:considering|thinking (?:about|of))\b", re.IGNORECASE)
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
@@ -490,8 +494,8 @@ class RulesExtractor:
             return True
         if role == "assistant" and ASSISTANT_BOILERPLATE.search(t):
             return True
-        if HYPOTHETICAL.search(_INTENTION.sub(" ", t)):
-            return True  # irrealis; a first-person intention alone is not (it is a memory)
+        if HYPOTHETICAL.search(_CONSIDERING.sub(" ", t)):
+            return True  # irrealis; a first-person consideration alone is not (a memory)
         stripped = DISCOURSE.sub("", t)
         if GREETING.match(stripped) and len(content_tokens(stripped)) < 3:
             return True
@@ -585,6 +589,11 @@ class RulesExtractor:
             if resolved is not None:
                 valid_from, valid_to, time_text = resolved
                 sentence = f"{sentence} {time_text}"
+        if time_expr and not time_text:
+            # no date to count from (a message without a timestamp): kept as it was said
+            said = time_expr[0].lower() + time_expr[1:] if _COMMON_TIME_WORD.match(
+                time_expr) else time_expr
+            sentence = f"{_clean(sentence)} {said}"
         if valid_from is None and ref is not None and attribute in _SINGLE_VALUED | {"pet"}:
             valid_from = ref  # a state change is taken to hold from the moment it was said
         sentence = sentence[0].upper() + sentence[1:]

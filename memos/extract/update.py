@@ -488,7 +488,7 @@ class RulesUpdater:
 
         if HYPOTHETICAL.search(new.text):
             # "Ana is considering quitting her job at Acme": weighed, not done
-            return Decision(Action.ADD, None, "an intention or hypothetical: ends nothing")
+            return Decision(Action.ADD, None, "a consideration or hypothetical: ends nothing")
 
         # 2. a preference turned around supersedes the old one
         turned = [c for c in candidates if _reverses(new, c)]
