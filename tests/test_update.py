@@ -241,6 +241,16 @@ def test_own_attribute_value_is_single_valued() -> None:
     assert d.action is Action.UPDATE and d.target_fact_id == "f1" and d.valid_to == T2
     same = fact("My monthly income is 15,700 USD.", T3, mid="m3")
     assert RulesUpdater().decide(same, candidates_for(same, [old])).action is Action.NOOP
+    # a change told in the past tense sets the value too, the new one ("to …")
+    for text, value in [("With the promotion, my monthly income rose to 18,000 USD.",
+                         "18,000 usd"),
+                        ("My monthly income has increased to 18,000 USD.", "18,000 usd"),
+                        ("After retiring, my monthly income decreased from 15,700 to 5,000 "
+                         "USD.", "5,000 usd")]:
+        new = fact(text, T2)
+        assert (new.attribute, new.value) == ("own:monthli_incom", value), text
+        d = RulesUpdater().decide(new, candidates_for(new, [old]))
+        assert d.action is Action.UPDATE and d.target_fact_id == "f1", text
 
 
 def test_promotion_sets_the_job() -> None:

@@ -299,10 +299,13 @@ _CONSIDERING = re.compile(r"\bi(?:'m| am|'ve been| have been)(?: (?:\w+ly|even|a
 _ABOUT_LISTENER = re.compile(r"^(?:you|your|yours|thanks|thank|please|let's|let me)\b",
                              re.IGNORECASE)
 #: "<attribute> is (now) <value>" after "my": one noun phrase of up to four words and a
-#: singular present copula — the statement of an attribute's current value.
+#: singular present copula, or a change to the value ("rose to", "decreased from 11,800 to
+#: 5,000") — the statement of an attribute's current value.
 _OWNED_VALUE = re.compile(
-    r"^(?P<attr>(?:[a-z-]+ ){0,3}[a-z-]+?) (?:is|has been|has become|is still|remains|"
-    r"has (?:gone up|risen|increased|dropped|decreased|fallen|changed) to)"
+    r"^(?P<attr>(?:(?!ha(?:s|ve)\b)[a-z-]+ ){0,3}(?!ha(?:s|ve)\b)[a-z-]+?) "
+    r"(?:is|has been|has become|is still|remains|"
+    r"(?:has |have )?(?:gone up|went up|gone down|went down|risen|rose|increased|grown|grew|"
+    r"jumped|climbed|dropped|decreased|fallen|fell|changed)(?: from (?:\d,\d|[^,;])+?)? to)"
     r"(?: now| currently| still)? (?P<v>(?:\d,\d|[^,;])+?)(?:[,;].*)?$", re.IGNORECASE)
 #: A reply that confirms what was just said about its speaker ("Yes, …", "Exactly.").
 _CONFIRM = re.compile(r"^\W*(?:yes|yeah|yep|exactly|absolutely|indeed|that's right|"
