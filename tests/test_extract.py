@@ -283,6 +283,13 @@ def test_assistant_statement_counts_once_the_user_confirms_it() -> None:
         "Ana has been training for the marathon since March."]
     assert confirmed[0].confirmed_by == "m2" and confirmed[0].span == (0, 52)
     assert not [f for f in RulesExtractor().extract([said, no]) if f.source_message_id == "a1"]
+    # "you've" is "Ana has", conjugated once ("Ana hases …" before)
+    said = ExtractInput(id="a1", role="assistant", speaker="assistant", timestamp=TS,
+                        content="You've also expressed a desire to mentor young athletes.")
+    yes = ExtractInput(id="m2", role="user", speaker="Ana", timestamp=TS,
+                       content="Yes, mentoring young athletes matters to me.")
+    assert [f.text for f in RulesExtractor().extract([said, yes])][0] == (
+        "Ana has also expressed a desire to mentor young athletes.")
 
 
 def test_confirmation_must_address_the_claim() -> None:

@@ -94,10 +94,17 @@ _THIRD = {"am": "is", "'m": "is", "have": "has", "'ve": "has", "do": "does", "do
           "haven't": "hasn't", "aren't": "isn't", "weren't": "wasn't"}
 
 
+#: Verbs already in the third person (a "you've" resolved to "Ana has" is conjugated again).
+_ALREADY_THIRD = frozenset({"has", "is", "was", "does", "doesn't", "hasn't", "isn't", "wasn't",
+                            "goes"})
+
+
 def _third_person(verb: str) -> str:
     low = verb.lower()
     if low in _THIRD:
         return _THIRD[low]
+    if low in _ALREADY_THIRD:
+        return verb
     if low in _MODALS or low in IRREGULAR_PAST or low.endswith("ed") or "'" in low:
         return verb
     if re.search(r"(?:s|sh|ch|x|z|o)$", low):
