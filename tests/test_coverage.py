@@ -70,8 +70,11 @@ def test_answer_type_reads_what_the_question_asks_for() -> None:
         "When did Ana move to Oslo?", "What is Ana's birth date?", "How many kids does Ana have?",
         "What is Ana's monthly income as of May 2025?", "Who is Ana's manager?",
         "Where does Ana live as of September 4, 2025?", "Did Ana move?",
-        "What does Ana do for a living?")] == [
-        "date", "date", "number", "number", "name", "place", "yes_no", "open"]
+        "What does Ana do for a living?",
+        "What is the exact date when Ana plans to start offering golf?",
+        "What was Ana's ranking in the chess tournament?")] == [
+        "date", "date", "number", "number", "name", "place", "yes_no", "open", "date",
+        "number"]
 
 
 def test_a_hit_carries_an_answer_only_beyond_what_the_question_names() -> None:

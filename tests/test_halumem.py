@@ -340,6 +340,10 @@ def test_offline_answerer_needs_a_memory_of_the_asked_answer_type() -> None:
     # a "who" question with no name beyond the question's own: nothing qualifies
     assert offline_answer("Who did Ana move to Oslo with?", hits[:1], subject="Ana") == \
         "unknown"
+    # nor the rest of the subject's own name ("Who accompanied Sharon …" is not "Brown")
+    class_ = [Retrieved("1", "Sharon Brown recently attended a cooking class.", 0.9, {})]
+    assert offline_answer("Who accompanied Sharon to the cooking class?", class_,
+                          subject="Sharon Brown") == "unknown"
     # a memory that only repeats a yes/no question confirms it
     assert offline_answer("Did Ana move to Oslo?", [Retrieved("1", "Ana moved to Oslo.",
                                                               0.9, {})], subject="Ana") \

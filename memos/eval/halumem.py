@@ -777,8 +777,8 @@ def _support(question: str, want: dict[str, float], heavy: set[str], r: Retrieve
         return None
     if kind != "yes_no" and not have - set(want) - set(key_tokens(question, ignore)):
         return None  # only repeats the question (which confirms a yes/no question)
-    if not carries(kind, r.text, question):
-        return None
+    if not carries(kind, r.text, f"{question} {subject}"):
+        return None  # the subject's own name is no answer to "who …"
     if subject and _relations(r.text, subject) - _relations(question, subject):
         return None  # about the subject's coworker/sister, not the subject
     total = sum(want.values())

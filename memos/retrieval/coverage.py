@@ -54,11 +54,12 @@ __all__ = ["Calibration", "CALIBRATION", "TOP_HITS", "MIN_HITS_FOR_COMMON", "COM
 #: person's name, a place, a yes or no, or anything else ("open").
 ANSWER_TYPES = ("date", "number", "name", "place", "yes_no", "open")
 _ASKS = [(kind, re.compile(p, re.IGNORECASE)) for kind, p in [
-    ("date", r"^\W*when\b|\b(?:what|which) (?:date|day|year|month|time)\b|"
+    ("date", r"^\W*when\b|\b(?:what|which) (?:(?:is|was) the (?:exact |specific )?)?"
+             r"(?:date|day|year|month|time)\b|"
              r"\bin (?:what|which) year\b|\bbirth ?(?:date|day)\b|\bdate of birth\b"),
     ("number", r"\bhow (?:many|much|old|long|far|often)\b|\bwhat (?:is|was|are|were) (?:the )?"
                r"(?:[\w'’]+ ){0,3}(?:income|salary|age|number|amount|price|cost|budget|"
-               r"weight|height|score|rent)\b"),
+               r"weight|height|score|rent|rank|ranking)\b"),
     ("name", r"^\W*(?:who|whom|whose)\b|\bwhat (?:is|was) (?:the )?name\b|"
              r"\bwhat is the name of\b"),
     ("place", r"^\W*where\b|\b(?:which|what) (?:city|country|town|state|place|"
