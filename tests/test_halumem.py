@@ -419,6 +419,24 @@ def test_offline_answerer_recommends_only_from_a_stated_liking() -> None:
         assert offline_answer(question, plain, subject="Daniel") == UNKNOWN, question
 
 
+def test_offline_answerer_answers_a_favourite_or_an_aversion_only_from_that_stance() -> None:
+    course = [Retrieved("1", "Sharon attended a cooking class on international cuisines.",
+                        0.8, {})]
+    assert offline_answer("What is Sharon's favorite international cuisine?", course,
+                          subject="Sharon") == UNKNOWN
+    loved = [Retrieved("1", "Sharon's favorite cuisine is Thai food.", 0.8, {})]
+    assert offline_answer("What is Sharon's favorite cuisine?", loved,
+                          subject="Sharon") == loved[0].text
+    prefers = [Retrieved("1", "Sharon prefers sports with more action and excitement.", 0.8,
+                         {})]
+    assert offline_answer("What sports does Sharon dislike?", prefers,
+                          subject="Sharon") == UNKNOWN
+    dislikes = [Retrieved("1", "Sharon dislikes slow sports such as golf and cricket.", 0.8,
+                          {})]
+    assert offline_answer("What sports does Sharon dislike?", dislikes,
+                          subject="Sharon") == dislikes[0].text
+
+
 def test_offline_answerer_answers_a_dated_question_from_that_days_memories() -> None:
     """A question that names a day asks about what was said then: a memory of that day
     answers it before a better-supported one from another day, dialogue sentence or not."""

@@ -818,7 +818,22 @@ def _quotable(question: str) -> bool:
 
 
 def _states_preference(memory: str) -> bool:
-    return bool(set(content_tokens(memory)) & _POSITIVE)
+    return bool(set(content_tokens(memory)) & (_POSITIVE | _PREFERENCE_WORDS))
+
+
+def _states_aversion(memory: str) -> bool:
+    return bool(set(content_tokens(memory)) & _NEGATIVE) or has_negation(memory)
+
+
+#: Words that state a preference beyond :data:`_POSITIVE`'s ("favorite food is …").
+_PREFERENCE_WORDS = frozenset(stem(w) for w in "favorite favourite preference".split())
+#: A question about what someone likes best ("What is Sharon's favorite cuisine?", "…
+#: prefer …"): a memory on the topic that states no liking does not answer it.
+_ASKS_FAVOURITE = re.compile(r"\b(?:favou?rite|prefer\w*)\b", re.IGNORECASE)
+#: A question about what someone dislikes ("What sports does Sharon dislike?"): answered
+#: only by a memory that states an aversion, not by one of what she prefers.
+_ASKS_AVERSION = re.compile(r"\b(?:dislik\w*|hat(?:e|es|ed)|avoid\w*)\b|"
+                            r"\b(?:not|n't) (?:like|enjoy)\b", re.IGNORECASE)
 
 
 def _yes_no_lead(question: str, memory: str) -> str:
@@ -925,8 +940,10 @@ def offline_answer(question: str, retrieved: Sequence[Retrieved], *, subject: st
     Says "unknown" when no memory qualifies, and for a question a quote cannot answer: a
     speculation ("What hobby might Ana take up …") or an explanation ("How did her move
     change …") asks for an inference, so the quote would read as a confident wrong answer;
-    a recommendation ("Which dish should I cook for Ana?", "… that Ana would enjoy") is
-    answered only by a memory that states a liking.
+    a recommendation ("Which dish should I cook for Ana?", "… that Ana would enjoy") or a
+    favourite ("What is Ana's favorite cuisine?") is answered only by a memory that states a
+    liking, and a dislike ("What sports does Ana dislike?") only by one that states an
+    aversion.
 
     A question that names a day ("What workshop did Ana attend on Aug 22, 2027?") asks
     about what was said or held that day: the memories of that day (:func:`_of_the_day`)
@@ -952,8 +969,11 @@ def _answer_from(question: str, retrieved: Sequence[Retrieved], subject: str) ->
     for part in parts:
         text = _answer_one(part, facts, subject) or _answer_one(part, _sentences(others),
                                                                   subject)
-        if text and _RECOMMENDATION.search(part) and not _states_preference(text):
-            text = ""
+        if text and (_RECOMMENDATION.search(part) or _ASKS_FAVOURITE.search(part)) \
+                and not _states_preference(text):
+            text = ""  # a recommendation or a favourite: a memory that states a liking
+        if text and _ASKS_AVERSION.search(part) and not _states_aversion(text):
+            text = ""  # what someone dislikes: a memory that states an aversion
         if text and text not in answers:
             answers.append(text)
     return " ".join(answers) if answers else UNKNOWN
