@@ -817,14 +817,6 @@ def _quotable(question: str) -> bool:
     return not _SPECULATIVE.search(question) or bool(_RECOMMENDATION.search(question))
 
 
-def _states_preference(memory: str) -> bool:
-    return bool(set(content_tokens(memory)) & (_POSITIVE | _PREFERENCE_WORDS))
-
-
-def _states_aversion(memory: str) -> bool:
-    return bool(set(content_tokens(memory)) & _NEGATIVE) or has_negation(memory)
-
-
 #: Words that state a preference beyond :data:`_POSITIVE`'s ("favorite food is …").
 _PREFERENCE_WORDS = frozenset(stem(w) for w in "favorite favourite preference".split())
 #: A question about what someone likes best ("What is Sharon's favorite cuisine?", "…
@@ -834,6 +826,14 @@ _ASKS_FAVOURITE = re.compile(r"\b(?:favou?rite|prefer\w*)\b", re.IGNORECASE)
 #: only by a memory that states an aversion, not by one of what she prefers.
 _ASKS_AVERSION = re.compile(r"\b(?:dislik\w*|hat(?:e|es|ed)|avoid\w*)\b|"
                             r"\b(?:not|n't) (?:like|enjoy)\b", re.IGNORECASE)
+
+
+def _states_preference(memory: str) -> bool:
+    return bool(set(content_tokens(memory)) & (_POSITIVE | _PREFERENCE_WORDS))
+
+
+def _states_aversion(memory: str) -> bool:
+    return bool(set(content_tokens(memory)) & _NEGATIVE) or has_negation(memory)
 
 
 def _yes_no_lead(question: str, memory: str) -> str:

@@ -322,14 +322,12 @@ def _job_at(fact: ActiveFact, employer: str) -> bool:
 #: a retirement on the way to something else ("After retiring from baseball, Ana …").
 _RETIRED = (r"(?:has |had |is )?(?:just |finally |recently |officially |now )?(?:retired|"
             r"(?:made the decision|decided) to retire)\b")
-#: What states that someone is in work: "Ana is currently employed", "Ana's employment status
-#: is employed", "Ana is self-employed".
-_EMPLOYED = re.compile(r"\b(?:employed|employment status)\b", re.IGNORECASE)
-
-
 #: What a retirement is from, when it is from work: "from Ana's role as …", "from my job".
 _FROM_WORK = re.compile(r"\s+from\b[^,;.]*?\b(?:role|job|position|post|career|work|"
                         r"company|employer)\b", re.IGNORECASE)
+#: What states that someone is in work: "Ana is currently employed", "Ana's employment status
+#: is employed", "Ana is self-employed".
+_EMPLOYED = re.compile(r"\b(?:employed|employment status)\b", re.IGNORECASE)
 
 
 def _says_retired(fact: ExtractedFact | ActiveFact) -> bool:
@@ -438,12 +436,10 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
                  and _reverses(new, a)]
     if _says_retired(new):
         # the work it ends, whatever attribute that was keyed by
-        held = {id(a) for a in same}
-        same += [a for a in itertools.chain(*_retired_from(new, pool)) if id(a) not in held]
+        _extend(same, itertools.chain(*_retired_from(new, pool)))
     if stated_change(new.text, new.subject) is not None:
         # the state it says has changed, whatever attribute that was keyed by
-        held = {id(a) for a in same}
-        same += [a for a in pool if id(a) not in held and _changed_away(new, a)]
+        _extend(same, (a for a in pool if _changed_away(new, a)))
     if embedder is None:
         return same
     chosen = {id(a) for a in same}  # by identity: equality would compare every field
@@ -454,6 +450,13 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
     sims = vecs[1:] @ vecs[0]
     order = np.argsort(-sims)[:k]
     return same + [rest[i] for i in order if sims[i] >= min_similarity]
+
+
+def _extend(chosen: list[ActiveFact], more: Iterable[ActiveFact]) -> None:
+    """Add to ``chosen`` the facts of ``more`` it does not hold yet (by identity: equality
+    would compare every field)."""
+    held = {id(a) for a in chosen}
+    chosen.extend([a for a in more if id(a) not in held])
 
 
 # --------------------------------------------------------------------------- rules
