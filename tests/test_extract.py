@@ -136,6 +136,29 @@ def test_a_consideration_is_a_memory_that_keeps_its_word() -> None:
         "Ana is thinking of starting a podcast.")
 
 
+def test_a_pronoun_that_points_back_takes_the_sentence_it_points_to() -> None:
+    text = ("Yes, the emotional support from friends like Matthew and Linda has been "
+            "invaluable. They've really encouraged me when I've faced challenges.")
+    f = one(text)
+    assert f.text == ("The emotional support from friends like Matthew and Linda has been "
+                      "invaluable; they've really encouraged Ana when Ana has faced "
+                      "challenges.")
+    assert f.span == (0, len(text))  # provenance covers both sentences
+    # a sentence about the speaker that stated no fact (a plan) is no antecedent, and a
+    # pronoun with nothing before it stays as it is
+    they = "They keep Ana grounded and give Ana the calm Ana needs."
+    assert one("I'll ask my old teammates for advice. They keep me grounded and give me "
+               "the calm I need.").text == they
+    assert one("They keep me grounded and give me the calm I need.").text == they
+
+
+def test_a_base_verb_ending_in_ed_is_conjugated() -> None:
+    assert one("I need a break from work.").text == "Ana needs a break from work."
+    assert one("I love the calm I need to focus.").text == (
+        "Ana loves the calm Ana needs to focus.")
+    assert one("I agreed to coach the team.").text == "Ana agreed to coach the team."
+
+
 def test_assistant_boilerplate_and_suggestions_produce_nothing() -> None:
     for text in ["I'm happy to help with that!", "You could try pottery sometime.",
                  "So you moved to Berlin? That sounds exciting."]:

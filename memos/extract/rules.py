@@ -99,13 +99,20 @@ _ALREADY_THIRD = frozenset({"has", "is", "was", "does", "doesn't", "hasn't", "is
                             "goes"})
 
 
+#: Verbs whose base form ends in "-ed" like a past tense ("the stability I need" →
+#: "the stability Ana needs", not "Ana need").
+_BASE_ED = frozenset("""need feed succeed proceed exceed bleed speed breed heed embed shed
+shred wed""".split())
+
+
 def _third_person(verb: str) -> str:
     low = verb.lower()
     if low in _THIRD:
         return _THIRD[low]
     if low in _ALREADY_THIRD:
         return verb
-    if low in _MODALS or low in IRREGULAR_PAST or low.endswith("ed") or "'" in low:
+    if low in _MODALS or low in IRREGULAR_PAST or "'" in low or (
+            low.endswith("ed") and low not in _BASE_ED):
         return verb
     if re.search(r"(?:s|sh|ch|x|z|o)$", low):
         return verb + "es"
@@ -294,6 +301,11 @@ MAX_ELABORATED = 500
 #: the sentence continues the one before it even when it mentions the speaker.
 _ANAPHOR = re.compile(r"^(?:it|it's|this|these|those|they|they're|they've|their|such)\b",
                       re.IGNORECASE)
+#: A pronoun opening a statement that names nothing without the sentence before it
+#: ("They've really encouraged me"); "it" and "this" are left out: mostly the situation
+#: itself ("It's been a journey"), not a thing the sentence before named.
+_NEEDS_ANTECEDENT = re.compile(r"^(?:they|they're|they've|their|these|those|he|he's|she|"
+                               r"she's)\b", re.IGNORECASE)
 #: A time expression that opens with a common word, lower-cased when it moves to a
 #: sentence's end ("Last month" → "… retired last month"; "May 3" keeps its capital).
 _COMMON_TIME_WORD = re.compile(r"(?:last|next|this|the|yesterday|today|tonight|tomorrow|"
@@ -453,8 +465,10 @@ class RulesExtractor:
         you = addressee or you
         ref = msg.timestamp or session_time
         out: list[ExtractedFact] = []
+        unused: Clause | None = None  # the sentence just before, when it gave no fact
         for sentence in sentences(msg.content):
             if self._skip_sentence(sentence.text, msg.role):
+                unused = None
                 continue
             found = [f for f in (self._clause_fact(clause, msg, me, you, ref)
                                  for clause in clauses(sentence)) if f is not None]
@@ -463,9 +477,41 @@ class RulesExtractor:
                 extended = self._elaborate(out[-1], sentence, msg, me, you)
                 if extended is not None:
                     out[-1] = extended
+                    unused = None
                     continue
+            if found and unused is not None:
+                found[0] = self._with_antecedent(found[0], unused, sentence, msg, me, you)
+            unused = None if found else sentence
             out.extend(found)
         return out
+
+    def _with_antecedent(self, fact: ExtractedFact, before: Clause, sentence: Clause,
+                         msg: ExtractInput, me: str, you: str) -> ExtractedFact:
+        """``fact`` with the sentence it points back to, when it opens with a pronoun that
+        needs one ("Yes, the support from friends like Matthew and Linda has been
+        invaluable. They've really encouraged me." gives "The support from friends like
+        Matthew and Linda has been invaluable; they've really encouraged Ana.", not
+        "They've really encouraged Ana."). ``before`` is the sentence right before, which
+        stated no fact; one about the speaker (it stated no fact for a reason: a wish, a
+        plan), about the listener, reported, or of under three content words is no
+        antecedent, and the fact is returned unchanged."""
+        if fact.span[0] != sentence.start or not _NEEDS_ANTECEDENT.match(
+                DISCOURSE.sub("", fact.text)):
+            return fact
+        if msg.content[before.end:sentence.start].strip() or sentence.end - before.start \
+                > MAX_ELABORATED:
+            return fact
+        body = DISCOURSE.sub("", before.text.rstrip(".!").strip())
+        if (greeting := GREETING.match(body)) and body[greeting.end():].startswith(","):
+            body = body[greeting.end() + 1:].strip()  # "Absolutely, those games …"
+        if _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body) or re.search(
+                r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
+                or len(content_tokens(body)) < 3:
+            return fact  # one about the speaker gave no fact for a reason (a wish, a plan)
+        body = _clean(self._resolve_pronouns(body, me, you))
+        text = f"{body[0].upper()}{body[1:]}; {fact.text[0].lower()}{fact.text[1:]}"
+        return replace(fact, text=text, span=(before.start, fact.span[1]),
+                       negated=fact.negated or has_negation(body))
 
     def _elaborate(self, fact: ExtractedFact, sentence: Clause, msg: ExtractInput, me: str,
                    you: str) -> ExtractedFact | None:
