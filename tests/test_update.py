@@ -320,6 +320,24 @@ def test_a_preference_turned_around_supersedes_the_old_one() -> None:
     assert RulesUpdater().decide(jazz, candidates_for(jazz, [likes])).action is Action.ADD
 
 
+def test_taking_something_off_a_list_of_dislikes_or_likes_ends_that_stance() -> None:
+    sodas = stored(fact("I dislike sugary sodas because they feel overly sweet.", T1), "f1")
+    jogging = stored(fact("I love jogging.", T1, mid="m0"), "f0")
+    known = [sodas, jogging]
+
+    def decided(text: str, mid: str) -> tuple[Action, str | None]:
+        new = fact(text, T2, mid=mid)
+        d = RulesUpdater().decide(new, candidates_for(new, known))
+        return d.action, d.target_fact_id
+
+    assert decided("Removing sugary sodas from my disliked list is part of this shift.",
+                   "m2") == (Action.UPDATE, "f1")
+    assert decided("I took jogging off my list of favourites.", "m3") == (Action.UPDATE, "f0")
+    # a list of the same leaning, or something else taken off, ends nothing
+    assert decided("I took sugary sodas off my shopping list.", "m4")[0] is Action.ADD
+    assert decided("I removed the old photos from my phone.", "m5")[0] is Action.ADD
+
+
 def test_a_stance_called_past_supersedes_it() -> None:
     bowling = stored(fact("I dislike bowling, because it is slow.", T1), "f1")
     rock = stored(fact("I like rock music.", T1, mid="m0"), "f0")

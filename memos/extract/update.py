@@ -206,6 +206,10 @@ def _reverses(new: ExtractedFact, old: ActiveFact) -> bool:
         # "altering her previous dislike for bowling": the stance itself is called past
         stance = past["noun"] or past["verb"]
         return bool(_PAST_DISLIKE.match(stance)) != likes
+    off = _OFF_LIST.search(new.text)
+    if off is not None and obj <= set(content_tokens(off["obj"])):
+        # "removing sugary sodas from my disliked list": the listed stance ends
+        return bool(_PAST_DISLIKE.match(off["list"] or off["listof"])) != likes
     stated = preference(new.text, new.subject)
     if stated is not None:  # a preference itself: about the same thing, the other way
         return stated[0] != likes and obj <= stated[1]
@@ -225,6 +229,14 @@ _PAST_STANCE = re.compile(
     r"(?P<verb>dislik(?:ed|es|e)|hat(?:ed|es|e)|avoid(?:ed|s)?|lov(?:ed|es|e)|lik(?:ed|es|e)|"
     r"enjoy(?:ed|s)?|(?:skeptical|sceptical|wary) (?:of|about)))\s+(?P<obj>[^,;.!?]+)",
     re.IGNORECASE)
+#: Something taken off a list of likes or dislikes, and which list: "removing sugary sodas
+#: from my disliked list", "took jogging off her list of dislikes", "crossed sushi off my
+#: favourites list".
+_OFF_LIST = re.compile(
+    r"\b(?:remov(?:e|es|ed|ing)|tak(?:e|es|en|ing)|took|cross(?:es|ed|ing)?|strik(?:e|es|ing)|"
+    r"struck|drop(?:s|ped|ping)?)\s+(?P<obj>[^,;.!?]+?)\s+(?:off|from)\s+(?:\S+\s+){0,2}?"
+    r"(?:list of (?P<listof>dislikes|likes|favou?rites|loves)|(?P<list>dislike[sd]?|"
+    r"like[sd]?|favou?rites?|loved?)\s+list)\b", re.IGNORECASE)
 #: Which of those stances lean against their object (the others lean towards it).
 _PAST_DISLIKE = re.compile(r"^(?:dislik|distaste|aversion|s[ck]eptic|hat|avoid|wary)",
                            re.IGNORECASE)
@@ -430,7 +442,7 @@ def candidates_for(new: ExtractedFact, active: Iterable[ActiveFact], *,
         same += [a for a in pool if _norm_subject(a.subject) == key[0]
                  and _job_at(a, new.value)]
     if _LIKING.search(new.text) or _DISLIKING.search(new.text) or _PAST_STANCE.search(
-            new.text):
+            new.text) or _OFF_LIST.search(new.text):
         # a preference it may turn around, whatever attribute either was keyed by
         same += [a for a in pool if not same_attribute(a.attribute, key[1])
                  and _reverses(new, a)]
