@@ -122,6 +122,7 @@ def test_a_time_with_no_date_to_count_from_is_kept_as_said() -> None:
     "My friend Tom said he moved to Oslo.", "Haha, okay.",
     "If the offer comes through, I'm considering moving to Oslo.",
     "I'm considering whether I could run a marathon.",
+    "Good, let me introduce my family.", "Okay, let me tell you about my work.",
 ])
 def test_no_facts_from_greetings_questions_hypotheticals(text: str) -> None:
     assert facts(text) == []
@@ -150,6 +151,13 @@ def test_a_pronoun_that_points_back_takes_the_sentence_it_points_to() -> None:
     assert one("I'll ask my old teammates for advice. They keep me grounded and give me "
                "the calm I need.").text == they
     assert one("They keep me grounded and give me the calm I need.").text == they
+
+
+def test_a_sentence_about_the_exchange_is_a_fact_only_with_what_follows() -> None:
+    assert facts("Good, let me introduce my family.") == []
+    f = one("Good, let me introduce my family. Both parents are deceased, divorced, "
+            "one child.")
+    assert f.text.endswith("; both parents are deceased, divorced, one child.")
 
 
 def test_a_base_verb_ending_in_ed_is_conjugated() -> None:

@@ -143,6 +143,28 @@ def _dislike(predicate: str) -> str | None:
     return "dislikes " + (_gerund(verb) + " " if verb else "") + predicate[m.end():]
 
 
+#: Acknowledgements that open a reply besides the greetings of :data:`GREETING`.
+_ACKNOWLEDGEMENT = re.compile(r"^(?:good|fine|alright|all right|perfect|wonderful|lovely|"
+                              r"indeed|certainly|definitely)\b", re.IGNORECASE)
+
+
+def _after_greeting(text: str) -> str:
+    """``text`` without an opening greeting or acknowledgement and its comma ("Good, let
+    me …" → "let me …", "Absolutely, those games …" → "those games …")."""
+    greeting = GREETING.match(text) or _ACKNOWLEDGEMENT.match(text)
+    if greeting and text[greeting.end():].startswith(","):
+        return text[greeting.end() + 1:].strip()
+    return text
+
+
+def _only_the_exchange(source: str) -> bool:
+    """Whether a fact's source is one sentence about the exchange itself ("Good, let me
+    introduce my family."): no memory, unless the sentences after it extended it ("…; both
+    parents are deceased, divorced, one child")."""
+    return bool(_ABOUT_LISTENER.match(_after_greeting(DISCOURSE.sub("", source)))) and sum(
+        1 for _ in sentences(source)) == 1
+
+
 def _clean(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip(" ,;:-")
     return re.sub(r"\s+([,.!?])", r"\1", s)
@@ -483,7 +505,7 @@ class RulesExtractor:
                 found[0] = self._with_antecedent(found[0], unused, sentence, msg, me, you)
             unused = None if found else sentence
             out.extend(found)
-        return out
+        return [f for f in out if not _only_the_exchange(msg.content[f.span[0]:f.span[1]])]
 
     def _with_antecedent(self, fact: ExtractedFact, before: Clause, sentence: Clause,
                          msg: ExtractInput, me: str, you: str) -> ExtractedFact:
@@ -501,9 +523,7 @@ class RulesExtractor:
         if msg.content[before.end:sentence.start].strip() or sentence.end - before.start \
                 > MAX_ELABORATED:
             return fact
-        body = DISCOURSE.sub("", before.text.rstrip(".!").strip())
-        if (greeting := GREETING.match(body)) and body[greeting.end():].startswith(","):
-            body = body[greeting.end() + 1:].strip()  # "Absolutely, those games …"
+        body = _after_greeting(DISCOURSE.sub("", before.text.rstrip(".!").strip()))
         if _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body) or re.search(
                 r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
                 or len(content_tokens(body)) < 3:
