@@ -73,6 +73,14 @@ def test_delete_on_explicit_retraction() -> None:
     # a retraction of something never stored is kept as a negative fact
     new = fact("I no longer work at Meta.", T2)
     assert RulesUpdater().decide(new, candidates_for(new, [old])).action is Action.ADD
+    # no longer working as something ends that job
+    nurse = stored(fact("I work as a nurse at St. Mary's.", T1), "f2")
+    for text in ["I no longer work as a nurse.", "I stopped working as a nurse.",
+                 "I don't work as a nurse anymore."]:
+        new = fact(text, T2)
+        assert (new.attribute, new.negated) == ("job", True), text
+        d = RulesUpdater().decide(new, candidates_for(new, [nurse]))
+        assert d.action is Action.DELETE and d.target_fact_id == "f2", text
 
 
 def test_leaving_an_employer_ends_the_job_held_there() -> None:

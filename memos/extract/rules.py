@@ -193,6 +193,9 @@ _RULES: list[tuple[re.Pattern[str], str, MemoryType | None, bool]] = [
          r" (?:my |his |her |the )?(?:job |role |position |post )?(?:as (?:a |an |the )?"
          r"[^,.;!?]+? )?(?:at |with )" + _V + _END, "employer", PERSONA, True),
         (r"^(?:am|'m|is|'s|was) no longer (?:a |an )?" + _V + _END, "job", PERSONA, True),
+        (r"^(?:no longer work(?:s)?|(?:don't|do not|doesn't|does not) work|"
+         r"(?:stopped|quit|gave up) working) as (?:a |an |the )?" + _V + _END,
+         "job", PERSONA, True),
         (r"^(?:no longer|don't|do not|doesn't) live(?:s)? in " + _V + _END,
          "city", PERSONA, True),
         (r"^(?:sold|gave away|got rid of) (?:my |his |her |our )?(?P<v>car|[^,.;!?]+ car)"
