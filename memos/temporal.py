@@ -93,19 +93,29 @@ def _month_start(d: date, months: int) -> date:
     return date(d.year + years, month0 + 1, 1)
 
 
-def resolve_relative_time(expr: str, ref: datetime, *, past: bool = True
+def resolve_relative_time(expr: str, ref: datetime | None, *, past: bool = True
                           ) -> tuple[datetime, datetime, str] | None:
     """Resolve a time expression against ``ref`` → ``(valid_from, valid_to, phrase)``.
 
     ``past`` says whether the clause is in the past tense (it decides whether a bare
     weekday means the last or the next one). ``phrase`` is how the fact text states it.
+    Without a ``ref`` (a message with no timestamp) only an expression that names its
+    year resolves ("in 2019", "on May 3, 2021", "in March 2020").
 
     >>> resolve_relative_time("last week", datetime(2023, 5, 8))[2]
     'in the week of 2023-05-01'
     >>> resolve_relative_time("yesterday", datetime(2023, 5, 8))[2]
     'on 2023-05-07'
+    >>> resolve_relative_time("in 2019", None)[2], resolve_relative_time("last week", None)
+    ('in 2019', None)
     """
     e = re.sub(r"\s+", " ", expr.strip().lower())
+    if ref is None:
+        named = re.fullmatch(r"in (\d{4})|(?:(?:in|on) )?(?:" + _MONTH_RE + r")"
+                             r"(?: \d{1,2}(?:st|nd|rd|th)?)?,? \d{4}", e)
+        # a named year needs no date to count from: any reference date gives the same
+        return None if named is None else resolve_relative_time(e, datetime(2000, 1, 1),
+                                                                 past=past)
     today = ref.date()
 
     def day(d: date) -> tuple[datetime, datetime, str]:

@@ -663,7 +663,7 @@ class RulesExtractor:
         sentence = _clean(sentence)
         valid_from = valid_to = None
         time_text = ""
-        if time_expr and ref is not None:
+        if time_expr:
             resolved = resolve_relative_time(time_expr, ref, past=past)
             if resolved is not None:
                 valid_from, valid_to, time_text = resolved
@@ -713,11 +713,12 @@ class RulesExtractor:
         time_match = TIME_EXPR.search(body)
         valid_from = valid_to = None
         time_text = ""
-        if time_match and ref is not None:
+        if time_match:
             resolved = resolve_relative_time(time_match.group(0).strip(), ref, past=past)
             if resolved is not None:
                 valid_from, valid_to, time_text = resolved
-                text = f"{text[:-1]} ({time_text})."
+                if time_text.lower() not in text.lower():  # "in 2019" is said as it is
+                    text = f"{text[:-1]} ({time_text})."
         head = content_tokens(body)[0]
         mtype = RELATIONSHIP if _RELATION_MENTION.search(body) else (
             EVENT if past or time_text else PERSONA)
