@@ -30,6 +30,7 @@ from memos.eval.halumem import (
     extraction_metrics,
     offline_answer,
     run_halumem,
+    without_sources,
 )
 from memos.extract import (
     Action,
@@ -312,6 +313,19 @@ def test_offline_judge_integrity_and_labels() -> None:
         "hallucination"
     assert j.qa_label("When?", "May 7, 2023", [], "Ana ran it on 2023-05-07.",
                       subject="Ana") == "correct"
+
+
+def test_a_turn_its_facts_already_hold_gives_up_its_context_slot() -> None:
+    facts = [Retrieved("f1", "Ana adopted a cat named Miso.", 0.7,
+                       {"source_message_id": "m1"}),
+             Retrieved("f2", "Ana works as a nurse.", 0.6, {"source_message_id": "m2"})]
+    turns = [Retrieved("t1", "I adopted a cat named Miso!", 0.8, {"message_id": "m1"}),
+             Retrieved("t2", "I work as a nurse, and the night shifts at St. Mary's wear me "
+                             "out more every winter.", 0.7, {"message_id": "m2"}),
+             Retrieved("t3", "Miso sleeps on my keyboard.", 0.5, {"message_id": "m3"})]
+    # t1 says nothing its fact does not; t2 says more than its fact; t3 has no fact here
+    assert [t.id for t in without_sources(turns, facts)] == ["t2", "t3"]
+    assert [t.id for t in without_sources(turns, [])] == ["t1", "t2", "t3"]
 
 
 def test_offline_answerer_prefers_recent_and_says_unknown() -> None:

@@ -97,11 +97,15 @@ NOT_IN_MEMORY = "not in memory"
 ABSTAIN_BELOW = 0.39
 #: What each QA question's context is: ``"facts+turns"`` (default) the best
 #: ``QA_TOP_K - QA_TURNS`` facts (hybrid search) then the best ``QA_TURNS`` dialogue turns
-#: (router search), as an agent reading memory would get both; ``"facts"`` the best
-#: ``QA_TOP_K`` facts only.
+#: (router search) but those whose facts among the best facts hold ``QA_TURN_HELD`` of
+#: their words (:func:`without_sources`), as an agent reading memory would get both;
+#: ``"facts"`` the best ``QA_TOP_K`` facts only.
 QA_SEARCHES = ("facts+turns", "facts")
 QA_TOP_K = 20
 QA_TURNS = 10
+#: A turn whose facts in the context hold this share of its content words adds too little
+#: to keep its slot (chosen on the dev users; README, "Evidence coverage").
+QA_TURN_HELD = 0.7
 
 
 @dataclass(frozen=True)
@@ -1116,6 +1120,26 @@ def _diagnose(judge: Judge, evidence: Sequence[str], subject: str, *, cube_facts
             "mixed_evidence_scores": scores([h.text for h in mixed])}
 
 
+def without_sources(turns: Sequence[Retrieved], facts: Sequence[Retrieved], *,
+                    held: float = QA_TURN_HELD) -> list[Retrieved]:
+    """``turns`` less those the facts of ``facts`` extracted from them already hold: at
+    least ``held`` of the turn's content words are in the facts whose
+    ``source_message_id`` is its ``message_id``. Order is kept; the slot goes to a turn
+    that adds something. A turn that says more than its facts (most long ones) stays."""
+    said: dict[str, set[str]] = defaultdict(set)
+    for f in facts:
+        if f.metadata and f.metadata.get("source_message_id"):
+            said[str(f.metadata["source_message_id"])].update(content_tokens(f.text))
+    out = []
+    for t in turns:
+        words = set(content_tokens(t.text))
+        facts_words = said.get(str((t.metadata or {}).get("message_id")))
+        if facts_words and words and len(words & facts_words) >= held * len(words):
+            continue
+        out.append(t)
+    return out
+
+
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with Path(path).open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
@@ -1273,8 +1297,8 @@ def run_halumem(data_path: str | Path, *, client: Any, judge: str | Judge = "off
         if qa_search == "facts":
             return search(cube_id, question, QA_TOP_K, explain=True)
         facts, cov = search(cube_id, question, QA_TOP_K - QA_TURNS, explain=True)
-        turns, _ = search(cube_id, question, QA_TURNS, filters={"granularity": ["turn"]})
-        return facts + turns, cov
+        turns, _ = search(cube_id, question, 2 * QA_TURNS, filters={"granularity": ["turn"]})
+        return facts + without_sources(turns, facts)[:QA_TURNS], cov
 
     total_sessions = sum(len(r.get("sessions", [])) for r in records)
     bar = tqdm(total=total_sessions, desc="halumem sessions", disable=not progress,
