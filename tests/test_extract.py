@@ -170,11 +170,17 @@ def test_a_sentence_about_the_exchange_is_a_fact_only_with_what_follows() -> Non
     assert f.text.endswith("; both parents are deceased, divorced, one child.")
 
 
-def test_a_base_verb_ending_in_ed_is_conjugated() -> None:
+def test_a_verb_after_a_bare_i_is_conjugated_once() -> None:
     assert one("I need a break from work.").text == "Ana needs a break from work."
     assert one("I love the calm I need to focus.").text == (
         "Ana loves the calm Ana needs to focus.")
     assert one("I agreed to coach the team.").text == "Ana agreed to coach the team."
+    # an adverb between "I" and the verb is not conjugated ("onces", "activelies" before)
+    assert one("It's amazing how a sport I once disliked has become exciting.").text == (
+        "It's amazing how a sport Ana once disliked has become exciting.")
+    assert one("The goals I actively pursue matter to me.").text == (
+        "The goals Ana actively pursues matter to Ana.")
+    assert one("The people I rely on help me.").text == "The people Ana relies on help Ana."
 
 
 def test_assistant_boilerplate_and_suggestions_produce_nothing() -> None:

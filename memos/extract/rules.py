@@ -87,6 +87,10 @@ _SINGLE_VALUED = {"job", "employer", "city", "age", "name", "partner", "car", "s
 _ADVERBS = set("""just recently really also actually finally still usually often always
 never absolutely totally currently now already sometimes mostly honestly truly
 definitely only even officially no longer""".split())
+#: Verbs that end in "-ly" (any other word that does is taken for an adverb: "a sport I
+#: once disliked", "I actively seek" keep "once", "actively" as they are).
+_LY_VERBS = frozenset("""apply reply rely supply fly multiply comply imply ally rally tally
+bully""".split())
 _MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must",
            "was", "had", "did", "used"}
 _THIRD = {"am": "is", "'m": "is", "have": "has", "'ve": "has", "do": "does", "don't": "doesn't",
@@ -809,7 +813,8 @@ class RulesExtractor:
         # "activities I like" → "activities Ana likes": a bare "I" inside a clause keeps
         # its verb in agreement (adverbs in between are skipped)
         text = re.sub(r"(?<![\w'])I((?:\s+(?:" + "|".join(sorted(_ADVERBS - {"no", "longer"}))
-                      + r"))*)\s+([a-z]+)\b(?!')",
+                      + r"|once|(?!(?:" + "|".join(sorted(_LY_VERBS)) + r")\b)[a-z]+ly))*)"
+                      r"\s+([a-z]+)\b(?!')",
                       lambda m: f"I{m.group(1)} {_third_person(m.group(2))}"
                       if m.group(2) not in _NOT_VERBS else m.group(0), text)
 
