@@ -36,6 +36,13 @@ def stored(f: ExtractedFact, id: str) -> ActiveFact:
 T1, T2, T3 = datetime(2023, 1, 5), datetime(2023, 3, 5), datetime(2023, 6, 5)
 
 
+def decided(text: str, mid: str, known: list[ActiveFact]) -> tuple[Action, str | None]:
+    """The action and target the rules updater decides for ``text`` said at T2."""
+    new = fact(text, T2, mid=mid)
+    d = RulesUpdater().decide(new, candidates_for(new, known))
+    return d.action, d.target_fact_id
+
+
 def test_add_when_nothing_known() -> None:
     d = RulesUpdater().decide(fact("I live in Berlin.", T1), [])
     assert d.action is Action.ADD and d.target_fact_id is None
@@ -333,17 +340,13 @@ def test_taking_something_off_a_list_of_dislikes_or_likes_ends_that_stance() -> 
     jogging = stored(fact("I love jogging.", T1, mid="m0"), "f0")
     known = [sodas, jogging]
 
-    def decided(text: str, mid: str) -> tuple[Action, str | None]:
-        new = fact(text, T2, mid=mid)
-        d = RulesUpdater().decide(new, candidates_for(new, known))
-        return d.action, d.target_fact_id
-
     assert decided("Removing sugary sodas from my disliked list is part of this shift.",
-                   "m2") == (Action.UPDATE, "f1")
-    assert decided("I took jogging off my list of favourites.", "m3") == (Action.UPDATE, "f0")
+                   "m2", known) == (Action.UPDATE, "f1")
+    assert decided("I took jogging off my list of favourites.", "m3", known) == (
+        Action.UPDATE, "f0")
     # a list of the same leaning, or something else taken off, ends nothing
-    assert decided("I took sugary sodas off my shopping list.", "m4")[0] is Action.ADD
-    assert decided("I removed the old photos from my phone.", "m5")[0] is Action.ADD
+    assert decided("I took sugary sodas off my shopping list.", "m4", known)[0] is Action.ADD
+    assert decided("I removed the old photos from my phone.", "m5", known)[0] is Action.ADD
 
 
 def test_a_stance_called_past_supersedes_it() -> None:
@@ -351,20 +354,15 @@ def test_a_stance_called_past_supersedes_it() -> None:
     rock = stored(fact("I like rock music.", T1, mid="m0"), "f0")
     known = [bowling, rock]
 
-    def decided(text: str, mid: str) -> tuple[Action, str | None]:
-        new = fact(text, T2, mid=mid)
-        d = RulesUpdater().decide(new, candidates_for(new, known))
-        return d.action, d.target_fact_id
-
     assert decided("The league has been thrilling, altering my previous dislike for "
-                   "bowling.", "m2") == (Action.UPDATE, "f1")
+                   "bowling.", "m2", known) == (Action.UPDATE, "f1")
     assert decided("I was initially skeptical about bowling, but the league changed "
-                   "that.", "m3") == (Action.UPDATE, "f1")
-    assert decided("I used to love rock music.", "m4") == (Action.UPDATE, "f0")
-    assert decided("I no longer dislike bowling.", "m7") == (Action.UPDATE, "f1")
+                   "that.", "m3", known) == (Action.UPDATE, "f1")
+    assert decided("I used to love rock music.", "m4", known) == (Action.UPDATE, "f0")
+    assert decided("I no longer dislike bowling.", "m7", known) == (Action.UPDATE, "f1")
     # a past stance on something else, or the same stance named as past, ends nothing
-    assert decided("My previous dislike for golf is gone.", "m5")[0] is Action.ADD
-    assert decided("My old love for rock music keeps growing.", "m6")[0] is not Action.UPDATE
+    assert decided("My previous dislike for golf is gone.", "m5", known)[0] is Action.ADD
+    assert decided("My old love for rock music keeps growing.", "m6", known)[0] is not Action.UPDATE
 
 
 def test_a_stated_change_ends_the_state_it_left() -> None:
@@ -374,7 +372,7 @@ def test_a_stated_change_ends_the_state_it_left() -> None:
     pressure = stored(fact("My blood pressure is normal.", T1, mid="m6"), "f6")
     known = [boston, trips, body, pressure]
 
-    def decided(text: str, mid: str) -> tuple[Action, str | None]:
+    def changed(text: str, mid: str) -> tuple[Action, str | None]:
         new = fact(text, T2, mid=mid)
         d = RulesUpdater().decide(new, candidates_for(new, known))
         if d.action is Action.UPDATE:
@@ -382,14 +380,14 @@ def test_a_stated_change_ends_the_state_it_left() -> None:
         return d.action, d.target_fact_id
 
     # the move is keyed as an event, the home as a city: found whatever the keys
-    assert decided("I moved from Boston to Chicago.", "m2") == (Action.UPDATE, "f1")
-    assert decided("My preferences have shifted from road trips across Canada to "
+    assert changed("I moved from Boston to Chicago.", "m2") == (Action.UPDATE, "f1")
+    assert changed("My preferences have shifted from road trips across Canada to "
                    "international travel.", "m3") == (Action.UPDATE, "f0")
     # one word changed from: only the state with that value and the same topic
-    assert decided("My physical health changed from normal to affected.", "m4") == (
+    assert changed("My physical health changed from normal to affected.", "m4") == (
         Action.UPDATE, "f5")
     # a change away from something never stated, or a past change, ends nothing
-    assert decided("I moved from Denver to Austin.", "m7")[0] is Action.ADD
+    assert changed("I moved from Denver to Austin.", "m7")[0] is Action.ADD
     moved = stored(fact("I moved to Boston from Denver.", T1, mid="m8"), "f8")
     new = fact("I transitioned from Boston to remote work.", T2, mid="m9")
     assert RulesUpdater().decide(new, candidates_for(new, [moved])).action is Action.ADD
