@@ -83,6 +83,7 @@ __all__ = [
     "Match",
     "make_judge",
     "make_answerer",
+    "without_sources",
 ]
 
 #: Set by the application to build a client from ``--base-url`` (or None: in-process).
