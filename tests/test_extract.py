@@ -168,6 +168,18 @@ def test_a_sentence_about_the_exchange_is_a_fact_only_with_what_follows() -> Non
     f = one("Good, let me introduce my family. Both parents are deceased, divorced, "
             "one child.")
     assert f.text.endswith("; both parents are deceased, divorced, one child.")
+    # what follows the announcement is taken in whatever it opens with, one sentence
+    out = facts("Good, let me introduce my family. One parent is deceased, married, one "
+                "child. The weather is nice.")
+    assert [f.text for f in out] == [
+        "Good, let Ana introduce Ana's family; one parent is deceased, married, one child."]
+
+
+def test_a_clause_naming_the_speaker_is_about_the_speaker() -> None:
+    f = one("The motivation for this goal is Sharon's life in sports.", speaker="Sharon Brown")
+    assert f.text == "The motivation for this goal is Sharon's life in sports."
+    # a first name with another surname is someone else
+    assert facts("Sharon Jackson has been incredible lately.", speaker="Sharon Brown") == []
 
 
 def test_a_verb_after_a_bare_i_is_conjugated_once() -> None:

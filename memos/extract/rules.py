@@ -169,6 +169,19 @@ def _only_the_exchange(source: str) -> bool:
         1 for _ in sentences(source)) == 1
 
 
+def _names(text: str, person: str) -> bool:
+    """Whether ``text`` names ``person`` by their full name or, for a name of two parts or
+    more, their first name alone ("Sharon's life in sports" names Sharon Brown, "Sharon
+    Jackson's support" does not)."""
+    parts = person.split()
+    if not parts:
+        return False
+    full = re.escape(" ".join(parts))
+    # a first name followed by another surname is someone else ("Sharon Jackson")
+    first = rf"|{re.escape(parts[0])}(?!\s+[A-Z])" if len(parts) > 1 else ""
+    return bool(re.search(rf"\b(?:{full}{first})\b", text))
+
+
 def _clean(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip(" ,;:-")
     return re.sub(r"\s+([,.!?])", r"\1", s)
@@ -547,7 +560,9 @@ class RulesExtractor:
         statement goes on, so the fact takes it in, its span growing to cover both. Only a
         generic statement (no named attribute) of the same turn that ends where this
         sentence starts is extended; a sentence about a person, the listener or the
-        exchange, reported speech, or one with under three content words is not."""
+        exchange, reported speech, or one with under three content words is not. A
+        sentence about the exchange that announces a topic ("let me introduce my family")
+        takes in the sentence after it whatever that opens with."""
         if fact.source_message_id != msg.id or fact.confirmed_by is not None \
                 or not fact.attribute.startswith(("stmt:", "event:", "about:")):
             return None
@@ -557,8 +572,11 @@ class RulesExtractor:
             return None
         body = sentence.text.rstrip(".!").strip()
         anaphoric = bool(_ANAPHOR.match(DISCOURSE.sub("", body)))
+        # "Good, let me introduce my family. One parent is deceased, …": what the speaker
+        # said they would tell is what follows
+        introduced = _only_the_exchange(msg.content[fact.span[0]:fact.span[1]])
         if (_FIRST_PERSON.search(body) and not anaphoric) or _ABOUT_LISTENER.match(body) \
-                or not (anaphoric or _ELABORATION.match(body)) \
+                or not (anaphoric or introduced or _ELABORATION.match(body)) \
                 or re.search(r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
                 or len(content_tokens(body)) < 3:
             return None
@@ -700,10 +718,11 @@ class RulesExtractor:
     def _mention_fact(self, clause: Clause, body: str, msg: ExtractInput, me: str, you: str,
                       ref: datetime | None) -> ExtractedFact | None:
         """A clause that mentions the speaker without opening with them ("The promotion has
-        been great for my confidence"): the clause itself, first person resolved, typed by
+        been great for my confidence", or by their own name: "The motivation is Sharon's
+        life in sports"): the clause itself, first person resolved, typed by
         tense. Keyed ``about:<first content word>``, never single-valued: it adds, and only
         an identical statement is a duplicate."""
-        if not _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body):
+        if not (_FIRST_PERSON.search(body) or _names(body, me)) or _ABOUT_LISTENER.match(body):
             return None
         if REPORTED.search(body) or len(content_tokens(body)) < 3:
             return None
