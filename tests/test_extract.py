@@ -175,6 +175,19 @@ def test_a_sentence_about_the_exchange_is_a_fact_only_with_what_follows() -> Non
         "Good, let Ana introduce Ana's family; one parent is deceased, married, one child."]
 
 
+def test_a_clause_joined_to_the_speakers_by_and_or_but_stays_with_it() -> None:
+    f = one("Emotional support from colleagues and friends is vital, and I seek "
+            "interactions that resonate emotionally.")
+    assert f.text == ("Emotional support from colleagues and friends is vital, and Ana seeks "
+                      "interactions that resonate emotionally.")
+    assert f.span[0] == 0
+    # a comma splice runs two statements together; a named attribute stays atomic
+    assert one("Life in Munich is pretty good, I live close to the center.").text == (
+        "Ana lives close to the center.")
+    assert [f.text for f in facts("I love hiking and I also play the guitar.")] == [
+        "Ana loves hiking.", "Ana also plays the guitar."]
+
+
 def test_a_clause_naming_the_speaker_is_about_the_speaker() -> None:
     f = one("The motivation for this goal is Sharon's life in sports.", speaker="Sharon Brown")
     assert f.text == "The motivation for this goal is Sharon's life in sports."

@@ -23,6 +23,7 @@ from datetime import datetime
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -512,8 +513,14 @@ class RulesExtractor:
             if self._skip_sentence(sentence.text, msg.role):
                 unused = None
                 continue
-            found = [f for f in (self._clause_fact(clause, msg, me, you, ref)
-                                 for clause in clauses(sentence)) if f is not None]
+            parts = list(clauses(sentence))
+            made = [self._clause_fact(clause, msg, me, you, ref) for clause in parts]
+            found = [f for f in made if f is not None]
+            if len(found) == 1 and len(parts) > 1 and all(re.search(
+                    r"^[\s,;]*(?:and|but)\b", msg.content[a.end:b.start], re.IGNORECASE)
+                    for a, b in itertools.pairwise(parts)):
+                found = [self._with_its_sentence(found[0], [c for c, f in zip(
+                    parts, made, strict=True) if f is None], sentence, me, you)]
             if out and (not found or _ANAPHOR.match(DISCOURSE.sub("", sentence.text)) and all(
                     f.attribute.startswith(("stmt:", "event:", "about:")) for f in found)):
                 extended = self._elaborate(out[-1], sentence, msg, me, you)
@@ -526,6 +533,31 @@ class RulesExtractor:
             unused = None if found else sentence
             out.extend(found)
         return [f for f in out if not _only_the_exchange(msg.content[f.span[0]:f.span[1]])]
+
+    def _with_its_sentence(self, fact: ExtractedFact, others: Sequence[Clause],
+                           sentence: Clause, me: str, you: str) -> ExtractedFact:
+        """``fact``, from one clause of ``sentence``, as the whole sentence when the other
+        clauses stated no fact only for not naming the speaker ("Emotional support from
+        colleagues and friends is vital, and I seek interactions that resonate" is one
+        memory, not "Ana seeks interactions that resonate": the clauses are joined by "and"
+        or "but", not a bare comma, which more often runs two statements together). Only a
+        generic statement (no
+        named attribute) without a resolved date is widened; a clause about the listener,
+        reported, irrealis or of under three content words keeps the fact as it is."""
+        if not fact.attribute.startswith(("stmt:", "event:", "about:")) or fact.time_text \
+                or fact.confirmed_by is not None:
+            return fact
+        for clause in others:
+            body = _after_greeting(DISCOURSE.sub("", clause.text.rstrip(".!,;").strip()))
+            if _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body) or re.search(
+                    r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
+                    or HYPOTHETICAL.search(body) or len(content_tokens(body)) < 3:
+                return fact
+        body = _clean(self._resolve_pronouns(_after_greeting(DISCOURSE.sub(
+            "", sentence.text.rstrip(".!").strip())), me, you))
+        return replace(fact, text=f"{body[0].upper()}{body[1:]}.",
+                       span=(sentence.start, sentence.end),
+                       negated=fact.negated or has_negation(body))
 
     def _with_antecedent(self, fact: ExtractedFact, before: Clause, sentence: Clause,
                          msg: ExtractInput, me: str, you: str) -> ExtractedFact:
