@@ -1609,7 +1609,8 @@ def add_halumem_commands(subparsers: Any) -> None:
                    f"coverage (default {ABSTAIN_BELOW}; 0 never abstains)")
     p.add_argument("--qa-search", default="facts+turns", choices=QA_SEARCHES,
                    help=f"each question's context: the best {QA_TOP_K - QA_TURNS} facts then "
-                   f"the best {QA_TURNS} turns (default), or the best {QA_TOP_K} facts")
+                   f"the best {QA_TURNS} turns those facts do not already hold (default), "
+                   f"or the best {QA_TOP_K} facts")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write one JSON line per question (hits, coverage, evidence scores, "
                    "labels) for 'memos eval halumem-calibrate'")

@@ -183,6 +183,16 @@ def _names(text: str, person: str) -> bool:
     return bool(re.search(rf"\b(?:{full}{first})\b", text))
 
 
+def _told_of_something(text: str) -> bool:
+    """Whether ``text`` (a clause or sentence that stated no fact) tells of something
+    other than the speaker: no first person (one about the speaker stated no fact for a
+    reason: a wish, a plan), not about the listener, not reported, not irrealis, and at
+    least three content words."""
+    return not (_FIRST_PERSON.search(text) or _ABOUT_LISTENER.match(text)
+                or re.search(r"\byour?s?\b", text, re.IGNORECASE) or REPORTED.search(text)
+                or HYPOTHETICAL.search(text) or len(content_tokens(text)) < 3)
+
+
 def _clean(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip(" ,;:-")
     return re.sub(r"\s+([,.!?])", r"\1", s)
@@ -548,10 +558,8 @@ class RulesExtractor:
                 or fact.confirmed_by is not None:
             return fact
         for clause in others:
-            body = _after_greeting(DISCOURSE.sub("", clause.text.rstrip(".!,;").strip()))
-            if _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body) or re.search(
-                    r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
-                    or HYPOTHETICAL.search(body) or len(content_tokens(body)) < 3:
+            if not _told_of_something(_after_greeting(DISCOURSE.sub(
+                    "", clause.text.rstrip(".!,;").strip()))):
                 return fact
         body = _clean(self._resolve_pronouns(_after_greeting(DISCOURSE.sub(
             "", sentence.text.rstrip(".!").strip())), me, you))
@@ -576,9 +584,7 @@ class RulesExtractor:
                 > MAX_ELABORATED:
             return fact
         body = _after_greeting(DISCOURSE.sub("", before.text.rstrip(".!").strip()))
-        if _FIRST_PERSON.search(body) or _ABOUT_LISTENER.match(body) or re.search(
-                r"\byour?s?\b", body, re.IGNORECASE) or REPORTED.search(body) \
-                or len(content_tokens(body)) < 3:
+        if not _told_of_something(body):
             return fact  # one about the speaker gave no fact for a reason (a wish, a plan)
         body = _clean(self._resolve_pronouns(body, me, you))
         text = f"{body[0].upper()}{body[1:]}; {fact.text[0].lower()}{fact.text[1:]}"
